@@ -1,0 +1,44 @@
+//! `pod-bench SUITE --json`: every benchmark of the project behind one
+//! command. Each suite prints one JSON object holding its figures and, where
+//! the figures depend on hardware, the same-run physical floor they are to be
+//! compared with, so ratios stay meaningful on a noisy machine.
+
+#[allow(dead_code)] // used by the log and registry suites as they land
+mod floor;
+mod scope_suite;
+mod stats;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "pod-bench", about = "Benchmarks of the Pod runtime")]
+struct Cli {
+    #[command(subcommand)]
+    suite: Suite,
+}
+
+#[derive(Subcommand)]
+enum Suite {
+    /// permission_at against a scope with many base rules and layers.
+    Scope(scope_suite::Args),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let (report, json) = match cli.suite {
+        Suite::Scope(args) => (scope_suite::run(&args), args.json),
+    };
+    match report {
+        Ok(value) if json => println!("{value}"),
+        Ok(value) => match serde_json::to_string_pretty(&value) {
+            Ok(text) => println!("{text}"),
+            Err(e) => fail(&format!("cannot render report: {e}")),
+        },
+        Err(e) => fail(&e),
+    }
+}
+
+fn fail(message: &str) -> ! {
+    eprintln!("pod-bench: {message}");
+    std::process::exit(1)
+}
