@@ -38,10 +38,8 @@ pub fn resolve(path: &Path) -> Result<ScopePath, ResolveError> {
                 if hops > MAX_SYMLINK_HOPS {
                     return Err(ResolveError::SymlinkLoop { path: text.to_string(), max: MAX_SYMLINK_HOPS });
                 }
-                let target = std::fs::read_link(&candidate).map_err(|source| ResolveError::Io {
-                    path: candidate.to_string_lossy().into_owned(),
-                    source,
-                })?;
+                let target = std::fs::read_link(&candidate)
+                    .map_err(|source| ResolveError::Io { path: candidate.to_string_lossy().into_owned(), source })?;
                 if target.is_absolute() {
                     resolved = PathBuf::from("/");
                 }

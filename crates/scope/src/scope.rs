@@ -185,8 +185,8 @@ impl Scope {
     /// Adds `child`'s layer. On error the scope is unchanged.
     pub fn delegate(&mut self, child: PodName, rules: Vec<ScopeRule>) -> Result<(), ScopeError> {
         self.check_delegation(&child, &rules)?;
+        self.index.add_layer(&child, &rules);
         self.state.layers.insert(child, rules);
-        self.index = RuleIndex::build(&self.state);
         Ok(())
     }
 
@@ -194,7 +194,7 @@ impl Scope {
     /// none (idempotent: reclaiming twice is reclaiming once).
     pub fn reclaim(&mut self, child: &PodName) -> Option<Vec<ScopeRule>> {
         let removed = self.state.layers.remove(child)?;
-        self.index = RuleIndex::build(&self.state);
+        self.index.remove_layer(child);
         Some(removed)
     }
 
@@ -226,8 +226,11 @@ impl Scope {
             return Err(ScopeError::TooManyLayers { max: MAX_LAYERS });
         }
         let removed = self.state.layers.remove(child);
-        self.state.layers.extend(orphans.iter().map(|(n, r)| (n.clone(), r.clone())));
-        self.index = RuleIndex::build(&self.state);
+        self.index.remove_layer(child);
+        for (orphan, rules) in orphans {
+            self.index.add_layer(orphan, rules);
+            self.state.layers.insert(orphan.clone(), rules.clone());
+        }
         Ok(removed)
     }
 
@@ -265,13 +268,13 @@ fn check_count(what: &'static str, count: usize, max: usize) -> Result<(), Scope
     Ok(())
 }
 
-/// Where an indexed rule came from. Indices point into the scope's state,
-/// which the index is rebuilt from after every change.
-#[derive(Clone, Copy)]
+/// Where an indexed rule came from. Base indices point into the scope's
+/// state (the base never changes); layers live in slots of the index.
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Source {
     Allow(u32),
     Deny(u32),
-    Layer(u32, u32),
+    Layer { slot: u32, rule: u32 },
 }
 
 #[derive(Clone, Copy)]
@@ -282,40 +285,65 @@ struct Entry {
 }
 
 /// Rules grouped by target, so a check walks the path's ancestors (one
-/// lookup per component) instead of scanning every rule.
+/// lookup per component) instead of scanning every rule. Maintained
+/// incrementally: delegating adds a layer's write rules, reclaiming removes
+/// them, so neither costs more than the layer's own size.
 #[derive(Clone, Default)]
 struct RuleIndex {
     by_target: FxHashMap<Box<str>, Vec<Entry>>,
-    layer_names: Vec<PodName>,
-    layer_rules: Vec<Vec<ScopeRule>>,
+    slots: Vec<Option<(PodName, Vec<ScopeRule>)>>,
+    slot_of: FxHashMap<PodName, u32>,
+    free_slots: Vec<u32>,
 }
 
 impl RuleIndex {
     fn build(state: &ScopeSnapshot) -> RuleIndex {
         let mut index = RuleIndex::default();
-        let mut add = |rule: &ScopeRule, source: Source| {
-            index.by_target.entry(rule.target.as_str().into()).or_default().push(Entry {
-                source,
-                permission: rule.permission,
-                recursive: rule.recursive,
-            });
-        };
         for (i, r) in state.allow.iter().enumerate() {
-            add(r, Source::Allow(i as u32));
+            index.add(r, Source::Allow(i as u32));
         }
         for (i, r) in state.deny.iter().enumerate() {
-            add(r, Source::Deny(i as u32));
+            index.add(r, Source::Deny(i as u32));
         }
-        for (c, (_, rules)) in state.layers.iter().enumerate() {
-            for (i, r) in rules.iter().enumerate() {
-                if r.permission == Permission::Write {
-                    add(r, Source::Layer(c as u32, i as u32));
+        for (child, rules) in &state.layers {
+            index.add_layer(child, rules);
+        }
+        index
+    }
+
+    fn add(&mut self, rule: &ScopeRule, source: Source) {
+        self.by_target.entry(rule.target.as_str().into()).or_default().push(Entry {
+            source,
+            permission: rule.permission,
+            recursive: rule.recursive,
+        });
+    }
+
+    fn add_layer(&mut self, child: &PodName, rules: &[ScopeRule]) {
+        let slot = self.free_slots.pop().unwrap_or(self.slots.len() as u32);
+        for (i, r) in rules.iter().enumerate().filter(|(_, r)| r.permission == Permission::Write) {
+            self.add(r, Source::Layer { slot, rule: i as u32 });
+        }
+        let entry = Some((child.clone(), rules.to_vec()));
+        match self.slots.get_mut(slot as usize) {
+            Some(free) => *free = entry,
+            None => self.slots.push(entry),
+        }
+        self.slot_of.insert(child.clone(), slot);
+    }
+
+    fn remove_layer(&mut self, child: &PodName) {
+        let Some(slot) = self.slot_of.remove(child) else { return };
+        let Some((_, rules)) = self.slots.get_mut(slot as usize).and_then(Option::take) else { return };
+        for r in &rules {
+            if let Some(entries) = self.by_target.get_mut(r.target.as_str()) {
+                entries.retain(|e| !matches!(e.source, Source::Layer { slot: s, .. } if s == slot));
+                if entries.is_empty() {
+                    self.by_target.remove(r.target.as_str());
                 }
             }
         }
-        index.layer_names = state.layers.keys().cloned().collect();
-        index.layer_rules = state.layers.values().cloned().collect();
-        index
+        self.free_slots.push(slot);
     }
 
     fn verdict<'a>(&'a self, state: &'a ScopeSnapshot, path: &str) -> Verdict<'a> {
@@ -333,7 +361,7 @@ impl RuleIndex {
                             best_allow = Some((e.permission, i));
                         }
                     }
-                    Source::Deny(_) | Source::Layer(..) => {
+                    Source::Deny(_) | Source::Layer { .. } => {
                         let limit = match e.permission {
                             Permission::Write => Some(Permission::Read),
                             Permission::Read => None,
@@ -351,14 +379,10 @@ impl RuleIndex {
             return Verdict { permission: None, decided_by: Decider::NoRule };
         };
         match cap {
-            Some((limit, source)) if limit < Some(granted) => Verdict {
-                permission: limit,
-                decided_by: self.decider(state, source),
-            },
-            _ => Verdict {
-                permission: Some(granted),
-                decided_by: self.decider(state, Source::Allow(allow_idx)),
-            },
+            Some((limit, source)) if limit < Some(granted) => {
+                Verdict { permission: limit, decided_by: self.decider(state, source) }
+            }
+            _ => Verdict { permission: Some(granted), decided_by: self.decider(state, Source::Allow(allow_idx)) },
         }
     }
 
@@ -366,9 +390,9 @@ impl RuleIndex {
         match source {
             Source::Allow(i) => Decider::Allow { rule: &state.allow[i as usize] },
             Source::Deny(i) => Decider::Deny { rule: &state.deny[i as usize] },
-            Source::Layer(c, i) => Decider::Layer {
-                child: &self.layer_names[c as usize],
-                rule: &self.layer_rules[c as usize][i as usize],
+            Source::Layer { slot, rule } => match &self.slots[slot as usize] {
+                Some((child, rules)) => Decider::Layer { child, rule: &rules[rule as usize] },
+                None => unreachable!("index entry points at a freed layer slot"),
             },
         }
     }
@@ -378,11 +402,7 @@ impl RuleIndex {
 /// `path`.
 fn ancestors(path: &str) -> impl Iterator<Item = &str> {
     let root = std::iter::once("/");
-    let inner = path
-        .match_indices('/')
-        .skip(1)
-        .map(move |(i, _)| &path[..i])
-        .chain((path != "/").then_some(path));
+    let inner = path.match_indices('/').skip(1).map(move |(i, _)| &path[..i]).chain((path != "/").then_some(path));
     root.chain(inner)
 }
 
