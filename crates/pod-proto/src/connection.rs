@@ -1,0 +1,132 @@
+//! A framed, typed, timed connection over a local socket, and the handshake
+//! that opens every conversation.
+//!
+//! Both ends exchange one frame before anything else (`Hello` from the
+//! client, `Result<Welcome, WireError>` from the server) so that a client
+//! built against another protocol version fails with a message naming both
+//! versions instead of misreading frames.
+
+use std::path::Path;
+use std::time::Duration;
+
+use interprocess::local_socket::tokio::prelude::*;
+use interprocess::local_socket::tokio::Stream;
+use interprocess::local_socket::GenericFilePath;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncWriteExt;
+
+use crate::{frame, ProtoError, WireError, FRAME_TIMEOUT, IDLE_TIMEOUT, MAX_CLIENT_NAME_BYTES, PROTOCOL_VERSION};
+
+/// The client's first frame.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    pub protocol: u32,
+    /// Free-form description for logs ("pod-registry ls", "pod lead"); never
+    /// used for identity.
+    pub client: String,
+}
+
+/// The server's answer to an accepted [`Hello`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Welcome {
+    pub protocol: u32,
+}
+
+/// One end of a conversation: frames in, frames out, each bounded in time.
+pub struct Connection {
+    stream: Stream,
+    idle: Duration,
+    frame: Duration,
+}
+
+impl Connection {
+    pub fn new(stream: Stream) -> Connection {
+        Connection { stream, idle: IDLE_TIMEOUT, frame: FRAME_TIMEOUT }
+    }
+
+    /// Connects to the filesystem socket at `path` (no handshake yet).
+    pub async fn connect(path: &Path) -> Result<Connection, ProtoError> {
+        let name = path.to_fs_name::<GenericFilePath>()?;
+        Ok(Connection::new(Stream::connect(name).await?))
+    }
+
+    /// Sets how long [`Connection::read_frame`] waits for the next frame to
+    /// start. Clients waiting on a server reply use the default; tests and
+    /// servers may shorten it.
+    pub fn set_idle_timeout(&mut self, idle: Duration) {
+        self.idle = idle;
+    }
+
+    pub fn stream(&self) -> &Stream {
+        &self.stream
+    }
+
+    /// Reads one frame; `Ok(None)` when the peer closed between frames.
+    pub async fn read_frame<T: DeserializeOwned>(&mut self) -> Result<Option<T>, ProtoError> {
+        match frame::read_body(&mut self.stream, self.idle, self.frame).await? {
+            Some(body) => frame::decode(&body).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Writes one frame in a single write call.
+    pub async fn write_frame<T: Serialize>(&mut self, value: &T) -> Result<(), ProtoError> {
+        let bytes = frame::encode(value)?;
+        tokio::time::timeout(self.frame, self.stream.write_all(&bytes))
+            .await
+            .map_err(|_| ProtoError::Timeout(self.frame))??;
+        Ok(())
+    }
+
+    /// Sends `request` and reads its `Result<T, WireError>` reply; an error
+    /// frame becomes [`ProtoError::Remote`].
+    pub async fn call<Req: Serialize, T: DeserializeOwned>(&mut self, request: &Req) -> Result<T, ProtoError> {
+        self.write_frame(request).await?;
+        match self.read_frame::<Result<T, WireError>>().await? {
+            Some(Ok(reply)) => Ok(reply),
+            Some(Err(wire)) => Err(ProtoError::Remote(wire)),
+            None => Err(ProtoError::Closed),
+        }
+    }
+
+    /// Client side of the handshake: returns the server's protocol version.
+    pub async fn client_handshake(&mut self, client: &str) -> Result<u32, ProtoError> {
+        let hello = Hello { protocol: PROTOCOL_VERSION, client: client.chars().take(MAX_CLIENT_NAME_BYTES / 4).collect() };
+        let welcome: Welcome = self.call(&hello).await?;
+        if welcome.protocol != PROTOCOL_VERSION {
+            return Err(ProtoError::VersionMismatch { ours: PROTOCOL_VERSION, theirs: welcome.protocol });
+        }
+        Ok(welcome.protocol)
+    }
+
+    /// Server side of the handshake. On error the caller sends
+    /// [`Connection::refuse`] and closes.
+    pub async fn server_handshake(&mut self) -> Result<Hello, ProtoError> {
+        let saved = self.idle;
+        self.idle = self.frame;
+        let hello = self.read_frame::<Hello>().await;
+        self.idle = saved;
+        let hello = hello?.ok_or(ProtoError::Closed)?;
+        if hello.protocol != PROTOCOL_VERSION {
+            return Err(ProtoError::VersionMismatch { ours: PROTOCOL_VERSION, theirs: hello.protocol });
+        }
+        if hello.client.len() > MAX_CLIENT_NAME_BYTES {
+            return Err(ProtoError::BadFrame(format!(
+                "client description is {} bytes; the limit is {MAX_CLIENT_NAME_BYTES}",
+                hello.client.len()
+            )));
+        }
+        self.write_frame(&Ok::<_, WireError>(Welcome { protocol: PROTOCOL_VERSION })).await?;
+        Ok(hello)
+    }
+
+    /// Best-effort error frame before the server drops a connection it
+    /// cannot continue (the peer may already be gone; nothing to do then).
+    pub async fn refuse(&mut self, error: &ProtoError) {
+        let reply: Result<(), WireError> = Err(error.to_wire());
+        if let Err(e) = self.write_frame(&reply).await {
+            tracing::debug!(error = %e, "could not send the error frame");
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! Errors of the wire layer, and the one error shape every server returns.
+//!
+//! `ProtoError` is what goes wrong locally (framing, timeouts, refused
+//! peers); `WireError` is what crosses the socket. Codes are stable strings
+//! so that scripts, logs and the command line can match on them.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// An error as it travels in a reply frame: a stable `code` ("area.reason")
+/// and a one-line human message that says what was wrong and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{message} [{code}]")]
+pub struct WireError {
+    pub code: String,
+    pub message: String,
+}
+
+impl WireError {
+    pub fn new(code: impl Into<String>, message: impl Into<String>) -> WireError {
+        WireError { code: code.into(), message: message.into() }
+    }
+}
+
+/// Why a frame could not be exchanged.
+#[derive(Debug, thiserror::Error)]
+pub enum ProtoError {
+    #[error("frame of {len} bytes is larger than the limit of {max} bytes")]
+    FrameTooLarge { len: u64, max: usize },
+    #[error("frame body cannot be decoded: {0}")]
+    BadFrame(String),
+    #[error("connection closed in the middle of a frame ({got} of {expected} bytes)")]
+    Truncated { got: usize, expected: usize },
+    #[error("protocol version mismatch: this side speaks {ours}, the peer speaks {theirs}")]
+    VersionMismatch { ours: u32, theirs: u32 },
+    #[error("peer refused: {0}")]
+    PeerRefused(String),
+    #[error("no frame within {0:?}")]
+    Timeout(Duration),
+    #[error("connection closed by the peer")]
+    Closed,
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+    /// The server answered with an error frame.
+    #[error("{0}")]
+    Remote(WireError),
+}
+
+impl ProtoError {
+    pub fn code(&self) -> &str {
+        match self {
+            ProtoError::FrameTooLarge { .. } => "proto.frame_too_large",
+            ProtoError::BadFrame(_) => "proto.bad_frame",
+            ProtoError::Truncated { .. } => "proto.truncated",
+            ProtoError::VersionMismatch { .. } => "proto.version_mismatch",
+            ProtoError::PeerRefused(_) => "proto.peer_refused",
+            ProtoError::Timeout(_) => "proto.timeout",
+            ProtoError::Closed | ProtoError::Io(_) => "proto.io",
+            ProtoError::Remote(w) => &w.code,
+        }
+    }
+
+    /// The form sent to the peer before closing a connection.
+    pub fn to_wire(&self) -> WireError {
+        match self {
+            ProtoError::Remote(w) => w.clone(),
+            other => WireError::new(other.code(), other.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_stable() {
+        let cases: Vec<(ProtoError, &str)> = vec![
+            (ProtoError::FrameTooLarge { len: 9, max: 1 }, "proto.frame_too_large"),
+            (ProtoError::BadFrame("x".into()), "proto.bad_frame"),
+            (ProtoError::Truncated { got: 1, expected: 2 }, "proto.truncated"),
+            (ProtoError::VersionMismatch { ours: 1, theirs: 2 }, "proto.version_mismatch"),
+            (ProtoError::PeerRefused("uid".into()), "proto.peer_refused"),
+            (ProtoError::Timeout(Duration::from_secs(1)), "proto.timeout"),
+            (ProtoError::Io(std::io::Error::other("x")), "proto.io"),
+        ];
+        for (e, code) in cases {
+            assert_eq!(e.code(), code);
+            assert_eq!(e.to_wire().code, code);
+        }
+    }
+
+    #[test]
+    fn version_mismatch_names_both_versions() {
+        let msg = ProtoError::VersionMismatch { ours: 1, theirs: 7 }.to_string();
+        assert!(msg.contains('1') && msg.contains('7'), "{msg}");
+    }
+}
