@@ -1,0 +1,133 @@
+//! The events of a Pod's history and their stored body.
+//!
+//! A body is the event as a MessagePack map with a `kind` string and named
+//! fields, so that a future kind, or a future optional field, does not make
+//! an old log unreadable: an unknown kind decodes to [`Event::Unknown`],
+//! which the fold skips. The JSON form (`pod log --json`) is the same shape.
+
+use scope::{PodName, ScopeRule, ScopeSnapshot};
+use serde::{Deserialize, Serialize};
+
+use crate::LogError;
+
+/// One event of a Pod's history. Kind strings and field names are part of
+/// the stored format: never rename them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind")]
+pub enum Event {
+    /// The first record of every log. `base` holds the user's allow and deny
+    /// rules; its `layers` are empty.
+    #[serde(rename = "pod.created")]
+    PodCreated { name: PodName, parent: Option<PodName>, base: ScopeSnapshot, workload: Option<Vec<String>> },
+    /// The Pod's whole scope (base + layers) after a change.
+    #[serde(rename = "pod.scope")]
+    PodScope { scope: ScopeSnapshot },
+    #[serde(rename = "child.spawned")]
+    ChildSpawned { name: PodName, socket: String, rules: Vec<ScopeRule>, callback: String },
+    #[serde(rename = "child.removed")]
+    ChildRemoved { name: PodName, reason: RemovalReason },
+    /// A grandchild adopted after its own parent (`from`) vanished.
+    #[serde(rename = "child.reparented")]
+    ChildReparented { name: PodName, from: PodName, rules: Vec<ScopeRule>, socket: String },
+    #[serde(rename = "pod.stopped")]
+    PodStopped,
+    /// A kind this build does not know, written by a newer one. Read-only:
+    /// `append` refuses it.
+    #[serde(untagged)]
+    Unknown { kind: String },
+}
+
+/// Why a child left the children list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RemovalReason {
+    /// `pod stop CHILD`, run by this Pod.
+    Stopped,
+    /// The child's own shutdown callback.
+    ShutDown,
+    /// Found unreachable when this Pod resumed.
+    Pruned,
+    /// Noticed dead without a word.
+    Lost,
+}
+
+/// One record as readers see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    pub seq: u64,
+    pub timestamp_ms: u64,
+    pub event: Event,
+}
+
+/// The kinds this build writes and decodes strictly.
+const KNOWN_KINDS: [&str; 6] =
+    ["pod.created", "pod.scope", "child.spawned", "child.removed", "child.reparented", "pod.stopped"];
+
+impl Event {
+    /// The kind string, as stored.
+    pub fn kind(&self) -> &str {
+        match self {
+            Event::PodCreated { .. } => "pod.created",
+            Event::PodScope { .. } => "pod.scope",
+            Event::ChildSpawned { .. } => "child.spawned",
+            Event::ChildRemoved { .. } => "child.removed",
+            Event::ChildReparented { .. } => "child.reparented",
+            Event::PodStopped => "pod.stopped",
+            Event::Unknown { kind } => kind,
+        }
+    }
+}
+
+/// Encodes the stored body of an event.
+pub(crate) fn encode_body(event: &Event) -> Result<Vec<u8>, LogError> {
+    rmp_serde::to_vec_named(event).map_err(|e| LogError::Encode { what: "an event", message: e.to_string() })
+}
+
+/// Decodes the stored body of record `seq`.
+pub(crate) fn decode_body(seq: u64, body: &[u8]) -> Result<Event, LogError> {
+    let event: Event = rmp_serde::from_slice(body)
+        .map_err(|e| LogError::corrupt(seq, format!("has a body that does not decode: {e}")))?;
+    // Serde falls back to `Unknown` when a known kind's fields do not match
+    // its schema too; that is a bad record, not a newer kind.
+    match &event {
+        Event::Unknown { kind } if KNOWN_KINDS.contains(&kind.as_str()) => {
+            Err(LogError::corrupt(seq, format!("is a `{kind}` event whose fields do not match its schema")))
+        }
+        _ => Ok(event),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn unknown_kind_decodes_to_unknown() {
+        #[derive(Serialize)]
+        struct Future {
+            kind: &'static str,
+            color: u32,
+        }
+        let body = rmp_serde::to_vec_named(&Future { kind: "pod.painted", color: 7 }).unwrap();
+        assert_eq!(decode_body(3, &body).unwrap(), Event::Unknown { kind: "pod.painted".into() });
+    }
+
+    #[test]
+    fn known_kind_with_bad_fields_is_corrupt() {
+        #[derive(Serialize)]
+        struct Bad {
+            kind: &'static str,
+            name: u32,
+        }
+        let body = rmp_serde::to_vec_named(&Bad { kind: "child.removed", name: 7 }).unwrap();
+        let err = decode_body(9, &body).unwrap_err();
+        assert_eq!((err.code(), err.seq()), ("log.corrupt_record", Some(9)));
+    }
+
+    #[test]
+    fn kind_matches_the_serde_tag() {
+        let body = encode_body(&Event::PodStopped).unwrap();
+        assert_eq!(decode_body(1, &body).unwrap().kind(), "pod.stopped");
+    }
+}

@@ -1,0 +1,16 @@
+//! Every limit the session log enforces, in one place so that the docs, the
+//! errors and the tests agree. Past a limit the call is refused with a typed
+//! error and nothing is written.
+
+/// Largest encoded record (envelope included), in bytes.
+pub const MAX_RECORD_BYTES: usize = 1 << 20;
+
+/// Most events in one `append` batch.
+pub const MAX_BATCH_EVENTS: usize = 4096;
+
+/// Checkpoints kept; older ones are deleted when a new one is written. More
+/// than one so that a checkpoint failing its checksum has a fallback.
+pub const KEPT_CHECKPOINTS: usize = 3;
+
+/// Default number of records between two automatic checkpoints.
+pub const DEFAULT_CHECKPOINT_EVERY: u64 = 1000;

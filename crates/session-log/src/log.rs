@@ -1,0 +1,541 @@
+//! The session log proper: sled storage, group commit, readers.
+//!
+//! Appenders enqueue their batch under one mutex; whoever finds no leader
+//! becomes it, assigns sequence numbers and chain links to every queued
+//! batch (still under the mutex), writes them all as one sled batch, flushes
+//! once and wakes the others. So one flush serves many batches, and nobody
+//! returns before the flush that covers their batch has returned.
+//!
+//! Readers only see records up to the last flushed one (`durable_seq`):
+//! nothing that a crash could still take back is ever shown.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tracing::{debug_span, info_span};
+
+use crate::chain::Chain;
+use crate::envelope::{key, seq_of, Envelope, Hash, GENESIS, MAX_OVERHEAD};
+use crate::event::{decode_body, encode_body};
+use crate::limits::{DEFAULT_CHECKPOINT_EVERY, MAX_BATCH_EVENTS, MAX_RECORD_BYTES};
+use crate::{checkpoint, trees, Event, LogError, PodState, Record};
+
+/// sled's page cache per Pod. Small: a log is mostly written, and read back
+/// in order once at resume.
+const CACHE_BYTES: u64 = 16 << 20;
+
+#[derive(Debug, Clone, Copy)]
+pub struct LogOptions {
+    /// Records between automatic checkpoints; 0 turns them off.
+    pub checkpoint_every: u64,
+    /// Milliseconds since the Unix epoch. Injectable so that tests and
+    /// snapshots get fixed timestamps.
+    pub clock: fn() -> u64,
+}
+
+impl Default for LogOptions {
+    fn default() -> LogOptions {
+        LogOptions { checkpoint_every: DEFAULT_CHECKPOINT_EVERY, clock: system_clock_ms }
+    }
+}
+
+fn system_clock_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The sequence numbers an acknowledged batch got: `first_seq..=last_seq`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendReceipt {
+    pub first_seq: u64,
+    pub last_seq: u64,
+}
+
+/// What `verify` walked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Records 1..=last_seq are all present, intact and chained.
+    pub last_seq: u64,
+    /// Checkpoints that match the full fold at their record.
+    pub checkpoints: Vec<u64>,
+    /// Checkpoints that fail their own checks; replay skips them.
+    pub ignored_checkpoints: Vec<u64>,
+}
+
+pub struct SessionLog {
+    db: sled::Db,
+    records: sled::Tree,
+    checkpoints: sled::Tree,
+    /// sled's main file, synced by us after sled's own flush (see `sync`).
+    db_file: File,
+    blobs_dir: PathBuf,
+    options: LogOptions,
+    commit: Mutex<Commit>,
+    /// Signalled whenever a leader finishes or `durable_seq` moves.
+    changed: Condvar,
+}
+
+struct Commit {
+    queue: Vec<Pending>,
+    leader: bool,
+    next_ticket: u64,
+    done: HashMap<u64, Result<AppendReceipt, LogError>>,
+    durable_seq: u64,
+    /// Loaded by the first leader, owned by the current leader while it
+    /// works, `None` until then.
+    head: Option<Head>,
+    /// Set when a write or flush failed: what is on disk is then unknown, so
+    /// this handle refuses everything and the log must be reopened.
+    failed: Option<String>,
+}
+
+struct Pending {
+    ticket: u64,
+    events: Vec<Event>,
+    bodies: Vec<Vec<u8>>,
+}
+
+/// What the next append builds on.
+struct Head {
+    state: PodState,
+    /// Checksum of the last record.
+    hash: Hash,
+    timestamp_ms: u64,
+    checkpoint_seq: u64,
+    synced_blobs: HashSet<OsString>,
+}
+
+/// The result of folding stored records.
+struct Folded {
+    state: PodState,
+    hash: Hash,
+    timestamp_ms: u64,
+    checkpoint_seq: u64,
+}
+
+impl SessionLog {
+    /// Opens (creating if needed) the log stored in `dir`. Does not read the
+    /// records: a corrupt log still opens, so that `verify` can name the bad
+    /// record; `append` and `replay` refuse it.
+    pub fn open(dir: impl AsRef<Path>, options: LogOptions) -> Result<SessionLog, LogError> {
+        let dir = dir.as_ref();
+        let _span = info_span!("session_log.open", dir = %dir.display()).entered();
+        std::fs::create_dir_all(dir).map_err(|e| LogError::storage("create the log directory", e))?;
+        let db = sled::Config::new()
+            .path(dir)
+            .mode(sled::Mode::HighThroughput)
+            .flush_every_ms(None)
+            .cache_capacity(CACHE_BYTES)
+            .open()
+            .map_err(|e| LogError::storage("open", e))?;
+        let records = db.open_tree(trees::RECORDS).map_err(|e| LogError::storage("open the records", e))?;
+        let checkpoints =
+            db.open_tree(trees::CHECKPOINTS).map_err(|e| LogError::storage("open the checkpoints", e))?;
+        let db_file = File::open(dir.join("db")).map_err(|e| LogError::storage("open sled's file", e))?;
+        // sled may just have created its files; make their names durable.
+        File::open(dir).and_then(|d| d.sync_all()).map_err(|e| LogError::storage("sync the log directory", e))?;
+        let durable_seq = match records.last().map_err(|e| LogError::storage("read the last record", e))? {
+            None => 0,
+            Some((k, _)) => seq_of(&k).ok_or(LogError::BadKey { after: 0 })?,
+        };
+        Ok(SessionLog {
+            db,
+            records,
+            checkpoints,
+            db_file,
+            blobs_dir: dir.join("blobs"),
+            options,
+            commit: Mutex::new(Commit {
+                queue: Vec::new(),
+                leader: false,
+                next_ticket: 0,
+                done: HashMap::new(),
+                durable_seq,
+                head: None,
+                failed: None,
+            }),
+            changed: Condvar::new(),
+        })
+    }
+
+    /// Appends `batch` as consecutive records and returns once they are all
+    /// durable. All or nothing: on error none of them is in the log.
+    pub fn append(&self, batch: Vec<Event>) -> Result<AppendReceipt, LogError> {
+        let _span = debug_span!("session_log.append", events = batch.len()).entered();
+        let bodies = prepare(&batch)?;
+        let mut g = self.lock();
+        if let Some(cause) = &g.failed {
+            return Err(LogError::Failed { cause: cause.clone() });
+        }
+        let ticket = g.next_ticket;
+        g.next_ticket += 1;
+        g.queue.push(Pending { ticket, events: batch, bodies });
+        loop {
+            if let Some(result) = g.done.remove(&ticket) {
+                return result;
+            }
+            if !g.leader {
+                g = self.commit_group(g);
+            } else {
+                g = self.wait(g);
+            }
+        }
+    }
+
+    /// Leads one group commit: everything queued now becomes one sled batch
+    /// and one flush. Called with no leader; answers every queued ticket.
+    fn commit_group<'a>(&'a self, mut g: MutexGuard<'a, Commit>) -> MutexGuard<'a, Commit> {
+        g.leader = true;
+        let head = match g.head.take() {
+            Some(head) => Ok(head),
+            None => {
+                drop(g);
+                let head = self.load_head();
+                g = self.lock();
+                head
+            }
+        };
+        let mut head = match head {
+            Ok(head) => head,
+            Err(e) => {
+                for p in std::mem::take(&mut g.queue) {
+                    g.done.insert(p.ticket, Err(e.clone()));
+                }
+                return self.step_down(g);
+            }
+        };
+        let group = std::mem::take(&mut g.queue);
+        let (batch, answers, sealed) = seal_group(&mut head, group, (self.options.clock)());
+        drop(g);
+        let written = match sealed {
+            Err(e) => Err(e),
+            Ok(0) => Ok(()),
+            Ok(_) => self.write_group(batch, &mut head),
+        };
+        let mut g = self.lock();
+        match written {
+            Ok(()) => {
+                g.durable_seq = head.state.last_seq;
+                g.head = Some(head);
+                g.done.extend(answers);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "session-log group commit failed; the handle is now unusable");
+                g.failed = Some(e.to_string());
+                g.done.extend(answers.into_iter().map(|(t, a)| (t, a.and(Err(e.clone())))));
+            }
+        }
+        self.step_down(g)
+    }
+
+    fn step_down<'a>(&'a self, mut g: MutexGuard<'a, Commit>) -> MutexGuard<'a, Commit> {
+        g.leader = false;
+        self.changed.notify_all();
+        g
+    }
+
+    fn write_group(&self, batch: sled::Batch, head: &mut Head) -> Result<(), LogError> {
+        self.records.apply_batch(batch).map_err(|e| LogError::storage("write records", e))?;
+        let every = self.options.checkpoint_every;
+        if every > 0 && head.state.last_seq / every > head.checkpoint_seq / every {
+            checkpoint::write(&self.checkpoints, &head.state, head.hash)?;
+            head.checkpoint_seq = head.state.last_seq;
+        }
+        self.sync(&mut head.synced_blobs)
+    }
+
+    /// Makes everything written so far durable. sled 0.34's flush ends in
+    /// `sync_file_range` on Linux, which flushes neither the drive's write
+    /// cache nor the file size, and it never syncs the separate files it
+    /// writes large pages to ("blobs"). Both are done here, so that an
+    /// acknowledged record survives power loss too, not just a process kill.
+    fn sync(&self, synced_blobs: &mut HashSet<OsString>) -> Result<(), LogError> {
+        self.db.flush().map_err(|e| LogError::storage("flush", e))?;
+        self.sync_blobs(synced_blobs)?;
+        self.db_file.sync_data().map_err(|e| LogError::storage("fdatasync", e))
+    }
+
+    fn sync_blobs(&self, synced: &mut HashSet<OsString>) -> Result<(), LogError> {
+        let entries = match std::fs::read_dir(&self.blobs_dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(LogError::storage("list sled's blobs", e)),
+        };
+        let mut present = HashSet::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| LogError::storage("list sled's blobs", e))?;
+            let name = entry.file_name();
+            if !synced.contains(&name) {
+                match File::open(entry.path()).and_then(|f| f.sync_data()) {
+                    // sled deletes blobs it no longer needs, any time.
+                    Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                    other => other.map_err(|e| LogError::storage("sync a sled blob", e))?,
+                }
+            }
+            present.insert(name);
+        }
+        let new = present.iter().any(|n| !synced.contains(n));
+        *synced = present;
+        if new {
+            File::open(&self.blobs_dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| LogError::storage("sync sled's blob directory", e))?;
+        }
+        Ok(())
+    }
+
+    /// Stores a checkpoint of the state as of the last record now (unless
+    /// the latest one already is) and returns its sequence number.
+    pub fn checkpoint(&self) -> Result<u64, LogError> {
+        let _span = info_span!("session_log.checkpoint").entered();
+        let mut g = self.lock();
+        while g.leader {
+            g = self.wait(g);
+        }
+        if let Some(cause) = &g.failed {
+            return Err(LogError::Failed { cause: cause.clone() });
+        }
+        g.leader = true;
+        let head = g.head.take();
+        drop(g);
+        let loaded = match head {
+            Some(head) => Ok(head),
+            None => self.load_head(),
+        };
+        let mut head = match loaded {
+            Ok(head) => head,
+            Err(e) => {
+                drop(self.step_down(self.lock()));
+                return Err(e);
+            }
+        };
+        let seq = head.state.last_seq;
+        let written = if seq == 0 || head.checkpoint_seq == seq {
+            Ok(())
+        } else {
+            checkpoint::write(&self.checkpoints, &head.state, head.hash).and_then(|()| self.sync(&mut head.synced_blobs))
+        };
+        let mut g = self.lock();
+        let result = match written {
+            Ok(()) => {
+                head.checkpoint_seq = seq;
+                g.head = Some(head);
+                Ok(seq)
+            }
+            Err(e) => {
+                g.failed = Some(e.to_string());
+                Err(e)
+            }
+        };
+        drop(self.step_down(g));
+        result
+    }
+
+    /// Folds the log into the Pod's state: the newest usable checkpoint plus
+    /// the records after it. Refuses (naming the record) when a record it
+    /// reads is corrupt or the history is impossible.
+    pub fn replay(&self) -> Result<PodState, LogError> {
+        let _span = info_span!("session_log.replay").entered();
+        self.fold(self.last_seq()).map(|f| f.state)
+    }
+
+    fn fold(&self, bound: u64) -> Result<Folded, LogError> {
+        let start = checkpoint::latest(&self.checkpoints, &self.records, bound)?;
+        let checkpoint_seq = start.as_ref().map_or(0, |s| s.state.last_seq);
+        let (mut state, mut hash, mut timestamp_ms) = match start {
+            Some(s) => (s.state, s.record_hash, s.timestamp_ms),
+            None => (PodState::new(), GENESIS, 0),
+        };
+        for env in Chain::new(&self.records, state.last_seq + 1, Some(hash), bound) {
+            let env = env?;
+            let event = decode_body(env.seq, &env.body)?;
+            state.apply(env.seq, &event).map_err(|source| LogError::ImpossibleHistory { source })?;
+            hash = env.checksum;
+            timestamp_ms = env.timestamp_ms;
+        }
+        if state.last_seq != bound {
+            return Err(LogError::MissingRecord { seq: state.last_seq + 1 });
+        }
+        Ok(Folded { state, hash, timestamp_ms, checkpoint_seq })
+    }
+
+    fn load_head(&self) -> Result<Head, LogError> {
+        let _span = info_span!("session_log.load_head").entered();
+        let f = self.fold(self.last_seq())?;
+        Ok(Head {
+            state: f.state,
+            hash: f.hash,
+            timestamp_ms: f.timestamp_ms,
+            checkpoint_seq: f.checkpoint_seq,
+            synced_blobs: HashSet::new(),
+        })
+    }
+
+    /// The durable records from `seq` on (record 1 if `seq` is 0), as far as
+    /// they were durable when this was called. The iterator checks every
+    /// record and stops after the first error; the first record's link to
+    /// its predecessor is not checked (`verify` does that).
+    pub fn read_from(&self, seq: u64) -> RecordIter {
+        let first = seq.max(1);
+        let prev = (first == 1).then_some(GENESIS);
+        RecordIter { chain: Chain::new(&self.records, first, prev, self.last_seq()), failed: false }
+    }
+
+    /// The last durable sequence number; 0 for an empty log.
+    pub fn last_seq(&self) -> u64 {
+        self.lock().durable_seq
+    }
+
+    /// Waits until a record after `after` is durable (`true`) or `timeout`
+    /// passed (`false`). For `pod log --follow`.
+    pub fn wait_for_seq(&self, after: u64, timeout: Duration) -> Result<bool, LogError> {
+        let deadline = Instant::now() + timeout;
+        let mut g = self.lock();
+        loop {
+            if g.durable_seq > after {
+                return Ok(true);
+            }
+            if let Some(cause) = &g.failed {
+                return Err(LogError::Failed { cause: cause.clone() });
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(false);
+            }
+            g = self.changed.wait_timeout(g, left).unwrap_or_else(PoisonError::into_inner).0;
+        }
+    }
+
+    /// Walks the whole log: every record present, intact, linked, and the
+    /// history possible; every checkpoint checked against the full fold.
+    pub fn verify(&self) -> Result<VerifyReport, LogError> {
+        let _span = info_span!("session_log.verify").entered();
+        let bound = self.last_seq();
+        let mut stored = BTreeMap::new();
+        for entry in self.checkpoints.iter() {
+            let (k, v) = entry.map_err(|e| LogError::storage("read a checkpoint", e))?;
+            stored.insert(k.to_vec(), checkpoint::decode(&k, &v));
+        }
+        let mut report = VerifyReport { last_seq: bound, checkpoints: Vec::new(), ignored_checkpoints: Vec::new() };
+        let mut state = PodState::new();
+        for env in Chain::new(&self.records, 1, Some(GENESIS), bound) {
+            let env = env?;
+            let event = decode_body(env.seq, &env.body)?;
+            state.apply(env.seq, &event).map_err(|source| LogError::ImpossibleHistory { source })?;
+            match stored.remove(key(env.seq).as_slice()) {
+                Some(Ok((_, cp))) if cp.record_hash == env.checksum => {
+                    if cp.state != state {
+                        return Err(LogError::CheckpointMismatch { seq: env.seq });
+                    }
+                    report.checkpoints.push(env.seq);
+                }
+                Some(_) => report.ignored_checkpoints.push(env.seq),
+                None => {}
+            }
+        }
+        if state.last_seq != bound {
+            return Err(LogError::MissingRecord { seq: state.last_seq + 1 });
+        }
+        report.ignored_checkpoints.extend(stored.keys().map(|k| seq_of(k).unwrap_or(0)));
+        report.ignored_checkpoints.sort_unstable();
+        Ok(report)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Commit> {
+        // Nothing panics while holding the guard except the invariant asserts
+        // of `seal_group`; going on is no worse than refusing every later call.
+        self.commit.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn wait<'a>(&'a self, g: MutexGuard<'a, Commit>) -> MutexGuard<'a, Commit> {
+        self.changed.wait(g).unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Checks a batch against the limits and encodes its bodies, before any
+/// lock is taken or sequence number assigned.
+fn prepare(batch: &[Event]) -> Result<Vec<Vec<u8>>, LogError> {
+    if batch.is_empty() {
+        return Err(LogError::EmptyBatch);
+    }
+    if batch.len() > MAX_BATCH_EVENTS {
+        return Err(LogError::BatchTooLarge { events: batch.len(), max: MAX_BATCH_EVENTS });
+    }
+    batch
+        .iter()
+        .enumerate()
+        .map(|(index, event)| {
+            if let Event::Unknown { kind } = event {
+                return Err(LogError::UnknownEvent { index, kind: kind.clone() });
+            }
+            let body = encode_body(event)?;
+            let bytes = body.len() + MAX_OVERHEAD;
+            if bytes > MAX_RECORD_BYTES {
+                return Err(LogError::RecordTooLarge { index, bytes, max: MAX_RECORD_BYTES });
+            }
+            Ok(body)
+        })
+        .collect()
+}
+
+type Answers = Vec<(u64, Result<AppendReceipt, LogError>)>;
+
+/// Assigns sequence numbers, timestamps and chain links to a group, folding
+/// each batch into `head` first: a batch the fold refuses is answered with
+/// the refusal and takes no sequence numbers. Returns the sled batch, the
+/// answers, and how many records were sealed.
+fn seal_group(head: &mut Head, group: Vec<Pending>, now_ms: u64) -> (sled::Batch, Answers, Result<usize, LogError>) {
+    // Timestamps never go backwards along the chain, whatever the clock does.
+    let timestamp_ms = now_ms.max(head.timestamp_ms);
+    let mut batch = sled::Batch::default();
+    let mut answers = Vec::with_capacity(group.len());
+    let mut sealed = 0;
+    for p in group {
+        let first_seq = head.state.last_seq + 1;
+        if let Err(source) = head.state.apply_batch(first_seq, &p.events) {
+            answers.push((p.ticket, Err(LogError::Refused { source })));
+            continue;
+        }
+        for (seq, body) in (first_seq..).zip(p.bodies) {
+            let env = Envelope::seal(seq, timestamp_ms, head.hash, body);
+            let bytes = match env.encode() {
+                Ok(bytes) => bytes,
+                Err(e) => return (batch, answers, Err(e)),
+            };
+            assert!(bytes.len() <= MAX_RECORD_BYTES, "record {seq} outgrew the size checked before sealing");
+            batch.insert(&key(seq), bytes);
+            head.hash = env.checksum;
+            sealed += 1;
+        }
+        assert_eq!(first_seq + p.events.len() as u64 - 1, head.state.last_seq, "fold and seal disagree on seq");
+        answers.push((p.ticket, Ok(AppendReceipt { first_seq, last_seq: head.state.last_seq })));
+    }
+    head.timestamp_ms = timestamp_ms;
+    (batch, answers, Ok(sealed))
+}
+
+/// The iterator of [`SessionLog::read_from`].
+pub struct RecordIter {
+    chain: Chain,
+    failed: bool,
+}
+
+impl Iterator for RecordIter {
+    type Item = Result<Record, LogError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        let item = self.chain.next()?.and_then(|env| {
+            let event = decode_body(env.seq, &env.body)?;
+            Ok(Record { seq: env.seq, timestamp_ms: env.timestamp_ms, event })
+        });
+        self.failed = item.is_err();
+        Some(item)
+    }
+}
