@@ -1,0 +1,304 @@
+//! The registry client used by the Pod runtime and the command line.
+//!
+//! `Client::connect` starts the daemon on demand: when the socket is absent
+//! or refuses, it spawns `pod-registry serve` (next to the current
+//! executable, or `$POD_REGISTRY_BIN`) in its own session with output to
+//! `run/registry.log`, then retries for a bounded time. Two clients doing so
+//! at once end with one daemon: the daemon's lock decides, the loser exits.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use pod_proto::paths::DirError;
+use pod_proto::{Connection, ProtoError, RuntimeDirs, WireError};
+use scope::{Permission, PodName, ScopePath, ScopeRule};
+
+use crate::limits::START_TIMEOUT;
+use crate::wire::{CheckReply, Reclaimed, Reply, Request, WireRule};
+use crate::Allocation;
+
+/// Why a client call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The registry refused the request; `code` says why.
+    #[error("{}", .0.message)]
+    Refused(WireError),
+    #[error(transparent)]
+    Proto(ProtoError),
+    #[error(transparent)]
+    Dirs(#[from] DirError),
+    #[error("cannot start the registry daemon: {0}")]
+    Start(String),
+    #[error("the registry answered a {request} request with an unexpected reply")]
+    UnexpectedReply { request: &'static str },
+}
+
+impl ClientError {
+    pub fn code(&self) -> &str {
+        match self {
+            ClientError::Refused(w) => &w.code,
+            ClientError::Proto(e) => e.code(),
+            ClientError::Dirs(e) => e.code(),
+            ClientError::Start(_) => "registry.start_failed",
+            ClientError::UnexpectedReply { .. } => "registry.unexpected_reply",
+        }
+    }
+}
+
+impl From<ProtoError> for ClientError {
+    fn from(e: ProtoError) -> ClientError {
+        match e {
+            ProtoError::Remote(w) => ClientError::Refused(w),
+            other => ClientError::Proto(other),
+        }
+    }
+}
+
+/// What a top-level (or restored) Pod registers.
+#[derive(Debug, Clone, Default)]
+pub struct Registration {
+    pub name: Option<PodName>,
+    pub pid: u32,
+    /// `None`: the registry reads it from `/proc`.
+    pub start_time: Option<u64>,
+    pub socket: String,
+    pub session: String,
+    pub allow: Vec<ScopeRule>,
+    pub deny: Vec<ScopeRule>,
+    /// A restored Pod's layers (children it believes alive).
+    pub layers: BTreeMap<PodName, Vec<ScopeRule>>,
+}
+
+/// One connection to the registry. Calls are sequential; open one client
+/// per concurrent caller.
+pub struct Client {
+    conn: Connection,
+}
+
+fn wire(rules: &[ScopeRule]) -> Vec<WireRule> {
+    rules.iter().map(WireRule::from).collect()
+}
+
+fn is_absent(e: &ProtoError) -> bool {
+    matches!(e, ProtoError::Io(io) if matches!(io.kind(), io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused))
+}
+
+impl Client {
+    /// Connects, starting the daemon if none answers.
+    pub async fn connect(dirs: &RuntimeDirs) -> Result<Client, ClientError> {
+        dirs.ensure()?;
+        match Client::connect_running(dirs).await {
+            Err(ClientError::Proto(e)) if is_absent(&e) => {}
+            other => return other,
+        }
+        spawn_daemon(dirs)?;
+        let deadline = tokio::time::Instant::now() + START_TIMEOUT;
+        let mut backoff = Duration::from_millis(1);
+        loop {
+            match Client::connect_running(dirs).await {
+                Err(ClientError::Proto(e)) if is_absent(&e) && tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_millis(50));
+                }
+                Err(ClientError::Proto(e)) if is_absent(&e) => {
+                    return Err(ClientError::Start(format!(
+                        "no daemon answered on {} within {START_TIMEOUT:?}; see {}",
+                        dirs.registry_socket().display(),
+                        dirs.registry_log().display()
+                    )))
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Connects to a running daemon; never starts one.
+    pub async fn connect_running(dirs: &RuntimeDirs) -> Result<Client, ClientError> {
+        Client::connect_socket(&dirs.registry_socket()).await
+    }
+
+    pub async fn connect_socket(socket: &Path) -> Result<Client, ClientError> {
+        let mut conn = Connection::connect(socket).await?;
+        conn.client_handshake(&client_description()).await?;
+        Ok(Client { conn })
+    }
+
+    /// Sends any request; the typed methods below are thin wrappers.
+    pub async fn call(&mut self, request: &Request) -> Result<Reply, ClientError> {
+        let span = tracing::debug_span!("registry_call");
+        let _entered = span.enter();
+        Ok(self.conn.call::<Request, Reply>(request).await?)
+    }
+
+    pub async fn register(&mut self, reg: &Registration) -> Result<Allocation, ClientError> {
+        let name = reg.name.as_ref().map(|n| n.to_string()).unwrap_or_default();
+        let request = Request::Register {
+            name,
+            pid: reg.pid,
+            start_time: reg.start_time,
+            socket: reg.socket.clone(),
+            session: reg.session.clone(),
+            allow: wire(&reg.allow),
+            deny: wire(&reg.deny),
+            layers: reg.layers.iter().map(|(c, r)| (c.to_string(), wire(r))).collect(),
+        };
+        match self.call(&request).await? {
+            Reply::Allocation(a) => Ok(a),
+            _ => Err(ClientError::UnexpectedReply { request: "register" }),
+        }
+    }
+
+    /// Returns (parent after, reserved child).
+    pub async fn delegate(
+        &mut self,
+        parent: &PodName,
+        child: &PodName,
+        rules: &[ScopeRule],
+        deny: &[ScopeRule],
+    ) -> Result<(Allocation, Allocation), ClientError> {
+        let request = Request::Delegate {
+            parent: parent.to_string(),
+            child: child.to_string(),
+            rules: wire(rules),
+            deny: wire(deny),
+        };
+        match self.call(&request).await? {
+            Reply::Delegated { parent, child } => Ok((parent, child)),
+            _ => Err(ClientError::UnexpectedReply { request: "delegate" }),
+        }
+    }
+
+    pub async fn adopt(
+        &mut self,
+        name: &PodName,
+        pid: u32,
+        start_time: Option<u64>,
+        session: &str,
+        socket: &str,
+    ) -> Result<Allocation, ClientError> {
+        let request = Request::Adopt {
+            name: name.to_string(),
+            pid,
+            start_time,
+            session: session.to_string(),
+            socket: socket.to_string(),
+        };
+        match self.call(&request).await? {
+            Reply::Allocation(a) => Ok(a),
+            _ => Err(ClientError::UnexpectedReply { request: "adopt" }),
+        }
+    }
+
+    pub async fn reclaim(&mut self, parent: &PodName, child: &PodName) -> Result<Reclaimed, ClientError> {
+        let request = Request::Reclaim { parent: parent.to_string(), child: child.to_string() };
+        match self.call(&request).await? {
+            Reply::Reclaimed(r) => Ok(r),
+            _ => Err(ClientError::UnexpectedReply { request: "reclaim" }),
+        }
+    }
+
+    pub async fn release(&mut self, name: &PodName) -> Result<Reclaimed, ClientError> {
+        match self.call(&Request::Release { name: name.to_string() }).await? {
+            Reply::Reclaimed(r) => Ok(r),
+            _ => Err(ClientError::UnexpectedReply { request: "release" }),
+        }
+    }
+
+    pub async fn get(&mut self, name: &PodName) -> Result<Option<Allocation>, ClientError> {
+        match self.call(&Request::Get { name: name.to_string() }).await? {
+            Reply::Found(a) => Ok(a),
+            _ => Err(ClientError::UnexpectedReply { request: "get" }),
+        }
+    }
+
+    pub async fn by_session(&mut self, session: &str) -> Result<Option<Allocation>, ClientError> {
+        match self.call(&Request::BySession { session: session.to_string() }).await? {
+            Reply::Found(a) => Ok(a),
+            _ => Err(ClientError::UnexpectedReply { request: "by_session" }),
+        }
+    }
+
+    /// Every allocation, in name order (fetched page by page).
+    pub async fn list(&mut self) -> Result<Vec<Allocation>, ClientError> {
+        let mut all: Vec<Allocation> = Vec::new();
+        loop {
+            let after = all.last().map(|a| a.name.to_string());
+            match self.call(&Request::List { after }).await? {
+                Reply::Page { allocations, more } => {
+                    all.extend(allocations);
+                    if !more {
+                        return Ok(all);
+                    }
+                }
+                _ => return Err(ClientError::UnexpectedReply { request: "list" }),
+            }
+        }
+    }
+
+    /// May `name` access `path` with `permission`, and which rule decides.
+    pub async fn check(
+        &mut self,
+        name: &PodName,
+        path: &ScopePath,
+        permission: Permission,
+    ) -> Result<CheckReply, ClientError> {
+        let request = Request::Check { name: name.to_string(), path: path.to_string(), permission };
+        match self.call(&request).await? {
+            Reply::Check(c) => Ok(c),
+            _ => Err(ClientError::UnexpectedReply { request: "check" }),
+        }
+    }
+
+    /// Forgets Pods whose process is gone; returns their names.
+    pub async fn sweep(&mut self) -> Result<Vec<PodName>, ClientError> {
+        match self.call(&Request::Sweep).await? {
+            Reply::Swept { gone } => Ok(gone),
+            _ => Err(ClientError::UnexpectedReply { request: "sweep" }),
+        }
+    }
+}
+
+fn client_description() -> String {
+    let exe = std::env::current_exe().ok().and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
+    format!("{} (pid {})", exe.unwrap_or_else(|| "unknown".into()), std::process::id())
+}
+
+/// `$POD_REGISTRY_BIN`, else `pod-registry` next to the current executable
+/// (or one level up, where cargo puts binaries next to test executables).
+fn daemon_binary() -> Result<PathBuf, ClientError> {
+    if let Some(bin) = std::env::var_os("POD_REGISTRY_BIN").filter(|v| !v.is_empty()) {
+        return Ok(PathBuf::from(bin));
+    }
+    let exe = std::env::current_exe().map_err(|e| ClientError::Start(format!("cannot find the current executable: {e}")))?;
+    let dir = exe.parent().ok_or_else(|| ClientError::Start("the current executable has no directory".into()))?;
+    [dir.join("pod-registry"), dir.join("../pod-registry")]
+        .into_iter()
+        .find(|p| p.is_file())
+        .ok_or_else(|| ClientError::Start(format!("no pod-registry next to {}; set POD_REGISTRY_BIN", exe.display())))
+}
+
+fn spawn_daemon(dirs: &RuntimeDirs) -> Result<(), ClientError> {
+    let bin = daemon_binary()?;
+    let log_path = dirs.registry_log();
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(|e| ClientError::Start(format!("cannot open {}: {e}", log_path.display())))?;
+    let log_err = log.try_clone().map_err(|e| ClientError::Start(format!("cannot duplicate the log handle: {e}")))?;
+    let mut child = Command::new(&bin)
+        .args(["serve", "--detach"])
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log_err)
+        .spawn()
+        .map_err(|e| ClientError::Start(format!("cannot run {}: {e}", bin.display())))?;
+    tracing::info!(pid = child.id(), bin = %bin.display(), "started the registry daemon");
+    // The daemon stays our child until it exits; reap it then so it never
+    // lingers as a zombie.
+    std::thread::spawn(move || child.wait());
+    Ok(())
+}

@@ -1,0 +1,102 @@
+//! The daemon: lock, load, listen, serve, shut down cleanly on SIGTERM.
+
+mod lock;
+mod session;
+mod writer;
+
+use std::sync::{Arc, RwLock};
+
+use pod_proto::paths::DirError;
+use pod_proto::{ProtoError, RuntimeDirs};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::{mpsc, oneshot};
+
+pub use lock::holder_pid;
+pub use session::Ctx;
+
+use crate::limits::{SWEEP_INTERVAL, WRITER_QUEUE};
+use crate::state::State;
+use crate::store::{SledStore, Store};
+use crate::RegistryError;
+
+/// Why the daemon could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Dirs(#[from] DirError),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error("cannot listen: {0}")]
+    Listen(#[from] ProtoError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// How `serve` ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Served {
+    /// Another daemon holds the lock; nothing was done.
+    AlreadyRunning,
+    /// Stopped by a signal after finishing the writes in progress.
+    Stopped,
+}
+
+pub async fn serve(dirs: &RuntimeDirs) -> Result<Served, DaemonError> {
+    dirs.ensure()?;
+    let Some(lock) = lock::try_lock(&dirs.registry_lock())? else {
+        tracing::info!("another registry daemon holds the lock; exiting");
+        return Ok(Served::AlreadyRunning);
+    };
+    let store = SledStore::open(&dirs.registry_data())?;
+    let stored = store.load()?;
+    let state = State::from_records(stored.records, stored.next_fence)?;
+    tracing::info!(allocations = state.len(), "registry loaded");
+    let state = Arc::new(RwLock::new(state));
+
+    let (tx, rx) = mpsc::channel(WRITER_QUEUE);
+    let (dead_tx, dead_rx) = oneshot::channel::<()>();
+    let writer_state = Arc::clone(&state);
+    let writer = tokio::task::spawn_blocking(move || {
+        let result = writer::run(writer_state, Box::new(store), rx);
+        let _ = dead_tx.send(());
+        result
+    });
+
+    let listener = pod_proto::server::bind(&dirs.registry_socket()).await?;
+    tracing::info!(socket = %dirs.registry_socket().display(), "serving");
+    let ctx = Arc::new(Ctx { state, writer: tx.clone() });
+    let sweeper = tokio::spawn(sweep_periodically(Arc::clone(&ctx)));
+
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let shutdown = async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+            _ = dead_rx => tracing::error!("writer stopped"),
+        }
+    };
+    let handler_ctx = Arc::clone(&ctx);
+    pod_proto::server::serve(listener, shutdown, move |conn, peer| {
+        session::handle(conn, peer, Arc::clone(&handler_ctx))
+    })
+    .await;
+    sweeper.abort();
+    // The writer may already be gone (fatal commit error); then there is
+    // nobody to stop.
+    let _ = tx.send(writer::Msg::Stop).await;
+    let result = writer.await.map_err(|e| RegistryError::Store(format!("writer panicked: {e}")))?;
+    drop(lock);
+    result?;
+    Ok(Served::Stopped)
+}
+
+async fn sweep_periodically(ctx: Arc<Ctx>) {
+    let mut tick = tokio::time::interval(SWEEP_INTERVAL);
+    loop {
+        tick.tick().await;
+        if let Err(e) = ctx.sweep().await {
+            tracing::warn!(error = %e, "periodic sweep failed");
+        }
+    }
+}

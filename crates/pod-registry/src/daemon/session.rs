@@ -1,0 +1,127 @@
+//! One client connection: read a request, answer it, repeat.
+//!
+//! A frame that cannot be read (garbage, truncated, oversized, too slow) is
+//! answered with an error frame and ends this connection only; a request
+//! that is well framed but refused (bad name, conflict) is answered with its
+//! error and the connection stays open.
+
+use std::sync::{Arc, RwLock};
+
+use pod_proto::{Connection, PeerCred, ProtoError, WireError};
+use scope::PodName;
+use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument;
+
+use super::writer::{Job, Msg};
+use crate::ops::{self, Op};
+use crate::record::AllocState;
+use crate::state::State;
+use crate::wire::{Command, Reclaimed, Reply, Request};
+use crate::{proc, RegistryError};
+
+/// What every connection task shares.
+pub struct Ctx {
+    pub state: Arc<RwLock<State>>,
+    pub writer: mpsc::Sender<Msg>,
+}
+
+impl Ctx {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub async fn execute(&self, request: Request) -> Result<Reply, RegistryError> {
+        match request.validate(start_time_of)? {
+            Command::Query(q) => ops::answer(&self.read(), &q),
+            Command::Mutate(op) => self.submit(op).await,
+            Command::Sweep => self.sweep().await,
+        }
+    }
+
+    async fn submit(&self, op: Op) -> Result<Reply, RegistryError> {
+        let (tx, rx) = oneshot::channel();
+        let job = Job { op, reply: tx, span: tracing::Span::current() };
+        self.writer.send(Msg::Job(job)).await.map_err(|_| RegistryError::ShuttingDown)?;
+        rx.await.map_err(|_| RegistryError::ShuttingDown)?
+    }
+
+    /// The one operation that visits every allocation: it must look at
+    /// every live pid. The scan runs on a copy of (name, pid, start) taken
+    /// under the read lock; each removal is a `Forget` that re-checks the
+    /// record still names the dead process.
+    pub async fn sweep(&self) -> Result<Reply, RegistryError> {
+        let live: Vec<(PodName, u32, u64)> = self
+            .read()
+            .iter()
+            .filter(|h| h.rec.state == AllocState::Live)
+            .map(|h| (h.rec.name.clone(), h.rec.pid, h.rec.start_time))
+            .collect();
+        let dead = tokio::task::spawn_blocking(move || {
+            live.into_iter().filter(|(_, pid, start)| !proc::is_alive(*pid, *start)).collect::<Vec<_>>()
+        })
+        .await
+        .map_err(|e| RegistryError::Store(format!("sweep task failed: {e}")))?;
+        let mut pending = Vec::with_capacity(dead.len());
+        for (name, pid, start_time) in dead {
+            let (tx, rx) = oneshot::channel();
+            let job = Job { op: Op::Forget { name: name.clone(), pid, start_time }, reply: tx, span: tracing::Span::current() };
+            self.writer.send(Msg::Job(job)).await.map_err(|_| RegistryError::ShuttingDown)?;
+            pending.push((name, rx));
+        }
+        let mut gone = Vec::new();
+        for (name, rx) in pending {
+            if let Reply::Reclaimed(Reclaimed { removed: true, .. }) = rx.await.map_err(|_| RegistryError::ShuttingDown)?? {
+                tracing::info!(pod = %name, "swept: its process is gone");
+                gone.push(name);
+            }
+        }
+        Ok(Reply::Swept { gone })
+    }
+}
+
+fn start_time_of(pid: u32) -> Result<u64, RegistryError> {
+    match proc::start_time(pid) {
+        Ok(Some(t)) => Ok(t),
+        Ok(None) => Err(RegistryError::NoSuchProcess { pid }),
+        Err(e) => Err(RegistryError::BadRequest(format!("cannot read the start time of pid {pid}: {e}"))),
+    }
+}
+
+fn kind(request: &Request) -> &'static str {
+    match request {
+        Request::Register { .. } => "register",
+        Request::Delegate { .. } => "delegate",
+        Request::Adopt { .. } => "adopt",
+        Request::Reclaim { .. } => "reclaim",
+        Request::Release { .. } => "release",
+        Request::Get { .. } => "get",
+        Request::List { .. } => "list",
+        Request::Check { .. } => "check",
+        Request::BySession { .. } => "by_session",
+        Request::Sweep => "sweep",
+    }
+}
+
+pub async fn handle(mut conn: Connection, peer: PeerCred, ctx: Arc<Ctx>) {
+    loop {
+        let request = match conn.read_frame::<Request>().await {
+            Ok(Some(r)) => r,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::info!(code = e.code(), error = %e, "closing connection after a bad frame");
+                conn.refuse(&e).await;
+                return;
+            }
+        };
+        let span = tracing::info_span!("request", op = kind(&request), peer_pid = peer.pid);
+        let answer: Result<Reply, WireError> = ctx.execute(request).instrument(span).await.map_err(|e| e.to_wire());
+        match conn.write_frame(&answer).await {
+            Ok(()) => {}
+            Err(e @ ProtoError::FrameTooLarge { .. }) => conn.refuse(&e).await,
+            Err(e) => {
+                tracing::info!(error = %e, "cannot answer; closing connection");
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,103 @@
+//! The single writer, with group commit.
+//!
+//! All mutations go through one thread so they are applied in one order.
+//! The writer takes every queued request (up to `MAX_GROUP`), plans and
+//! applies each in turn to the in-memory state (each sees the ones before
+//! it), writes all their changes as one store commit with one flush, and
+//! only then answers them. Many operations share one fsync; none is
+//! answered before it is durable; readers never see a change before it is
+//! durable because the state lock is held until the flush returned.
+
+use std::sync::{Arc, RwLock};
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::limits::MAX_GROUP;
+use crate::ops::{self, Op};
+use crate::state::State;
+use crate::store::{Change, Store};
+use crate::wire::Reply;
+use crate::RegistryError;
+
+pub type Answer = Result<Reply, RegistryError>;
+
+pub struct Job {
+    pub op: Op,
+    pub reply: oneshot::Sender<Answer>,
+    pub span: tracing::Span,
+}
+
+pub enum Msg {
+    Job(Job),
+    /// Finish the current group and stop.
+    Stop,
+}
+
+/// Runs until `Stop` or until every sender is gone. A failed commit is
+/// fatal: memory is ahead of the disk, so the daemon must exit and reload
+/// (nothing of that group was acknowledged).
+pub fn run(state: Arc<RwLock<State>>, mut store: Box<dyn Store>, mut rx: mpsc::Receiver<Msg>) -> Result<(), RegistryError> {
+    loop {
+        let mut jobs = Vec::new();
+        let mut stop = false;
+        match rx.blocking_recv() {
+            Some(Msg::Job(j)) => jobs.push(j),
+            Some(Msg::Stop) | None => return Ok(()),
+        }
+        while jobs.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(Msg::Job(j)) => jobs.push(j),
+                Ok(Msg::Stop) => {
+                    stop = true;
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        commit_group(&state, store.as_mut(), jobs)?;
+        if stop {
+            return Ok(());
+        }
+    }
+}
+
+fn commit_group(state: &RwLock<State>, store: &mut dyn Store, jobs: Vec<Job>) -> Result<(), RegistryError> {
+    let mut guard = state.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut changes = Vec::new();
+    let mut answers = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let answer = {
+            let _entered = job.span.enter();
+            match ops::plan(&guard, &job.op) {
+                Ok((plan, reply)) => {
+                    changes.extend(plan.deletes.iter().cloned().map(Change::Delete));
+                    changes.extend(plan.puts.iter().map(|h| Change::Put(h.rec.clone())));
+                    guard.apply(plan);
+                    Ok(reply)
+                }
+                Err(e) => {
+                    tracing::info!(code = e.code(), error = %e, "refused");
+                    Err(e)
+                }
+            }
+        };
+        answers.push((job.reply, answer));
+    }
+    let group = answers.len();
+    if !changes.is_empty() {
+        if let Err(e) = store.commit(&changes, guard.next_fence()) {
+            tracing::error!(error = %e, "commit failed; stopping so that a restart reloads what is durable");
+            for (tx, _) in answers {
+                let _ = tx.send(Err(e.clone()));
+            }
+            return Err(e);
+        }
+    }
+    drop(guard);
+    tracing::debug!(group, changes = changes.len(), "group committed");
+    for (tx, answer) in answers {
+        // A caller that went away no longer needs its answer.
+        let _ = tx.send(answer);
+    }
+    Ok(())
+}

@@ -1,0 +1,83 @@
+//! Why a registry operation was refused. Every variant has a stable code and
+//! crosses IPC as a [`pod_proto::WireError`]; the registry is unchanged
+//! whenever one of these is returned.
+
+use pod_proto::WireError;
+use scope::{NameError, PathError, PodName, Region, ScopeError, ScopeRule};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegistryError {
+    #[error("invalid {field}: {source}")]
+    Name {
+        field: &'static str,
+        #[source]
+        source: NameError,
+    },
+    #[error("invalid {field}: {source}")]
+    Path {
+        field: &'static str,
+        #[source]
+        source: PathError,
+    },
+    #[error("invalid request: {0}")]
+    BadRequest(String),
+    #[error("a pod named {0} is already registered")]
+    DuplicateName(PodName),
+    #[error("session {session:?} is already held by live pod {holder}")]
+    SessionTaken { session: String, holder: PodName },
+    #[error("write {rule} conflicts with pod {holder}, which holds write {holder_rule} (both cover {overlap})")]
+    WriteConflict { rule: ScopeRule, holder: PodName, holder_rule: ScopeRule, overlap: Region },
+    #[error("no pod named {0} is registered")]
+    UnknownPod(PodName),
+    #[error("{child} is not a child of {parent} (its parent is {actual})")]
+    NotParent { child: PodName, parent: PodName, actual: String },
+    #[error("{0} is already live with another process or session; adopt only takes a reservation")]
+    AlreadyLive(PodName),
+    #[error("no process {pid} is running")]
+    NoSuchProcess { pid: u32 },
+    #[error("{0}")]
+    Scope(#[from] ScopeError),
+    #[error("the registry holds {max} allocations, the limit")]
+    Full { max: usize },
+    #[error("{name} would be {depth} levels deep; the limit is {max}")]
+    TooDeep { name: PodName, depth: usize, max: usize },
+    #[error("stored registry data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("registry storage failed: {0}")]
+    Store(String),
+    #[error("the registry is shutting down")]
+    ShuttingDown,
+}
+
+impl RegistryError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            RegistryError::Name { source, .. } => source.code(),
+            RegistryError::Path { source, .. } => source.code(),
+            RegistryError::BadRequest(_) => "registry.bad_request",
+            RegistryError::DuplicateName(_) => "registry.duplicate_name",
+            RegistryError::SessionTaken { .. } => "registry.session_taken",
+            RegistryError::WriteConflict { .. } => "registry.write_conflict",
+            RegistryError::UnknownPod(_) => "registry.unknown_pod",
+            RegistryError::NotParent { .. } => "registry.not_parent",
+            RegistryError::AlreadyLive(_) => "registry.already_live",
+            RegistryError::NoSuchProcess { .. } => "registry.no_such_process",
+            RegistryError::Scope(e) => e.code(),
+            RegistryError::Full { .. } => "registry.full",
+            RegistryError::TooDeep { .. } => "registry.too_deep",
+            RegistryError::Corrupt(_) => "registry.corrupt",
+            RegistryError::Store(_) => "registry.store",
+            RegistryError::ShuttingDown => "registry.shutting_down",
+        }
+    }
+
+    pub fn to_wire(&self) -> WireError {
+        WireError::new(self.code(), self.to_string())
+    }
+}
+
+impl From<sled::Error> for RegistryError {
+    fn from(e: sled::Error) -> RegistryError {
+        RegistryError::Store(e.to_string())
+    }
+}

@@ -1,0 +1,97 @@
+//! `pod-registry serve | ls [--json]`.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use pod_proto::RuntimeDirs;
+use pod_registry::daemon::{self, Served};
+use pod_registry::{Allocation, Client};
+
+#[derive(Parser)]
+#[command(name = "pod-registry", about = "The machine-wide registry of Pod write scopes")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the daemon in the foreground (clients start it on demand).
+    Serve {
+        /// Start a new session first, detaching from the caller's terminal.
+        #[arg(long)]
+        detach: bool,
+    },
+    /// List every allocation.
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
+    };
+    let dirs = match RuntimeDirs::from_env() {
+        Ok(d) => d,
+        Err(e) => return fail(&e.to_string()),
+    };
+    match cli.command {
+        Cmd::Serve { detach } => {
+            if detach {
+                // Fails only when already a group leader; then we are detached enough.
+                let _ = rustix::process::setsid();
+            }
+            match runtime.block_on(daemon::serve(&dirs)) {
+                Ok(Served::AlreadyRunning | Served::Stopped) => ExitCode::SUCCESS,
+                Err(e) => fail(&e.to_string()),
+            }
+        }
+        Cmd::Ls { json } => match runtime.block_on(list(&dirs)) {
+            Ok(all) => print_list(&all, json),
+            Err(e) => fail(&format!("{e} [{}]", e.code())),
+        },
+    }
+}
+
+async fn list(dirs: &RuntimeDirs) -> Result<Vec<Allocation>, pod_registry::ClientError> {
+    Client::connect(dirs).await?.list().await
+}
+
+fn print_list(all: &[Allocation], json: bool) -> ExitCode {
+    if json {
+        return match serde_json::to_string_pretty(all) {
+            Ok(text) => {
+                println!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&format!("cannot render JSON: {e}")),
+        };
+    }
+    println!("{:<24} {:<24} {:>8} {:<8} {:>6} ALLOW", "NAME", "PARENT", "PID", "STATE", "LAYERS");
+    for a in all {
+        let parent = a.parent.as_ref().map_or("-".to_string(), |p| p.to_string());
+        let state = match a.state {
+            pod_registry::AllocState::Live => "live",
+            pod_registry::AllocState::Reserved => "reserved",
+        };
+        let allow: Vec<String> = a.allow.iter().map(|r| r.to_string()).collect();
+        println!("{:<24} {:<24} {:>8} {:<8} {:>6} {}", a.name, parent, a.pid, state, a.layers.len(), allow.join(", "));
+    }
+    ExitCode::SUCCESS
+}
+
+fn fail(message: &str) -> ExitCode {
+    eprintln!("pod-registry: {message}");
+    ExitCode::FAILURE
+}

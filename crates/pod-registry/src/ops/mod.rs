@@ -1,0 +1,120 @@
+//! The registry's operations as pure functions: `(state, request) -> (plan,
+//! reply)`. One file per command. Nothing here performs I/O, so every rule
+//! of the registry is tested without sockets or disks.
+
+mod adopt;
+mod delegate;
+mod query;
+mod reclaim;
+mod register;
+
+use std::collections::BTreeMap;
+
+use scope::{Permission, PodName, ScopePath, ScopeRule};
+
+use crate::state::{Plan, State};
+use crate::wire::Reply;
+use crate::RegistryError;
+
+pub use query::answer;
+
+#[derive(Debug, Clone)]
+pub struct Register {
+    pub name: PodName,
+    pub pid: u32,
+    pub start_time: u64,
+    pub socket: String,
+    pub session: String,
+    pub allow: Vec<ScopeRule>,
+    pub deny: Vec<ScopeRule>,
+    pub layers: BTreeMap<PodName, Vec<ScopeRule>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Delegate {
+    pub parent: PodName,
+    pub child: PodName,
+    pub rules: Vec<ScopeRule>,
+    pub deny: Vec<ScopeRule>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Adopt {
+    pub name: PodName,
+    pub pid: u32,
+    pub start_time: u64,
+    pub session: String,
+    pub socket: String,
+}
+
+/// A mutation.
+#[derive(Debug, Clone)]
+pub enum Op {
+    Register(Register),
+    Delegate(Delegate),
+    Adopt(Adopt),
+    Reclaim { parent: PodName, child: PodName },
+    Release { name: PodName },
+    /// Remove `name` because its process is gone; applies only if the
+    /// record still names that process (it may have been replaced since
+    /// the sweep looked).
+    Forget { name: PodName, pid: u32, start_time: u64 },
+}
+
+impl Op {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Op::Register(_) => "register",
+            Op::Delegate(_) => "delegate",
+            Op::Adopt(_) => "adopt",
+            Op::Reclaim { .. } => "reclaim",
+            Op::Release { .. } => "release",
+            Op::Forget { .. } => "forget",
+        }
+    }
+}
+
+/// A read.
+#[derive(Debug, Clone)]
+pub enum Query {
+    Get(PodName),
+    List(Option<PodName>),
+    Check { name: PodName, path: ScopePath, permission: Permission },
+    BySession(String),
+}
+
+/// Plans one mutation against `state`. On error nothing is to change.
+pub fn plan(state: &State, op: &Op) -> Result<(Plan, Reply), RegistryError> {
+    match op {
+        Op::Register(r) => register::plan(state, r),
+        Op::Delegate(d) => delegate::plan(state, d),
+        Op::Adopt(a) => adopt::plan(state, a),
+        Op::Reclaim { parent, child } => reclaim::plan_reclaim(state, parent, child),
+        Op::Release { name } => reclaim::plan_release(state, name),
+        Op::Forget { name, pid, start_time } => reclaim::plan_forget(state, name, *pid, *start_time),
+    }
+}
+
+/// Refuses a session already held by another live Pod.
+fn check_session(state: &State, session: &str, me: &PodName) -> Result<(), RegistryError> {
+    if session.is_empty() {
+        return Ok(());
+    }
+    match state.by_session(session) {
+        Some(h) if &h.rec.name != me => {
+            Err(RegistryError::SessionTaken { session: session.to_string(), holder: h.rec.name.clone() })
+        }
+        _ => Ok(()),
+    }
+}
+
+fn check_room(state: &State) -> Result<(), RegistryError> {
+    use crate::limits::MAX_ALLOCATIONS;
+    if state.len() >= MAX_ALLOCATIONS {
+        return Err(RegistryError::Full { max: MAX_ALLOCATIONS });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,115 @@
+//! `reclaim`, `release` and `forget`: a Pod's allocation goes away.
+//!
+//! All three end in the same step: the Pod's allocation is deleted, its
+//! parent's layer for it is dropped in the same plan, and its own children
+//! that are still allocated are reparented. Reparenting rule: survivors go
+//! to the removed Pod's parent, whose scope adopts their layers
+//! (`Scope::reclaim_adopting`) so their regions stay excluded from its write;
+//! a removed top-level Pod's survivors become top-level Pods, keeping their
+//! rules. All three are idempotent: removing what is already gone succeeds
+//! and changes nothing.
+
+use scope::PodName;
+
+use crate::record::AllocState;
+use crate::state::{Held, Plan, PlanBuilder, State};
+use crate::wire::{Reclaimed, Reply};
+use crate::RegistryError;
+
+pub fn plan_reclaim(state: &State, parent: &PodName, child: &PodName) -> Result<(Plan, Reply), RegistryError> {
+    let mut plan = PlanBuilder::new(state);
+    let parent_held = state.get(parent);
+    let Some(child_held) = state.get(child) else {
+        // Already gone. A layer left behind (e.g. registered by a restored
+        // parent for a child that died meanwhile) is dropped now.
+        let parent_after = match parent_held {
+            Some(p) if p.rec.layers.contains_key(child) => {
+                let mut scope = p.scope.clone();
+                scope.reclaim(child);
+                let mut rec = p.rec.clone();
+                rec.layers.remove(child);
+                Some(plan.put(rec, scope).clone())
+            }
+            Some(p) => Some(p.rec.clone()),
+            None => None,
+        };
+        let reply = Reply::Reclaimed(Reclaimed { removed: false, parent: parent_after, reparented: Vec::new() });
+        return Ok((plan.finish(), reply));
+    };
+    if child_held.rec.parent.as_ref() != Some(parent) {
+        return Err(RegistryError::NotParent {
+            child: child.clone(),
+            parent: parent.clone(),
+            actual: child_held.rec.parent.as_ref().map_or_else(|| "none (top-level)".to_string(), |p| p.to_string()),
+        });
+    }
+    let parent_held = parent_held
+        .ok_or_else(|| RegistryError::Corrupt(format!("{child} names parent {parent}, which is not registered")))?;
+    let reply = remove_child(state, &mut plan, parent_held, child_held)?;
+    Ok((plan.finish(), Reply::Reclaimed(reply)))
+}
+
+fn remove_child(
+    state: &State,
+    plan: &mut PlanBuilder,
+    parent: &Held,
+    child: &Held,
+) -> Result<Reclaimed, RegistryError> {
+    let orphans = state.live_children(&child.rec.name);
+    let mut scope = parent.scope.clone();
+    if scope.reclaim_adopting(&child.rec.name, &orphans)?.is_none() {
+        return Err(RegistryError::Corrupt(format!(
+            "{} is a child of {} but {} holds no layer for it",
+            child.rec.name, parent.rec.name, parent.rec.name
+        )));
+    }
+    let mut parent_rec = parent.rec.clone();
+    parent_rec.layers = scope.layers().clone();
+    let parent_after = plan.put(parent_rec, scope).clone();
+    plan.delete(child.rec.name.clone());
+    let reparented = reparent(state, plan, orphans.keys(), Some(&parent.rec.name));
+    Ok(Reclaimed { removed: true, parent: Some(parent_after), reparented })
+}
+
+fn reparent<'a>(
+    state: &State,
+    plan: &mut PlanBuilder,
+    orphans: impl Iterator<Item = &'a PodName>,
+    new_parent: Option<&PodName>,
+) -> Vec<PodName> {
+    let mut moved = Vec::new();
+    for name in orphans {
+        let Some(held) = state.get(name) else { continue };
+        let mut rec = held.rec.clone();
+        rec.parent = new_parent.cloned();
+        plan.put(rec, held.scope.clone());
+        moved.push(name.clone());
+    }
+    moved
+}
+
+pub fn plan_release(state: &State, name: &PodName) -> Result<(Plan, Reply), RegistryError> {
+    let Some(held) = state.get(name) else {
+        let reply = Reply::Reclaimed(Reclaimed { removed: false, parent: None, reparented: Vec::new() });
+        return Ok((PlanBuilder::new(state).finish(), reply));
+    };
+    if let Some(parent) = &held.rec.parent {
+        return plan_reclaim(state, parent, name);
+    }
+    let mut plan = PlanBuilder::new(state);
+    let orphans = state.live_children(name);
+    plan.delete(name.clone());
+    let reparented = reparent(state, &mut plan, orphans.keys(), None);
+    Ok((plan.finish(), Reply::Reclaimed(Reclaimed { removed: true, parent: None, reparented })))
+}
+
+pub fn plan_forget(state: &State, name: &PodName, pid: u32, start_time: u64) -> Result<(Plan, Reply), RegistryError> {
+    let same_process = state.get(name).is_some_and(|h| {
+        h.rec.state == AllocState::Live && h.rec.pid == pid && h.rec.start_time == start_time
+    });
+    if !same_process {
+        let reply = Reply::Reclaimed(Reclaimed { removed: false, parent: None, reparented: Vec::new() });
+        return Ok((PlanBuilder::new(state).finish(), reply));
+    }
+    plan_release(state, name)
+}

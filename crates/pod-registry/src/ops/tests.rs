@@ -1,0 +1,332 @@
+//! The registry's rules, tested on the pure core: no sockets, no disk.
+
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+use scope::{Permission, PodName, ScopePath, ScopeRule};
+
+use super::*;
+use crate::record::AllocState;
+use crate::state::State;
+use crate::wire::Reclaimed;
+
+fn n(s: &str) -> PodName {
+    PodName::new(s).expect("name")
+}
+
+fn w(s: &str) -> ScopeRule {
+    ScopeRule::write(ScopePath::new(s).expect("path"))
+}
+
+fn r(s: &str) -> ScopeRule {
+    ScopeRule::read(ScopePath::new(s).expect("path"))
+}
+
+fn run(state: &mut State, op: Op) -> Result<Reply, RegistryError> {
+    let (plan, reply) = plan(state, &op)?;
+    state.apply(plan);
+    state.check_links().expect("links consistent after every operation");
+    Ok(reply)
+}
+
+fn register(state: &mut State, name: &str, allow: Vec<ScopeRule>, deny: Vec<ScopeRule>) -> Result<Reply, RegistryError> {
+    register_full(state, name, allow, deny, BTreeMap::new(), "")
+}
+
+fn register_full(
+    state: &mut State,
+    name: &str,
+    allow: Vec<ScopeRule>,
+    deny: Vec<ScopeRule>,
+    layers: BTreeMap<PodName, Vec<ScopeRule>>,
+    session: &str,
+) -> Result<Reply, RegistryError> {
+    run(
+        state,
+        Op::Register(Register {
+            name: n(name),
+            pid: 100,
+            start_time: 1,
+            socket: String::new(),
+            session: session.into(),
+            allow,
+            deny,
+            layers,
+        }),
+    )
+}
+
+fn delegate(state: &mut State, parent: &str, child: &str, rules: Vec<ScopeRule>) -> Result<Reply, RegistryError> {
+    run(state, Op::Delegate(Delegate { parent: n(parent), child: n(child), rules, deny: vec![] }))
+}
+
+fn reclaim(state: &mut State, parent: &str, child: &str) -> Result<Reply, RegistryError> {
+    run(state, Op::Reclaim { parent: n(parent), child: n(child) })
+}
+
+fn conflict_holder(e: RegistryError) -> (String, String) {
+    match e {
+        RegistryError::WriteConflict { holder, holder_rule, .. } => (holder.to_string(), holder_rule.to_string()),
+        other => panic!("expected a write conflict, got {other:?}"),
+    }
+}
+
+#[test]
+fn overlapping_writes_conflict_and_name_the_holder() {
+    let mut s = State::new();
+    register(&mut s, "a", vec![w("/repo")], vec![]).expect("a");
+    let e = register(&mut s, "b", vec![w("/repo/src")], vec![]).expect_err("conflict");
+    assert_eq!(e.code(), "registry.write_conflict");
+    assert_eq!(conflict_holder(e), ("a".into(), "write /repo/**".into()));
+    register(&mut s, "c", vec![w("/other")], vec![]).expect("disjoint is fine");
+}
+
+#[test]
+fn read_rules_never_conflict() {
+    let mut s = State::new();
+    register(&mut s, "a", vec![w("/repo")], vec![]).expect("a");
+    register(&mut s, "b", vec![r("/repo")], vec![]).expect("read only");
+    register(&mut s, "c", vec![r("/repo/src"), w("/elsewhere")], vec![]).expect("read plus disjoint write");
+}
+
+#[test]
+fn a_deny_that_covers_the_overlap_hides_it_but_a_partial_one_does_not() {
+    let mut s = State::new();
+    register(&mut s, "a", vec![w("/repo")], vec![w("/repo/vendor")]).expect("a");
+    register(&mut s, "b", vec![w("/repo/vendor/lib")], vec![]).expect("inside a's deny");
+    let e = register(&mut s, "c", vec![w("/repo")], vec![w("/repo/src")]).expect_err("partial deny");
+    assert_eq!(conflict_holder(e).0, "a");
+}
+
+#[test]
+fn blame_goes_to_the_deepest_holder() {
+    let mut s = State::new();
+    register(&mut s, "lead", vec![w("/repo")], vec![]).expect("lead");
+    delegate(&mut s, "lead", "helper", vec![w("/repo/src")]).expect("helper");
+    delegate(&mut s, "helper", "sub", vec![w("/repo/src/a")]).expect("sub");
+    let e = register(&mut s, "x", vec![w("/repo/src/a/b")], vec![]).expect_err("conflict");
+    assert_eq!(conflict_holder(e), ("sub".into(), "write /repo/src/a/**".into()));
+    let e = register(&mut s, "y", vec![w("/repo/src/z")], vec![]).expect_err("conflict");
+    assert_eq!(conflict_holder(e).0, "helper");
+    let e = register(&mut s, "z", vec![w("/repo/docs")], vec![]).expect_err("conflict");
+    assert_eq!(conflict_holder(e).0, "lead");
+}
+
+#[test]
+fn delegation_must_be_a_subset_and_siblings_must_not_overlap() {
+    let mut s = State::new();
+    register(&mut s, "lead", vec![w("/repo")], vec![w("/repo/secret")]).expect("lead");
+    assert_eq!(delegate(&mut s, "lead", "c", vec![w("/etc")]).expect_err("outside").code(), "scope.write_outside");
+    assert_eq!(
+        delegate(&mut s, "lead", "c", vec![w("/repo/secret/x")]).expect_err("denied").code(),
+        "scope.overlaps_deny"
+    );
+    delegate(&mut s, "lead", "c1", vec![w("/repo/src")]).expect("c1");
+    assert_eq!(
+        delegate(&mut s, "lead", "c2", vec![w("/repo/src/x")]).expect_err("sibling").code(),
+        "scope.overlaps_layer"
+    );
+    assert_eq!(delegate(&mut s, "nobody", "c3", vec![w("/repo")]).expect_err("unknown").code(), "registry.unknown_pod");
+    assert_eq!(delegate(&mut s, "lead", "c1", vec![w("/repo/doc")]).expect_err("dup").code(), "registry.duplicate_name");
+}
+
+#[test]
+fn delegate_creates_child_and_layer_together_and_reclaim_removes_both() {
+    let mut s = State::new();
+    register(&mut s, "lead", vec![w("/repo")], vec![w("/repo/secret")]).expect("lead");
+    let fence0 = s.get(&n("lead")).expect("lead").rec.fence;
+    delegate(&mut s, "lead", "c", vec![w("/repo/src")]).expect("c");
+    let lead = s.get(&n("lead")).expect("lead");
+    assert!(lead.rec.fence > fence0, "fence increases on every change");
+    assert!(!lead.scope.can_write(&ScopePath::new("/repo/src/x").expect("p")));
+    assert_eq!(s.get(&n("c")).expect("c").rec.state, AllocState::Reserved);
+    reclaim(&mut s, "lead", "c").expect("reclaim");
+    assert!(s.get(&n("c")).is_none());
+    let lead = s.get(&n("lead")).expect("lead");
+    assert!(lead.rec.layers.is_empty());
+    assert_eq!(lead.rec.deny, vec![w("/repo/secret")], "base deny exactly as given");
+    assert!(lead.scope.can_write(&ScopePath::new("/repo/src/x").expect("p")));
+    // Idempotent: again, and for a child that never existed.
+    let again = reclaim(&mut s, "lead", "c").expect("again");
+    assert!(matches!(again, Reply::Reclaimed(Reclaimed { removed: false, .. })));
+    reclaim(&mut s, "lead", "never").expect("unknown child is success");
+}
+
+#[test]
+fn reclaim_reparents_live_grandchildren_and_keeps_them_excluded() {
+    let mut s = State::new();
+    register(&mut s, "lead", vec![w("/repo")], vec![]).expect("lead");
+    delegate(&mut s, "lead", "mid", vec![w("/repo/src")]).expect("mid");
+    delegate(&mut s, "mid", "leaf", vec![w("/repo/src/a")]).expect("leaf");
+    let Reply::Reclaimed(out) = reclaim(&mut s, "lead", "mid").expect("reclaim") else { panic!("reply") };
+    assert_eq!(out.reparented, vec![n("leaf")]);
+    assert_eq!(s.get(&n("leaf")).expect("leaf").rec.parent, Some(n("lead")));
+    let lead = s.get(&n("lead")).expect("lead");
+    assert!(lead.scope.can_write(&ScopePath::new("/repo/src/b").expect("p")));
+    assert!(!lead.scope.can_write(&ScopePath::new("/repo/src/a/x").expect("p")));
+    let e = register(&mut s, "x", vec![w("/repo/src/a")], vec![]).expect_err("leaf still holds it");
+    assert_eq!(conflict_holder(e).0, "leaf");
+}
+
+#[test]
+fn release_makes_children_top_level_and_frees_the_rest() {
+    let mut s = State::new();
+    register(&mut s, "lead", vec![w("/repo")], vec![]).expect("lead");
+    delegate(&mut s, "lead", "c", vec![w("/repo/src")]).expect("c");
+    run(&mut s, Op::Release { name: n("lead") }).expect("release");
+    assert!(s.get(&n("lead")).is_none());
+    assert_eq!(s.get(&n("c")).expect("c").rec.parent, None);
+    register(&mut s, "again", vec![w("/repo/docs")], vec![]).expect("released scope can be taken");
+    assert_eq!(conflict_holder(register(&mut s, "no", vec![w("/repo")], vec![]).expect_err("c holds src")).0, "c");
+    run(&mut s, Op::Release { name: n("lead") }).expect("release is idempotent");
+}
+
+#[test]
+fn a_restored_pod_registers_with_layers_over_its_live_children() {
+    let mut s = State::new();
+    register(&mut s, "lead", vec![w("/repo")], vec![]).expect("lead");
+    delegate(&mut s, "lead", "c", vec![w("/repo/src")]).expect("c");
+    run(&mut s, Op::Release { name: n("lead") }).expect("lead crashed");
+    let layers = BTreeMap::from([(n("c"), vec![w("/repo/src")])]);
+    register_full(&mut s, "lead", vec![w("/repo")], vec![], layers, "").expect("restored");
+    assert_eq!(s.get(&n("c")).expect("c").rec.parent, Some(n("lead")), "child re-adopted");
+    assert_eq!(
+        conflict_holder(register(&mut s, "lead2", vec![w("/repo")], vec![]).expect_err("held")).0,
+        "c",
+        "the deepest holder is blamed"
+    );
+    // Without its layers the restored Pod would claim the child's region back.
+    run(&mut s, Op::Release { name: n("lead") }).expect("release");
+    let e = register(&mut s, "lead", vec![w("/repo")], vec![]).expect_err("would claim c's region");
+    assert_eq!(conflict_holder(e).0, "c");
+}
+
+#[test]
+fn sessions_are_unique_among_live_pods() {
+    let mut s = State::new();
+    register_full(&mut s, "a", vec![w("/a")], vec![], BTreeMap::new(), "sess-1").expect("a");
+    let e = register_full(&mut s, "b", vec![w("/b")], vec![], BTreeMap::new(), "sess-1").expect_err("taken");
+    assert_eq!(e.code(), "registry.session_taken");
+    assert_eq!(query::answer(&s, &Query::BySession("sess-1".into())).expect("q"), Reply::Found(s.get(&n("a")).map(|h| h.rec.clone())));
+    run(&mut s, Op::Release { name: n("a") }).expect("release");
+    register_full(&mut s, "b", vec![w("/b")], vec![], BTreeMap::new(), "sess-1").expect("free again");
+}
+
+#[test]
+fn adopt_takes_a_reservation_once() {
+    let mut s = State::new();
+    register(&mut s, "lead", vec![w("/repo")], vec![]).expect("lead");
+    delegate(&mut s, "lead", "c", vec![w("/repo/src")]).expect("c");
+    let adopt = |pid| Op::Adopt(Adopt { name: n("c"), pid, start_time: 5, session: "s".into(), socket: "/x".into() });
+    run(&mut s, adopt(7)).expect("adopt");
+    assert_eq!(s.get(&n("c")).expect("c").rec.state, AllocState::Live);
+    run(&mut s, adopt(7)).expect("same adopt again is fine");
+    assert_eq!(run(&mut s, adopt(8)).expect_err("other process").code(), "registry.already_live");
+}
+
+#[test]
+fn forget_applies_only_to_the_process_it_names() {
+    let mut s = State::new();
+    register(&mut s, "a", vec![w("/a")], vec![]).expect("a");
+    let Reply::Reclaimed(out) = run(&mut s, Op::Forget { name: n("a"), pid: 100, start_time: 2 }).expect("f") else {
+        panic!("reply")
+    };
+    assert!(!out.removed, "another start time is another process");
+    run(&mut s, Op::Forget { name: n("a"), pid: 100, start_time: 1 }).expect("forget");
+    assert!(s.get(&n("a")).is_none());
+}
+
+#[test]
+fn check_answers_from_the_pods_effective_scope() {
+    let mut s = State::new();
+    register(&mut s, "lead", vec![w("/repo")], vec![w("/repo/secret")]).expect("lead");
+    delegate(&mut s, "lead", "c", vec![w("/repo/src")]).expect("c");
+    let check = |s: &State, name: &str, path: &str| {
+        let q = Query::Check { name: n(name), path: ScopePath::new(path).expect("p"), permission: Permission::Write };
+        match query::answer(s, &q).expect("answer") {
+            Reply::Check(c) => c.allowed,
+            other => panic!("{other:?}"),
+        }
+    };
+    assert!(check(&s, "lead", "/repo/README"));
+    assert!(!check(&s, "lead", "/repo/src/main.rs"));
+    assert!(!check(&s, "lead", "/repo/secret/key"));
+    assert!(check(&s, "c", "/repo/src/main.rs"));
+}
+
+// ---- invariant 1 under random operation sequences ----
+
+const DIRS: [&str; 7] = ["/r", "/r/a", "/r/a/x", "/r/b", "/r/b/y", "/s", "/s/c"];
+
+#[derive(Debug, Clone)]
+enum RandOp {
+    Register(usize, usize, Option<usize>, bool),
+    Delegate(usize, usize, usize, bool),
+    Reclaim(usize, usize),
+    Release(usize),
+}
+
+fn rand_op() -> impl Strategy<Value = RandOp> {
+    let pod = 0..6usize;
+    let dir = 0..DIRS.len();
+    prop_oneof![
+        (pod.clone(), dir.clone(), proptest::option::of(dir.clone()), any::<bool>())
+            .prop_map(|(p, d, deny, rec)| RandOp::Register(p, d, deny, rec)),
+        (pod.clone(), pod.clone(), dir, any::<bool>()).prop_map(|(p, c, d, rec)| RandOp::Delegate(p, c, d, rec)),
+        (pod.clone(), pod.clone()).prop_map(|(p, c)| RandOp::Reclaim(p, c)),
+        pod.prop_map(RandOp::Release),
+    ]
+}
+
+fn pod_name(i: usize) -> PodName {
+    n(&format!("p{i}"))
+}
+
+fn rule(d: usize, recursive: bool) -> ScopeRule {
+    ScopeRule::new(ScopePath::new(DIRS[d]).expect("path"), Permission::Write, recursive)
+}
+
+/// Every path the generated rules can touch, plus children of each.
+fn probes() -> Vec<ScopePath> {
+    DIRS.iter()
+        .flat_map(|d| [d.to_string(), format!("{d}/f"), format!("{d}/f/g")])
+        .map(|p| ScopePath::new(&p).expect("probe"))
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn at_most_one_live_pod_writes_any_path(ops in proptest::collection::vec(rand_op(), 1..40)) {
+        let mut s = State::new();
+        let probes = probes();
+        for op in ops {
+            let op = match op {
+                RandOp::Register(p, d, deny, rec) => Op::Register(Register {
+                    name: pod_name(p),
+                    pid: 1,
+                    start_time: 1,
+                    socket: String::new(),
+                    session: String::new(),
+                    allow: vec![rule(d, rec)],
+                    deny: deny.map(|x| vec![rule(x, true)]).unwrap_or_default(),
+                    layers: BTreeMap::new(),
+                }),
+                RandOp::Delegate(p, c, d, rec) => Op::Delegate(Delegate {
+                    parent: pod_name(p), child: pod_name(c), rules: vec![rule(d, rec)], deny: vec![],
+                }),
+                RandOp::Reclaim(p, c) => Op::Reclaim { parent: pod_name(p), child: pod_name(c) },
+                RandOp::Release(p) => Op::Release { name: pod_name(p) },
+            };
+            if let Ok((plan, _)) = plan(&s, &op) {
+                s.apply(plan);
+            }
+            prop_assert!(s.check_links().is_ok(), "{:?}", s.check_links());
+            for path in &probes {
+                let writers: Vec<String> = s.iter().filter(|h| h.scope.can_write(path)).map(|h| h.rec.name.to_string()).collect();
+                prop_assert!(writers.len() <= 1, "{} writable by {:?}", path, writers);
+            }
+        }
+    }
+}

@@ -1,0 +1,239 @@
+//! The registry's in-memory state and the plans that change it.
+//!
+//! An operation never mutates state directly: it returns a [`Plan`] (records
+//! to put, names to delete). The daemon applies the same plan to memory and
+//! to the store, so what is served and what is durable cannot drift.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
+use rustc_hash::FxHashMap;
+use scope::{PodName, Scope};
+
+use crate::index::WriteIndex;
+use crate::limits::MAX_DEPTH;
+use crate::record::{AllocState, Allocation};
+use crate::RegistryError;
+
+/// A record with its scope already built (the scope is what answers checks
+/// and validates delegations; the record is what is stored).
+#[derive(Debug, Clone)]
+pub struct Held {
+    pub rec: Allocation,
+    pub scope: Scope,
+}
+
+impl Held {
+    /// Builds the scope of a record read from outside (store, request),
+    /// re-validating limits and layer disjointness.
+    pub fn from_record(rec: Allocation) -> Result<Held, RegistryError> {
+        rec.validate().map_err(RegistryError::Corrupt)?;
+        let scope = Scope::from_snapshot(rec.snapshot())?;
+        Ok(Held { rec, scope })
+    }
+}
+
+/// The outcome of one operation, not yet applied.
+#[derive(Debug, Default)]
+pub struct Plan {
+    pub puts: Vec<Held>,
+    pub deletes: Vec<PodName>,
+    pub next_fence: u64,
+}
+
+/// Collects a plan, stamping each written record with a fresh fence.
+pub struct PlanBuilder {
+    plan: Plan,
+}
+
+impl PlanBuilder {
+    pub fn new(state: &State) -> PlanBuilder {
+        PlanBuilder { plan: Plan { next_fence: state.next_fence, ..Plan::default() } }
+    }
+
+    /// Queues `rec` (whose scope is `scope`) for writing. Asserts the
+    /// record and its scope agree: they are written and served together.
+    pub fn put(&mut self, mut rec: Allocation, scope: Scope) -> &Allocation {
+        assert_eq!(&rec.layers, scope.layers(), "record and scope of {} disagree on layers", rec.name);
+        assert_eq!(rec.allow, scope.allow(), "record and scope of {} disagree on allow", rec.name);
+        assert_eq!(rec.deny, scope.deny(), "record and scope of {} disagree on deny", rec.name);
+        rec.fence = self.plan.next_fence;
+        self.plan.next_fence += 1;
+        if let Err(e) = rec.validate() {
+            panic!("an operation produced an invalid record: {e}");
+        }
+        self.plan.puts.push(Held { rec, scope });
+        let last = self.plan.puts.len() - 1;
+        &self.plan.puts[last].rec
+    }
+
+    pub fn delete(&mut self, name: PodName) {
+        self.plan.deletes.push(name);
+    }
+
+    pub fn finish(self) -> Plan {
+        self.plan
+    }
+}
+
+/// Every allocation, plus the indexes that keep operations off full scans.
+#[derive(Debug, Default, Clone)]
+pub struct State {
+    pods: BTreeMap<PodName, Held>,
+    index: WriteIndex,
+    sessions: FxHashMap<String, PodName>,
+    next_fence: u64,
+}
+
+impl State {
+    pub fn new() -> State {
+        State { next_fence: 1, ..State::default() }
+    }
+
+    /// Rebuilds state (and its indexes) from stored records, checking every
+    /// record and the links between them.
+    pub fn from_records(records: Vec<Allocation>, next_fence: u64) -> Result<State, RegistryError> {
+        let mut state = State::new();
+        let mut max_fence = 0;
+        for rec in records {
+            max_fence = max_fence.max(rec.fence);
+            let held = Held::from_record(rec)?;
+            if state.pods.contains_key(&held.rec.name) {
+                return Err(RegistryError::Corrupt(format!("{} is stored twice", held.rec.name)));
+            }
+            state.insert(held);
+        }
+        if next_fence <= max_fence {
+            return Err(RegistryError::Corrupt(format!("fence counter {next_fence} is not above record fence {max_fence}")));
+        }
+        state.next_fence = next_fence;
+        state.check_links().map_err(RegistryError::Corrupt)?;
+        Ok(state)
+    }
+
+    pub fn get(&self, name: &PodName) -> Option<&Held> {
+        self.pods.get(name)
+    }
+
+    pub fn len(&self) -> usize {
+        self.pods.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pods.is_empty()
+    }
+
+    pub fn next_fence(&self) -> u64 {
+        self.next_fence
+    }
+
+    pub fn index(&self) -> &WriteIndex {
+        &self.index
+    }
+
+    /// The pod holding `session`, if any.
+    pub fn by_session(&self, session: &str) -> Option<&Held> {
+        self.sessions.get(session).and_then(|n| self.pods.get(n))
+    }
+
+    /// Up to `limit` allocations in name order, starting after `after`.
+    pub fn page(&self, after: Option<&PodName>, limit: usize) -> impl Iterator<Item = &Held> {
+        let start = match after {
+            Some(a) => Bound::Excluded(a),
+            None => Bound::Unbounded,
+        };
+        self.pods.range::<PodName, _>((start, Bound::Unbounded)).map(|(_, h)| h).take(limit)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Held> {
+        self.pods.values()
+    }
+
+    /// Number of ancestors of `name` (0 for a top-level Pod), bounded by
+    /// [`MAX_DEPTH`] so a corrupt cycle cannot loop forever.
+    pub fn depth(&self, name: &PodName) -> usize {
+        let mut depth = 0;
+        let mut cur = self.pods.get(name).and_then(|h| h.rec.parent.as_ref());
+        while let Some(p) = cur {
+            depth += 1;
+            if depth > MAX_DEPTH {
+                break;
+            }
+            cur = self.pods.get(p).and_then(|h| h.rec.parent.as_ref());
+        }
+        depth
+    }
+
+    /// Children of `name` that still have an allocation, with the rules
+    /// `name` delegated to each.
+    pub fn live_children(&self, name: &PodName) -> BTreeMap<PodName, Vec<scope::ScopeRule>> {
+        let Some(held) = self.pods.get(name) else { return BTreeMap::new() };
+        held.rec
+            .layers
+            .iter()
+            .filter(|(c, _)| self.pods.get(*c).is_some_and(|h| h.rec.parent.as_ref() == Some(name)))
+            .map(|(c, rules)| (c.clone(), rules.clone()))
+            .collect()
+    }
+
+    pub fn apply(&mut self, plan: Plan) {
+        assert!(plan.next_fence >= self.next_fence, "fence counter must never go back");
+        for name in &plan.deletes {
+            self.remove(name);
+        }
+        for held in plan.puts {
+            self.remove(&held.rec.name);
+            self.insert(held);
+        }
+        self.next_fence = plan.next_fence;
+    }
+
+    fn insert(&mut self, held: Held) {
+        for rule in held.rec.allow_writes() {
+            self.index.insert(&held.rec.name, rule);
+        }
+        if held.rec.state == AllocState::Live && !held.rec.session.is_empty() {
+            self.sessions.insert(held.rec.session.clone(), held.rec.name.clone());
+        }
+        self.pods.insert(held.rec.name.clone(), held);
+    }
+
+    fn remove(&mut self, name: &PodName) {
+        let Some(held) = self.pods.remove(name) else { return };
+        for rule in held.rec.allow_writes() {
+            self.index.remove(name, rule);
+        }
+        if self.sessions.get(&held.rec.session) == Some(name) {
+            self.sessions.remove(&held.rec.session);
+        }
+    }
+
+    /// Parent links and layers agree: a child's parent exists and holds a
+    /// layer for it; a layer naming an existing Pod names one of its own
+    /// children. O(n); run at load time and by tests, never per operation.
+    pub fn check_links(&self) -> Result<(), String> {
+        for held in self.pods.values() {
+            let rec = &held.rec;
+            if let Some(parent) = &rec.parent {
+                match self.pods.get(parent) {
+                    None => return Err(format!("{} names missing parent {parent}", rec.name)),
+                    Some(p) if !p.rec.layers.contains_key(&rec.name) => {
+                        return Err(format!("{} has no layer for its child {}", parent, rec.name))
+                    }
+                    Some(_) => {}
+                }
+            }
+            for child in rec.layers.keys() {
+                if let Some(c) = self.pods.get(child) {
+                    if c.rec.parent.as_ref() != Some(&rec.name) {
+                        return Err(format!("{} holds a layer for {child}, whose parent is {:?}", rec.name, c.rec.parent));
+                    }
+                }
+            }
+            if self.depth(&rec.name) > MAX_DEPTH {
+                return Err(format!("{} has a parent chain deeper than {MAX_DEPTH} (a cycle?)", rec.name));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,198 @@
+//! The registry's messages as they cross the socket, and their validation.
+//!
+//! Requests carry raw strings: names and paths are validated here, on the
+//! server, into [`scope::PodName`] and [`scope::ScopePath`], so a bad name or a
+//! relative path is answered with its own error code and the connection stays
+//! usable. What is checked is exactly what is stored (normalized paths).
+
+use std::collections::BTreeMap;
+
+use scope::{Permission, PodName, ScopePath, ScopeRule};
+use serde::{Deserialize, Serialize};
+
+use crate::limits::MAX_FIELD_BYTES;
+use crate::ops::{Adopt, Delegate, Op, Query, Register};
+use crate::{Allocation, RegistryError};
+
+/// A rule as sent: the target may be any absolute path; it is normalized.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireRule {
+    pub target: String,
+    pub permission: Permission,
+    pub recursive: bool,
+}
+
+impl From<&ScopeRule> for WireRule {
+    fn from(r: &ScopeRule) -> WireRule {
+        WireRule { target: r.target.to_string(), permission: r.permission, recursive: r.recursive }
+    }
+}
+
+/// Every request a client may send after the handshake.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Request {
+    /// A top-level Pod (or a restored one, with its layers) takes its scope.
+    Register {
+        name: String,
+        pid: u32,
+        /// `None`: the registry reads it from `/proc/<pid>/stat`.
+        start_time: Option<u64>,
+        socket: String,
+        session: String,
+        allow: Vec<WireRule>,
+        deny: Vec<WireRule>,
+        layers: BTreeMap<String, Vec<WireRule>>,
+    },
+    /// A parent hands `rules` to a new, reserved child.
+    Delegate { parent: String, child: String, rules: Vec<WireRule>, deny: Vec<WireRule> },
+    /// A started child takes its reservation.
+    Adopt { name: String, pid: u32, start_time: Option<u64>, session: String, socket: String },
+    /// The parent takes back a child's region. Idempotent.
+    Reclaim { parent: String, child: String },
+    /// A Pod leaves. Idempotent.
+    Release { name: String },
+    Get { name: String },
+    /// One page of allocations in name order, after `after`.
+    List { after: Option<String> },
+    /// May Pod `name` access `path` with `permission`?
+    Check { name: String, path: String, permission: Permission },
+    BySession { session: String },
+    /// Forget Pods whose process is gone (or whose pid was reused).
+    Sweep,
+}
+
+/// Every successful answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reply {
+    Allocation(Allocation),
+    Found(Option<Allocation>),
+    Delegated { parent: Allocation, child: Allocation },
+    Reclaimed(Reclaimed),
+    Page { allocations: Vec<Allocation>, more: bool },
+    Check(CheckReply),
+    Swept { gone: Vec<PodName> },
+}
+
+/// The result of reclaim and release.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reclaimed {
+    /// Whether an allocation was removed (false: it was already gone).
+    pub removed: bool,
+    /// The parent's record after the change, when there is a parent.
+    pub parent: Option<Allocation>,
+    /// Children of the removed Pod that survive it, now children of
+    /// `parent` (or top-level).
+    pub reparented: Vec<PodName>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckReply {
+    pub allowed: bool,
+    /// The Pod's effective permission at the path (`None`: no access).
+    pub permission: Option<Permission>,
+    /// The rule that decided, in words.
+    pub decided_by: String,
+}
+
+/// What a validated request asks for.
+#[derive(Debug)]
+pub enum Command {
+    Mutate(Op),
+    Query(Query),
+    Sweep,
+}
+
+fn name(field: &'static str, raw: &str) -> Result<PodName, RegistryError> {
+    PodName::new(raw).map_err(|source| RegistryError::Name { field, source })
+}
+
+fn path(field: &'static str, raw: &str) -> Result<ScopePath, RegistryError> {
+    ScopePath::new(raw).map_err(|source| RegistryError::Path { field, source })
+}
+
+fn rules(field: &'static str, raw: &[WireRule]) -> Result<Vec<ScopeRule>, RegistryError> {
+    raw.iter().map(|r| Ok(ScopeRule::new(path(field, &r.target)?, r.permission, r.recursive))).collect()
+}
+
+fn field(what: &'static str, raw: &str) -> Result<String, RegistryError> {
+    if raw.len() > MAX_FIELD_BYTES {
+        return Err(RegistryError::BadRequest(format!("{what} is {} bytes; the limit is {MAX_FIELD_BYTES}", raw.len())));
+    }
+    Ok(raw.to_string())
+}
+
+fn pid(raw: u32) -> Result<u32, RegistryError> {
+    if raw == 0 {
+        return Err(RegistryError::BadRequest("pid 0 names no process".into()));
+    }
+    Ok(raw)
+}
+
+impl Request {
+    /// Validates every name and path. `start_of` supplies a process start
+    /// time when the request leaves it to the registry (it reads `/proc`,
+    /// which is why it is passed in: validation itself stays pure).
+    pub fn validate(
+        &self,
+        start_of: impl Fn(u32) -> Result<u64, RegistryError>,
+    ) -> Result<Command, RegistryError> {
+        Ok(match self {
+            Request::Register { name: n, pid: p, start_time, socket, session, allow, deny, layers } => {
+                let pid = pid(*p)?;
+                let mut parsed = BTreeMap::new();
+                for (child, layer) in layers {
+                    parsed.insert(name("layer child name", child)?, rules("layer rule target", layer)?);
+                }
+                Command::Mutate(Op::Register(Register {
+                    name: name("pod name", n)?,
+                    pid,
+                    start_time: match start_time {
+                        Some(t) => *t,
+                        None => start_of(pid)?,
+                    },
+                    socket: field("socket path", socket)?,
+                    session: field("session id", session)?,
+                    allow: rules("allow rule target", allow)?,
+                    deny: rules("deny rule target", deny)?,
+                    layers: parsed,
+                }))
+            }
+            Request::Delegate { parent, child, rules: r, deny } => Command::Mutate(Op::Delegate(Delegate {
+                parent: name("parent name", parent)?,
+                child: name("child name", child)?,
+                rules: rules("delegated rule target", r)?,
+                deny: rules("deny rule target", deny)?,
+            })),
+            Request::Adopt { name: n, pid: p, start_time, session, socket } => {
+                let pid = pid(*p)?;
+                Command::Mutate(Op::Adopt(Adopt {
+                    name: name("pod name", n)?,
+                    pid,
+                    start_time: match start_time {
+                        Some(t) => *t,
+                        None => start_of(pid)?,
+                    },
+                    session: field("session id", session)?,
+                    socket: field("socket path", socket)?,
+                }))
+            }
+            Request::Reclaim { parent, child } => {
+                Command::Mutate(Op::Reclaim { parent: name("parent name", parent)?, child: name("child name", child)? })
+            }
+            Request::Release { name: n } => Command::Mutate(Op::Release { name: name("pod name", n)? }),
+            Request::Get { name: n } => Command::Query(Query::Get(name("pod name", n)?)),
+            Request::List { after } => {
+                Command::Query(Query::List(after.as_deref().map(|a| name("list cursor", a)).transpose()?))
+            }
+            Request::Check { name: n, path: p, permission } => Command::Query(Query::Check {
+                name: name("pod name", n)?,
+                path: path("checked path", p)?,
+                permission: *permission,
+            }),
+            Request::BySession { session } => Command::Query(Query::BySession(field("session id", session)?)),
+            Request::Sweep => Command::Sweep,
+        })
+    }
+}
