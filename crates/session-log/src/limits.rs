@@ -14,3 +14,7 @@ pub const KEPT_CHECKPOINTS: usize = 3;
 
 /// Default number of records between two automatic checkpoints.
 pub const DEFAULT_CHECKPOINT_EVERY: u64 = 1000;
+
+/// How long `open` waits for sled's file lock, in milliseconds, before it
+/// reports the log as open elsewhere.
+pub const OPEN_LOCK_WAIT_MS: u64 = 2000;

@@ -22,7 +22,7 @@ use tracing::{debug_span, info_span};
 use crate::chain::Chain;
 use crate::envelope::{key, seq_of, Envelope, Hash, GENESIS, MAX_OVERHEAD};
 use crate::event::{decode_body, encode_body};
-use crate::limits::{DEFAULT_CHECKPOINT_EVERY, MAX_BATCH_EVENTS, MAX_RECORD_BYTES};
+use crate::limits::{DEFAULT_CHECKPOINT_EVERY, MAX_BATCH_EVENTS, MAX_RECORD_BYTES, OPEN_LOCK_WAIT_MS};
 use crate::{checkpoint, trees, Event, LogError, PodState, Record};
 
 /// sled's page cache per Pod. Small: a log is mostly written, and read back
@@ -125,13 +125,12 @@ impl SessionLog {
         let dir = dir.as_ref();
         let _span = info_span!("session_log.open", dir = %dir.display()).entered();
         std::fs::create_dir_all(dir).map_err(|e| LogError::storage("create the log directory", e))?;
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(dir)
             .mode(sled::Mode::HighThroughput)
             .flush_every_ms(None)
-            .cache_capacity(CACHE_BYTES)
-            .open()
-            .map_err(|e| LogError::storage("open", e))?;
+            .cache_capacity(CACHE_BYTES);
+        let db = open_db(&config)?;
         let records = db.open_tree(trees::RECORDS).map_err(|e| LogError::storage("open the records", e))?;
         let checkpoints =
             db.open_tree(trees::CHECKPOINTS).map_err(|e| LogError::storage("open the checkpoints", e))?;
@@ -453,6 +452,24 @@ impl SessionLog {
 
     fn wait<'a>(&'a self, g: MutexGuard<'a, Commit>) -> MutexGuard<'a, Commit> {
         self.changed.wait(g).unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// sled 0.34 finishes some writes on background threads, which keep its
+/// file lock for a moment after the last handle is dropped. Reopening right
+/// after closing (a resume in the same process, tests) waits for that,
+/// boundedly; a log really open elsewhere still fails, after the wait.
+fn open_db(config: &sled::Config) -> Result<sled::Db, LogError> {
+    let deadline = Instant::now() + Duration::from_millis(OPEN_LOCK_WAIT_MS);
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match config.open() {
+            Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") && Instant::now() < deadline => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(50));
+            }
+            other => return other.map_err(|e| LogError::storage("open", e)),
+        }
     }
 }
 
