@@ -290,7 +290,10 @@ fn spawn_daemon(dirs: &RuntimeDirs) -> Result<(), ClientError> {
         .map_err(|e| ClientError::Start(format!("cannot open {}: {e}", log_path.display())))?;
     let log_err = log.try_clone().map_err(|e| ClientError::Start(format!("cannot duplicate the log handle: {e}")))?;
     let mut child = Command::new(&bin)
-        .args(["serve", "--detach"])
+        .args(["serve", "--detach", "--run-dir"])
+        .arg(&dirs.run)
+        .arg("--data-dir")
+        .arg(&dirs.data)
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(log_err)

@@ -21,6 +21,13 @@ enum Cmd {
         /// Start a new session first, detaching from the caller's terminal.
         #[arg(long)]
         detach: bool,
+        /// Runtime directory (default: from POD_HOME or XDG); clients that
+        /// start the daemon pass their own so both agree.
+        #[arg(long, requires = "data_dir")]
+        run_dir: Option<std::path::PathBuf>,
+        /// Data directory, given together with --run-dir.
+        #[arg(long, requires = "run_dir")]
+        data_dir: Option<std::path::PathBuf>,
     },
     /// List every allocation.
     Ls {
@@ -42,12 +49,15 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
     };
-    let dirs = match RuntimeDirs::from_env() {
-        Ok(d) => d,
-        Err(e) => return fail(&e.to_string()),
+    let dirs = match (&cli.command, RuntimeDirs::from_env()) {
+        (Cmd::Serve { run_dir: Some(run), data_dir: Some(data), .. }, _) => {
+            RuntimeDirs { run: run.clone(), data: data.clone() }
+        }
+        (_, Ok(d)) => d,
+        (_, Err(e)) => return fail(&e.to_string()),
     };
     match cli.command {
-        Cmd::Serve { detach } => {
+        Cmd::Serve { detach, .. } => {
             if detach {
                 // Fails only when already a group leader; then we are detached enough.
                 let _ = rustix::process::setsid();
