@@ -1,0 +1,131 @@
+//! `pod demo`: the product in one minute, run as a user would run it. Every
+//! step is a real `pod` command in a fresh POD_HOME, printed before it runs:
+//! start a Pod, spawn two children, look at the tree and at `pod check`
+//! answers, stop one child, kill the parent with SIGKILL (and one child while
+//! the parent is down), resume the parent, and watch the scope come back.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use pod_proto::WireError;
+
+struct Demo {
+    exe: PathBuf,
+    home: PathBuf,
+    repo: PathBuf,
+}
+
+impl Demo {
+    /// Runs `pod ARGS` and prints it; returns its exit code.
+    fn pod(&self, args: &[&str]) -> Result<i32, WireError> {
+        println!("\n$ pod {}", args.join(" "));
+        let status = Command::new(&self.exe)
+            .args(args)
+            .env("POD_HOME", &self.home)
+            .env_remove("POD_NAME")
+            .current_dir(&self.repo)
+            .status()
+            .map_err(|e| WireError::new("demo.run", format!("cannot run pod: {e}")))?;
+        Ok(status.code().unwrap_or(-1))
+    }
+
+    fn must(&self, args: &[&str]) -> Result<(), WireError> {
+        match self.pod(args)? {
+            0 => Ok(()),
+            code => Err(WireError::new("demo.step", format!("`pod {}` exited with {code}", args.join(" ")))),
+        }
+    }
+
+    fn expect(&self, args: &[&str], want: i32) -> Result<(), WireError> {
+        match self.pod(args)? {
+            code if code == want => Ok(()),
+            code => Err(WireError::new(
+                "demo.step",
+                format!("`pod {}` exited with {code}, expected {want}", args.join(" ")),
+            )),
+        }
+    }
+
+    fn kill9(&self, name: &str) -> Result<(), WireError> {
+        let pid_file = self.home.join("run").join(name).join("pid");
+        let text = std::fs::read_to_string(&pid_file)
+            .map_err(|e| WireError::new("demo.pid", format!("cannot read {}: {e}", pid_file.display())))?;
+        let pid: i32 = text
+            .trim()
+            .parse()
+            .map_err(|_| WireError::new("demo.pid", format!("bad pid file {}", pid_file.display())))?;
+        println!("\n$ kill -9 {pid}    # {name}");
+        let fd = rustix::process::Pid::from_raw(pid)
+            .and_then(|p| rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok())
+            .ok_or_else(|| WireError::new("demo.kill", format!("{name} (pid {pid}) is not running")))?;
+        rustix::process::pidfd_send_signal(&fd, rustix::process::Signal::KILL)
+            .map_err(|e| WireError::new("demo.kill", format!("cannot kill {name}: {e}")))?;
+        // Wait (bounded) until the kernel says it is gone.
+        let mut fds = [rustix::event::PollFd::new(&fd, rustix::event::PollFlags::IN)];
+        let timeout = rustix::event::Timespec { tv_sec: 10, tv_nsec: 0 };
+        rustix::event::poll(&mut fds, Some(&timeout)).map_err(|e| WireError::new("demo.kill", e.to_string()))?;
+        Ok(())
+    }
+}
+
+pub fn run(dir: Option<&Path>) -> Result<ExitCode, WireError> {
+    let exe = std::env::current_exe().map_err(|e| WireError::new("demo.exe", e.to_string()))?;
+    let temp;
+    let root = match dir {
+        Some(d) => d.to_path_buf(),
+        None => {
+            temp = tempfile::Builder::new()
+                .prefix("pod-demo-")
+                .tempdir()
+                .map_err(|e| WireError::new("demo.io", e.to_string()))?;
+            temp.path().to_path_buf()
+        }
+    };
+    let home = root.join("home");
+    let repo = root.join("repo");
+    for d in ["src", "docs", "tests", "secrets"] {
+        std::fs::create_dir_all(repo.join(d)).map_err(|e| WireError::new("demo.io", e.to_string()))?;
+    }
+    println!("# demo in {} (POD_HOME={})", root.display(), home.display());
+    let demo = Demo { exe, home, repo };
+    let result = steps(&demo);
+    // Leave nothing running, whatever happened.
+    for name in ["lead", "docs", "tests"] {
+        let _ = Command::new(&demo.exe)
+            .args(["stop", name])
+            .env("POD_HOME", &demo.home)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+    result?;
+    println!("\n# demo done: every answer above came from real processes and a real registry.");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn steps(d: &Demo) -> Result<(), WireError> {
+    println!("\n# A lead Pod owns the repository, except secrets it may not even read.");
+    d.must(&["start", "lead", "--write", ".", "--deny-read", "secrets"])?;
+    println!("\n# It hands docs/ and tests/ to two helpers; it loses write there.");
+    d.must(&["spawn", "docs", "--parent", "lead", "--write", "docs"])?;
+    d.must(&["spawn", "tests", "--parent", "lead", "--write", "tests"])?;
+    d.must(&["tree"])?;
+    d.expect(&["check", "lead", "docs/guide.md", "--write"], 1)?;
+    d.expect(&["check", "docs", "docs/guide.md", "--write"], 0)?;
+    d.expect(&["check", "lead", "secrets/key.pem"], 1)?;
+    println!("\n# Stopping a helper gives the lead its write back: the layer goes, the deny stays.");
+    d.must(&["stop", "docs"])?;
+    d.expect(&["check", "lead", "docs/guide.md", "--write"], 0)?;
+    d.expect(&["check", "lead", "secrets/key.pem"], 1)?;
+    println!("\n# Now the lead crashes, and the tests helper dies while the lead is down.");
+    d.kill9("lead")?;
+    d.kill9("tests")?;
+    println!("\n# Resuming replays the session log and prunes the helper that is gone.");
+    d.must(&["resume", "lead"])?;
+    d.expect(&["check", "lead", "tests/unit.rs", "--write"], 0)?;
+    d.must(&["scope", "lead"])?;
+    d.must(&["log", "lead"])?;
+    d.must(&["stop", "lead"])?;
+    d.must(&["ls"])?;
+    Ok(())
+}

@@ -1,0 +1,271 @@
+//! ls, tree, scope, check, log: the read commands. Each reads a running Pod
+//! over its socket, or, for a Pod that is not running, its session log
+//! directly (sled allows one process per database, so never both).
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use pod_proto::WireError;
+use pod_registry::Allocation;
+use scope::{Permission, PodName, Scope, ScopeSnapshot};
+use serde::Serialize;
+use session_log::{LogOptions, Record, SessionLog};
+
+use crate::commands::lifecycle::{call_pod, not_running, unexpected};
+use crate::commands::{cwd, dirs, pod_name, print_json, running};
+use crate::layout::PodPaths;
+use crate::protocol::{PodReply, PodRequest};
+use crate::registry_link::Registry;
+
+#[derive(Serialize)]
+struct PodSummary {
+    name: PodName,
+    state: &'static str,
+    parent: Option<PodName>,
+    pid: Option<u32>,
+}
+
+pub async fn ls(json: bool) -> Result<ExitCode, WireError> {
+    let dirs = dirs()?;
+    let registry = Registry::connect(&dirs).await?;
+    let mut pods: BTreeMap<PodName, PodSummary> = BTreeMap::new();
+    for a in registry.list().await? {
+        let state = match a.state {
+            pod_registry::AllocState::Live => "running",
+            pod_registry::AllocState::Reserved => "starting",
+        };
+        pods.insert(
+            a.name.clone(),
+            PodSummary { name: a.name, state, parent: a.parent, pid: Some(a.pid).filter(|p| *p != 0) },
+        );
+    }
+    if let Ok(entries) = std::fs::read_dir(&dirs.data) {
+        for entry in entries.flatten() {
+            let Ok(name) = PodName::new(entry.file_name().to_string_lossy().into_owned()) else { continue };
+            if entry.path().join("log").exists() && !pods.contains_key(&name) {
+                pods.insert(name.clone(), PodSummary { name, state: "stopped", parent: None, pid: None });
+            }
+        }
+    }
+    if json {
+        print_json(&pods.values().collect::<Vec<_>>())?;
+    } else {
+        println!("{:<24} {:<9} {:<24} PID", "NAME", "STATE", "PARENT");
+        for p in pods.values() {
+            let parent = p.parent.as_ref().map_or("-".to_string(), |p| p.to_string());
+            let pid = p.pid.map_or("-".to_string(), |p| p.to_string());
+            println!("{:<24} {:<9} {:<24} {pid}", p.name.as_str(), p.state, parent);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Serialize)]
+struct TreeNode {
+    name: PodName,
+    pid: u32,
+    state: pod_registry::AllocState,
+    write: Vec<String>,
+    children: Vec<TreeNode>,
+}
+
+fn build(
+    name: &PodName,
+    all: &BTreeMap<PodName, Allocation>,
+    kids: &BTreeMap<PodName, Vec<PodName>>,
+    depth: usize,
+) -> Option<TreeNode> {
+    let a = all.get(name)?;
+    // The registry keeps parent links acyclic; the bound is a second guard.
+    let children = if depth < scope::limits::MAX_LAYERS {
+        kids.get(name).into_iter().flatten().filter_map(|c| build(c, all, kids, depth + 1)).collect()
+    } else {
+        Vec::new()
+    };
+    Some(TreeNode {
+        name: a.name.clone(),
+        pid: a.pid,
+        state: a.state,
+        write: a.allow_writes().map(|r| r.region().to_string()).collect(),
+        children,
+    })
+}
+
+fn print_tree(node: &TreeNode, prefix: &str, last: bool, root: bool) {
+    let branch = if root {
+        ""
+    } else if last {
+        "└── "
+    } else {
+        "├── "
+    };
+    println!("{prefix}{branch}{} (pid {}) write {}", node.name, node.pid, node.write.join(", "));
+    let next = if root { String::new() } else { format!("{prefix}{}", if last { "    " } else { "│   " }) };
+    for (i, c) in node.children.iter().enumerate() {
+        print_tree(c, &next, i + 1 == node.children.len(), false);
+    }
+}
+
+pub async fn tree(name: Option<&str>, json: bool) -> Result<ExitCode, WireError> {
+    let dirs = dirs()?;
+    let registry = Registry::connect(&dirs).await?;
+    let all: BTreeMap<PodName, Allocation> = registry.list().await?.into_iter().map(|a| (a.name.clone(), a)).collect();
+    let mut kids: BTreeMap<PodName, Vec<PodName>> = BTreeMap::new();
+    for a in all.values() {
+        if let Some(p) = &a.parent {
+            kids.entry(p.clone()).or_default().push(a.name.clone());
+        }
+    }
+    let roots: Vec<PodName> = match name {
+        Some(n) => {
+            let n = pod_name(n)?;
+            if !all.contains_key(&n) {
+                return Err(not_running(&crate::layout::PodPaths::new(&dirs, &n), &n));
+            }
+            vec![n]
+        }
+        None => all.values().filter(|a| a.parent.is_none()).map(|a| a.name.clone()).collect(),
+    };
+    let trees: Vec<TreeNode> = roots.iter().filter_map(|r| build(r, &all, &kids, 0)).collect();
+    if json {
+        print_json(&trees)?;
+    } else {
+        for t in &trees {
+            print_tree(t, "", true, true);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A running Pod's scope from itself, else from its log.
+async fn current_scope(paths: &PodPaths, name: &PodName) -> Result<(ScopeSnapshot, bool), WireError> {
+    if running(paths).await {
+        return match call_pod(paths, name, &PodRequest::Status).await? {
+            PodReply::Status(s) => Ok((s.scope, true)),
+            other => Err(unexpected(&other)),
+        };
+    }
+    let state = open_log(paths, name)?.replay().map_err(|e| WireError::new(e.code(), e.to_string()))?;
+    Ok((state.scope, false))
+}
+
+fn open_log(paths: &PodPaths, name: &PodName) -> Result<SessionLog, WireError> {
+    if !paths.session_log().exists() {
+        return Err(WireError::new("pod.unknown", format!("no pod named {name} here")));
+    }
+    SessionLog::open(paths.session_log(), LogOptions::default()).map_err(|e| WireError::new(e.code(), e.to_string()))
+}
+
+#[derive(Serialize)]
+struct ScopeView<'a> {
+    name: &'a PodName,
+    running: bool,
+    #[serde(flatten)]
+    scope: &'a ScopeSnapshot,
+}
+
+pub async fn scope(name: &str, json: bool) -> Result<ExitCode, WireError> {
+    let name = pod_name(name)?;
+    let paths = PodPaths::new(&dirs()?, &name);
+    let (snapshot, running) = current_scope(&paths, &name).await?;
+    if json {
+        print_json(&ScopeView { name: &name, running, scope: &snapshot })?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{name} ({})", if running { "running" } else { "not running" });
+    for r in &snapshot.allow {
+        println!("  allow  {r}");
+    }
+    for r in &snapshot.deny {
+        println!("  deny   {r}");
+    }
+    for (child, rules) in &snapshot.layers {
+        for r in rules {
+            println!("  layer  {child}: {r}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Serialize)]
+struct CheckView {
+    pod: PodName,
+    path: String,
+    wanted: Permission,
+    allowed: bool,
+    permission: Option<Permission>,
+    decided_by: String,
+}
+
+pub async fn check(name: &str, path: &std::path::Path, write: bool, json: bool) -> Result<ExitCode, WireError> {
+    let name = pod_name(name)?;
+    let paths = PodPaths::new(&dirs()?, &name);
+    let absolute = cwd()?.join(path);
+    let resolved = scope::resolve(&absolute).map_err(|e| WireError::new(e.code(), e.to_string()))?;
+    let wanted = if write { Permission::Write } else { Permission::Read };
+    let (allowed, permission, decided_by) = if running(&paths).await {
+        match call_pod(&paths, &name, &PodRequest::Check { path: resolved.clone(), permission: wanted }).await? {
+            PodReply::Verdict { allowed, permission, decided_by } => (allowed, permission, decided_by),
+            other => return Err(unexpected(&other)),
+        }
+    } else {
+        let (snapshot, _) = current_scope(&paths, &name).await?;
+        let scope = Scope::from_snapshot(snapshot).map_err(|e| WireError::new(e.code(), e.to_string()))?;
+        let v = scope.permission_at(&resolved);
+        (v.allows(wanted), v.permission, v.decided_by.to_string())
+    };
+    if json {
+        print_json(&CheckView { pod: name, path: resolved.to_string(), wanted, allowed, permission, decided_by })?;
+    } else {
+        let verdict = if allowed { "allowed" } else { "denied" };
+        println!("{verdict}: {name} {wanted} {resolved} ({decided_by})");
+    }
+    Ok(if allowed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// How long one `--follow` poll waits for new records.
+const FOLLOW_WAIT: Duration = Duration::from_secs(10);
+
+fn print_record(r: &Record, json: bool) -> Result<(), WireError> {
+    if json {
+        let line = serde_json::to_string(r).map_err(|e| WireError::new("cli.json", e.to_string()))?;
+        println!("{line}");
+    } else {
+        let body = serde_json::to_value(&r.event).map_err(|e| WireError::new("cli.json", e.to_string()))?;
+        let mut fields = body.as_object().cloned().unwrap_or_default();
+        fields.remove("kind");
+        println!("{:>6}  {}  {:<16} {}", r.seq, r.timestamp_ms, r.event.kind(), serde_json::Value::Object(fields));
+    }
+    Ok(())
+}
+
+pub async fn log(name: &str, follow: bool, json: bool) -> Result<ExitCode, WireError> {
+    let name = pod_name(name)?;
+    let paths = PodPaths::new(&dirs()?, &name);
+    if !running(&paths).await {
+        let log = open_log(&paths, &name)?;
+        for r in log.read_from(1) {
+            print_record(&r.map_err(|e| WireError::new(e.code(), e.to_string()))?, json)?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut next = 1;
+    loop {
+        let wait_ms = if follow && next > 1 { FOLLOW_WAIT.as_millis() as u64 } else { 0 };
+        let reply = match call_pod(&paths, &name, &PodRequest::Log { from_seq: next, wait_ms }).await {
+            Ok(r) => r,
+            // The Pod stopped while we followed it: its log is complete.
+            Err(e) if follow && e.code == "pod.not_running" => return Ok(ExitCode::SUCCESS),
+            Err(e) => return Err(e),
+        };
+        let PodReply::Log { records, next_seq } = reply else { return Err(unexpected(&reply)) };
+        for r in &records {
+            print_record(r, json)?;
+        }
+        next = next_seq;
+        if records.is_empty() && !follow {
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
+}

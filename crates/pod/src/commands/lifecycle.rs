@@ -1,0 +1,205 @@
+//! start, spawn, stop, resume, rm: the commands that change what runs.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use pod_proto::WireError;
+use scope::Permission;
+
+use crate::cli::{SpawnArgs, StartArgs};
+use crate::client::PodClient;
+use crate::commands::{cwd, dirs, pod_name, resolve_args, running};
+use crate::launch::{launch, LaunchMode, LaunchRequest};
+use crate::layout::PodPaths;
+use crate::manifest::Manifest;
+use crate::process::watch;
+use crate::protocol::{PodReply, PodRequest, SpawnRequest};
+use crate::registry_link::Registry;
+
+/// Longest `pod stop` waits for a top-level Pod's process to be gone.
+const STOP_WAIT: Duration = Duration::from_secs(30);
+
+pub async fn start(args: StartArgs) -> Result<ExitCode, WireError> {
+    let cwd = cwd()?;
+    let manifest = args
+        .manifest
+        .as_deref()
+        .map(Manifest::load)
+        .transpose()
+        .map_err(|e| WireError::new(e.code(), e.to_string()))?;
+    let from_manifest = manifest.as_ref().and_then(|m| m.name.clone());
+    let name = match (args.name.as_deref().map(pod_name).transpose()?, from_manifest) {
+        (Some(a), Some(m)) if a != m => {
+            return Err(WireError::new(
+                "cli.name_conflict",
+                format!("the command line names {a} but the manifest names {m}"),
+            ))
+        }
+        (Some(a), _) => a,
+        (None, Some(m)) => m,
+        (None, None) => {
+            return Err(WireError::new("cli.no_name", "a pod name is needed (argument or `name` in the manifest)"))
+        }
+    };
+    let resolve_specs = |specs: &[crate::rules::RuleSpec]| {
+        specs
+            .iter()
+            .map(|s| s.resolve().map_err(|e| WireError::new(e.code(), e.to_string())))
+            .collect::<Result<Vec<_>, _>>()
+    };
+    let mut allow = manifest.as_ref().map(|m| resolve_specs(&m.allow)).transpose()?.unwrap_or_default();
+    allow.extend(resolve_args(&args.rules.write, &cwd, Permission::Write)?);
+    allow.extend(resolve_args(&args.rules.read, &cwd, Permission::Read)?);
+    let mut deny = manifest.as_ref().map(|m| resolve_specs(&m.deny)).transpose()?.unwrap_or_default();
+    deny.extend(resolve_args(&args.deny_write, &cwd, Permission::Write)?);
+    deny.extend(resolve_args(&args.deny_read, &cwd, Permission::Read)?);
+    let workload = if args.workload.is_empty() { manifest.and_then(|m| m.workload) } else { Some(args.workload) };
+    let dirs = dirs()?;
+    let paths = PodPaths::new(&dirs, &name);
+    paths.ensure().map_err(|e| WireError::new(e.code(), e.to_string()))?;
+    let request = LaunchRequest {
+        name: name.clone(),
+        mode: LaunchMode::Start { allow, deny, workload },
+        cwd: Some(cwd.to_string_lossy().into_owned()),
+    };
+    let launched = launch(&request, &paths.pod_log()).await?;
+    println!("started {name} (pid {})", launched.pid);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn spawn(args: SpawnArgs) -> Result<ExitCode, WireError> {
+    let cwd = cwd()?;
+    let child = pod_name(&args.child)?;
+    let parent = args.parent.as_deref().map(pod_name).transpose()?.ok_or_else(|| {
+        WireError::new("cli.no_parent", "--parent is needed outside a workload (POD_NAME is not set)")
+    })?;
+    let mut rules = resolve_args(&args.rules.write, &cwd, Permission::Write)?;
+    rules.extend(resolve_args(&args.rules.read, &cwd, Permission::Read)?);
+    let dirs = dirs()?;
+    let parent_paths = PodPaths::new(&dirs, &parent);
+    let request = PodRequest::Spawn(SpawnRequest {
+        child: child.clone(),
+        rules,
+        workload: (!args.workload.is_empty()).then_some(args.workload),
+        cwd: Some(cwd.to_string_lossy().into_owned()),
+    });
+    let reply = call_pod(&parent_paths, &parent, &request).await?;
+    match reply {
+        PodReply::Spawned { child, pid, .. } => println!("spawned {child} (pid {pid}) under {parent}"),
+        other => return Err(unexpected(&other)),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn stop(name: &str) -> Result<ExitCode, WireError> {
+    let name = pod_name(name)?;
+    let dirs = dirs()?;
+    let paths = PodPaths::new(&dirs, &name);
+    let registry = Registry::connect(&dirs).await?;
+    let Some(alloc) = registry.get(&name).await? else {
+        return Err(not_running(&paths, &name));
+    };
+    if let Some(parent) = &alloc.parent {
+        let parent_paths = PodPaths::new(&dirs, parent);
+        match PodClient::call_at(
+            &parent_paths.socket().to_string_lossy(),
+            &PodRequest::StopChild { child: name.clone() },
+        )
+        .await
+        {
+            Ok(PodReply::Stopped { .. }) => {
+                println!("stopped {name}; {parent} has its scope back");
+                return Ok(ExitCode::SUCCESS);
+            }
+            Ok(other) => return Err(unexpected(&other)),
+            Err(e) if e.code.starts_with("proto.") => {
+                tracing::info!(%parent, "parent not reachable; stopping the child directly");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    PodClient::call_at(&paths.socket().to_string_lossy(), &PodRequest::Shutdown).await.map_err(|e| {
+        if e.code.starts_with("proto.") {
+            not_running(&paths, &name)
+        } else {
+            e
+        }
+    })?;
+    if tokio::time::timeout(STOP_WAIT, watch::wait_exit_or_kill(alloc.pid, STOP_WAIT)).await.is_err() {
+        return Err(WireError::new("pod.stop_timeout", format!("{name} did not exit within {STOP_WAIT:?}")));
+    }
+    match &alloc.parent {
+        Some(parent) => println!("stopped {name}; {parent} is not running and takes its scope back when resumed"),
+        None => println!("stopped {name}"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn resume(name: &str) -> Result<ExitCode, WireError> {
+    let name = pod_name(name)?;
+    let dirs = dirs()?;
+    let paths = PodPaths::new(&dirs, &name);
+    if !paths.session_log().exists() {
+        return Err(WireError::new("pod.unknown", format!("no pod named {name} has a session log here")));
+    }
+    if running(&paths).await {
+        return Err(WireError::new("pod.running", format!("pod {name} is already running")));
+    }
+    let request = LaunchRequest { name: name.clone(), mode: LaunchMode::Resume, cwd: None };
+    let launched = launch(&request, &paths.pod_log()).await?;
+    println!("resumed {name} (pid {})", launched.pid);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn rm(name: &str) -> Result<ExitCode, WireError> {
+    let name = pod_name(name)?;
+    let dirs = dirs()?;
+    let paths = PodPaths::new(&dirs, &name);
+    if !paths.data_dir.exists() && !paths.run_dir.exists() {
+        return Err(WireError::new("pod.unknown", format!("no pod named {name} here")));
+    }
+    if running(&paths).await || lock_held(&paths) {
+        return Err(WireError::new("pod.running", format!("pod {name} is running; `pod stop {name}` first")));
+    }
+    for dir in [&paths.data_dir, &paths.run_dir] {
+        match std::fs::remove_dir_all(dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(WireError::new("pod.io", format!("cannot remove {}: {e}", dir.display()))),
+        }
+    }
+    println!("removed {name}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// True when a Pod process holds `name`'s lock (it may be starting up and
+/// not answer yet).
+fn lock_held(paths: &PodPaths) -> bool {
+    use rustix::fs::{flock, FlockOperation};
+    match std::fs::OpenOptions::new().write(true).open(paths.lock_file()) {
+        Ok(file) => flock(&file, FlockOperation::NonBlockingLockExclusive).is_err(),
+        Err(_) => false,
+    }
+}
+
+pub async fn call_pod(paths: &PodPaths, name: &scope::PodName, request: &PodRequest) -> Result<PodReply, WireError> {
+    PodClient::call_at(&paths.socket().to_string_lossy(), request).await.map_err(|e| {
+        if e.code.starts_with("proto.") && e.code != "proto.timeout" {
+            not_running(paths, name)
+        } else {
+            e
+        }
+    })
+}
+
+pub fn not_running(paths: &PodPaths, name: &scope::PodName) -> WireError {
+    if paths.session_log().exists() {
+        WireError::new("pod.not_running", format!("pod {name} is not running (`pod resume {name}` brings it back)"))
+    } else {
+        WireError::new("pod.unknown", format!("no pod named {name} here"))
+    }
+}
+
+pub fn unexpected(reply: &PodReply) -> WireError {
+    WireError::new("pod.unexpected_reply", format!("unexpected reply from the pod: {reply:?}"))
+}

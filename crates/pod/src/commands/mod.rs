@@ -1,0 +1,52 @@
+//! One file per command. Every command returns `Result<ExitCode, WireError>`
+//! so errors print as one line (`pod: what went wrong and why [code]`) with
+//! a non-zero exit, and nothing else is printed on failure.
+
+pub mod demo;
+pub mod inspect;
+pub mod lifecycle;
+pub mod registry;
+
+use std::path::Path;
+
+use pod_proto::{RuntimeDirs, WireError};
+use scope::{Permission, PodName, ScopeRule};
+
+use crate::layout::PodPaths;
+use crate::rules::RuleSpec;
+
+pub fn dirs() -> Result<RuntimeDirs, WireError> {
+    let dirs = RuntimeDirs::from_env().map_err(|e| WireError::new(e.code(), e.to_string()))?;
+    dirs.ensure().map_err(|e| WireError::new(e.code(), e.to_string()))?;
+    Ok(dirs)
+}
+
+pub fn pod_name(raw: &str) -> Result<PodName, WireError> {
+    PodName::new(raw).map_err(|e| WireError::new(e.code(), e.to_string()))
+}
+
+pub fn cwd() -> Result<std::path::PathBuf, WireError> {
+    std::env::current_dir().map_err(|e| WireError::new("cli.cwd", format!("cannot read the current directory: {e}")))
+}
+
+/// Command-line paths, relative to `cwd`, resolved through symlinks.
+pub fn resolve_args(args: &[String], cwd: &Path, permission: Permission) -> Result<Vec<ScopeRule>, WireError> {
+    args.iter()
+        .map(|a| {
+            RuleSpec::from_arg(a, cwd, permission)
+                .and_then(|s| s.resolve())
+                .map_err(|e| WireError::new(e.code(), e.to_string()))
+        })
+        .collect()
+}
+
+/// Does a Pod answer on its socket?
+pub async fn running(paths: &PodPaths) -> bool {
+    crate::client::PodClient::ping(&paths.socket(), std::time::Duration::from_secs(2)).await.is_some()
+}
+
+pub fn print_json<T: serde::Serialize>(value: &T) -> Result<(), WireError> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| WireError::new("cli.json", e.to_string()))?;
+    println!("{text}");
+    Ok(())
+}

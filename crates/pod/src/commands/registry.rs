@@ -1,0 +1,38 @@
+//! `pod registry serve | ls`: the registry daemon in the foreground, and its
+//! table (the JSON is `pod-registry ls --json`'s: one object per allocation).
+
+use std::process::ExitCode;
+
+use pod_proto::WireError;
+
+use crate::commands::{dirs, print_json};
+use crate::registry_link::Registry;
+
+pub async fn serve() -> Result<ExitCode, WireError> {
+    let dirs = dirs()?;
+    pod_registry::daemon::serve(&dirs).await.map_err(|e| WireError::new("registry.daemon", e.to_string()))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn ls(json: bool) -> Result<ExitCode, WireError> {
+    let dirs = dirs()?;
+    let all = Registry::connect(&dirs).await?.list().await?;
+    if json {
+        print_json(&all)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{:<24} {:<9} {:<24} {:>8}  WRITE", "NAME", "STATE", "PARENT", "PID");
+    for a in &all {
+        let parent = a.parent.as_ref().map_or("-".to_string(), |p| p.to_string());
+        let write: Vec<String> = a.allow_writes().map(|r| r.region().to_string()).collect();
+        println!(
+            "{:<24} {:<9} {:<24} {:>8}  {}",
+            a.name.as_str(),
+            format!("{:?}", a.state).to_lowercase(),
+            parent,
+            a.pid,
+            write.join(", ")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,118 @@
+//! Starting a Pod process and waiting until it is ready to serve.
+//!
+//! The Pod process is this same binary (`pod __pod NAME`). Its launch request
+//! travels on stdin (never on the command line: argv is visible to every
+//! user and has a small per-argument limit); its first line on stdout is a
+//! JSON `LaunchOutcome`: ready with its pid, or the error that stopped it.
+//! So `pod start` and `pod spawn` return exactly when the Pod serves, and a
+//! failure is reported in the Pod's own words.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use pod_proto::WireError;
+use scope::{PodName, ScopeRule};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// Longest a launcher waits for a new Pod to report ready.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
+/// Largest launch request a Pod process reads from stdin.
+pub const MAX_LAUNCH_BYTES: u64 = 4 << 20;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LaunchRequest {
+    pub name: PodName,
+    pub mode: LaunchMode,
+    /// Directory the workload runs in.
+    pub cwd: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum LaunchMode {
+    /// A new top-level Pod.
+    Start { allow: Vec<ScopeRule>, deny: Vec<ScopeRule>, workload: Option<Vec<String>> },
+    /// A child: its reservation was made by `parent`, which waits for it.
+    Child { parent: PodName, rules: Vec<ScopeRule>, workload: Option<Vec<String>> },
+    /// Replay the session log and serve again.
+    Resume,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum LaunchOutcome {
+    Ready { pid: u32, socket: String },
+    Failed(WireError),
+}
+
+/// A Pod process that reported ready.
+pub struct Launched {
+    pub pid: u32,
+    pub socket: String,
+    /// The process handle, kept by a parent Pod to notice the child's exit.
+    pub child: Child,
+}
+
+/// Starts `pod __pod` for `request` and waits (bounded) for its outcome.
+/// The process's stderr goes to `log_file`.
+pub async fn launch(request: &LaunchRequest, log_file: &PathBuf) -> Result<Launched, WireError> {
+    let exe = std::env::current_exe()
+        .map_err(|e| WireError::new("launch.exe", format!("cannot find the pod binary: {e}")))?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_file)
+        .map_err(|e| WireError::new("launch.io", format!("cannot open {}: {e}", log_file.display())))?;
+    let mut command = Command::new(exe);
+    command.arg("__pod").arg(request.name.as_str());
+    command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::from(log));
+    let mut child =
+        command.spawn().map_err(|e| WireError::new("launch.spawn", format!("cannot start the pod process: {e}")))?;
+    let body = serde_json::to_vec(request).map_err(|e| WireError::new("launch.encode", e.to_string()))?;
+    let outcome = async {
+        let mut stdin = child.stdin.take().ok_or_else(|| WireError::new("launch.io", "no stdin pipe"))?;
+        stdin
+            .write_all(&body)
+            .await
+            .map_err(|e| WireError::new("launch.io", format!("cannot send the launch request: {e}")))?;
+        drop(stdin);
+        let stdout = child.stdout.take().ok_or_else(|| WireError::new("launch.io", "no stdout pipe"))?;
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .await
+            .map_err(|e| WireError::new("launch.io", format!("cannot read the pod's answer: {e}")))?;
+        if line.trim().is_empty() {
+            return Err(WireError::new(
+                "launch.died",
+                format!("the pod process exited before it was ready; see {}", log_file.display()),
+            ));
+        }
+        serde_json::from_str::<LaunchOutcome>(&line)
+            .map_err(|e| WireError::new("launch.garbled", format!("the pod process answered {line:?}: {e}")))
+    };
+    match tokio::time::timeout(READY_TIMEOUT, outcome).await {
+        Ok(Ok(LaunchOutcome::Ready { pid, socket })) => Ok(Launched { pid, socket, child }),
+        Ok(Ok(LaunchOutcome::Failed(e))) => {
+            reap(&mut child).await;
+            Err(e)
+        }
+        Ok(Err(e)) => {
+            reap(&mut child).await;
+            Err(e)
+        }
+        Err(_) => {
+            reap(&mut child).await;
+            Err(WireError::new("launch.timeout", format!("the pod was not ready within {READY_TIMEOUT:?}")))
+        }
+    }
+}
+
+/// Kills (if still running) and waits for a launch that failed, so no
+/// half-started Pod is left behind.
+async fn reap(child: &mut Child) {
+    if let Err(e) = child.kill().await {
+        tracing::debug!(error = %e, "failed launch already gone");
+    }
+}

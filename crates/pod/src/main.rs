@@ -1,0 +1,79 @@
+//! `pod`: the command line of the Pod runtime, and (hidden) the Pod process
+//! itself. See `cli.rs` for the commands and `shared/BRIEF.md` for the
+//! contract they implement.
+
+mod cli;
+mod client;
+mod commands;
+mod launch;
+mod layout;
+mod manifest;
+mod mirror;
+mod process;
+mod protocol;
+mod registry_link;
+mod rules;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use cli::{Cli, Command, RegistryCommand};
+use commands::{demo, inspect, lifecycle, registry};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_level = match cli.command {
+        Command::PodProcess(_) | Command::Registry { command: RegistryCommand::Serve } => "info",
+        _ => "warn",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    if let Command::PodProcess(args) = &cli.command {
+        return process::main(&args.name);
+    }
+    if let Command::Demo { dir } = &cli.command {
+        return finish(demo::run(dir.as_deref()));
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("pod: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    finish(runtime.block_on(dispatch(cli.command)))
+}
+
+async fn dispatch(command: Command) -> Result<ExitCode, pod_proto::WireError> {
+    match command {
+        Command::Start(args) => lifecycle::start(args).await,
+        Command::Spawn(args) => lifecycle::spawn(args).await,
+        Command::Stop { name } => lifecycle::stop(&name).await,
+        Command::Resume { name } => lifecycle::resume(&name).await,
+        Command::Rm { name } => lifecycle::rm(&name).await,
+        Command::Ls(j) => inspect::ls(j.json).await,
+        Command::Tree { name, json } => inspect::tree(name.as_deref(), json.json).await,
+        Command::Scope { name, json } => inspect::scope(&name, json.json).await,
+        Command::Check { name, path, write, json } => inspect::check(&name, &path, write, json.json).await,
+        Command::Log { name, follow, json } => inspect::log(&name, follow, json.json).await,
+        Command::Registry { command: RegistryCommand::Serve } => registry::serve().await,
+        Command::Registry { command: RegistryCommand::Ls(j) } => registry::ls(j.json).await,
+        Command::Demo { .. } | Command::PodProcess(_) => unreachable!("handled before the runtime starts"),
+    }
+}
+
+fn finish(result: Result<ExitCode, pod_proto::WireError>) -> ExitCode {
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("pod: {} [{}]", e.message, e.code);
+            // Exit 2 for errors, so scripts can tell them from `check`'s 1.
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,349 @@
+//! The Pod process (`pod __pod NAME`, started by `launch`).
+//!
+//! Startup does, in order: take the Pod's lock (one process per Pod name),
+//! open the session log, take the scope in the registry (register, adopt, or
+//! re-register with layers on resume), record it durably, prune unreachable
+//! children (resume), bind the socket, start the workload, and only then
+//! report ready on stdout. Any failure before "ready" undoes what was taken
+//! and is reported as the launch error.
+
+pub mod owner;
+pub mod server;
+pub mod watch;
+mod workload;
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::sync::Arc;
+use std::time::Duration;
+
+use pod_proto::{RuntimeDirs, WireError};
+use scope::{PodName, Scope};
+use session_log::{Event, LogOptions, RemovalReason, SessionLog};
+use tokio::sync::mpsc;
+
+use crate::client::PodClient;
+use crate::launch::{LaunchMode, LaunchOutcome, LaunchRequest, MAX_LAUNCH_BYTES};
+use crate::layout::PodPaths;
+use crate::process::owner::{Owner, OwnerMsg};
+use crate::registry_link::Registry;
+
+/// Longest resume waits for one child to answer its ping before pruning it.
+pub const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+/// Depth of the owner's queue; senders wait when it is full.
+const OWNER_QUEUE: usize = 256;
+
+/// Entry point of the hidden `__pod` command. Exit code 0 after a clean
+/// shutdown, 1 when startup failed (the reason went to stdout).
+pub fn main(name: &str) -> std::process::ExitCode {
+    let request = match read_request(name) {
+        Ok(r) => r,
+        Err(e) => return report_failure(e),
+    };
+    // A Pod outlives the terminal and the command that started it.
+    if let Err(e) = rustix::process::setsid() {
+        tracing::debug!(error = %e, "setsid failed (already a session leader)");
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => return report_failure(WireError::new("pod.runtime", format!("cannot start the async runtime: {e}"))),
+    };
+    runtime.block_on(run(request))
+}
+
+fn read_request(name: &str) -> Result<LaunchRequest, WireError> {
+    let mut body = Vec::new();
+    std::io::stdin()
+        .take(MAX_LAUNCH_BYTES + 1)
+        .read_to_end(&mut body)
+        .map_err(|e| WireError::new("launch.io", format!("cannot read the launch request: {e}")))?;
+    if body.len() as u64 > MAX_LAUNCH_BYTES {
+        return Err(WireError::new("launch.too_large", format!("launch request over {MAX_LAUNCH_BYTES} bytes")));
+    }
+    let request: LaunchRequest = serde_json::from_slice(&body)
+        .map_err(|e| WireError::new("launch.garbled", format!("launch request does not parse: {e}")))?;
+    if request.name.as_str() != name {
+        return Err(WireError::new("launch.garbled", format!("launch request names {}, not {name}", request.name)));
+    }
+    Ok(request)
+}
+
+fn report(outcome: &LaunchOutcome) {
+    let mut stdout = std::io::stdout().lock();
+    let line = serde_json::to_string(outcome).unwrap_or_else(|_| "{}".into());
+    if writeln!(stdout, "{line}").and_then(|()| stdout.flush()).is_err() {
+        tracing::warn!("the launcher is gone; nobody hears the launch outcome");
+    }
+}
+
+fn report_failure(e: WireError) -> std::process::ExitCode {
+    tracing::error!(code = %e.code, "{}", e.message);
+    report(&LaunchOutcome::Failed(e));
+    std::process::ExitCode::FAILURE
+}
+
+async fn run(request: LaunchRequest) -> std::process::ExitCode {
+    let (tx, rx) = mpsc::channel(OWNER_QUEUE);
+    let started = match startup(request, tx.clone()).await {
+        Ok(s) => s,
+        Err(e) => return report_failure(e),
+    };
+    let Started { owner, listener, log, _lock } = started;
+    let socket = owner.paths.socket().to_string_lossy().into_owned();
+    let pid_file = owner.paths.pid_file();
+    let owner_task = tokio::spawn(owner.run(rx));
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server_tx = tx.clone();
+    let server = tokio::spawn(pod_proto::server::serve(
+        listener,
+        async move {
+            let _ = stop_rx.await;
+        },
+        move |conn, peer| server::handle_connection(conn, peer, server_tx.clone(), Arc::clone(&log)),
+    ));
+    spawn_signal_handler(tx.clone());
+    report(&LaunchOutcome::Ready { pid: std::process::id(), socket });
+    drop(tx);
+    if let Err(e) = owner_task.await {
+        tracing::error!(error = %e, "owner task failed");
+    }
+    let _ = stop_tx.send(());
+    if let Err(e) = server.await {
+        tracing::error!(error = %e, "server task failed");
+    }
+    if let Err(e) = std::fs::remove_file(&pid_file) {
+        tracing::debug!(error = %e, "pid file already gone");
+    }
+    std::process::ExitCode::SUCCESS
+}
+
+fn spawn_signal_handler(tx: mpsc::Sender<OwnerMsg>) {
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+            tracing::error!("cannot install signal handlers; SIGTERM will kill the pod uncleanly");
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        if tx.send(OwnerMsg::Terminate).await.is_err() {
+            tracing::debug!("owner already gone at SIGTERM");
+        }
+    });
+}
+
+struct Started {
+    owner: Owner,
+    listener: interprocess::local_socket::tokio::Listener,
+    log: Arc<SessionLog>,
+    _lock: std::fs::File,
+}
+
+fn wire<E: std::fmt::Display>(code: &str) -> impl Fn(E) -> WireError + '_ {
+    move |e| WireError::new(code, e.to_string())
+}
+
+async fn startup(request: LaunchRequest, tx: mpsc::Sender<OwnerMsg>) -> Result<Started, WireError> {
+    let name = request.name.clone();
+    let dirs = RuntimeDirs::from_env().map_err(|e| WireError::new(e.code(), e.to_string()))?;
+    dirs.ensure().map_err(|e| WireError::new(e.code(), e.to_string()))?;
+    let paths = PodPaths::new(&dirs, &name);
+    paths.ensure().map_err(|e| WireError::new(e.code(), e.to_string()))?;
+    let lock = take_lock(&paths, &name)?;
+    let log_dir = paths.session_log();
+    let log = tokio::task::spawn_blocking(move || SessionLog::open(&log_dir, LogOptions::default()))
+        .await
+        .map_err(wire("pod.internal"))?
+        .map_err(|e| WireError::new(e.code(), e.to_string()))?;
+    let log = Arc::new(log);
+    let registry = Registry::connect(&dirs).await?;
+    let pid = std::process::id();
+    let socket = paths.socket().to_string_lossy().into_owned();
+    let session = paths.session_id();
+    let mut owner = match request.mode {
+        LaunchMode::Start { allow, deny, workload } => {
+            if log.last_seq() > 0 {
+                return Err(WireError::new(
+                    "pod.exists",
+                    format!("pod {name} already exists (stopped or crashed); `pod resume {name}` or `pod rm {name}`"),
+                ));
+            }
+            let scope = Scope::new(allow, deny).map_err(|e| WireError::new(e.code(), e.to_string()))?;
+            registry.register(&name, pid, &socket, &session, scope.snapshot()).await?;
+            let created = vec![
+                Event::PodCreated {
+                    name: name.clone(),
+                    parent: None,
+                    base: scope.snapshot().clone(),
+                    workload: workload.clone(),
+                },
+                Event::PodScope { scope: scope.snapshot().clone() },
+            ];
+            if let Err(e) = append(&log, created).await {
+                registry.release_quietly(&name).await;
+                return Err(e);
+            }
+            Owner::new(
+                name.clone(),
+                None,
+                workload,
+                paths.clone(),
+                scope,
+                BTreeMap::new(),
+                Arc::clone(&log),
+                registry,
+                tx.clone(),
+            )
+        }
+        LaunchMode::Child { parent, rules, workload } => {
+            if log.last_seq() > 0 {
+                return Err(WireError::new(
+                    "pod.exists",
+                    format!("a pod named {name} already has a session log; `pod rm {name}` first"),
+                ));
+            }
+            let scope = Scope::new(rules, Vec::new()).map_err(|e| WireError::new(e.code(), e.to_string()))?;
+            registry.adopt(&name, pid, &session, &socket).await?;
+            let created = vec![
+                Event::PodCreated {
+                    name: name.clone(),
+                    parent: Some(parent.clone()),
+                    base: scope.snapshot().clone(),
+                    workload: workload.clone(),
+                },
+                Event::PodScope { scope: scope.snapshot().clone() },
+            ];
+            append(&log, created).await?;
+            Owner::new(
+                name.clone(),
+                Some(parent),
+                workload,
+                paths.clone(),
+                scope,
+                BTreeMap::new(),
+                Arc::clone(&log),
+                registry,
+                tx.clone(),
+            )
+        }
+        LaunchMode::Resume => resume(&name, &paths, &log, registry, tx.clone()).await?,
+    };
+    let listener = pod_proto::server::bind(&paths.socket()).await.map_err(|e| e.to_wire())?;
+    std::fs::write(paths.pid_file(), format!("{pid}\n")).map_err(wire("pod.io"))?;
+    if let Some(command) = owner.workload.clone() {
+        let workload_pid = workload::start(&command, &paths, request.cwd.as_deref(), tx)?;
+        owner.set_workload_pid(workload_pid);
+    }
+    Ok(Started { owner, listener, log, _lock: lock })
+}
+
+/// Resume: replay, re-register with layers, probe children in parallel,
+/// prune the unreachable through the reclaim operation, and record the
+/// resulting scope so a second resume starts from it.
+async fn resume(
+    name: &PodName,
+    paths: &PodPaths,
+    log: &Arc<SessionLog>,
+    registry: Registry,
+    tx: mpsc::Sender<OwnerMsg>,
+) -> Result<Owner, WireError> {
+    let replay_log = Arc::clone(log);
+    let state = tokio::task::spawn_blocking(move || replay_log.replay())
+        .await
+        .map_err(wire("pod.internal"))?
+        .map_err(|e| WireError::new(e.code(), e.to_string()))?;
+    let Some(identity) = state.identity.clone() else {
+        return Err(WireError::new("pod.unknown", format!("no pod named {name} has a session log here")));
+    };
+    if let Some(parent) = &identity.parent {
+        return Err(WireError::new(
+            "pod.resume_child",
+            format!("{name} was a child of {parent}; a child is spawned again by its parent, not resumed"),
+        ));
+    }
+    let scope = Scope::from_snapshot(state.scope.clone()).map_err(|e| WireError::new(e.code(), e.to_string()))?;
+    let pid = std::process::id();
+    let socket = paths.socket().to_string_lossy().into_owned();
+    let gone = registry.sweep().await?;
+    tracing::info!(?gone, "swept dead allocations before re-registering");
+    registry.register(name, pid, &socket, &paths.session_id(), scope.snapshot()).await?;
+    let mut owner = Owner::new(
+        name.clone(),
+        None,
+        // A resumed Pod does not re-run its workload: the old one may still
+        // be running (a Pod's death does not kill it), and running it twice
+        // is worse than not at all. The Pod serves until stopped.
+        None,
+        paths.clone(),
+        scope,
+        state.children.clone(),
+        Arc::clone(log),
+        registry.clone(),
+        tx,
+    );
+    let probes = owner.child_names().into_iter().map(|child| {
+        let socket = owner.child_socket(&child).unwrap_or_default();
+        async move {
+            let answer = PodClient::ping(std::path::Path::new(&socket), PROBE_TIMEOUT).await;
+            (child, answer)
+        }
+    });
+    let answers = futures_join_all(probes).await;
+    for (child, answer) in answers {
+        match answer {
+            Some((answered, pid)) if answered == child => {
+                let start_time = watch::process_start_time(pid).unwrap_or_default();
+                owner.watch_existing_child(&child, pid, start_time);
+            }
+            _ => {
+                tracing::info!(%child, "child unreachable on resume; pruning");
+                owner.reclaim(&child, RemovalReason::Pruned).await?;
+            }
+        }
+    }
+    append(log, vec![Event::PodScope { scope: owner.scope.snapshot().clone() }]).await?;
+    Ok(owner)
+}
+
+/// Runs the probes concurrently (each is bounded by its own timeout).
+async fn futures_join_all<F, T>(futures: impl IntoIterator<Item = F>) -> Vec<T>
+where
+    F: std::future::Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    let handles: Vec<_> = futures.into_iter().map(tokio::spawn).collect();
+    let mut out = Vec::with_capacity(handles.len());
+    for h in handles {
+        if let Ok(v) = h.await {
+            out.push(v);
+        }
+    }
+    out
+}
+
+async fn append(log: &Arc<SessionLog>, events: Vec<Event>) -> Result<(), WireError> {
+    let log = Arc::clone(log);
+    tokio::task::spawn_blocking(move || log.append(events))
+        .await
+        .map_err(wire("pod.internal"))?
+        .map(drop)
+        .map_err(|e| WireError::new(e.code(), e.to_string()))
+}
+
+/// One process per Pod name: an exclusive, non-blocking flock held for the
+/// process's life (the kernel drops it when the process dies, even by
+/// SIGKILL).
+fn take_lock(paths: &PodPaths, name: &PodName) -> Result<std::fs::File, WireError> {
+    use rustix::fs::{flock, FlockOperation};
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(paths.lock_file())
+        .map_err(wire("pod.io"))?;
+    flock(&file, FlockOperation::NonBlockingLockExclusive)
+        .map_err(|_| WireError::new("pod.running", format!("pod {name} is already running")))?;
+    Ok(file)
+}

@@ -1,0 +1,493 @@
+//! The owner task: the one place a Pod's state changes.
+//!
+//! Every mutation (spawn, the reclaim operation, shutdown) arrives here as a
+//! message and runs to completion before the next one starts, so the scope,
+//! the children, the registry, the session log and `spawned_pods.json` are
+//! always changed in the same order by the same code. Long waits (a child
+//! that is stopping, a process exit) happen in helper tasks that report back
+//! with a message; the owner itself only awaits short registry calls and
+//! durable log appends.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pod_proto::{PeerCred, WireError};
+use scope::{PodName, Scope, ScopeRule};
+use session_log::{ChildRecord, Event, RemovalReason, SessionLog};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::client::PodClient;
+use crate::layout::PodPaths;
+use crate::mirror::{self, MirroredChild};
+use crate::process::watch;
+use crate::protocol::{ChildStatus, PodReply, PodRequest, PodStatus, SpawnRequest};
+use crate::registry_link::{Orphan, Registry};
+
+/// Longest a stopping child gets to exit before it is killed and reclaimed.
+pub const STOP_GRACE: Duration = Duration::from_secs(5);
+
+pub type Responder = oneshot::Sender<Result<PodReply, WireError>>;
+
+pub enum OwnerMsg {
+    Request {
+        request: PodRequest,
+        peer: PeerCred,
+        reply: Responder,
+    },
+    /// A child process is gone (seen by its OS parent or a pidfd).
+    ChildExited {
+        name: PodName,
+        pid: u32,
+    },
+    /// A StopPod's grace period ended (the child exited or was killed).
+    StopFinished {
+        name: PodName,
+    },
+    WorkloadExited {
+        status: String,
+    },
+    /// SIGTERM or SIGINT.
+    Terminate,
+}
+
+/// Who asked this Pod to stop; a Pod told by its parent does not call back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ShutdownOrigin {
+    Parent,
+    User,
+    Workload,
+    Signal,
+}
+
+struct LiveChild {
+    record: ChildRecord,
+    pid: Option<u32>,
+}
+
+pub struct Owner {
+    pub name: PodName,
+    pub parent: Option<PodName>,
+    pub workload: Option<Vec<String>>,
+    pub paths: PodPaths,
+    pub scope: Scope,
+    children: BTreeMap<PodName, LiveChild>,
+    log: Arc<SessionLog>,
+    registry: Registry,
+    tx: mpsc::Sender<OwnerMsg>,
+    stopping: BTreeMap<PodName, Vec<Responder>>,
+    shutdown: Option<(ShutdownOrigin, Vec<Responder>)>,
+    workload_pid: Option<u32>,
+}
+
+impl Owner {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        name: PodName,
+        parent: Option<PodName>,
+        workload: Option<Vec<String>>,
+        paths: PodPaths,
+        scope: Scope,
+        children: BTreeMap<PodName, ChildRecord>,
+        log: Arc<SessionLog>,
+        registry: Registry,
+        tx: mpsc::Sender<OwnerMsg>,
+    ) -> Owner {
+        let children = children.into_iter().map(|(n, record)| (n, LiveChild { record, pid: None })).collect();
+        Owner {
+            name,
+            parent,
+            workload,
+            paths,
+            scope,
+            children,
+            log,
+            registry,
+            tx,
+            stopping: BTreeMap::new(),
+            shutdown: None,
+            workload_pid: None,
+        }
+    }
+
+    pub fn set_workload_pid(&mut self, pid: u32) {
+        self.workload_pid = Some(pid);
+    }
+
+    /// Records the pid of a child that survived a resume and watches it.
+    pub fn watch_existing_child(&mut self, name: &PodName, pid: u32, start_time: u64) {
+        if let Some(child) = self.children.get_mut(name) {
+            child.pid = Some(pid);
+            watch::watch_pid(name.clone(), pid, start_time, self.tx.clone());
+        }
+    }
+
+    pub fn child_names(&self) -> Vec<PodName> {
+        self.children.keys().cloned().collect()
+    }
+
+    pub fn child_socket(&self, name: &PodName) -> Option<String> {
+        self.children.get(name).map(|c| c.record.socket.clone())
+    }
+
+    /// Runs until the Pod has shut down.
+    pub async fn run(mut self, mut rx: mpsc::Receiver<OwnerMsg>) {
+        while let Some(msg) = rx.recv().await {
+            match msg {
+                OwnerMsg::Request { request, peer, reply } => self.handle(request, peer, reply).await,
+                OwnerMsg::ChildExited { name, pid } => {
+                    let known_pid = self.children.get(&name).and_then(|c| c.pid);
+                    if known_pid == Some(pid) {
+                        self.reclaim_logged(&name, RemovalReason::Lost).await;
+                    }
+                    self.finish_stop(&name);
+                }
+                OwnerMsg::StopFinished { name } => {
+                    self.reclaim_logged(&name, RemovalReason::Stopped).await;
+                    self.finish_stop(&name);
+                }
+                OwnerMsg::WorkloadExited { status } => {
+                    tracing::info!(%status, "workload exited; the pod shuts down");
+                    self.workload_pid = None;
+                    self.begin_shutdown(ShutdownOrigin::Workload, None).await;
+                }
+                OwnerMsg::Terminate => self.begin_shutdown(ShutdownOrigin::Signal, None).await,
+            }
+            if self.shutdown.is_some() && self.children.is_empty() {
+                self.finish_shutdown().await;
+                return;
+            }
+        }
+    }
+
+    async fn handle(&mut self, request: PodRequest, peer: PeerCred, reply: Responder) {
+        let span = tracing::info_span!("request", pod = %self.name, peer_pid = peer.pid);
+        let _enter = span.enter();
+        let answer = match request {
+            PodRequest::Ping => Ok(PodReply::Pong { name: self.name.clone(), pid: std::process::id() }),
+            PodRequest::Status => Ok(PodReply::Status(self.status())),
+            PodRequest::Check { path, permission } => {
+                let verdict = self.scope.permission_at(&path);
+                Ok(PodReply::Verdict {
+                    allowed: verdict.allows(permission),
+                    permission: verdict.permission,
+                    decided_by: verdict.decided_by.to_string(),
+                })
+            }
+            PodRequest::Spawn(request) => self.spawn(request).await,
+            PodRequest::StopChild { child } => {
+                if !self.children.contains_key(&child) {
+                    Err(WireError::new("pod.unknown_child", format!("{child} is not a child of {}", self.name)))
+                } else {
+                    self.stop_child(&child, Some(reply)).await;
+                    return;
+                }
+            }
+            PodRequest::Shutdown => {
+                let origin = if self.is_parent(&peer) { ShutdownOrigin::Parent } else { ShutdownOrigin::User };
+                self.begin_shutdown(origin, Some(reply)).await;
+                return;
+            }
+            PodRequest::ChildShutDown { child } => match self.children.get(&child).and_then(|c| c.pid) {
+                Some(pid) if pid == peer.pid => {
+                    let reclaimed = self.reclaim_logged(&child, RemovalReason::ShutDown).await;
+                    self.finish_stop(&child);
+                    Ok(PodReply::Stopped { reclaimed })
+                }
+                Some(_) => Err(WireError::new(
+                    "pod.not_the_child",
+                    format!(
+                        "a shutdown callback for {child} must come from {child}'s own process (caller pid {})",
+                        peer.pid
+                    ),
+                )),
+                None if self.children.contains_key(&child) => Err(WireError::new(
+                    "pod.not_the_child",
+                    format!("{child}'s process is not known yet; its callback cannot be verified"),
+                )),
+                None => Ok(PodReply::Stopped { reclaimed: false }),
+            },
+            PodRequest::Log { .. } => Err(WireError::new("pod.internal", "log reads are served outside the owner")),
+        };
+        if reply.send(answer).is_err() {
+            tracing::debug!("caller went away before the reply");
+        }
+    }
+
+    fn is_parent(&self, peer: &PeerCred) -> bool {
+        // The parent is the only process that spawned us (or, after a
+        // reparenting, the registry's record of our parent); a Shutdown from
+        // the parent process means the parent reclaims, so no callback.
+        self.parent.is_some() && rustix::process::getppid().map(|p| p.as_raw_nonzero().get() as u32) == Some(peer.pid)
+    }
+
+    fn status(&self) -> PodStatus {
+        PodStatus {
+            name: self.name.clone(),
+            parent: self.parent.clone(),
+            pid: std::process::id(),
+            scope: self.scope.snapshot().clone(),
+            children: self
+                .children
+                .iter()
+                .map(|(n, c)| ChildStatus {
+                    name: n.clone(),
+                    socket: c.record.socket.clone(),
+                    pid: c.pid,
+                    rules: c.record.rules.clone(),
+                })
+                .collect(),
+            workload: self.workload.clone(),
+        }
+    }
+
+    /// Spawn: local check, registry delegate, one durable log batch, mirror,
+    /// start the child and wait for it. Anything failing after the delegate
+    /// is undone through the reclaim operation.
+    async fn spawn(&mut self, request: SpawnRequest) -> Result<PodReply, WireError> {
+        if self.shutdown.is_some() {
+            return Err(WireError::new("pod.shutting_down", format!("{} is shutting down", self.name)));
+        }
+        let child = request.child.clone();
+        if child == self.name {
+            return Err(WireError::new("pod.self_spawn", format!("{child} cannot spawn itself")));
+        }
+        self.scope.check_delegation(&child, &request.rules).map_err(|e| WireError::new(e.code(), e.to_string()))?;
+        let child_paths = PodPaths::new(&self.paths.dirs, &child);
+        let socket = child_paths.socket().to_string_lossy().into_owned();
+        self.registry.delegate(&self.name, &child, &request.rules).await?;
+        match self.spawn_after_delegate(&request, &socket, &child_paths).await {
+            Ok(reply) => Ok(reply),
+            Err(e) => {
+                tracing::warn!(%child, error = %e, "spawn failed after delegate; reclaiming");
+                self.reclaim_logged(&child, RemovalReason::Lost).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn spawn_after_delegate(
+        &mut self,
+        request: &SpawnRequest,
+        socket: &str,
+        child_paths: &PodPaths,
+    ) -> Result<PodReply, WireError> {
+        let child = request.child.clone();
+        let mut next = self.scope.clone();
+        next.delegate(child.clone(), request.rules.clone()).map_err(|e| WireError::new(e.code(), e.to_string()))?;
+        let callback = self.paths.socket().to_string_lossy().into_owned();
+        let events = vec![
+            Event::ChildSpawned {
+                name: child.clone(),
+                socket: socket.to_string(),
+                rules: request.rules.clone(),
+                callback: callback.clone(),
+            },
+            Event::PodScope { scope: next.snapshot().clone() },
+        ];
+        self.append(events).await?;
+        self.scope = next;
+        let record = ChildRecord {
+            socket: socket.to_string(),
+            rules: request.rules.clone(),
+            callback: Some(callback),
+            adopted_from: None,
+        };
+        self.children.insert(child.clone(), LiveChild { record, pid: None });
+        self.write_mirror()?;
+        child_paths.ensure().map_err(|e| WireError::new(e.code(), e.to_string()))?;
+        let launch = crate::launch::LaunchRequest {
+            name: child.clone(),
+            mode: crate::launch::LaunchMode::Child {
+                parent: self.name.clone(),
+                rules: request.rules.clone(),
+                workload: request.workload.clone(),
+            },
+            cwd: request.cwd.clone(),
+        };
+        let launched = crate::launch::launch(&launch, &child_paths.pod_log()).await?;
+        let pid = launched.pid;
+        if let Some(c) = self.children.get_mut(&child) {
+            c.pid = Some(pid);
+        }
+        watch::watch_os_child(child.clone(), pid, launched.child, self.tx.clone());
+        Ok(PodReply::Spawned { child, pid, socket: launched.socket })
+    }
+
+    /// StopPod: tell the child to shut down (it stops its own children
+    /// first), give it a bounded time, then reclaim whether or not it
+    /// answered. The reply goes out when the reclaim is done.
+    async fn stop_child(&mut self, child: &PodName, reply: Option<Responder>) {
+        let first = !self.stopping.contains_key(child);
+        let waiters = self.stopping.entry(child.clone()).or_default();
+        waiters.extend(reply);
+        if !first {
+            return;
+        }
+        let Some(live) = self.children.get(child) else {
+            self.finish_stop(child);
+            return;
+        };
+        let socket = live.record.socket.clone();
+        let pid = live.pid;
+        let tx = self.tx.clone();
+        let name = child.clone();
+        tokio::spawn(async move {
+            if let Err(e) = PodClient::call_at(&socket, &PodRequest::Shutdown).await {
+                tracing::info!(child = %name, error = %e, "child did not take the shutdown request");
+            }
+            if let Some(pid) = pid {
+                watch::wait_exit_or_kill(pid, STOP_GRACE).await;
+            }
+            if tx.send(OwnerMsg::StopFinished { name }).await.is_err() {
+                tracing::debug!("owner gone before a stop finished");
+            }
+        });
+    }
+
+    fn finish_stop(&mut self, child: &PodName) {
+        if self.children.contains_key(child) {
+            return;
+        }
+        for waiter in self.stopping.remove(child).unwrap_or_default() {
+            if waiter.send(Ok(PodReply::Stopped { reclaimed: true })).is_err() {
+                tracing::debug!("stop caller went away");
+            }
+        }
+    }
+
+    /// The one reclaim operation. Idempotent: the registry call succeeds for
+    /// an unknown child, and nothing is logged for a child this Pod no longer
+    /// records. Order: registry, log (one durable batch), memory, mirror.
+    /// Returns whether anything changed here.
+    pub async fn reclaim(&mut self, child: &PodName, reason: RemovalReason) -> Result<bool, WireError> {
+        let span = tracing::info_span!("reclaim", pod = %self.name, %child, ?reason);
+        let _enter = span.enter();
+        let orphans: Vec<Orphan> = self.registry.reclaim(&self.name, child).await?;
+        let known = self.children.contains_key(child) || self.scope.layer(child).is_some();
+        if !known {
+            return Ok(false);
+        }
+        let adopted: BTreeMap<PodName, Vec<ScopeRule>> =
+            orphans.iter().map(|o| (o.name.clone(), o.rules.clone())).collect();
+        let mut next = self.scope.clone();
+        next.reclaim_adopting(child, &adopted).map_err(|e| WireError::new(e.code(), e.to_string()))?;
+        let mut events = vec![Event::ChildRemoved { name: child.clone(), reason }];
+        events.extend(orphans.iter().map(|o| Event::ChildReparented {
+            name: o.name.clone(),
+            from: child.clone(),
+            rules: o.rules.clone(),
+            socket: o.socket.clone(),
+        }));
+        events.push(Event::PodScope { scope: next.snapshot().clone() });
+        self.append(events).await?;
+        self.scope = next;
+        self.children.remove(child);
+        for o in &orphans {
+            let record = ChildRecord {
+                socket: o.socket.clone(),
+                rules: o.rules.clone(),
+                callback: None,
+                adopted_from: Some(child.clone()),
+            };
+            self.children.insert(o.name.clone(), LiveChild { record, pid: Some(o.pid) });
+            watch::watch_pid(o.name.clone(), o.pid, o.start_time, self.tx.clone());
+        }
+        self.write_mirror()?;
+        tracing::info!(adopted = orphans.len(), "reclaimed");
+        Ok(true)
+    }
+
+    /// Reclaim from a path that has nobody to report an error to: the error
+    /// is logged, and the child stays recorded so that a later path (another
+    /// reclaim, or the prune on resume) takes it back.
+    async fn reclaim_logged(&mut self, child: &PodName, reason: RemovalReason) -> bool {
+        match self.reclaim(child, reason).await {
+            Ok(changed) => changed,
+            Err(e) => {
+                tracing::error!(%child, error = %e, "reclaim failed; the child stays recorded until a later reclaim");
+                false
+            }
+        }
+    }
+
+    async fn begin_shutdown(&mut self, origin: ShutdownOrigin, reply: Option<Responder>) {
+        match &mut self.shutdown {
+            Some((_, waiters)) => waiters.extend(reply),
+            None => self.shutdown = Some((origin, reply.into_iter().collect())),
+        }
+        for child in self.child_names() {
+            self.stop_child(&child, None).await;
+        }
+    }
+
+    async fn finish_shutdown(&mut self) {
+        let Some((origin, waiters)) = self.shutdown.take() else { return };
+        let span = tracing::info_span!("shutdown", pod = %self.name, ?origin);
+        let _enter = span.enter();
+        if let Some(pid) = self.workload_pid.take() {
+            watch::terminate(pid, STOP_GRACE).await;
+        }
+        match &self.parent {
+            None => {
+                if let Err(e) = self.registry.release(&self.name).await {
+                    tracing::error!(error = %e, "registry release failed");
+                }
+            }
+            Some(_) if origin == ShutdownOrigin::Parent => {}
+            Some(_) => self.call_back_parent().await,
+        }
+        if let Err(e) = self.append(vec![Event::PodStopped]).await {
+            tracing::error!(error = %e, "could not record pod.stopped");
+        }
+        for waiter in waiters {
+            if waiter.send(Ok(PodReply::ShuttingDown)).is_err() {
+                tracing::debug!("shutdown caller went away");
+            }
+        }
+    }
+
+    /// The ShutDown callback. The parent to call is the registry's current
+    /// record (a reparented Pod calls its adoptive parent); if it cannot be
+    /// reached, its resume prunes this Pod.
+    async fn call_back_parent(&self) {
+        let parent = match self.registry.get(&self.name).await {
+            Ok(Some(alloc)) => alloc.parent,
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot look up the parent for the callback");
+                self.parent.clone()
+            }
+        };
+        let Some(parent) = parent else { return };
+        let socket = PodPaths::new(&self.paths.dirs, &parent).socket();
+        let request = PodRequest::ChildShutDown { child: self.name.clone() };
+        if let Err(e) = PodClient::call_at(&socket.to_string_lossy(), &request).await {
+            tracing::warn!(%parent, error = %e, "shutdown callback not delivered; the parent reclaims on resume or exit");
+        }
+    }
+
+    async fn append(&self, events: Vec<Event>) -> Result<(), WireError> {
+        let log = Arc::clone(&self.log);
+        tokio::task::spawn_blocking(move || log.append(events))
+            .await
+            .map_err(|e| WireError::new("pod.internal", format!("log task failed: {e}")))?
+            .map(drop)
+            .map_err(|e| WireError::new(e.code(), e.to_string()))
+    }
+
+    fn write_mirror(&self) -> Result<(), WireError> {
+        let children: BTreeMap<PodName, MirroredChild> = self
+            .children
+            .iter()
+            .map(|(n, c)| {
+                (
+                    n.clone(),
+                    MirroredChild { name: n.clone(), socket: c.record.socket.clone(), rules: c.record.rules.clone() },
+                )
+            })
+            .collect();
+        mirror::write(&self.paths.run_dir, &children)
+            .map_err(|e| WireError::new("pod.mirror", format!("cannot write spawned_pods.json: {e}")))
+    }
+}

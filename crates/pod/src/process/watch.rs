@@ -1,0 +1,116 @@
+//! Noticing that a process is gone, and making it go.
+//!
+//! A Pod is the OS parent of the children it spawned and learns of their exit
+//! by waiting on them. After a resume, or for a grandchild it adopted, it is
+//! not; it then holds a pidfd, which cannot be fooled by pid reuse once
+//! opened, and checks the start time before opening it.
+
+use std::os::fd::OwnedFd;
+use std::time::Duration;
+
+use rustix::process::{pidfd_open, pidfd_send_signal, Pid, PidfdFlags, Signal};
+use scope::PodName;
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+use tokio::process::Child;
+use tokio::sync::mpsc;
+
+use crate::process::owner::OwnerMsg;
+
+/// Waits for an OS child and reports its exit.
+pub fn watch_os_child(name: PodName, pid: u32, mut child: Child, tx: mpsc::Sender<OwnerMsg>) {
+    tokio::spawn(async move {
+        match child.wait().await {
+            Ok(status) => tracing::info!(%name, pid, %status, "child process exited"),
+            Err(e) => tracing::warn!(%name, pid, error = %e, "cannot wait for the child"),
+        }
+        if tx.send(OwnerMsg::ChildExited { name, pid }).await.is_err() {
+            tracing::debug!("owner gone before a child exit");
+        }
+    });
+}
+
+/// Watches a process that is not our child. A pid that is already gone, or
+/// that now belongs to another process (start time differs), is reported as
+/// exited at once.
+pub fn watch_pid(name: PodName, pid: u32, start_time: u64, tx: mpsc::Sender<OwnerMsg>) {
+    tokio::spawn(async move {
+        match open_verified(pid, start_time) {
+            Some(fd) => wait_readable(fd).await,
+            None => tracing::info!(%name, pid, "process already gone"),
+        }
+        if tx.send(OwnerMsg::ChildExited { name, pid }).await.is_err() {
+            tracing::debug!("owner gone before a child exit");
+        }
+    });
+}
+
+/// Waits up to `grace` for `pid` to exit, then kills it and waits again
+/// (bounded). Returns when the process is gone or cannot be waited for.
+pub async fn wait_exit_or_kill(pid: u32, grace: Duration) {
+    let Some(fd) = open(pid) else { return };
+    let Some(fd) = register(fd) else { return };
+    if tokio::time::timeout(grace, fd.readable()).await.is_ok() {
+        return;
+    }
+    tracing::warn!(pid, ?grace, "process did not exit in time; killing it");
+    if let Err(e) = pidfd_send_signal(fd.get_ref(), Signal::KILL) {
+        tracing::debug!(pid, error = %e, "kill failed (already gone?)");
+    }
+    if tokio::time::timeout(grace, fd.readable()).await.is_err() {
+        tracing::error!(pid, "process survived SIGKILL for {grace:?}");
+    }
+}
+
+/// SIGTERM, then SIGKILL after `grace`.
+pub async fn terminate(pid: u32, grace: Duration) {
+    let Some(fd) = open(pid) else { return };
+    if let Err(e) = pidfd_send_signal(&fd, Signal::TERM) {
+        tracing::debug!(pid, error = %e, "SIGTERM failed (already gone?)");
+    }
+    drop(fd);
+    wait_exit_or_kill(pid, grace).await;
+}
+
+fn open(pid: u32) -> Option<OwnedFd> {
+    let pid = Pid::from_raw(i32::try_from(pid).ok()?)?;
+    pidfd_open(pid, PidfdFlags::NONBLOCK).ok()
+}
+
+fn open_verified(pid: u32, start_time: u64) -> Option<OwnedFd> {
+    let fd = open(pid)?;
+    // Checked after opening: if the start time matches now, the pidfd
+    // refers to that very process for as long as we hold it.
+    (process_start_time(pid) == Some(start_time)).then_some(fd)
+}
+
+async fn wait_readable(fd: OwnedFd) {
+    let Some(fd) = register(fd) else { return };
+    if let Err(e) = fd.readable().await {
+        tracing::warn!(error = %e, "cannot wait on a pidfd");
+    }
+}
+
+/// A pidfd becomes readable when its process exits.
+#[allow(unsafe_code)]
+fn register(fd: OwnedFd) -> Option<AsyncFd<OwnedFd>> {
+    // SAFETY: the AsyncFd takes ownership of the OwnedFd, so the descriptor
+    // stays open (and is not reused for another file) for exactly as long
+    // as it is registered; that is the I/O-safety condition tokio requires.
+    match unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) } {
+        Ok(fd) => Some(fd),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot register a pidfd with the reactor");
+            None
+        }
+    }
+}
+
+/// Field 22 of `/proc/<pid>/stat`: start time in clock ticks after boot.
+pub fn process_start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces and parentheses; fields
+    // after the last ')' are plain.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}

@@ -1,0 +1,90 @@
+//! What a Pod answers on its socket. Framing, handshake, limits and peer
+//! checks are `pod-proto`'s, shared with the registry; this file is only the
+//! message set. Identity (who is calling) is never a field here: it is the
+//! kernel-reported peer pid, checked by the Pod.
+
+use scope::{Permission, PodName, ScopeRule, ScopeSnapshot};
+use serde::{Deserialize, Serialize};
+use session_log::Record;
+
+/// Most log records returned in one `Log` reply.
+pub const MAX_LOG_PAGE: usize = 512;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum PodRequest {
+    /// Liveness and identity probe (used by resume to prune).
+    Ping,
+    /// Name, parent, pid, scope, children.
+    Status,
+    /// May this Pod read (or write) `path`? The path is already resolved by
+    /// the caller; the Pod normalizes it again (it is a `ScopePath`).
+    Check { path: scope::ScopePath, permission: Permission },
+    /// Spawn a child with delegated rules.
+    Spawn(SpawnRequest),
+    /// StopPod: stop this Pod's child `child` and reclaim its scope.
+    StopChild { child: PodName },
+    /// Stop this Pod (its children first).
+    Shutdown,
+    /// The ShutDown callback: "I, your child, am going away". Accepted only
+    /// from the child's own process (peer pid).
+    ChildShutDown { child: PodName },
+    /// Records from `from_seq`; with `wait_ms`, waits up to that long for
+    /// the first new record.
+    Log { from_seq: u64, wait_ms: u64 },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SpawnRequest {
+    pub child: PodName,
+    pub rules: Vec<ScopeRule>,
+    pub workload: Option<Vec<String>>,
+    /// Working directory for the child's workload.
+    pub cwd: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum PodReply {
+    Pong {
+        name: PodName,
+        pid: u32,
+    },
+    Status(PodStatus),
+    Verdict {
+        allowed: bool,
+        permission: Option<Permission>,
+        decided_by: String,
+    },
+    Spawned {
+        child: PodName,
+        pid: u32,
+        socket: String,
+    },
+    /// Reclaim done (`reclaimed: false` when the child was already gone).
+    Stopped {
+        reclaimed: bool,
+    },
+    ShuttingDown,
+    Ack,
+    Log {
+        records: Vec<Record>,
+        next_seq: u64,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodStatus {
+    pub name: PodName,
+    pub parent: Option<PodName>,
+    pub pid: u32,
+    pub scope: ScopeSnapshot,
+    pub children: Vec<ChildStatus>,
+    pub workload: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChildStatus {
+    pub name: PodName,
+    pub socket: String,
+    pub pid: Option<u32>,
+    pub rules: Vec<ScopeRule>,
+}
