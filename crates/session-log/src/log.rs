@@ -77,6 +77,8 @@ pub struct SessionLog {
     commit: Mutex<Commit>,
     /// Signalled whenever a leader finishes or `durable_seq` moves.
     changed: Condvar,
+    /// Signalled when a batch is queued, for a leader gathering its group.
+    arrived: Condvar,
 }
 
 struct Commit {
@@ -88,6 +90,10 @@ struct Commit {
     /// Loaded by the first leader, owned by the current leader while it
     /// works, `None` until then.
     head: Option<Head>,
+    /// Batches in the last group, and how long its flush took: the next
+    /// leader waits (at most half a flush) for that many to gather.
+    last_group: usize,
+    last_sync: Duration,
     /// Set when a write or flush failed: what is on disk is then unknown, so
     /// this handle refuses everything and the log must be reopened.
     failed: Option<String>,
@@ -155,9 +161,12 @@ impl SessionLog {
                 done: HashMap::new(),
                 durable_seq,
                 head: None,
+                last_group: 0,
+                last_sync: Duration::ZERO,
                 failed: None,
             }),
             changed: Condvar::new(),
+            arrived: Condvar::new(),
         })
     }
 
@@ -173,6 +182,7 @@ impl SessionLog {
         let ticket = g.next_ticket;
         g.next_ticket += 1;
         g.queue.push(Pending { ticket, events: batch, bodies });
+        self.arrived.notify_one();
         loop {
             if let Some(result) = g.done.remove(&ticket) {
                 return result;
@@ -207,15 +217,19 @@ impl SessionLog {
                 return self.step_down(g);
             }
         };
+        g = self.gather(g);
         let group = std::mem::take(&mut g.queue);
+        g.last_group = group.len();
         let (batch, answers, sealed) = seal_group(&mut head, group, (self.options.clock)());
         drop(g);
+        let started = Instant::now();
         let written = match sealed {
             Err(e) => Err(e),
             Ok(0) => Ok(()),
             Ok(_) => self.write_group(batch, &mut head),
         };
         let mut g = self.lock();
+        g.last_sync = started.elapsed();
         match written {
             Ok(()) => {
                 g.durable_seq = head.state.last_seq;
@@ -229,6 +243,23 @@ impl SessionLog {
             }
         }
         self.step_down(g)
+    }
+
+    /// Appenders answered by one commit come back at about the same time;
+    /// the first of them would otherwise lead a group of one while the rest
+    /// queue behind it. So a leader waits for as many batches as the last
+    /// group had, but never longer than half a flush: a lone appender (last
+    /// group of one) never waits.
+    fn gather<'a>(&'a self, mut g: MutexGuard<'a, Commit>) -> MutexGuard<'a, Commit> {
+        let deadline = Instant::now() + g.last_sync / 2;
+        while g.queue.len() < g.last_group {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            g = self.arrived.wait_timeout(g, left).unwrap_or_else(PoisonError::into_inner).0;
+        }
+        g
     }
 
     fn step_down<'a>(&'a self, mut g: MutexGuard<'a, Commit>) -> MutexGuard<'a, Commit> {
