@@ -158,7 +158,33 @@ async fn startup(request: LaunchRequest, tx: mpsc::Sender<OwnerMsg>) -> Result<S
         .map_err(wire("pod.internal"))?
         .map_err(|e| WireError::new(e.code(), e.to_string()))?;
     let log = Arc::new(log);
-    let registry = Registry::connect(&dirs).await?;
+    // A log this launch created holds nothing but what this launch wrote; if
+    // the launch fails it goes too, so a failed start or spawn leaves no Pod
+    // behind (and the name can be used again).
+    let fresh = log.last_seq() == 0 && !matches!(request.mode, LaunchMode::Resume);
+    let data_dir = paths.data_dir.clone();
+    match take_scope_and_serve(request, paths, log, lock, tx).await {
+        Ok(started) => Ok(started),
+        Err(e) => {
+            if fresh {
+                if let Err(rm) = std::fs::remove_dir_all(&data_dir) {
+                    tracing::warn!(error = %rm, dir = %data_dir.display(), "cannot remove a failed launch's session log");
+                }
+            }
+            Err(e)
+        }
+    }
+}
+
+async fn take_scope_and_serve(
+    request: LaunchRequest,
+    paths: PodPaths,
+    log: Arc<SessionLog>,
+    lock: std::fs::File,
+    tx: mpsc::Sender<OwnerMsg>,
+) -> Result<Started, WireError> {
+    let name = request.name.clone();
+    let registry = Registry::connect(&paths.dirs).await?;
     let pid = std::process::id();
     let socket = paths.socket().to_string_lossy().into_owned();
     let session = paths.session_id();

@@ -138,7 +138,13 @@ impl Owner {
                 OwnerMsg::ChildExited { name, pid } => {
                     let known_pid = self.children.get(&name).and_then(|c| c.pid);
                     if known_pid == Some(pid) {
-                        self.reclaim_logged(&name, RemovalReason::Lost).await;
+                        // An exit we asked for is a stop; any other is a loss.
+                        let reason = if self.stopping.contains_key(&name) {
+                            RemovalReason::Stopped
+                        } else {
+                            RemovalReason::Lost
+                        };
+                        self.reclaim_logged(&name, reason).await;
                     }
                     self.finish_stop(&name);
                 }

@@ -1,0 +1,190 @@
+//! The harness of the Pod runtime's end-to-end tests: a private POD_HOME and
+//! repository per test, the real `pod` binary, real Pod processes, a real
+//! registry daemon (started on demand, as for a user), real SIGKILL. Waits
+//! are on conditions with a bound; nothing sleeps for synchronization.
+#![allow(dead_code)] // each test binary uses a different part
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const POD: &str = env!("CARGO_BIN_EXE_pod");
+pub const BOUND: Duration = Duration::from_secs(30);
+
+pub struct Home {
+    _tmp: tempfile::TempDir,
+    pub home: PathBuf,
+    pub repo: PathBuf,
+}
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    fn from(out: Output) -> Run {
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    pub fn ok(&self) -> bool {
+        self.code == 0
+    }
+}
+
+impl std::fmt::Debug for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit {}\nstdout: {}\nstderr: {}", self.code, self.stdout, self.stderr)
+    }
+}
+
+impl Home {
+    pub fn new() -> Home {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let root = std::fs::canonicalize(tmp.path()).expect("canonical tempdir");
+        let home = root.join("home");
+        let repo = root.join("repo");
+        for d in ["src", "docs", "tests", "secrets", "a/b/c", "a/x"] {
+            std::fs::create_dir_all(repo.join(d)).expect("repo dirs");
+        }
+        Home { _tmp: tmp, home, repo }
+    }
+
+    /// Runs `pod ARGS` in the repository, as a user would.
+    pub fn pod(&self, args: &[&str]) -> Run {
+        self.pod_env(args, &[])
+    }
+
+    pub fn pod_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let mut cmd = Command::new(POD);
+        cmd.args(args).env("POD_HOME", &self.home).env_remove("POD_NAME").current_dir(&self.repo);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Run::from(cmd.output().expect("run pod"))
+    }
+
+    /// Runs `pod ARGS` and insists it succeeds.
+    pub fn must(&self, args: &[&str]) -> Run {
+        let run = self.pod(args);
+        assert!(run.ok(), "`pod {}` failed: {run:?}", args.join(" "));
+        run
+    }
+
+    pub fn json(&self, args: &[&str]) -> Value {
+        let run = self.must(args);
+        serde_json::from_str(&run.stdout)
+            .unwrap_or_else(|e| panic!("`pod {}` printed no JSON ({e}): {run:?}", args.join(" ")))
+    }
+
+    pub fn path(&self, rel: &str) -> String {
+        self.repo.join(rel).to_string_lossy().into_owned()
+    }
+
+    pub fn run_dir(&self, pod: &str) -> PathBuf {
+        self.home.join("run").join(pod)
+    }
+
+    pub fn pid(&self, pod: &str) -> u32 {
+        let text = std::fs::read_to_string(self.run_dir(pod).join("pid")).expect("pid file");
+        text.trim().parse().expect("pid")
+    }
+
+    /// `pod check NAME PATH --write` exits 0.
+    pub fn can_write(&self, pod: &str, rel: &str) -> bool {
+        let run = self.pod(&["check", pod, rel, "--write"]);
+        assert!(run.code == 0 || run.code == 1, "check failed: {run:?}");
+        run.code == 0
+    }
+
+    pub fn scope(&self, pod: &str) -> Value {
+        self.json(&["scope", pod, "--json"])
+    }
+
+    /// The registry's record of `pod`, from `pod registry ls --json`.
+    pub fn allocation(&self, pod: &str) -> Option<Value> {
+        let all = self.json(&["registry", "ls", "--json"]);
+        all.as_array().expect("list").iter().find(|a| a["name"] == pod).cloned()
+    }
+
+    pub fn mirror(&self, pod: &str) -> Value {
+        let text = std::fs::read_to_string(self.run_dir(pod).join("spawned_pods.json")).unwrap_or_else(|_| "[]".into());
+        serde_json::from_str(&text).expect("spawned_pods.json")
+    }
+
+    /// Kinds (and child names) of the events in a Pod's log.
+    pub fn events(&self, pod: &str) -> Vec<Value> {
+        let run = self.must(&["log", pod, "--json"]);
+        run.stdout.lines().map(|l| serde_json::from_str::<Value>(l).expect("log line")["event"].clone()).collect()
+    }
+
+    pub fn kill9(&self, pod: &str) {
+        kill9(self.pid(pod));
+    }
+}
+
+impl Drop for Home {
+    fn drop(&mut self) {
+        // Leave nothing running: every Pod of this home, then its registry.
+        if let Ok(entries) = std::fs::read_dir(self.home.join("run")) {
+            for e in entries.flatten() {
+                if let Some(pid) =
+                    std::fs::read_to_string(e.path().join("pid")).ok().and_then(|t| t.trim().parse().ok())
+                {
+                    signal(pid, rustix::process::Signal::KILL);
+                }
+            }
+        }
+        if let Some(pid) =
+            std::fs::read_to_string(self.home.join("run/registry.lock")).ok().and_then(|t| t.trim().parse().ok())
+        {
+            signal(pid, rustix::process::Signal::KILL);
+        }
+    }
+}
+
+pub fn signal(pid: u32, sig: rustix::process::Signal) {
+    if let Some(p) = i32::try_from(pid).ok().and_then(rustix::process::Pid::from_raw) {
+        let _ = rustix::process::kill_process(p, sig);
+    }
+}
+
+/// SIGKILL and wait (bounded) until the process is gone.
+pub fn kill9(pid: u32) {
+    signal(pid, rustix::process::Signal::KILL);
+    wait_until("process gone", || !alive(pid));
+}
+
+pub fn alive(pid: u32) -> bool {
+    // A zombie still has /proc/<pid>; it is dead for our purposes.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat.rsplit(')').next().and_then(|r| r.split_whitespace().next()) != Some("Z"),
+        Err(_) => false,
+    }
+}
+
+/// Polls `cond` until it holds, failing the test after [`BOUND`].
+pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    let mut pause = Duration::from_millis(5);
+    while !cond() {
+        assert!(start.elapsed() < BOUND, "timed out after {BOUND:?} waiting for: {what}");
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
+}
+
+pub fn layer_names(scope: &Value) -> Vec<String> {
+    scope["layers"].as_object().map(|m| m.keys().cloned().collect()).unwrap_or_default()
+}
+
+pub fn exists(path: &Path) -> bool {
+    path.exists()
+}
