@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{kill9, layer_names, wait_until, Home};
+use common::{layer_names, wait_until, Home};
 use serde_json::Value;
 
 fn start_lead(h: &Home) {
