@@ -21,7 +21,20 @@ use cli::{Cli, Command, RegistryCommand};
 use commands::{demo, inspect, lifecycle, registry};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if matches!(e.kind(), clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion) => {
+            e.exit()
+        }
+        Err(e) => {
+            // clap's rendering spans several lines (usage, tips); errors of
+            // this tool are one line.
+            let rendered = e.render().to_string();
+            let first = rendered.lines().next().unwrap_or("invalid arguments");
+            eprintln!("pod: {} (see `pod --help`) [cli.usage]", first.trim_start_matches("error: "));
+            return ExitCode::from(2);
+        }
+    };
     let default_level = match cli.command {
         Command::PodProcess(_) | Command::Registry { command: RegistryCommand::Serve } => "info",
         _ => "warn",
