@@ -22,8 +22,8 @@ pub struct Args {
     /// Appends per thread in the 8-thread group-commit run.
     #[arg(long, default_value_t = 200)]
     group_appends: usize,
-    /// Where the temporary logs go; default: `$CARGO_TARGET_DIR` or
-    /// `./target`, so that they sit on the disk the project builds on.
+    /// Where the temporary logs go; default: `$CARGO_TARGET_DIR` if set,
+    /// else `$TMPDIR` (or /tmp). The JSON says which directory was used.
     #[arg(long)]
     dir: Option<PathBuf>,
     /// Print one line of JSON.
@@ -47,7 +47,11 @@ fn rule(p: &str) -> Result<ScopeRule, String> {
 }
 
 fn base() -> Result<ScopeSnapshot, String> {
-    Ok(ScopeSnapshot { allow: vec![rule("/work/repo")?], deny: vec![rule("/work/repo/.git")?], layers: Default::default() })
+    Ok(ScopeSnapshot {
+        allow: vec![rule("/work/repo")?],
+        deny: vec![rule("/work/repo/.git")?],
+        layers: Default::default(),
+    })
 }
 
 fn created() -> Result<Event, String> {
@@ -91,7 +95,7 @@ fn history(events: u64) -> Result<Vec<Vec<Event>>, String> {
 fn bench_dir(args: &Args) -> Result<PathBuf, String> {
     let parent = match &args.dir {
         Some(d) => d.clone(),
-        None => std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| PathBuf::from("target"), PathBuf::from),
+        None => std::env::var_os("CARGO_TARGET_DIR").map_or_else(std::env::temp_dir, PathBuf::from),
     }
     .join("pod-bench-tmp");
     std::fs::create_dir_all(&parent).map_err(|e| format!("cannot create {}: {e}", parent.display()))?;

@@ -61,9 +61,15 @@ pub(crate) fn write(tree: &sled::Tree, state: &PodState, record_hash: Hash) -> R
     let encoded = rmp_serde::to_vec_named(state)
         .map_err(|e| LogError::Encode { what: "a checkpoint", message: e.to_string() })?;
     let seq = state.last_seq;
-    let stored = Stored { schema: SCHEMA_VERSION, seq, record_hash, checksum: checksum(seq, &record_hash, &encoded), state: encoded };
-    let bytes = rmp_serde::to_vec(&stored)
-        .map_err(|e| LogError::Encode { what: "a checkpoint", message: e.to_string() })?;
+    let stored = Stored {
+        schema: SCHEMA_VERSION,
+        seq,
+        record_hash,
+        checksum: checksum(seq, &record_hash, &encoded),
+        state: encoded,
+    };
+    let bytes =
+        rmp_serde::to_vec(&stored).map_err(|e| LogError::Encode { what: "a checkpoint", message: e.to_string() })?;
     let mut batch = sled::Batch::default();
     batch.insert(&key(seq), bytes);
     for old in tree.iter().keys().rev().skip(KEPT_CHECKPOINTS - 1) {
@@ -111,7 +117,11 @@ pub(crate) fn latest(checkpoints: &sled::Tree, records: &sled::Tree, bound: u64)
             warn!(seq, "ignoring a session-log checkpoint: it was taken at another record {seq}");
             continue;
         }
-        return Ok(Some(Start { state: checkpoint.state, record_hash: record.checksum, timestamp_ms: record.timestamp_ms }));
+        return Ok(Some(Start {
+            state: checkpoint.state,
+            record_hash: record.checksum,
+            timestamp_ms: record.timestamp_ms,
+        }));
     }
     Ok(None)
 }

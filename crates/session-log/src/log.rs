@@ -138,8 +138,7 @@ impl SessionLog {
             .cache_capacity(CACHE_BYTES);
         let db = open_db(&config)?;
         let records = db.open_tree(trees::RECORDS).map_err(|e| LogError::storage("open the records", e))?;
-        let checkpoints =
-            db.open_tree(trees::CHECKPOINTS).map_err(|e| LogError::storage("open the checkpoints", e))?;
+        let checkpoints = db.open_tree(trees::CHECKPOINTS).map_err(|e| LogError::storage("open the checkpoints", e))?;
         let db_file = File::open(dir.join("db")).map_err(|e| LogError::storage("open sled's file", e))?;
         // sled may just have created its files; make their names durable.
         File::open(dir).and_then(|d| d.sync_all()).map_err(|e| LogError::storage("sync the log directory", e))?;
@@ -347,7 +346,8 @@ impl SessionLog {
         let written = if seq == 0 || head.checkpoint_seq == seq {
             Ok(())
         } else {
-            checkpoint::write(&self.checkpoints, &head.state, head.hash).and_then(|()| self.sync(&mut head.synced_blobs))
+            checkpoint::write(&self.checkpoints, &head.state, head.hash)
+                .and_then(|()| self.sync(&mut head.synced_blobs))
         };
         let mut g = self.lock();
         let result = match written {
@@ -495,7 +495,9 @@ fn open_db(config: &sled::Config) -> Result<sled::Db, LogError> {
     let mut pause = Duration::from_millis(1);
     loop {
         match config.open() {
-            Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") && Instant::now() < deadline => {
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock") && Instant::now() < deadline =>
+            {
                 std::thread::sleep(pause);
                 pause = (pause * 2).min(Duration::from_millis(50));
             }

@@ -222,7 +222,12 @@ mod tests {
     }
 
     fn spawned(n: &str) -> Event {
-        Event::ChildSpawned { name: name(n), socket: format!("/run/{n}.sock"), rules: vec![rule("/work/a")], callback: "cb".into() }
+        Event::ChildSpawned {
+            name: name(n),
+            socket: format!("/run/{n}.sock"),
+            rules: vec![rule("/work/a")],
+            callback: "cb".into(),
+        }
     }
 
     fn fold(events: &[Event]) -> Result<PodState, FoldError> {
@@ -283,7 +288,11 @@ mod tests {
             (vec![spawned("a")], "fold.before_created", 1),
             (vec![created(), created()], "fold.already_created", 2),
             (vec![created(), spawned("a"), spawned("a")], "fold.duplicate_child", 3),
-            (vec![created(), Event::ChildRemoved { name: name("a"), reason: RemovalReason::Lost }], "fold.unknown_child", 2),
+            (
+                vec![created(), Event::ChildRemoved { name: name("a"), reason: RemovalReason::Lost }],
+                "fold.unknown_child",
+                2,
+            ),
             (vec![created(), Event::PodScope { scope: ScopeSnapshot::default() }], "fold.base_changed", 2),
             (vec![created(), Event::PodStopped, spawned("a")], "fold.after_stopped", 3),
         ];
@@ -293,7 +302,8 @@ mod tests {
         }
         let mut with_layers = base();
         with_layers.layers.insert(name("a"), vec![]);
-        let err = fold(&[Event::PodCreated { name: name("x"), parent: None, base: with_layers, workload: None }]).unwrap_err();
+        let err = fold(&[Event::PodCreated { name: name("x"), parent: None, base: with_layers, workload: None }])
+            .unwrap_err();
         assert_eq!(err.code(), "fold.base_has_layers");
     }
 
