@@ -87,14 +87,22 @@ fn is_absent(e: &ProtoError) -> bool {
 }
 
 impl Client {
-    /// Connects, starting the daemon if none answers.
+    /// Connects, starting the daemon (`pod-registry serve --detach`) if none
+    /// answers.
     pub async fn connect(dirs: &RuntimeDirs) -> Result<Client, ClientError> {
+        Client::connect_starting(dirs, &DaemonCommand::standalone()?).await
+    }
+
+    /// Connects, starting the daemon with `daemon` if none answers. The
+    /// `pod` binary serves the registry itself (`pod registry serve
+    /// --detach`), so a user needs only that one binary.
+    pub async fn connect_starting(dirs: &RuntimeDirs, daemon: &DaemonCommand) -> Result<Client, ClientError> {
         dirs.ensure()?;
         match Client::connect_running(dirs).await {
             Err(ClientError::Proto(e)) if is_absent(&e) => {}
             other => return other,
         }
-        spawn_daemon(dirs)?;
+        spawn_daemon(dirs, daemon)?;
         let deadline = tokio::time::Instant::now() + START_TIMEOUT;
         let mut backoff = Duration::from_millis(1);
         loop {
@@ -272,7 +280,8 @@ fn daemon_binary() -> Result<PathBuf, ClientError> {
     if let Some(bin) = std::env::var_os("POD_REGISTRY_BIN").filter(|v| !v.is_empty()) {
         return Ok(PathBuf::from(bin));
     }
-    let exe = std::env::current_exe().map_err(|e| ClientError::Start(format!("cannot find the current executable: {e}")))?;
+    let exe =
+        std::env::current_exe().map_err(|e| ClientError::Start(format!("cannot find the current executable: {e}")))?;
     let dir = exe.parent().ok_or_else(|| ClientError::Start("the current executable has no directory".into()))?;
     [dir.join("pod-registry"), dir.join("../pod-registry")]
         .into_iter()
@@ -280,8 +289,23 @@ fn daemon_binary() -> Result<PathBuf, ClientError> {
         .ok_or_else(|| ClientError::Start(format!("no pod-registry next to {}; set POD_REGISTRY_BIN", exe.display())))
 }
 
-fn spawn_daemon(dirs: &RuntimeDirs) -> Result<(), ClientError> {
-    let bin = daemon_binary()?;
+/// How to start the daemon: a program and the arguments that select its
+/// `serve` command; `--detach --run-dir R --data-dir D` are appended.
+#[derive(Debug, Clone)]
+pub struct DaemonCommand {
+    pub program: PathBuf,
+    pub args: Vec<String>,
+}
+
+impl DaemonCommand {
+    /// The `pod-registry` binary (see `daemon_binary`).
+    pub fn standalone() -> Result<DaemonCommand, ClientError> {
+        Ok(DaemonCommand { program: daemon_binary()?, args: vec!["serve".into()] })
+    }
+}
+
+fn spawn_daemon(dirs: &RuntimeDirs, daemon: &DaemonCommand) -> Result<(), ClientError> {
+    let bin = &daemon.program;
     let log_path = dirs.registry_log();
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -289,8 +313,9 @@ fn spawn_daemon(dirs: &RuntimeDirs) -> Result<(), ClientError> {
         .open(&log_path)
         .map_err(|e| ClientError::Start(format!("cannot open {}: {e}", log_path.display())))?;
     let log_err = log.try_clone().map_err(|e| ClientError::Start(format!("cannot duplicate the log handle: {e}")))?;
-    let mut child = Command::new(&bin)
-        .args(["serve", "--detach", "--run-dir"])
+    let mut child = Command::new(bin)
+        .args(&daemon.args)
+        .args(["--detach", "--run-dir"])
         .arg(&dirs.run)
         .arg("--data-dir")
         .arg(&dirs.data)

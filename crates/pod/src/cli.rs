@@ -77,10 +77,25 @@ pub enum Command {
 
 #[derive(Subcommand, Debug)]
 pub enum RegistryCommand {
-    /// Run the registry daemon in the foreground.
-    Serve,
+    /// Run the registry daemon (in the foreground unless --detach).
+    Serve(ServeArgs),
     /// List every allocation.
     Ls(JsonFlag),
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Start a new session first, detaching from the caller's terminal
+    /// (how clients start the daemon on demand).
+    #[arg(long)]
+    pub detach: bool,
+    /// Runtime directory, given together with --data-dir (clients pass the
+    /// directories they resolved, so the daemon serves exactly those).
+    #[arg(long, requires = "data_dir")]
+    pub run_dir: Option<PathBuf>,
+    /// Data directory, given together with --run-dir.
+    #[arg(long, requires = "run_dir")]
+    pub data_dir: Option<PathBuf>,
 }
 
 #[derive(Args, Debug, Clone, Copy)]

@@ -36,7 +36,7 @@ fn main() -> ExitCode {
         }
     };
     let default_level = match cli.command {
-        Command::PodProcess(_) | Command::Registry { command: RegistryCommand::Serve } => "info",
+        Command::PodProcess(_) | Command::Registry { command: RegistryCommand::Serve(_) } => "info",
         _ => "warn",
     };
     tracing_subscriber::fmt()
@@ -74,7 +74,7 @@ async fn dispatch(command: Command) -> Result<ExitCode, pod_proto::WireError> {
         Command::Scope { name, json } => inspect::scope(&name, json.json).await,
         Command::Check { name, path, write, json } => inspect::check(&name, &path, write, json.json).await,
         Command::Log { name, follow, json } => inspect::log(&name, follow, json.json).await,
-        Command::Registry { command: RegistryCommand::Serve } => registry::serve().await,
+        Command::Registry { command: RegistryCommand::Serve(args) } => registry::serve(args).await,
         Command::Registry { command: RegistryCommand::Ls(j) } => registry::ls(j.json).await,
         Command::Demo { .. } | Command::PodProcess(_) => unreachable!("handled before the runtime starts"),
     }

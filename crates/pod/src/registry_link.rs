@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use pod_proto::{RuntimeDirs, WireError};
-use pod_registry::client::Registration;
+use pod_registry::client::{DaemonCommand, Registration};
 use pod_registry::{Allocation, Client, ClientError};
 use scope::{PodName, ScopeRule, ScopeSnapshot};
 use tokio::sync::Mutex;
@@ -39,9 +39,18 @@ fn is_connection(e: &ClientError) -> bool {
     matches!(e, ClientError::Proto(_))
 }
 
+/// Connects, starting the daemon from this very binary (`pod registry
+/// serve`) if none answers: one binary is all a user needs.
+async fn connect_client(dirs: &RuntimeDirs) -> Result<Client, WireError> {
+    let program = std::env::current_exe()
+        .map_err(|e| WireError::new("registry.start_failed", format!("cannot find the pod binary: {e}")))?;
+    let daemon = DaemonCommand { program, args: vec!["registry".into(), "serve".into()] };
+    Client::connect_starting(dirs, &daemon).await.map_err(to_wire)
+}
+
 impl Registry {
     pub async fn connect(dirs: &RuntimeDirs) -> Result<Registry, WireError> {
-        let client = Client::connect(dirs).await.map_err(to_wire)?;
+        let client = connect_client(dirs).await?;
         Ok(Registry { dirs: dirs.clone(), client: Arc::new(Mutex::new(Some(client))) })
     }
 
@@ -57,7 +66,7 @@ impl Registry {
         let mut guard = self.client.lock().await;
         for attempt in 0..2 {
             if guard.is_none() {
-                *guard = Some(Client::connect(&self.dirs).await.map_err(to_wire)?);
+                *guard = Some(connect_client(&self.dirs).await?);
             }
             let Some(client) = guard.as_mut() else { continue };
             match op(client).await {

@@ -5,11 +5,19 @@ use std::process::ExitCode;
 
 use pod_proto::WireError;
 
+use crate::cli::ServeArgs;
 use crate::commands::{dirs, print_json};
 use crate::registry_link::Registry;
 
-pub async fn serve() -> Result<ExitCode, WireError> {
-    let dirs = dirs()?;
+pub async fn serve(args: ServeArgs) -> Result<ExitCode, WireError> {
+    if args.detach {
+        // Fails only for a process group leader, which is detached enough.
+        let _ = rustix::process::setsid();
+    }
+    let dirs = match (args.run_dir, args.data_dir) {
+        (Some(run), Some(data)) => pod_proto::RuntimeDirs { run, data },
+        _ => dirs()?,
+    };
     pod_registry::daemon::serve(&dirs).await.map_err(|e| WireError::new("registry.daemon", e.to_string()))?;
     Ok(ExitCode::SUCCESS)
 }
