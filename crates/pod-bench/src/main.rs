@@ -5,6 +5,7 @@
 
 #[allow(dead_code)] // used by the log and registry suites as they land
 mod floor;
+mod log_suite;
 mod scope_suite;
 mod stats;
 
@@ -21,12 +22,15 @@ struct Cli {
 enum Suite {
     /// permission_at against a scope with many base rules and layers.
     Scope(scope_suite::Args),
+    /// Durable appends against an fdatasync floor, group commit, resume.
+    Log(log_suite::Args),
 }
 
 fn main() {
     let cli = Cli::parse();
     let (report, json) = match cli.suite {
         Suite::Scope(args) => (scope_suite::run(&args), args.json),
+        Suite::Log(args) => (log_suite::run(&args), args.json),
     };
     match report {
         Ok(value) if json => println!("{value}"),
