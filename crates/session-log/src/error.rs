@@ -22,8 +22,6 @@ pub enum FoldError {
     DuplicateChild { seq: u64, name: PodName },
     #[error("record {seq} removes child `{name}`, which is not a child")]
     UnknownChild { seq: u64, name: PodName },
-    #[error("record {seq} is a `{kind}` event after `pod.stopped`")]
-    AfterStopped { seq: u64, kind: String },
 }
 
 impl FoldError {
@@ -37,7 +35,6 @@ impl FoldError {
             FoldError::BaseChanged { .. } => "fold.base_changed",
             FoldError::DuplicateChild { .. } => "fold.duplicate_child",
             FoldError::UnknownChild { .. } => "fold.unknown_child",
-            FoldError::AfterStopped { .. } => "fold.after_stopped",
         }
     }
 
@@ -50,8 +47,7 @@ impl FoldError {
             | FoldError::BaseHasLayers { seq }
             | FoldError::BaseChanged { seq }
             | FoldError::DuplicateChild { seq, .. }
-            | FoldError::UnknownChild { seq, .. }
-            | FoldError::AfterStopped { seq, .. } => *seq,
+            | FoldError::UnknownChild { seq, .. } => *seq,
         }
     }
 }

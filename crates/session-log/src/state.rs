@@ -45,19 +45,25 @@ pub struct PodState {
     /// The current scope: base + one layer per live child.
     pub scope: ScopeSnapshot,
     pub children: BTreeMap<PodName, ChildRecord>,
+    /// The last run ended with `pod.stopped`. Not terminal: a resumed Pod
+    /// logs again, and any later event clears it.
     pub stopped: bool,
     /// The sequence number of the last record folded in; 0 for none.
     pub last_seq: u64,
 }
 
 /// How to take one applied event back.
-enum Undo {
+struct Undo {
+    change: Change,
+    was_stopped: bool,
+}
+
+enum Change {
     Nothing,
     Created,
     Scope(ScopeSnapshot),
     Added(PodName),
     Removed(PodName, ChildRecord),
-    Stopped,
 }
 
 impl PodState {
@@ -98,19 +104,19 @@ impl PodState {
         if seq != expected {
             return Err(FoldError::SeqGap { expected, found: seq });
         }
-        let undo = self.check_and_apply(seq, event)?;
+        let was_stopped = self.stopped;
+        let change = self.check_and_apply(seq, event)?;
+        if !matches!(event, Event::Unknown { .. }) {
+            self.stopped = matches!(event, Event::PodStopped);
+        }
         self.last_seq = seq;
-        Ok(undo)
+        Ok(Undo { change, was_stopped })
     }
 
-    fn check_and_apply(&mut self, seq: u64, event: &Event) -> Result<Undo, FoldError> {
-        let kind = || event.kind().to_owned();
+    fn check_and_apply(&mut self, seq: u64, event: &Event) -> Result<Change, FoldError> {
         // A newer build's event: skipped, wherever it is.
         if let Event::Unknown { .. } = event {
-            return Ok(Undo::Nothing);
-        }
-        if self.stopped {
-            return Err(FoldError::AfterStopped { seq, kind: kind() });
+            return Ok(Change::Nothing);
         }
         let identity = match (&self.identity, event) {
             (None, Event::PodCreated { name, parent, base, workload }) => {
@@ -124,10 +130,10 @@ impl PodState {
                     workload: workload.clone(),
                     base: base.clone(),
                 });
-                return Ok(Undo::Created);
+                return Ok(Change::Created);
             }
             (Some(_), Event::PodCreated { .. }) => return Err(FoldError::AlreadyCreated { seq }),
-            (None, _) => return Err(FoldError::BeforeCreated { seq, kind: kind() }),
+            (None, _) => return Err(FoldError::BeforeCreated { seq, kind: event.kind().to_owned() }),
             (Some(identity), _) => identity,
         };
         match event {
@@ -135,7 +141,7 @@ impl PodState {
                 if scope.allow != identity.base.allow || scope.deny != identity.base.deny {
                     return Err(FoldError::BaseChanged { seq });
                 }
-                Ok(Undo::Scope(std::mem::replace(&mut self.scope, scope.clone())))
+                Ok(Change::Scope(std::mem::replace(&mut self.scope, scope.clone())))
             }
             Event::ChildSpawned { name, socket, rules, callback } => self.add_child(
                 seq,
@@ -158,41 +164,37 @@ impl PodState {
                 },
             ),
             Event::ChildRemoved { name, .. } => match self.children.remove(name) {
-                Some(record) => Ok(Undo::Removed(name.clone(), record)),
+                Some(record) => Ok(Change::Removed(name.clone(), record)),
                 None => Err(FoldError::UnknownChild { seq, name: name.clone() }),
             },
-            Event::PodStopped => {
-                self.stopped = true;
-                Ok(Undo::Stopped)
-            }
-            Event::PodCreated { .. } | Event::Unknown { .. } => Ok(Undo::Nothing),
+            Event::PodStopped | Event::PodCreated { .. } | Event::Unknown { .. } => Ok(Change::Nothing),
         }
     }
 
-    fn add_child(&mut self, seq: u64, name: &PodName, record: ChildRecord) -> Result<Undo, FoldError> {
+    fn add_child(&mut self, seq: u64, name: &PodName, record: ChildRecord) -> Result<Change, FoldError> {
         if self.children.contains_key(name) {
             return Err(FoldError::DuplicateChild { seq, name: name.clone() });
         }
         self.children.insert(name.clone(), record);
-        Ok(Undo::Added(name.clone()))
+        Ok(Change::Added(name.clone()))
     }
 
     fn undo(&mut self, undo: Undo) {
         self.last_seq -= 1;
-        match undo {
-            Undo::Nothing => {}
-            Undo::Created => {
+        self.stopped = undo.was_stopped;
+        match undo.change {
+            Change::Nothing => {}
+            Change::Created => {
                 self.identity = None;
                 self.scope = ScopeSnapshot::default();
             }
-            Undo::Scope(old) => self.scope = old,
-            Undo::Added(name) => {
+            Change::Scope(old) => self.scope = old,
+            Change::Added(name) => {
                 self.children.remove(&name);
             }
-            Undo::Removed(name, record) => {
+            Change::Removed(name, record) => {
                 self.children.insert(name, record);
             }
-            Undo::Stopped => self.stopped = false,
         }
     }
 }
@@ -294,7 +296,6 @@ mod tests {
                 2,
             ),
             (vec![created(), Event::PodScope { scope: ScopeSnapshot::default() }], "fold.base_changed", 2),
-            (vec![created(), Event::PodStopped, spawned("a")], "fold.after_stopped", 3),
         ];
         for (events, code, seq) in cases {
             let err = fold(&events).unwrap_err();
@@ -305,6 +306,20 @@ mod tests {
         let err = fold(&[Event::PodCreated { name: name("x"), parent: None, base: with_layers, workload: None }])
             .unwrap_err();
         assert_eq!(err.code(), "fold.base_has_layers");
+    }
+
+    #[test]
+    fn a_resumed_pod_is_no_longer_stopped() {
+        let s = fold(&[created(), Event::PodStopped, Event::PodStopped]).unwrap();
+        assert!(s.stopped);
+        let s = fold(&[created(), Event::PodStopped, scope_of(&base())]).unwrap();
+        assert!(!s.stopped);
+        let s = fold(&[created(), Event::PodStopped, Event::Unknown { kind: "pod.painted".into() }]).unwrap();
+        assert!(s.stopped);
+    }
+
+    fn scope_of(s: &ScopeSnapshot) -> Event {
+        Event::PodScope { scope: s.clone() }
     }
 
     #[test]
@@ -328,11 +343,16 @@ mod tests {
             spawned("b"),
             Event::PodScope { scope: layered },
             Event::PodStopped,
-            spawned("c"),
+            spawned("b"),
         ];
         let err = s.apply_batch(3, &batch).unwrap_err();
         assert_eq!(err.seq(), 7);
         assert_eq!(s, before);
+        let mut stopped = s.clone();
+        stopped.apply(3, &Event::PodStopped).unwrap();
+        let snapshot = stopped.clone();
+        assert!(stopped.apply_batch(4, &[spawned("b"), spawned("b")]).is_err());
+        assert_eq!(stopped, snapshot, "a refused batch keeps `stopped` too");
         s.apply_batch(3, &batch[..4]).unwrap();
         assert_eq!(s.last_seq, 6);
         assert!(s.stopped);

@@ -23,7 +23,7 @@ fn ten_records(dir: &Path, checkpoint_every: u64) -> session_log::PodState {
 }
 
 fn with_tree(dir: &Path, tree: &str, f: impl FnOnce(&sled::Tree)) {
-    let db = sled::open(dir).unwrap();
+    let db = open_raw(dir);
     f(&db.open_tree(tree).unwrap());
     db.flush().unwrap();
 }

@@ -57,7 +57,7 @@ fn stored_envelopes_are_stable() {
     let dir = tempfile::tempdir().unwrap();
     let receipt = SessionLog::open(dir.path(), options(1000)).unwrap().append(every_kind()).unwrap();
     assert_eq!(receipt, AppendReceipt { first_seq: 1, last_seq: 6 });
-    let db = sled::open(dir.path()).unwrap();
+    let db = open_raw(dir.path());
     let tree = db.open_tree(trees::RECORDS).unwrap();
     let mut out = String::new();
     for kv in tree.iter() {

@@ -75,3 +75,19 @@ pub fn every_kind() -> Vec<Event> {
         Event::PodStopped,
     ]
 }
+
+/// Opens a log's sled database directly, as a tool would. sled releases its
+/// file lock on background threads a moment after the last handle is
+/// dropped; there is no event to wait for, so retry within a bound.
+pub fn open_raw(dir: &std::path::Path) -> sled::Db {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match sled::open(dir) {
+            Ok(db) => return db,
+            Err(e) if std::time::Instant::now() < deadline && e.to_string().contains("could not acquire lock") => {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Err(e) => panic!("cannot open {}: {e}", dir.display()),
+        }
+    }
+}
