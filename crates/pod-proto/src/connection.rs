@@ -92,7 +92,8 @@ impl Connection {
 
     /// Client side of the handshake: returns the server's protocol version.
     pub async fn client_handshake(&mut self, client: &str) -> Result<u32, ProtoError> {
-        let hello = Hello { protocol: PROTOCOL_VERSION, client: client.chars().take(MAX_CLIENT_NAME_BYTES / 4).collect() };
+        let hello =
+            Hello { protocol: PROTOCOL_VERSION, client: client.chars().take(MAX_CLIENT_NAME_BYTES / 4).collect() };
         let welcome: Welcome = self.call(&hello).await?;
         if welcome.protocol != PROTOCOL_VERSION {
             return Err(ProtoError::VersionMismatch { ours: PROTOCOL_VERSION, theirs: welcome.protocol });

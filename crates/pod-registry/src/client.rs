@@ -159,14 +159,14 @@ impl Client {
         }
     }
 
-    /// Returns (parent after, reserved child).
+    /// Returns the parent's new fence and the reserved child.
     pub async fn delegate(
         &mut self,
         parent: &PodName,
         child: &PodName,
         rules: &[ScopeRule],
         deny: &[ScopeRule],
-    ) -> Result<(Allocation, Allocation), ClientError> {
+    ) -> Result<(u64, Allocation), ClientError> {
         let request = Request::Delegate {
             parent: parent.to_string(),
             child: child.to_string(),
@@ -174,7 +174,7 @@ impl Client {
             deny: wire(deny),
         };
         match self.call(&request).await? {
-            Reply::Delegated { parent, child } => Ok((parent, child)),
+            Reply::Delegated { parent_fence, child } => Ok((parent_fence, child)),
             _ => Err(ClientError::UnexpectedReply { request: "delegate" }),
         }
     }

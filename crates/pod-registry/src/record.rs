@@ -59,16 +59,16 @@ impl Allocation {
     /// Rules that take write away from this Pod: every deny and every
     /// layer's write rule.
     pub fn write_caps(&self) -> impl Iterator<Item = &ScopeRule> {
-        self.deny
-            .iter()
-            .chain(self.layers.values().flatten().filter(|r| r.permission == Permission::Write))
+        self.deny.iter().chain(self.layers.values().flatten().filter(|r| r.permission == Permission::Write))
     }
 
     /// What must hold for every record, checked before writing and after
     /// reading.
     pub fn validate(&self) -> Result<(), String> {
         match self.state {
-            AllocState::Reserved if self.pid != 0 => return Err(format!("{} is reserved but has pid {}", self.name, self.pid)),
+            AllocState::Reserved if self.pid != 0 => {
+                return Err(format!("{} is reserved but has pid {}", self.name, self.pid))
+            }
             AllocState::Live if self.pid == 0 => return Err(format!("{} is live but has no pid", self.name)),
             _ => {}
         }

@@ -104,7 +104,9 @@ impl State {
             state.insert(held);
         }
         if next_fence <= max_fence {
-            return Err(RegistryError::Corrupt(format!("fence counter {next_fence} is not above record fence {max_fence}")));
+            return Err(RegistryError::Corrupt(format!(
+                "fence counter {next_fence} is not above record fence {max_fence}"
+            )));
         }
         state.next_fence = next_fence;
         state.check_links().map_err(RegistryError::Corrupt)?;
@@ -226,7 +228,10 @@ impl State {
             for child in rec.layers.keys() {
                 if let Some(c) = self.pods.get(child) {
                     if c.rec.parent.as_ref() != Some(&rec.name) {
-                        return Err(format!("{} holds a layer for {child}, whose parent is {:?}", rec.name, c.rec.parent));
+                        return Err(format!(
+                            "{} holds a layer for {child}, whose parent is {:?}",
+                            rec.name, c.rec.parent
+                        ));
                     }
                 }
             }

@@ -12,11 +12,11 @@ use scope::PodName;
 
 use crate::{Allocation, RegistryError};
 
-/// One change of a commit, in order.
-#[derive(Debug, Clone)]
-pub enum Change {
-    Put(Allocation),
-    Delete(PodName),
+/// One change of a commit. A commit names each key at most once.
+#[derive(Debug, Clone, Copy)]
+pub enum Change<'a> {
+    Put(&'a Allocation),
+    Delete(&'a PodName),
 }
 
 /// What a store holds.
@@ -33,20 +33,29 @@ pub trait Store: Send {
     /// Applies `changes` and the new fence counter as one atomic unit and
     /// returns only once they are durable (fsynced). On error nothing of the
     /// group may be assumed written or not written; the caller must reload.
-    fn commit(&mut self, changes: &[Change], next_fence: u64) -> Result<(), RegistryError>;
+    fn commit(&mut self, changes: &[Change<'_>], next_fence: u64) -> Result<(), RegistryError>;
 }
 
 /// Bumped when the stored encoding of a record changes.
 const FORMAT: u8 = 1;
 const RECORD_PREFIX: &[u8] = b"a/";
 const FENCE_KEY: &[u8] = b"m/next_fence";
+/// The file sled 0.34 keeps its log (and so every write) in.
+const SLED_LOG_FILE: &str = "db";
 /// sled's page cache; the registry's own state lives in memory anyway.
 const CACHE_BYTES: u64 = 16 << 20;
 
 /// The sled store: one tree, records under `a/<name>`, the fence counter
 /// under `m/next_fence`, so one `apply_batch` covers a whole group.
+///
+/// sled 0.34's `flush` ends with `sync_file_range`, which survives a killed
+/// process but neither flushes the device's write cache nor file metadata.
+/// To keep the promise "acknowledged means fsynced", the store also holds
+/// its own handle on sled's log file and `fdatasync`s it after each flush
+/// (an fsync applies to the file, whichever descriptor asks).
 pub struct SledStore {
     db: sled::Db,
+    log: std::fs::File,
 }
 
 impl SledStore {
@@ -57,7 +66,10 @@ impl SledStore {
             .flush_every_ms(None)
             .open()
             .map_err(|e| RegistryError::Store(format!("cannot open {}: {e}", path.display())))?;
-        Ok(SledStore { db })
+        let log_path = path.join(SLED_LOG_FILE);
+        let log = std::fs::File::open(&log_path)
+            .map_err(|e| RegistryError::Store(format!("cannot open sled's log {}: {e}", log_path.display())))?;
+        Ok(SledStore { db, log })
     }
 }
 
@@ -66,8 +78,10 @@ fn record_key(name: &PodName) -> Vec<u8> {
 }
 
 fn encode(rec: &Allocation) -> Result<Vec<u8>, RegistryError> {
+    // Positional (compact) encoding: records are rewritten on every change
+    // of their Pod, so size is write cost; FORMAT versions the layout.
     let mut out = vec![FORMAT];
-    rmp_serde::encode::write_named(&mut out, rec).map_err(|e| RegistryError::Store(format!("encode {}: {e}", rec.name)))?;
+    rmp_serde::encode::write(&mut out, rec).map_err(|e| RegistryError::Store(format!("encode {}: {e}", rec.name)))?;
     Ok(out)
 }
 
@@ -106,7 +120,7 @@ impl Store for SledStore {
         Ok(Stored { records, next_fence })
     }
 
-    fn commit(&mut self, changes: &[Change], next_fence: u64) -> Result<(), RegistryError> {
+    fn commit(&mut self, changes: &[Change<'_>], next_fence: u64) -> Result<(), RegistryError> {
         let mut batch = sled::Batch::default();
         for change in changes {
             match change {
@@ -120,6 +134,7 @@ impl Store for SledStore {
         batch.insert(FENCE_KEY, &next_fence.to_be_bytes());
         self.db.apply_batch(batch)?;
         self.db.flush()?;
+        self.log.sync_data().map_err(|e| RegistryError::Store(format!("fdatasync of sled's log failed: {e}")))?;
         Ok(())
     }
 }

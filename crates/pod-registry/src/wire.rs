@@ -45,19 +45,45 @@ pub enum Request {
         layers: BTreeMap<String, Vec<WireRule>>,
     },
     /// A parent hands `rules` to a new, reserved child.
-    Delegate { parent: String, child: String, rules: Vec<WireRule>, deny: Vec<WireRule> },
+    Delegate {
+        parent: String,
+        child: String,
+        rules: Vec<WireRule>,
+        deny: Vec<WireRule>,
+    },
     /// A started child takes its reservation.
-    Adopt { name: String, pid: u32, start_time: Option<u64>, session: String, socket: String },
+    Adopt {
+        name: String,
+        pid: u32,
+        start_time: Option<u64>,
+        session: String,
+        socket: String,
+    },
     /// The parent takes back a child's region. Idempotent.
-    Reclaim { parent: String, child: String },
+    Reclaim {
+        parent: String,
+        child: String,
+    },
     /// A Pod leaves. Idempotent.
-    Release { name: String },
-    Get { name: String },
+    Release {
+        name: String,
+    },
+    Get {
+        name: String,
+    },
     /// One page of allocations in name order, after `after`.
-    List { after: Option<String> },
+    List {
+        after: Option<String>,
+    },
     /// May Pod `name` access `path` with `permission`?
-    Check { name: String, path: String, permission: Permission },
-    BySession { session: String },
+    Check {
+        name: String,
+        path: String,
+        permission: Permission,
+    },
+    BySession {
+        session: String,
+    },
     /// Forget Pods whose process is gone (or whose pid was reused).
     Sweep,
 }
@@ -68,11 +94,21 @@ pub enum Request {
 pub enum Reply {
     Allocation(Allocation),
     Found(Option<Allocation>),
-    Delegated { parent: Allocation, child: Allocation },
+    /// The parent's record is not repeated (it can be large); its new
+    /// fence says which version holds the layer.
+    Delegated {
+        parent_fence: u64,
+        child: Allocation,
+    },
     Reclaimed(Reclaimed),
-    Page { allocations: Vec<Allocation>, more: bool },
+    Page {
+        allocations: Vec<Allocation>,
+        more: bool,
+    },
     Check(CheckReply),
-    Swept { gone: Vec<PodName> },
+    Swept {
+        gone: Vec<PodName>,
+    },
 }
 
 /// The result of reclaim and release.
@@ -80,8 +116,8 @@ pub enum Reply {
 pub struct Reclaimed {
     /// Whether an allocation was removed (false: it was already gone).
     pub removed: bool,
-    /// The parent's record after the change, when there is a parent.
-    pub parent: Option<Allocation>,
+    /// The parent's fence after the change, when there is a parent.
+    pub parent_fence: Option<u64>,
     /// Children of the removed Pod that survive it, now children of
     /// `parent` (or top-level).
     pub reparented: Vec<PodName>,
@@ -118,7 +154,10 @@ fn rules(field: &'static str, raw: &[WireRule]) -> Result<Vec<ScopeRule>, Regist
 
 fn field(what: &'static str, raw: &str) -> Result<String, RegistryError> {
     if raw.len() > MAX_FIELD_BYTES {
-        return Err(RegistryError::BadRequest(format!("{what} is {} bytes; the limit is {MAX_FIELD_BYTES}", raw.len())));
+        return Err(RegistryError::BadRequest(format!(
+            "{what} is {} bytes; the limit is {MAX_FIELD_BYTES}",
+            raw.len()
+        )));
     }
     Ok(raw.to_string())
 }
@@ -134,10 +173,7 @@ impl Request {
     /// Validates every name and path. `start_of` supplies a process start
     /// time when the request leaves it to the registry (it reads `/proc`,
     /// which is why it is passed in: validation itself stays pure).
-    pub fn validate(
-        &self,
-        start_of: impl Fn(u32) -> Result<u64, RegistryError>,
-    ) -> Result<Command, RegistryError> {
+    pub fn validate(&self, start_of: impl Fn(u32) -> Result<u64, RegistryError>) -> Result<Command, RegistryError> {
         Ok(match self {
             Request::Register { name: n, pid: p, start_time, socket, session, allow, deny, layers } => {
                 let pid = pid(*p)?;

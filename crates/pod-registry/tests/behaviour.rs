@@ -49,7 +49,8 @@ async fn restored_pod_with_layers_does_not_claim_its_live_childs_region() {
     // Restored without its layers it would take the child's region back.
     let msg = blamed(c.register(&reg("lead", vec![w("/repo")])).await.expect_err("claims child"));
     assert!(msg.contains("pod child"), "{msg}");
-    let restored = Registration { layers: BTreeMap::from([(n("child"), vec![w("/repo/src")])]), ..reg("lead", vec![w("/repo")]) };
+    let restored =
+        Registration { layers: BTreeMap::from([(n("child"), vec![w("/repo/src")])]), ..reg("lead", vec![w("/repo")]) };
     c.register(&restored).await.expect("restored with layers");
     let child = c.get(&n("child")).await.expect("get").expect("child");
     assert_eq!(child.parent, Some(n("lead")));

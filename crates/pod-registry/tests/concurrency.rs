@@ -80,7 +80,9 @@ async fn kill_9_during_a_burst_loses_no_acknowledged_operation_and_leaves_no_hal
                 for step in [Step::Delegate, Step::Reclaim] {
                     in_flight.lock().expect("lock").insert(name.clone(), step);
                     let res: Result<(), ClientError> = match step {
-                        Step::Delegate => c.delegate(&n("lead"), &n(&name), &[w(&format!("/d/{name}"))], &[]).await.map(drop),
+                        Step::Delegate => {
+                            c.delegate(&n("lead"), &n(&name), &[w(&format!("/d/{name}"))], &[]).await.map(drop)
+                        }
                         Step::Reclaim => c.reclaim(&n("lead"), &n(&name)).await.map(drop),
                     };
                     match res {

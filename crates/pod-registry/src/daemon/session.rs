@@ -64,13 +64,19 @@ impl Ctx {
         let mut pending = Vec::with_capacity(dead.len());
         for (name, pid, start_time) in dead {
             let (tx, rx) = oneshot::channel();
-            let job = Job { op: Op::Forget { name: name.clone(), pid, start_time }, reply: tx, span: tracing::Span::current() };
+            let job = Job {
+                op: Op::Forget { name: name.clone(), pid, start_time },
+                reply: tx,
+                span: tracing::Span::current(),
+            };
             self.writer.send(Msg::Job(job)).await.map_err(|_| RegistryError::ShuttingDown)?;
             pending.push((name, rx));
         }
         let mut gone = Vec::new();
         for (name, rx) in pending {
-            if let Reply::Reclaimed(Reclaimed { removed: true, .. }) = rx.await.map_err(|_| RegistryError::ShuttingDown)?? {
+            if let Reply::Reclaimed(Reclaimed { removed: true, .. }) =
+                rx.await.map_err(|_| RegistryError::ShuttingDown)??
+            {
                 tracing::info!(pod = %name, "swept: its process is gone");
                 gone.push(name);
             }

@@ -10,6 +10,8 @@
 
 use std::sync::{Arc, RwLock};
 
+use rustc_hash::FxHashSet;
+use scope::PodName;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::limits::MAX_GROUP;
@@ -36,7 +38,11 @@ pub enum Msg {
 /// Runs until `Stop` or until every sender is gone. A failed commit is
 /// fatal: memory is ahead of the disk, so the daemon must exit and reload
 /// (nothing of that group was acknowledged).
-pub fn run(state: Arc<RwLock<State>>, mut store: Box<dyn Store>, mut rx: mpsc::Receiver<Msg>) -> Result<(), RegistryError> {
+pub fn run(
+    state: Arc<RwLock<State>>,
+    mut store: Box<dyn Store>,
+    mut rx: mpsc::Receiver<Msg>,
+) -> Result<(), RegistryError> {
     loop {
         let mut jobs = Vec::new();
         let mut stop = false;
@@ -63,15 +69,23 @@ pub fn run(state: Arc<RwLock<State>>, mut store: Box<dyn Store>, mut rx: mpsc::R
 
 fn commit_group(state: &RwLock<State>, store: &mut dyn Store, jobs: Vec<Job>) -> Result<(), RegistryError> {
     let mut guard = state.write().unwrap_or_else(|poisoned| poisoned.into_inner());
-    let mut changes = Vec::new();
+    // Names touched by the group; what is written for each is its final
+    // state in memory (a store batch is last-write-wins per key anyway), so
+    // records are not copied just to be written.
+    let mut touched: Vec<PodName> = Vec::new();
+    let mut seen: FxHashSet<PodName> = FxHashSet::default();
     let mut answers = Vec::with_capacity(jobs.len());
     for job in jobs {
         let answer = {
             let _entered = job.span.enter();
             match ops::plan(&guard, &job.op) {
                 Ok((plan, reply)) => {
-                    changes.extend(plan.deletes.iter().cloned().map(Change::Delete));
-                    changes.extend(plan.puts.iter().map(|h| Change::Put(h.rec.clone())));
+                    let names = plan.deletes.iter().chain(plan.puts.iter().map(|h| &h.rec.name));
+                    for name in names {
+                        if seen.insert(name.clone()) {
+                            touched.push(name.clone());
+                        }
+                    }
                     guard.apply(plan);
                     Ok(reply)
                 }
@@ -84,6 +98,13 @@ fn commit_group(state: &RwLock<State>, store: &mut dyn Store, jobs: Vec<Job>) ->
         answers.push((job.reply, answer));
     }
     let group = answers.len();
+    let changes: Vec<Change<'_>> = touched
+        .iter()
+        .map(|name| match guard.get(name) {
+            Some(held) => Change::Put(&held.rec),
+            None => Change::Delete(name),
+        })
+        .collect();
     if !changes.is_empty() {
         if let Err(e) = store.commit(&changes, guard.next_fence()) {
             tracing::error!(error = %e, "commit failed; stopping so that a restart reloads what is durable");
@@ -93,8 +114,10 @@ fn commit_group(state: &RwLock<State>, store: &mut dyn Store, jobs: Vec<Job>) ->
             return Err(e);
         }
     }
+    let written = changes.len();
+    drop(changes);
     drop(guard);
-    tracing::debug!(group, changes = changes.len(), "group committed");
+    tracing::debug!(group, written, "group committed");
     for (tx, answer) in answers {
         // A caller that went away no longer needs its answer.
         let _ = tx.send(answer);

@@ -46,7 +46,7 @@ pub fn plan(state: &State, req: &Delegate) -> Result<(Plan, Reply), RegistryErro
     let mut parent_rec = parent.rec.clone();
     parent_rec.layers.insert(req.child.clone(), req.rules.clone());
     let mut plan = PlanBuilder::new(state);
-    let parent_after = plan.put(parent_rec, parent_scope).clone();
+    let parent_fence = plan.put(parent_rec, parent_scope).fence;
     let child_after = plan.put(child, child_scope).clone();
-    Ok((plan.finish(), Reply::Delegated { parent: parent_after, child: child_after }))
+    Ok((plan.finish(), Reply::Delegated { parent_fence, child: child_after }))
 }

@@ -53,12 +53,21 @@ pub enum Op {
     Register(Register),
     Delegate(Delegate),
     Adopt(Adopt),
-    Reclaim { parent: PodName, child: PodName },
-    Release { name: PodName },
+    Reclaim {
+        parent: PodName,
+        child: PodName,
+    },
+    Release {
+        name: PodName,
+    },
     /// Remove `name` because its process is gone; applies only if the
     /// record still names that process (it may have been replaced since
     /// the sweep looked).
-    Forget { name: PodName, pid: u32, start_time: u64 },
+    Forget {
+        name: PodName,
+        pid: u32,
+        start_time: u64,
+    },
 }
 
 impl Op {

@@ -22,18 +22,18 @@ pub fn plan_reclaim(state: &State, parent: &PodName, child: &PodName) -> Result<
     let Some(child_held) = state.get(child) else {
         // Already gone. A layer left behind (e.g. registered by a restored
         // parent for a child that died meanwhile) is dropped now.
-        let parent_after = match parent_held {
+        let parent_fence = match parent_held {
             Some(p) if p.rec.layers.contains_key(child) => {
                 let mut scope = p.scope.clone();
                 scope.reclaim(child);
                 let mut rec = p.rec.clone();
                 rec.layers.remove(child);
-                Some(plan.put(rec, scope).clone())
+                Some(plan.put(rec, scope).fence)
             }
-            Some(p) => Some(p.rec.clone()),
+            Some(p) => Some(p.rec.fence),
             None => None,
         };
-        let reply = Reply::Reclaimed(Reclaimed { removed: false, parent: parent_after, reparented: Vec::new() });
+        let reply = Reply::Reclaimed(Reclaimed { removed: false, parent_fence, reparented: Vec::new() });
         return Ok((plan.finish(), reply));
     };
     if child_held.rec.parent.as_ref() != Some(parent) {
@@ -65,10 +65,10 @@ fn remove_child(
     }
     let mut parent_rec = parent.rec.clone();
     parent_rec.layers = scope.layers().clone();
-    let parent_after = plan.put(parent_rec, scope).clone();
+    let parent_fence = plan.put(parent_rec, scope).fence;
     plan.delete(child.rec.name.clone());
     let reparented = reparent(state, plan, orphans.keys(), Some(&parent.rec.name));
-    Ok(Reclaimed { removed: true, parent: Some(parent_after), reparented })
+    Ok(Reclaimed { removed: true, parent_fence: Some(parent_fence), reparented })
 }
 
 fn reparent<'a>(
@@ -90,7 +90,7 @@ fn reparent<'a>(
 
 pub fn plan_release(state: &State, name: &PodName) -> Result<(Plan, Reply), RegistryError> {
     let Some(held) = state.get(name) else {
-        let reply = Reply::Reclaimed(Reclaimed { removed: false, parent: None, reparented: Vec::new() });
+        let reply = Reply::Reclaimed(Reclaimed { removed: false, parent_fence: None, reparented: Vec::new() });
         return Ok((PlanBuilder::new(state).finish(), reply));
     };
     if let Some(parent) = &held.rec.parent {
@@ -100,15 +100,15 @@ pub fn plan_release(state: &State, name: &PodName) -> Result<(Plan, Reply), Regi
     let orphans = state.live_children(name);
     plan.delete(name.clone());
     let reparented = reparent(state, &mut plan, orphans.keys(), None);
-    Ok((plan.finish(), Reply::Reclaimed(Reclaimed { removed: true, parent: None, reparented })))
+    Ok((plan.finish(), Reply::Reclaimed(Reclaimed { removed: true, parent_fence: None, reparented })))
 }
 
 pub fn plan_forget(state: &State, name: &PodName, pid: u32, start_time: u64) -> Result<(Plan, Reply), RegistryError> {
-    let same_process = state.get(name).is_some_and(|h| {
-        h.rec.state == AllocState::Live && h.rec.pid == pid && h.rec.start_time == start_time
-    });
+    let same_process = state
+        .get(name)
+        .is_some_and(|h| h.rec.state == AllocState::Live && h.rec.pid == pid && h.rec.start_time == start_time);
     if !same_process {
-        let reply = Reply::Reclaimed(Reclaimed { removed: false, parent: None, reparented: Vec::new() });
+        let reply = Reply::Reclaimed(Reclaimed { removed: false, parent_fence: None, reparented: Vec::new() });
         return Ok((PlanBuilder::new(state).finish(), reply));
     }
     plan_release(state, name)

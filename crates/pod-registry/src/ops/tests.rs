@@ -29,7 +29,12 @@ fn run(state: &mut State, op: Op) -> Result<Reply, RegistryError> {
     Ok(reply)
 }
 
-fn register(state: &mut State, name: &str, allow: Vec<ScopeRule>, deny: Vec<ScopeRule>) -> Result<Reply, RegistryError> {
+fn register(
+    state: &mut State,
+    name: &str,
+    allow: Vec<ScopeRule>,
+    deny: Vec<ScopeRule>,
+) -> Result<Reply, RegistryError> {
     register_full(state, name, allow, deny, BTreeMap::new(), "")
 }
 
@@ -127,7 +132,10 @@ fn delegation_must_be_a_subset_and_siblings_must_not_overlap() {
         "scope.overlaps_layer"
     );
     assert_eq!(delegate(&mut s, "nobody", "c3", vec![w("/repo")]).expect_err("unknown").code(), "registry.unknown_pod");
-    assert_eq!(delegate(&mut s, "lead", "c1", vec![w("/repo/doc")]).expect_err("dup").code(), "registry.duplicate_name");
+    assert_eq!(
+        delegate(&mut s, "lead", "c1", vec![w("/repo/doc")]).expect_err("dup").code(),
+        "registry.duplicate_name"
+    );
 }
 
 #[test]
@@ -207,7 +215,10 @@ fn sessions_are_unique_among_live_pods() {
     register_full(&mut s, "a", vec![w("/a")], vec![], BTreeMap::new(), "sess-1").expect("a");
     let e = register_full(&mut s, "b", vec![w("/b")], vec![], BTreeMap::new(), "sess-1").expect_err("taken");
     assert_eq!(e.code(), "registry.session_taken");
-    assert_eq!(query::answer(&s, &Query::BySession("sess-1".into())).expect("q"), Reply::Found(s.get(&n("a")).map(|h| h.rec.clone())));
+    assert_eq!(
+        query::answer(&s, &Query::BySession("sess-1".into())).expect("q"),
+        Reply::Found(s.get(&n("a")).map(|h| h.rec.clone()))
+    );
     run(&mut s, Op::Release { name: n("a") }).expect("release");
     register_full(&mut s, "b", vec![w("/b")], vec![], BTreeMap::new(), "sess-1").expect("free again");
 }
