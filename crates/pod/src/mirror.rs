@@ -38,7 +38,6 @@ pub fn write(dir: &Path, children: &BTreeMap<PodName, MirroredChild>) -> std::io
 }
 
 /// Reads the mirror back; a missing file is an empty list.
-#[cfg(test)]
 pub fn read(dir: &Path) -> std::io::Result<Vec<MirroredChild>> {
     match std::fs::read(dir.join(MIRROR_FILE)) {
         Ok(bytes) => serde_json::from_slice(&bytes).map_err(std::io::Error::other),

@@ -136,9 +136,14 @@ impl Registry {
                 Box::pin(async move { c.reclaim(&parent, &child).await })
             })
             .await?;
+        if reclaimed.reparented.is_empty() {
+            return Ok(Vec::new());
+        }
+        // The rules an orphan holds are the layer the registry gave us for it.
+        let layers = self.get(parent).await?.map(|p| p.layers).unwrap_or_default();
         let mut orphans = Vec::with_capacity(reclaimed.reparented.len());
         for name in &reclaimed.reparented {
-            let rules = reclaimed.parent.as_ref().and_then(|p| p.layers.get(name)).cloned().unwrap_or_default();
+            let rules = layers.get(name).cloned().unwrap_or_default();
             let Some(alloc) = self.get(name).await? else { continue };
             orphans.push(Orphan {
                 name: name.clone(),

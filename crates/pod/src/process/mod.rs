@@ -30,6 +30,8 @@ use crate::registry_link::Registry;
 
 /// Longest resume waits for one child to answer its ping before pruning it.
 pub const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+/// Longest the process waits at exit for connections to deliver replies.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Depth of the owner's queue; senders wait when it is full.
 const OWNER_QUEUE: usize = 256;
 
@@ -93,13 +95,15 @@ async fn run(request: LaunchRequest) -> std::process::ExitCode {
     let pid_file = owner.paths.pid_file();
     let owner_task = tokio::spawn(owner.run(rx));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server_tx = tx.clone();
+    let (closing_tx, closing_rx) = tokio::sync::watch::channel(false);
+    let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
+    let ctx = server::ConnectionContext { owner: tx.clone(), log, closing: closing_rx, done: done_tx };
     let server = tokio::spawn(pod_proto::server::serve(
         listener,
         async move {
             let _ = stop_rx.await;
         },
-        move |conn, peer| server::handle_connection(conn, peer, server_tx.clone(), Arc::clone(&log)),
+        move |conn, peer| server::handle_connection(conn, peer, ctx.clone()),
     ));
     spawn_signal_handler(tx.clone());
     report(&LaunchOutcome::Ready { pid: std::process::id(), socket });
@@ -107,9 +111,15 @@ async fn run(request: LaunchRequest) -> std::process::ExitCode {
     if let Err(e) = owner_task.await {
         tracing::error!(error = %e, "owner task failed");
     }
+    // Stop accepting, tell idle connections to close, and let the ones
+    // holding a reply (to Shutdown, StopChild) deliver it before exiting.
     let _ = stop_tx.send(());
     if let Err(e) = server.await {
         tracing::error!(error = %e, "server task failed");
+    }
+    let _ = closing_tx.send(true);
+    if tokio::time::timeout(DRAIN_TIMEOUT, done_rx.recv()).await.is_err() {
+        tracing::warn!(?DRAIN_TIMEOUT, "connections still open at exit");
     }
     if let Err(e) = std::fs::remove_file(&pid_file) {
         tracing::debug!(error = %e, "pid file already gone");

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use pod_proto::{Connection, PeerCred, WireError};
 use session_log::SessionLog;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::process::owner::OwnerMsg;
 use crate::protocol::{PodReply, PodRequest, MAX_LOG_PAGE};
@@ -15,14 +15,28 @@ use crate::protocol::{PodReply, PodRequest, MAX_LOG_PAGE};
 /// Longest a `Log` request may wait for new records.
 pub const MAX_LOG_WAIT: Duration = Duration::from_secs(30);
 
-pub async fn handle_connection(
-    mut conn: Connection,
-    peer: PeerCred,
-    owner: mpsc::Sender<OwnerMsg>,
-    log: Arc<SessionLog>,
-) {
+/// What every connection task holds: the way to the owner, the log, and
+/// the shutdown protocol (a flag to stop reading new requests, and a token
+/// whose drop tells the process this task is done).
+#[derive(Clone)]
+pub struct ConnectionContext {
+    pub owner: mpsc::Sender<OwnerMsg>,
+    pub log: Arc<SessionLog>,
+    pub closing: watch::Receiver<bool>,
+    pub done: mpsc::Sender<()>,
+}
+
+/// Serves one connection until the peer closes it or the Pod shuts down.
+/// A request already read is always answered, even during shutdown, so a
+/// caller of `Shutdown` or `StopChild` gets its reply before the exit.
+pub async fn handle_connection(mut conn: Connection, peer: PeerCred, ctx: ConnectionContext) {
+    let ConnectionContext { owner, log, mut closing, done: _done } = ctx;
     loop {
-        let request = match conn.read_frame::<PodRequest>().await {
+        let next = tokio::select! {
+            next = conn.read_frame::<PodRequest>() => next,
+            _ = closing.wait_for(|c| *c) => return,
+        };
+        let request = match next {
             Ok(Some(r)) => r,
             Ok(None) => return,
             Err(e) => {

@@ -1,0 +1,223 @@
+//! Suite `pod`: the Pod runtime end to end, with real Pod processes and a
+//! real registry daemon in a temporary POD_HOME. `pod-bench` carries the
+//! whole `pod` binary (it runs `pod::main` when started as `__pod` or
+//! `registry`), so the processes measured are exactly the product's.
+//!
+//! - spawn: from the Spawn request on the parent's socket to the child being
+//!   ready (registered, logged, serving), for `--children` children;
+//! - stop: StopPod until the parent has reclaimed;
+//! - resume: a parent with `--resume-children` recorded children, half of
+//!   them killed while it was down, from launch to ready (prune included);
+//! - the resident memory of an idle Pod.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use pod::client::PodClient;
+use pod::launch::{launch, LaunchMode, LaunchRequest};
+use pod::protocol::{PodReply, PodRequest, SpawnRequest};
+use scope::{PodName, ScopePath, ScopeRule};
+use serde_json::{json, Value};
+
+use crate::floor;
+use crate::stats::quantile;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Children spawned (and then stopped) one by one.
+    #[arg(long, default_value_t = 100)]
+    children: usize,
+    /// Recorded children of the resumed parent (half are killed).
+    #[arg(long, default_value_t = 1000)]
+    resume_children: usize,
+    /// Where POD_HOME goes; default: `$CARGO_TARGET_DIR` if set, else
+    /// `$TMPDIR` (or /tmp).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Print one line of JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// True when this process was started as a Pod process or as the registry
+/// daemon by the runtime under test.
+pub fn is_runtime_invocation() -> bool {
+    matches!(std::env::args().nth(1).as_deref(), Some("__pod" | "registry"))
+}
+
+fn name(s: String) -> Result<PodName, String> {
+    PodName::new(s).map_err(|e| e.to_string())
+}
+
+fn write_rule(p: &Path) -> Result<ScopeRule, String> {
+    let target = ScopePath::new(&p.to_string_lossy()).map_err(|e| e.to_string())?;
+    Ok(ScopeRule::write(target))
+}
+
+fn rss_mb(pid: u32) -> Result<f64, String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| format!("pid {pid}: {e}"))?;
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or("no VmRSS")?;
+    Ok(kb / 1024.0)
+}
+
+pub fn run(args: &Args) -> Result<Value, String> {
+    if args.children == 0 || args.resume_children < 2 {
+        return Err("--children must be at least 1 and --resume-children at least 2".into());
+    }
+    let parent = match &args.dir {
+        Some(d) => d.clone(),
+        None => std::env::var_os("CARGO_TARGET_DIR").map_or_else(std::env::temp_dir, PathBuf::from),
+    }
+    .join("pod-bench-tmp");
+    std::fs::create_dir_all(&parent).map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+    let root = tempfile::tempdir_in(&parent).map_err(|e| e.to_string())?;
+    let root_path = root.path().canonicalize().map_err(|e| e.to_string())?;
+    let home = root_path.join("home");
+    // Set before any thread exists: every Pod process and the registry this
+    // run starts inherit it, so the run touches nothing outside `root`.
+    std::env::set_var("POD_HOME", &home);
+    std::env::remove_var("POD_NAME");
+    let (fsync_p50, _) = floor::fsync_us(&root_path, 200)?;
+    let (ipc_p50, _) = floor::ipc_rtt_us(&root_path, 2000)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let figures = runtime.block_on(measure(args, &root_path, &home));
+    // Stop the registry daemon this run started.
+    if let Some(pid) =
+        std::fs::read_to_string(home.join("run/registry.lock")).ok().and_then(|t| t.trim().parse::<i32>().ok())
+    {
+        if let Some(pid) = rustix::process::Pid::from_raw(pid) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
+    }
+    let mut figures = figures?;
+    figures["suite"] = json!("pod");
+    figures["floor_fsync_us_p50"] = json!(fsync_p50);
+    figures["floor_ipc_rtt_us_p50"] = json!(ipc_p50);
+    figures["dir"] = json!(parent.to_string_lossy());
+    Ok(figures)
+}
+
+async fn start(pod: &str, write: &Path, home: &Path) -> Result<(PodName, String, u32), String> {
+    let pod = name(pod.to_string())?;
+    std::fs::create_dir_all(write).map_err(|e| e.to_string())?;
+    let dirs = pod_proto::RuntimeDirs { run: home.join("run"), data: home.join("data") };
+    dirs.ensure().map_err(|e| e.to_string())?;
+    let paths = pod::layout::PodPaths::new(&dirs, &pod);
+    paths.ensure().map_err(|e| e.to_string())?;
+    let run_dir = paths.run_dir;
+    let request = LaunchRequest {
+        name: pod.clone(),
+        mode: LaunchMode::Start { allow: vec![write_rule(write)?], deny: vec![], workload: None },
+        cwd: None,
+    };
+    let launched = launch(&request, &run_dir.join("pod.log")).await.map_err(|e| e.to_string())?;
+    Ok((pod, launched.socket, launched.pid))
+}
+
+async fn call(socket: &str, request: &PodRequest) -> Result<PodReply, String> {
+    PodClient::call_at(socket, request).await.map_err(|e| format!("{request:?} to {socket}: {e}"))
+}
+
+async fn spawn_children(socket: &str, repo: &Path, n: usize, prefix: &str) -> Result<(Vec<u64>, Vec<u32>), String> {
+    let mut micros = Vec::with_capacity(n);
+    let mut pids = Vec::with_capacity(n);
+    for i in 0..n {
+        let dir = repo.join(format!("m{i}"));
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let request = PodRequest::Spawn(SpawnRequest {
+            child: name(format!("{prefix}{i}"))?,
+            rules: vec![write_rule(&dir)?],
+            workload: None,
+            cwd: None,
+        });
+        let t = Instant::now();
+        match call(socket, &request).await? {
+            PodReply::Spawned { pid, .. } => pids.push(pid),
+            other => return Err(format!("spawn answered {other:?}")),
+        }
+        micros.push(t.elapsed().as_micros() as u64);
+    }
+    Ok((micros, pids))
+}
+
+fn kill9(pid: u32) {
+    if let Some(p) = i32::try_from(pid).ok().and_then(rustix::process::Pid::from_raw) {
+        let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
+    }
+}
+
+async fn wait_gone(pid: u32) {
+    pod::process::watch::wait_exit_or_kill(pid, std::time::Duration::from_secs(10)).await;
+}
+
+async fn measure(args: &Args, root: &Path, home: &Path) -> Result<Value, String> {
+    // An idle Pod's memory.
+    let (_, idle_socket, idle_pid) = start("idle", &root.join("idle"), home).await?;
+    let rss = rss_mb(idle_pid)?;
+    call(&idle_socket, &PodRequest::Shutdown).await?;
+    wait_gone(idle_pid).await;
+
+    // Spawn and stop, one child at a time.
+    let repo = root.join("repo");
+    let (_, lead_socket, lead_pid) = start("lead", &repo, home).await?;
+    let (mut spawn_us, _) = spawn_children(&lead_socket, &repo, args.children, "c").await?;
+    let mut stop_us = Vec::with_capacity(args.children);
+    for i in 0..args.children {
+        let t = Instant::now();
+        match call(&lead_socket, &PodRequest::StopChild { child: name(format!("c{i}"))? }).await? {
+            PodReply::Stopped { .. } => {}
+            other => return Err(format!("stop answered {other:?}")),
+        }
+        stop_us.push(t.elapsed().as_micros() as u64);
+    }
+    call(&lead_socket, &PodRequest::Shutdown).await?;
+    wait_gone(lead_pid).await;
+
+    // Resume with many recorded children, half of them gone.
+    let big_repo = root.join("big");
+    let (big, big_socket, big_pid) = start("big", &big_repo, home).await?;
+    let (_, pids) = spawn_children(&big_socket, &big_repo, args.resume_children, "r").await?;
+    kill9(big_pid);
+    wait_gone(big_pid).await;
+    for pid in pids.iter().step_by(2) {
+        kill9(*pid);
+    }
+    for pid in pids.iter().step_by(2) {
+        wait_gone(*pid).await;
+    }
+    let run_dir = home.join("run").join(big.as_str());
+    let t = Instant::now();
+    let resumed =
+        launch(&LaunchRequest { name: big.clone(), mode: LaunchMode::Resume, cwd: None }, &run_dir.join("pod.log"))
+            .await
+            .map_err(|e| e.to_string())?;
+    let resume_ms = t.elapsed().as_millis() as u64;
+    let survivors = match call(&resumed.socket, &PodRequest::Status).await? {
+        PodReply::Status(s) => s.children.len(),
+        other => return Err(format!("status answered {other:?}")),
+    };
+    if survivors != args.resume_children / 2 {
+        return Err(format!("resume kept {survivors} children, expected {}", args.resume_children / 2));
+    }
+    call(&resumed.socket, &PodRequest::Shutdown).await?;
+    wait_gone(resumed.pid).await;
+
+    Ok(json!({
+        "children": args.children,
+        "spawn_ms_p50": quantile(&mut spawn_us, 0.50) as f64 / 1000.0,
+        "spawn_ms_p99": quantile(&mut spawn_us, 0.99) as f64 / 1000.0,
+        "stop_ms_p50": quantile(&mut stop_us, 0.50) as f64 / 1000.0,
+        "stop_ms_p99": quantile(&mut stop_us, 0.99) as f64 / 1000.0,
+        "resume_children": args.resume_children,
+        "resume_1000_children_ms": resume_ms,
+        "pod_rss_mb": (rss * 10.0).round() / 10.0,
+    }))
+}

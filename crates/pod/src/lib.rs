@@ -1,0 +1,96 @@
+//! The Pod runtime: the Pod process (`process/`), the `pod` command line
+//! (`cli.rs`, `commands/`), and what both share (launch, layout, protocol,
+//! the registry link). `main` is the whole `pod` binary; it is a library
+//! function so that `pod-bench` can run the very same code.
+
+pub mod cli;
+pub mod client;
+pub mod commands;
+pub mod launch;
+pub mod layout;
+pub mod manifest;
+pub mod mirror;
+pub mod process;
+pub mod protocol;
+pub mod registry_link;
+pub mod rules;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use cli::{Cli, Command, RegistryCommand};
+use commands::{demo, inspect, lifecycle, registry};
+
+/// The `pod` binary: parses `std::env::args` and runs the command.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if matches!(e.kind(), clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion) => {
+            e.exit()
+        }
+        Err(e) => {
+            // clap's rendering spans several lines (usage, tips); errors of
+            // this tool are one line.
+            let rendered = e.render().to_string();
+            let first = rendered.lines().next().unwrap_or("invalid arguments");
+            eprintln!("pod: {} (see `pod --help`) [cli.usage]", first.trim_start_matches("error: "));
+            return ExitCode::from(2);
+        }
+    };
+    let default_level = match cli.command {
+        Command::PodProcess(_) | Command::Registry { command: RegistryCommand::Serve(_) } => "info",
+        _ => "warn",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
+        )
+        .with_writer(std::io::stderr)
+        // Pod processes write to log files: no colour codes there.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    if let Command::PodProcess(args) = &cli.command {
+        return process::main(&args.name);
+    }
+    if let Command::Demo { dir } = &cli.command {
+        return finish(demo::run(dir.as_deref()));
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("pod: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    finish(runtime.block_on(dispatch(cli.command)))
+}
+
+async fn dispatch(command: Command) -> Result<ExitCode, pod_proto::WireError> {
+    match command {
+        Command::Start(args) => lifecycle::start(args).await,
+        Command::Spawn(args) => lifecycle::spawn(args).await,
+        Command::Stop { name } => lifecycle::stop(&name).await,
+        Command::Resume { name } => lifecycle::resume(&name).await,
+        Command::Rm { name } => lifecycle::rm(&name).await,
+        Command::Ls(j) => inspect::ls(j.json).await,
+        Command::Tree { name, json } => inspect::tree(name.as_deref(), json.json).await,
+        Command::Scope { name, json } => inspect::scope(&name, json.json).await,
+        Command::Check { name, path, write, json } => inspect::check(&name, &path, write, json.json).await,
+        Command::Log { name, follow, json } => inspect::log(&name, follow, json.json).await,
+        Command::Registry { command: RegistryCommand::Serve(args) } => registry::serve(args).await,
+        Command::Registry { command: RegistryCommand::Ls(j) } => registry::ls(j.json).await,
+        Command::Demo { .. } | Command::PodProcess(_) => unreachable!("handled before the runtime starts"),
+    }
+}
+
+fn finish(result: Result<ExitCode, pod_proto::WireError>) -> ExitCode {
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("pod: {} [{}]", e.message, e.code);
+            // Exit 2 for errors, so scripts can tell them from `check`'s 1.
+            ExitCode::from(2)
+        }
+    }
+}
