@@ -14,7 +14,7 @@ use interprocess::local_socket::tokio::Stream;
 use interprocess::local_socket::GenericFilePath;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncWriteExt, BufReader};
 
 use crate::{frame, ProtoError, WireError, FRAME_TIMEOUT, IDLE_TIMEOUT, MAX_CLIENT_NAME_BYTES, PROTOCOL_VERSION};
 
@@ -34,15 +34,17 @@ pub struct Welcome {
 }
 
 /// One end of a conversation: frames in, frames out, each bounded in time.
+/// Reads are buffered so a frame usually costs one receive call, prefix and
+/// body together; writes go straight to the socket, one call per frame.
 pub struct Connection {
-    stream: Stream,
+    stream: BufReader<Stream>,
     idle: Duration,
     frame: Duration,
 }
 
 impl Connection {
     pub fn new(stream: Stream) -> Connection {
-        Connection { stream, idle: IDLE_TIMEOUT, frame: FRAME_TIMEOUT }
+        Connection { stream: BufReader::new(stream), idle: IDLE_TIMEOUT, frame: FRAME_TIMEOUT }
     }
 
     /// Connects to the filesystem socket at `path` (no handshake yet).
@@ -59,7 +61,7 @@ impl Connection {
     }
 
     pub fn stream(&self) -> &Stream {
-        &self.stream
+        self.stream.get_ref()
     }
 
     /// Reads one frame; `Ok(None)` when the peer closed between frames.

@@ -184,10 +184,30 @@ impl State {
             self.remove(name);
         }
         for held in plan.puts {
-            self.remove(&held.rec.name);
-            self.insert(held);
+            self.replace(held);
         }
         self.next_fence = plan.next_fence;
+    }
+
+    /// Puts `held` in place of the record of the same name, touching the
+    /// write index only when the allow rules changed (most changes are
+    /// layers, pid or state).
+    fn replace(&mut self, held: Held) {
+        let same_allow = self.pods.get(&held.rec.name).is_some_and(|old| old.rec.allow == held.rec.allow);
+        if !same_allow {
+            self.remove(&held.rec.name);
+            self.insert(held);
+            return;
+        }
+        if let Some(old) = self.pods.get(&held.rec.name) {
+            if self.sessions.get(&old.rec.session) == Some(&old.rec.name) {
+                self.sessions.remove(&old.rec.session);
+            }
+        }
+        if held.rec.state == AllocState::Live && !held.rec.session.is_empty() {
+            self.sessions.insert(held.rec.session.clone(), held.rec.name.clone());
+        }
+        self.pods.insert(held.rec.name.clone(), held);
     }
 
     fn insert(&mut self, held: Held) {

@@ -41,7 +41,7 @@ impl Ctx {
     async fn submit(&self, op: Op) -> Result<Reply, RegistryError> {
         let (tx, rx) = oneshot::channel();
         let job = Job { op, reply: tx, span: tracing::Span::current() };
-        self.writer.send(Msg::Job(job)).await.map_err(|_| RegistryError::ShuttingDown)?;
+        self.writer.send(Msg::Job(Box::new(job))).await.map_err(|_| RegistryError::ShuttingDown)?;
         rx.await.map_err(|_| RegistryError::ShuttingDown)?
     }
 
@@ -69,7 +69,7 @@ impl Ctx {
                 reply: tx,
                 span: tracing::Span::current(),
             };
-            self.writer.send(Msg::Job(job)).await.map_err(|_| RegistryError::ShuttingDown)?;
+            self.writer.send(Msg::Job(Box::new(job))).await.map_err(|_| RegistryError::ShuttingDown)?;
             pending.push((name, rx));
         }
         let mut gone = Vec::new();

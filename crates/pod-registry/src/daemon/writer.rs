@@ -30,7 +30,7 @@ pub struct Job {
 }
 
 pub enum Msg {
-    Job(Job),
+    Job(Box<Job>),
     /// Finish the current group and stop.
     Stop,
 }
@@ -47,12 +47,12 @@ pub fn run(
         let mut jobs = Vec::new();
         let mut stop = false;
         match rx.blocking_recv() {
-            Some(Msg::Job(j)) => jobs.push(j),
+            Some(Msg::Job(j)) => jobs.push(*j),
             Some(Msg::Stop) | None => return Ok(()),
         }
         while jobs.len() < MAX_GROUP {
             match rx.try_recv() {
-                Ok(Msg::Job(j)) => jobs.push(j),
+                Ok(Msg::Job(j)) => jobs.push(*j),
                 Ok(Msg::Stop) => {
                     stop = true;
                     break;
