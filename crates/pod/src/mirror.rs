@@ -3,11 +3,13 @@
 //!
 //! The session log is the truth; this file is rewritten after every durable
 //! change of the children and must equal them (invariant 6). It is replaced
-//! atomically (temp file, fsync, rename, fsync of the directory), so a reader
-//! or a crash sees the old or the new list, never a torn one.
+//! atomically (temp file, then rename), so a reader or a killed process sees
+//! the old or the new list, never a torn one. It is deliberately not
+//! fsynced: the log batch before it already was, and every resume rewrites
+//! the mirror from the log, which also covers a power loss between the two.
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
@@ -32,9 +34,8 @@ pub fn write(dir: &Path, children: &BTreeMap<PodName, MirroredChild>) -> std::io
     let mut file = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
     file.write_all(&body)?;
     file.write_all(b"\n")?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, dir.join(MIRROR_FILE))?;
-    File::open(dir)?.sync_all()
+    drop(file);
+    std::fs::rename(&tmp, dir.join(MIRROR_FILE))
 }
 
 /// Reads the mirror back; a missing file is an empty list.

@@ -22,6 +22,9 @@ pub struct Orphan {
     pub start_time: u64,
 }
 
+/// Most registry connections one batch of reclaims uses at once.
+pub const RECLAIM_CONNECTIONS: usize = 16;
+
 #[derive(Clone)]
 pub struct Registry {
     dirs: RuntimeDirs,
@@ -127,33 +130,67 @@ impl Registry {
         .await
     }
 
-    /// Reclaims `child` (idempotent) and returns the grandchildren the
-    /// registry reparented to `parent`, with what we need to adopt them.
-    pub async fn reclaim(&self, parent: &PodName, child: &PodName) -> Result<Vec<Orphan>, WireError> {
-        let reclaimed = self
-            .with(true, |c| {
-                let (parent, child) = (parent.clone(), child.clone());
-                Box::pin(async move { c.reclaim(&parent, &child).await })
-            })
-            .await?;
-        if reclaimed.reparented.is_empty() {
-            return Ok(Vec::new());
+    /// Reclaims every child of `children` (each idempotent) and returns,
+    /// per child, the grandchildren the registry reparented to `parent`. A
+    /// single child uses the shared connection; many are spread over up to
+    /// [`RECLAIM_CONNECTIONS`] connections so the registry can commit them
+    /// in groups.
+    pub async fn reclaim_many(
+        &self,
+        parent: &PodName,
+        children: &[PodName],
+    ) -> Result<Vec<(PodName, Vec<Orphan>)>, WireError> {
+        let mut reparented: Vec<(PodName, Vec<PodName>)> = Vec::with_capacity(children.len());
+        if let [child] = children {
+            let reclaimed = self
+                .with(true, |c| {
+                    let (parent, child) = (parent.clone(), child.clone());
+                    Box::pin(async move { c.reclaim(&parent, &child).await })
+                })
+                .await?;
+            reparented.push((child.clone(), reclaimed.reparented));
+        } else {
+            let per = children.len().div_ceil(RECLAIM_CONNECTIONS).max(1);
+            let mut tasks = tokio::task::JoinSet::new();
+            for chunk in children.chunks(per) {
+                let (dirs, parent, chunk) = (self.dirs.clone(), parent.clone(), chunk.to_vec());
+                tasks.spawn(async move {
+                    let mut client = Client::connect_running(&dirs).await.map_err(to_wire)?;
+                    let mut out = Vec::with_capacity(chunk.len());
+                    for child in chunk {
+                        let reclaimed = client.reclaim(&parent, &child).await.map_err(to_wire)?;
+                        out.push((child, reclaimed.reparented));
+                    }
+                    Ok::<_, WireError>(out)
+                });
+            }
+            while let Some(done) = tasks.join_next().await {
+                let part = done.map_err(|e| WireError::new("pod.internal", format!("reclaim task failed: {e}")))??;
+                reparented.extend(part);
+            }
         }
-        // The rules an orphan holds are the layer the registry gave us for it.
-        let layers = self.get(parent).await?.map(|p| p.layers).unwrap_or_default();
-        let mut orphans = Vec::with_capacity(reclaimed.reparented.len());
-        for name in &reclaimed.reparented {
-            let rules = layers.get(name).cloned().unwrap_or_default();
-            let Some(alloc) = self.get(name).await? else { continue };
-            orphans.push(Orphan {
-                name: name.clone(),
-                rules,
-                socket: alloc.socket,
-                pid: alloc.pid,
-                start_time: alloc.start_time,
-            });
+        let mut out = Vec::with_capacity(reparented.len());
+        let mut layers = None;
+        for (child, names) in reparented {
+            let mut orphans = Vec::with_capacity(names.len());
+            if !names.is_empty() && layers.is_none() {
+                // The rules an orphan holds are the layer the registry gave us for it.
+                layers = Some(self.get(parent).await?.map(|p| p.layers).unwrap_or_default());
+            }
+            for name in names {
+                let rules = layers.as_ref().and_then(|l| l.get(&name)).cloned().unwrap_or_default();
+                let Some(alloc) = self.get(&name).await? else { continue };
+                orphans.push(Orphan {
+                    name,
+                    rules,
+                    socket: alloc.socket,
+                    pid: alloc.pid,
+                    start_time: alloc.start_time,
+                });
+            }
+            out.push((child, orphans));
         }
-        Ok(orphans)
+        Ok(out)
     }
 
     pub async fn release(&self, name: &PodName) -> Result<(), WireError> {

@@ -162,12 +162,14 @@ async fn startup(request: LaunchRequest, tx: mpsc::Sender<OwnerMsg>) -> Result<S
     let paths = PodPaths::new(&dirs, &name);
     paths.ensure().map_err(|e| WireError::new(e.code(), e.to_string()))?;
     let lock = take_lock(&paths, &name)?;
+    let opening = std::time::Instant::now();
     let log_dir = paths.session_log();
     let log = tokio::task::spawn_blocking(move || SessionLog::open(&log_dir, LogOptions::default()))
         .await
         .map_err(wire("pod.internal"))?
         .map_err(|e| WireError::new(e.code(), e.to_string()))?;
     let log = Arc::new(log);
+    tracing::info!(ms = opening.elapsed().as_secs_f64() * 1e3, "session log open");
     // A log this launch created holds nothing but what this launch wrote; if
     // the launch fails it goes too, so a failed start or spawn leaves no Pod
     // behind (and the name can be used again).
@@ -194,7 +196,10 @@ async fn take_scope_and_serve(
     tx: mpsc::Sender<OwnerMsg>,
 ) -> Result<Started, WireError> {
     let name = request.name.clone();
+    let phase = std::time::Instant::now();
     let registry = Registry::connect(&paths.dirs).await?;
+    tracing::info!(ms = phase.elapsed().as_secs_f64() * 1e3, "registry connected");
+    let phase = std::time::Instant::now();
     let pid = std::process::id();
     let socket = paths.socket().to_string_lossy().into_owned();
     let session = paths.session_id();
@@ -266,6 +271,7 @@ async fn take_scope_and_serve(
         }
         LaunchMode::Resume => resume(&name, &paths, &log, registry, tx.clone()).await?,
     };
+    tracing::info!(ms = phase.elapsed().as_secs_f64() * 1e3, "scope taken and recorded");
     let listener = pod_proto::server::bind(&paths.socket()).await.map_err(|e| e.to_wire())?;
     std::fs::write(paths.pid_file(), format!("{pid}\n")).map_err(wire("pod.io"))?;
     if let Some(command) = owner.workload.clone() {
@@ -327,18 +333,23 @@ async fn resume(
         }
     });
     let answers = futures_join_all(probes).await;
+    let mut unreachable = Vec::new();
     for (child, answer) in answers {
         match answer {
             Some((answered, pid)) if answered == child => {
                 let start_time = watch::process_start_time(pid).unwrap_or_default();
                 owner.watch_existing_child(&child, pid, start_time);
             }
-            _ => {
-                tracing::info!(%child, "child unreachable on resume; pruning");
-                owner.reclaim(&child, RemovalReason::Pruned).await?;
-            }
+            _ => unreachable.push(child),
         }
     }
+    if !unreachable.is_empty() {
+        tracing::info!(count = unreachable.len(), "children unreachable on resume; pruning");
+        owner.reclaim_all(&unreachable, RemovalReason::Pruned).await?;
+    }
+    // The mirror is rewritten from the durable state on every resume, so a
+    // crash between a log batch and its mirror write heals here.
+    owner.write_mirror()?;
     append(log, vec![Event::PodScope { scope: owner.scope.snapshot().clone() }]).await?;
     Ok(owner)
 }

@@ -362,46 +362,66 @@ impl Owner {
         }
     }
 
+    /// The one reclaim operation, for one child.
+    pub async fn reclaim(&mut self, child: &PodName, reason: RemovalReason) -> Result<bool, WireError> {
+        Ok(self.reclaim_all(std::slice::from_ref(child), reason).await? > 0)
+    }
+
     /// The one reclaim operation. Idempotent: the registry call succeeds for
     /// an unknown child, and nothing is logged for a child this Pod no longer
-    /// records. Order: registry, log (one durable batch), memory, mirror.
-    /// Returns whether anything changed here.
-    pub async fn reclaim(&mut self, child: &PodName, reason: RemovalReason) -> Result<bool, WireError> {
-        let span = tracing::info_span!("reclaim", pod = %self.name, %child, ?reason);
+    /// records. Order: registry, log (one durable batch for all of
+    /// `children`), memory, mirror. Resume prunes many children at once
+    /// through here, so their registry calls overlap (and share the
+    /// registry's group commits) and their records share one flush.
+    /// Returns how many children were removed here.
+    pub async fn reclaim_all(&mut self, children: &[PodName], reason: RemovalReason) -> Result<usize, WireError> {
+        let span = tracing::info_span!("reclaim", pod = %self.name, count = children.len(), ?reason);
         let _enter = span.enter();
-        let orphans: Vec<Orphan> = self.registry.reclaim(&self.name, child).await?;
-        let known = self.children.contains_key(child) || self.scope.layer(child).is_some();
-        if !known {
-            return Ok(false);
-        }
-        let adopted: BTreeMap<PodName, Vec<ScopeRule>> =
-            orphans.iter().map(|o| (o.name.clone(), o.rules.clone())).collect();
+        let results = self.registry.reclaim_many(&self.name, children).await?;
         let mut next = self.scope.clone();
-        next.reclaim_adopting(child, &adopted).map_err(|e| WireError::new(e.code(), e.to_string()))?;
-        let mut events = vec![Event::ChildRemoved { name: child.clone(), reason }];
-        events.extend(orphans.iter().map(|o| Event::ChildReparented {
-            name: o.name.clone(),
-            from: child.clone(),
-            rules: o.rules.clone(),
-            socket: o.socket.clone(),
-        }));
+        let mut events = Vec::new();
+        let mut removed = Vec::new();
+        let mut adopted_all: Vec<(PodName, Orphan)> = Vec::new();
+        for (child, orphans) in results {
+            let known = self.children.contains_key(&child) || next.layer(&child).is_some();
+            if !known {
+                continue;
+            }
+            let adopted: BTreeMap<PodName, Vec<ScopeRule>> =
+                orphans.iter().map(|o| (o.name.clone(), o.rules.clone())).collect();
+            next.reclaim_adopting(&child, &adopted).map_err(|e| WireError::new(e.code(), e.to_string()))?;
+            events.push(Event::ChildRemoved { name: child.clone(), reason });
+            events.extend(orphans.iter().map(|o| Event::ChildReparented {
+                name: o.name.clone(),
+                from: child.clone(),
+                rules: o.rules.clone(),
+                socket: o.socket.clone(),
+            }));
+            adopted_all.extend(orphans.into_iter().map(|o| (child.clone(), o)));
+            removed.push(child);
+        }
+        if removed.is_empty() {
+            return Ok(0);
+        }
         events.push(Event::PodScope { scope: next.snapshot().clone() });
         self.append(events).await?;
         self.scope = next;
-        self.children.remove(child);
-        for o in &orphans {
+        for child in &removed {
+            self.children.remove(child);
+        }
+        for (from, o) in adopted_all {
             let record = ChildRecord {
                 socket: o.socket.clone(),
                 rules: o.rules.clone(),
                 callback: None,
-                adopted_from: Some(child.clone()),
+                adopted_from: Some(from),
             };
             self.children.insert(o.name.clone(), LiveChild { record, pid: Some(o.pid) });
             watch::watch_pid(o.name.clone(), o.pid, o.start_time, self.tx.clone());
         }
         self.write_mirror()?;
-        tracing::info!(adopted = orphans.len(), "reclaimed");
-        Ok(true)
+        tracing::info!(removed = removed.len(), "reclaimed");
+        Ok(removed.len())
     }
 
     /// Reclaim from a path that has nobody to report an error to: the error
@@ -482,7 +502,7 @@ impl Owner {
             .map_err(|e| WireError::new(e.code(), e.to_string()))
     }
 
-    fn write_mirror(&self) -> Result<(), WireError> {
+    pub fn write_mirror(&self) -> Result<(), WireError> {
         let children: BTreeMap<PodName, MirroredChild> = self
             .children
             .iter()
