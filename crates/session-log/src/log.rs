@@ -91,7 +91,7 @@ struct Commit {
     /// works, `None` until then.
     head: Option<Head>,
     /// Batches in the last group, and how long its flush took: the next
-    /// leader waits (at most half a flush) for that many to gather.
+    /// leader waits (at most one flush) for that many to gather.
     last_group: usize,
     last_sync: Duration,
     /// Set when a write or flush failed: what is on disk is then unknown, so
@@ -247,10 +247,10 @@ impl SessionLog {
     /// Appenders answered by one commit come back at about the same time;
     /// the first of them would otherwise lead a group of one while the rest
     /// queue behind it. So a leader waits for as many batches as the last
-    /// group had, but never longer than half a flush: a lone appender (last
-    /// group of one) never waits.
+    /// group had, but never longer than the last flush took: a lone appender
+    /// (last group of one) never waits.
     fn gather<'a>(&'a self, mut g: MutexGuard<'a, Commit>) -> MutexGuard<'a, Commit> {
-        let deadline = Instant::now() + g.last_sync / 2;
+        let deadline = Instant::now() + g.last_sync;
         while g.queue.len() < g.last_group {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
