@@ -6,6 +6,7 @@
 #[allow(dead_code)] // used by the log and registry suites as they land
 mod floor;
 mod log_suite;
+mod registry_suite;
 mod scope_suite;
 mod stats;
 
@@ -24,6 +25,8 @@ enum Suite {
     Scope(scope_suite::Args),
     /// Durable appends against an fdatasync floor, group commit, resume.
     Log(log_suite::Args),
+    /// Registry operations over IPC against fsync and socket round-trip floors.
+    Registry(registry_suite::Args),
 }
 
 fn main() {
@@ -31,6 +34,7 @@ fn main() {
     let (report, json) = match cli.suite {
         Suite::Scope(args) => (scope_suite::run(&args), args.json),
         Suite::Log(args) => (log_suite::run(&args), args.json),
+        Suite::Registry(args) => (registry_suite::run(&args), args.json),
     };
     match report {
         Ok(value) if json => println!("{value}"),

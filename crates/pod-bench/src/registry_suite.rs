@@ -1,0 +1,331 @@
+//! Suite `registry`: what a registry operation costs over IPC, next to the
+//! two things it cannot avoid (one fsync and one socket round trip, both
+//! measured in the same run), with `n` allocations already registered, how
+//! far group commit carries 32 concurrent clients, and the daemon's memory.
+//!
+//! The daemon is this same executable re-run with `--serve-daemon`, so it
+//! is a separate process (real socket, real RSS) without depending on
+//! cargo having built the `pod-registry` binary.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use pod_proto::RuntimeDirs;
+use pod_registry::client::Registration;
+use pod_registry::Client;
+use scope::{Permission, PodName, ScopePath, ScopeRule};
+use serde_json::{json, Value};
+
+use crate::floor::{fsync_us, ipc_rtt_us};
+use crate::stats::quantile;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Allocations registered before anything is timed.
+    #[arg(long, default_value_t = 1000)]
+    n: usize,
+    /// Timed delegate + reclaim pairs (one client, sequential).
+    #[arg(long, default_value_t = 1000)]
+    rounds: usize,
+    /// Delegate + reclaim pairs per client in the 32-client run.
+    #[arg(long, default_value_t = 200)]
+    concurrent_pairs: usize,
+    /// Where the temporary POD_HOME goes; default: `$CARGO_TARGET_DIR` or
+    /// `./target`, so that it sits on the disk the project builds on.
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Internal: serve a registry for this POD_HOME instead of benchmarking.
+    #[arg(long, hide = true)]
+    serve_daemon: Option<PathBuf>,
+    /// Print one line of JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+const CLIENTS: usize = 32;
+const REGISTER_SAMPLES: usize = 200;
+const CHECK_SAMPLES: usize = 5000;
+const FLOOR_ROUNDS: usize = 400;
+const POPULATE_CLIENTS: usize = 16;
+
+fn dirs_for(home: &Path) -> RuntimeDirs {
+    RuntimeDirs { run: home.join("run"), data: home.join("data") }
+}
+
+fn name(s: &str) -> Result<PodName, String> {
+    PodName::new(s).map_err(|e| e.to_string())
+}
+
+fn write(p: &str) -> Result<ScopeRule, String> {
+    Ok(ScopeRule::write(ScopePath::new(p).map_err(|e| e.to_string())?))
+}
+
+fn registration(pod: &str, target: &str) -> Result<Registration, String> {
+    Ok(Registration {
+        name: Some(name(pod)?),
+        pid: std::process::id(),
+        allow: vec![write(target)?],
+        ..Registration::default()
+    })
+}
+
+fn us(start: Instant) -> u64 {
+    start.elapsed().as_micros() as u64
+}
+
+pub fn run(args: &Args) -> Result<Value, String> {
+    if let Some(home) = &args.serve_daemon {
+        // The daemon runs exactly as `pod-registry serve` does.
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start tokio: {e}"))?;
+        return runtime
+            .block_on(pod_registry::daemon::serve(&dirs_for(home)))
+            .map(|_| json!({"served": true}))
+            .map_err(|e| e.to_string());
+    }
+    // Sequential calls run on one thread, as a Pod's runtime calling the
+    // registry would: the reply is read by the thread that waits for it.
+    // The 32 concurrent clients get two worker threads.
+    let sequential_rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start tokio: {e}"))?;
+    let concurrent_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start tokio: {e}"))?;
+    if args.rounds == 0 || args.concurrent_pairs == 0 {
+        return Err("--rounds and --concurrent-pairs must be at least 1".into());
+    }
+    let base = match &args.dir {
+        Some(d) => d.clone(),
+        None => std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| PathBuf::from("target"), PathBuf::from),
+    };
+    std::fs::create_dir_all(&base).map_err(|e| format!("cannot create {}: {e}", base.display()))?;
+    let tmp = tempfile::Builder::new()
+        .prefix("reg-bench-")
+        .tempdir_in(&base)
+        .map_err(|e| format!("cannot create a temp dir in {}: {e}", base.display()))?;
+    let dirs = dirs_for(tmp.path());
+    dirs.ensure().map_err(|e| e.to_string())?;
+    // Floors first, on the same disk and the same kind of socket, while
+    // nothing else runs.
+    let floors = Floors { fsync: fsync_us(tmp.path(), FLOOR_ROUNDS)?, rtt: ipc_rtt_us(tmp.path(), FLOOR_ROUNDS * 5)? };
+    let mut daemon = Daemon::start(tmp.path())?;
+    let result = sequential_rt.block_on(sequential(args, &dirs)).and_then(|samples| {
+        let ops_per_s = concurrent_rt.block_on(concurrent(&dirs, args.concurrent_pairs))?;
+        Ok(report(args, samples, &floors, ops_per_s, rss_mb(daemon.pid())?))
+    });
+    daemon.stop();
+    result
+}
+
+async fn connect(dirs: &RuntimeDirs) -> Result<Client, String> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match Client::connect_running(dirs).await {
+            Ok(c) => return Ok(c),
+            Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(5)).await,
+            Err(e) => return Err(format!("daemon did not answer: {e}")),
+        }
+    }
+}
+
+/// (p50, p99) microseconds of each floor.
+struct Floors {
+    fsync: (u64, u64),
+    rtt: (u64, u64),
+}
+
+/// Raw samples (microseconds) of the sequential calls.
+struct Samples {
+    register: Vec<u64>,
+    delegate: Vec<u64>,
+    reclaim: Vec<u64>,
+    check: Vec<u64>,
+}
+
+async fn sequential(args: &Args, dirs: &RuntimeDirs) -> Result<Samples, String> {
+    let e = |what: &'static str| move |err: pod_registry::ClientError| format!("{what}: {err}");
+    let mut c = connect(dirs).await?;
+    populate(dirs, args.n).await?;
+    c.register(&registration("lead", "/bench/work")?).await.map_err(e("register lead"))?;
+
+    let mut register = Vec::with_capacity(REGISTER_SAMPLES);
+    for k in 0..REGISTER_SAMPLES {
+        let reg = registration(&format!("reg-{k}"), &format!("/bench/reg/{k}"))?;
+        let start = Instant::now();
+        c.register(&reg).await.map_err(e("register"))?;
+        register.push(us(start));
+    }
+
+    let lead = name("lead")?;
+    let (mut delegate, mut reclaim) = (Vec::with_capacity(args.rounds), Vec::with_capacity(args.rounds));
+    for k in 0..args.rounds {
+        let child = name(&format!("d-{k}"))?;
+        let rules = [write(&format!("/bench/work/seq/{k}"))?];
+        let start = Instant::now();
+        c.delegate(&lead, &child, &rules, &[]).await.map_err(e("delegate"))?;
+        delegate.push(us(start));
+        let start = Instant::now();
+        c.reclaim(&lead, &child).await.map_err(e("reclaim"))?;
+        reclaim.push(us(start));
+    }
+
+    let probe = ScopePath::new("/bench/work/src/lib.rs").map_err(|e| e.to_string())?;
+    let mut check = Vec::with_capacity(CHECK_SAMPLES);
+    for _ in 0..CHECK_SAMPLES {
+        let start = Instant::now();
+        let verdict = c.check(&lead, &probe, Permission::Write).await.map_err(e("check"))?;
+        check.push(us(start));
+        if !verdict.allowed {
+            return Err(format!("lead should be able to write {probe}: {verdict:?}"));
+        }
+    }
+
+    Ok(Samples { register, delegate, reclaim, check })
+}
+
+fn report(args: &Args, samples: Samples, floors: &Floors, concurrent32_ops_per_s: u64, rss_mb: f64) -> Value {
+    let Samples { mut register, mut delegate, mut reclaim, mut check } = samples;
+    let ((fsync_p50, fsync_p99), (rtt_p50, rtt_p99)) = (floors.fsync, floors.rtt);
+    let delegate_p50 = quantile(&mut delegate, 0.50);
+    let reclaim_p50 = quantile(&mut reclaim, 0.50);
+    let floor = (fsync_p50 + rtt_p50) as f64;
+    json!({
+        "suite": "registry",
+        "n": args.n,
+        "rounds": args.rounds,
+        "register_us_p50": quantile(&mut register, 0.50),
+        "register_us_p99": quantile(&mut register, 0.99),
+        "delegate_us_p50": delegate_p50,
+        "delegate_us_p99": quantile(&mut delegate, 0.99),
+        "reclaim_us_p50": reclaim_p50,
+        "reclaim_us_p99": quantile(&mut reclaim, 0.99),
+        "check_us_p50": quantile(&mut check, 0.50),
+        "check_us_p99": quantile(&mut check, 0.99),
+        "floor_fsync_us_p50": fsync_p50,
+        "floor_fsync_us_p99": fsync_p99,
+        "floor_ipc_rtt_us_p50": rtt_p50,
+        "floor_ipc_rtt_us_p99": rtt_p99,
+        "delegate_over_floor": round2(delegate_p50 as f64 / floor),
+        "reclaim_over_floor": round2(reclaim_p50 as f64 / floor),
+        "concurrent32_ops_per_s": concurrent32_ops_per_s,
+        "concurrent32_parents": CLIENTS,
+        "rss_mb": rss_mb,
+    })
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+/// `n` top-level Pods with disjoint write scopes, registered by several
+/// clients at once so group commit keeps set-up short.
+async fn populate(dirs: &RuntimeDirs, n: usize) -> Result<(), String> {
+    let mut tasks = Vec::new();
+    for t in 0..POPULATE_CLIENTS {
+        let dirs = dirs.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut c = connect(&dirs).await?;
+            for i in (t..n).step_by(POPULATE_CLIENTS) {
+                let reg = registration(&format!("pre-{i}"), &format!("/bench/pre/{}/{i}", i % 100))?;
+                c.register(&reg).await.map_err(|e| format!("populate: {e}"))?;
+            }
+            Ok::<(), String>(())
+        }));
+    }
+    for t in tasks {
+        t.await.map_err(|e| format!("populate task: {e}"))??;
+    }
+    Ok(())
+}
+
+/// 32 clients, each a parent Pod delegating to and reclaiming its own
+/// children as fast as answers come back; total operations per second.
+/// (Each client has its own parent, as 32 leads would; one parent shared by
+/// all 32 would make every operation rewrite a record of 32 layers.)
+async fn concurrent(dirs: &RuntimeDirs, pairs: usize) -> Result<u64, String> {
+    let mut clients = Vec::with_capacity(CLIENTS);
+    for i in 0..CLIENTS {
+        let mut c = connect(dirs).await?;
+        c.register(&registration(&format!("lead-{i}"), &format!("/bench/conc/{i}"))?)
+            .await
+            .map_err(|e| format!("register lead-{i}: {e}"))?;
+        clients.push(c);
+    }
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(CLIENTS + 1));
+    let mut tasks = Vec::new();
+    for (i, mut c) in clients.into_iter().enumerate() {
+        let barrier = barrier.clone();
+        tasks.push(tokio::spawn(async move {
+            let lead = name(&format!("lead-{i}"))?;
+            barrier.wait().await;
+            for k in 0..pairs {
+                let child = name(&format!("cc-{i}-{k}"))?;
+                let rules = [write(&format!("/bench/conc/{i}/{k}"))?];
+                c.delegate(&lead, &child, &rules, &[]).await.map_err(|e| format!("delegate: {e}"))?;
+                c.reclaim(&lead, &child).await.map_err(|e| format!("reclaim: {e}"))?;
+            }
+            Ok::<(), String>(())
+        }));
+    }
+    barrier.wait().await;
+    let start = Instant::now();
+    for t in tasks {
+        t.await.map_err(|e| format!("client task: {e}"))??;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    Ok(((CLIENTS * pairs * 2) as f64 / secs) as u64)
+}
+
+fn rss_mb(pid: u32) -> Result<f64, String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| format!("daemon status: {e}"))?;
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or("no VmRSS in the daemon's status")?;
+    Ok(round2(kb / 1024.0))
+}
+
+/// The daemon process; stopped with SIGTERM (killed if that fails).
+struct Daemon {
+    child: Child,
+}
+
+impl Daemon {
+    fn start(home: &Path) -> Result<Daemon, String> {
+        let exe = std::env::current_exe().map_err(|e| format!("current exe: {e}"))?;
+        let log = std::fs::File::create(home.join("run/registry.log")).map_err(|e| format!("daemon log: {e}"))?;
+        let child = Command::new(exe)
+            .arg("registry")
+            .arg("--serve-daemon")
+            .arg(home)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("cannot start the daemon: {e}"))?;
+        Ok(Daemon { child })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn stop(&mut self) {
+        let stopped = rustix::process::Pid::from_raw(self.child.id() as i32)
+            .map(|pid| rustix::process::kill_process(pid, rustix::process::Signal::TERM).is_ok())
+            .unwrap_or(false);
+        if !stopped {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
