@@ -255,8 +255,15 @@ pub async fn log(name: &str, follow: bool, json: bool) -> Result<ExitCode, WireE
         let wait_ms = if follow && next > 1 { FOLLOW_WAIT.as_millis() as u64 } else { 0 };
         let reply = match call_pod(&paths, &name, &PodRequest::Log { from_seq: next, wait_ms }).await {
             Ok(r) => r,
-            // The Pod stopped while we followed it: its log is complete.
-            Err(e) if follow && e.code == "pod.not_running" => return Ok(ExitCode::SUCCESS),
+            // The Pod stopped while we followed it: its log is complete now;
+            // print what it recorded last, straight from the log.
+            Err(e) if follow && e.code == "pod.not_running" => {
+                let log = open_log(&paths, &name)?;
+                for r in log.read_from(next) {
+                    print_record(&r.map_err(|e| WireError::new(e.code(), e.to_string()))?, json)?;
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
             Err(e) => return Err(e),
         };
         let PodReply::Log { records, next_seq } = reply else { return Err(unexpected(&reply)) };

@@ -1,0 +1,96 @@
+//! The life of a Pod tree beyond reclaim: stopping a top-level Pod stops its
+//! tree bottom-up, SIGTERM is a clean shutdown, a workload sees its Pod in
+//! its environment and can spawn helpers, and `pod log --follow` streams.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use common::{alive, signal, wait_until, Home, POD};
+
+#[test]
+fn stopping_a_top_level_pod_stops_its_tree_bottom_up() {
+    let h = Home::new();
+    h.must(&["start", "lead", "--write", "."]);
+    h.must(&["spawn", "mid", "--parent", "lead", "--write", "a/b"]);
+    h.must(&["spawn", "grand", "--parent", "mid", "--write", "a/b/c"]);
+    let pids = [h.pid("lead"), h.pid("mid"), h.pid("grand")];
+    h.must(&["stop", "lead"]);
+    for pid in pids {
+        assert!(!alive(pid), "pid {pid} still running after stopping the tree");
+    }
+    let table = h.json(&["registry", "ls", "--json"]);
+    assert_eq!(table, serde_json::json!([]), "allocations left behind");
+    let mid_events = h.events("mid");
+    assert!(
+        mid_events.iter().any(|e| e["kind"] == "child.removed" && e["name"] == "grand"),
+        "mid did not reclaim grand first"
+    );
+    assert_eq!(mid_events.last().map(|e| e["kind"].clone()), Some("pod.stopped".into()));
+    assert_eq!(h.events("lead").last().map(|e| e["kind"].clone()), Some("pod.stopped".into()));
+    // Stopped Pods are listed, and can be removed.
+    let ls = h.json(&["ls", "--json"]);
+    assert!(ls.as_array().expect("ls").iter().all(|p| p["state"] == "stopped"), "{ls}");
+    h.must(&["rm", "grand"]);
+    assert!(!h.home.join("data/grand").exists());
+}
+
+#[test]
+fn sigterm_is_a_clean_shutdown() {
+    let h = Home::new();
+    h.must(&["start", "lead", "--write", "."]);
+    h.must(&["spawn", "docs", "--parent", "lead", "--write", "docs"]);
+    let child = h.pid("docs");
+    signal(child, rustix::process::Signal::TERM);
+    wait_until("lead gets docs back after SIGTERM", || h.can_write("lead", "docs/x"));
+    // The callback comes before the exit; the exit follows within the bound.
+    wait_until("docs exits after its callback", || !alive(child));
+    assert_eq!(h.events("docs").last().map(|e| e["kind"].clone()), Some("pod.stopped".into()));
+    let lead = h.pid("lead");
+    signal(lead, rustix::process::Signal::TERM);
+    wait_until("lead exits on SIGTERM", || !alive(lead));
+    assert!(h.allocation("lead").is_none(), "a cleanly stopped top-level Pod releases its allocation");
+    assert!(!h.run_dir("lead").join("pid").exists());
+}
+
+#[test]
+fn workload_spawns_helpers_through_its_environment() {
+    let h = Home::new();
+    // The workload spawns a helper with --parent defaulting to $POD_NAME,
+    // then waits for a flag and exits, which stops the lead.
+    let flag = h.repo.join(".flag");
+    let script = format!("{POD} spawn helper --write docs && while [ ! -e {} ]; do sleep 0.02; done", flag.display());
+    h.must(&["start", "lead", "--write", ".", "--", "sh", "-c", &script]);
+    wait_until("helper spawned by the workload", || h.allocation("helper").is_some());
+    assert!(!h.can_write("lead", "docs/x"));
+    let lead = h.pid("lead");
+    std::fs::write(&flag, b"").expect("flag");
+    wait_until("lead stops when its workload exits", || !alive(lead));
+    assert!(h.allocation("lead").is_none() && h.allocation("helper").is_none());
+}
+
+#[test]
+fn log_follow_streams_new_events() {
+    let h = Home::new();
+    h.must(&["start", "lead", "--write", "."]);
+    let mut follow = Command::new(POD)
+        .args(["log", "lead", "--follow", "--json"])
+        .env("POD_HOME", &h.home)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("pod log --follow");
+    let mut lines = BufReader::new(follow.stdout.take().expect("stdout")).lines();
+    let first = lines.next().expect("a line").expect("read");
+    assert!(first.contains("pod.created"), "{first}");
+    assert!(lines.next().expect("a line").expect("read").contains("pod.scope"));
+    h.must(&["spawn", "docs", "--parent", "lead", "--write", "docs"]);
+    let next = lines.next().expect("a line").expect("read");
+    assert!(next.contains("child.spawned") && next.contains("docs"), "{next}");
+    h.must(&["stop", "lead"]);
+    // The Pod stopped: follow prints its last records and ends by itself.
+    let rest: Vec<String> = lines.map(|l| l.expect("read")).collect();
+    assert!(rest.last().is_some_and(|l| l.contains("pod.stopped")), "{rest:?}");
+    let status = follow.wait().expect("wait");
+    assert!(status.success());
+}
