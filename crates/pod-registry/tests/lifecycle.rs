@@ -103,3 +103,32 @@ async fn ls_json_lists_every_allocation() {
     let child = items.iter().find(|i| i["name"] == "child").expect("child");
     assert_eq!((child["parent"].as_str(), child["state"].as_str()), (Some("lead"), Some("reserved")));
 }
+
+/// The peer check itself, with a real process of another uid. Needs root
+/// (to run the peer as `nobody`) and opens the private directories so the
+/// other user can reach the socket at all; skipped otherwise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_of_another_uid_is_refused() {
+    let tools = ["/usr/bin/setpriv", "/usr/bin/python3"];
+    if rustix::process::geteuid().as_raw() != 0 || tools.iter().any(|t| !std::path::Path::new(t).exists()) {
+        eprintln!("skipped: needs root, setpriv and python3");
+        return;
+    }
+    let home = Home::new();
+    let _d = Daemon::start(&home).await;
+    for (path, mode) in [(home.path(), 0o755), (home.dirs.run.clone(), 0o755), (home.dirs.registry_socket(), 0o666)] {
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("open up for the test");
+    }
+    let script = "import socket,sys\ns=socket.socket(socket.AF_UNIX)\ns.settimeout(20)\ns.connect(sys.argv[1])\n\
+                  data=b''\nwhile True:\n    chunk=s.recv(4096)\n    if not chunk: break\n    data+=chunk\n\
+                  sys.stdout.write(data.decode('latin-1'))";
+    let out = Command::new("/usr/bin/setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3", "-c", script])
+        .arg(home.dirs.registry_socket())
+        .output()
+        .expect("run the foreign peer");
+    assert!(out.status.success(), "{out:?}");
+    let answer = String::from_utf8_lossy(&out.stdout);
+    assert!(answer.contains("proto.peer_refused") && answer.contains("65534"), "{answer}");
+    still_answers(&home).await;
+}
