@@ -3,9 +3,9 @@
 //! the figures depend on hardware, the same-run physical floor they are to be
 //! compared with, so ratios stay meaningful on a noisy machine.
 
-#[allow(dead_code)] // used by the log and registry suites as they land
 mod floor;
 mod log_suite;
+mod pod_suite;
 mod registry_suite;
 mod scope_suite;
 mod stats;
@@ -27,14 +27,22 @@ enum Suite {
     Log(log_suite::Args),
     /// Registry operations over IPC against fsync and socket round-trip floors.
     Registry(registry_suite::Args),
+    /// Spawn, stop and resume with real Pod processes.
+    Pod(pod_suite::Args),
 }
 
-fn main() {
+fn main() -> std::process::ExitCode {
+    // The `pod` suite starts Pod processes and the registry from this very
+    // binary, as the `pod` binary would.
+    if pod_suite::is_runtime_invocation() {
+        return pod::main();
+    }
     let cli = Cli::parse();
     let (report, json) = match cli.suite {
         Suite::Scope(args) => (scope_suite::run(&args), args.json),
         Suite::Log(args) => (log_suite::run(&args), args.json),
         Suite::Registry(args) => (registry_suite::run(&args), args.json),
+        Suite::Pod(args) => (pod_suite::run(&args), args.json),
     };
     match report {
         Ok(value) if json => println!("{value}"),
@@ -44,6 +52,7 @@ fn main() {
         },
         Err(e) => fail(&e),
     }
+    std::process::ExitCode::SUCCESS
 }
 
 fn fail(message: &str) -> ! {
