@@ -76,7 +76,8 @@ fn us(start: Instant) -> u64 {
 
 pub fn run(args: &Args) -> Result<Value, String> {
     if let Some(home) = &args.serve_daemon {
-        // The daemon runs exactly as `pod-registry serve` does.
+        // The daemon runs exactly as `pod-registry serve` does, logging included.
+        pod_registry::daemon::init_tracing();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()

@@ -91,6 +91,16 @@ pub async fn serve(dirs: &RuntimeDirs) -> Result<Served, DaemonError> {
     Ok(Served::Stopped)
 }
 
+/// Logging as the daemon does it: `RUST_LOG` (default `info`) to stderr,
+/// which `serve --detach` callers point at `run/registry.log`. Shared with
+/// anything that hosts the daemon (the bench), so it measures the same work.
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Fails only when a subscriber is already installed; keep that one.
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
 async fn sweep_periodically(ctx: Arc<Ctx>) {
     let mut tick = tokio::time::interval(SWEEP_INTERVAL);
     loop {
