@@ -4,12 +4,12 @@ mod lock;
 mod session;
 mod writer;
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use pod_proto::paths::DirError;
 use pod_proto::{ProtoError, RuntimeDirs};
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, RwLock};
 
 pub use lock::holder_pid;
 pub use session::Ctx;

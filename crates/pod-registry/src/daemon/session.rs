@@ -5,11 +5,11 @@
 //! that is well framed but refused (bad name, conflict) is answered with its
 //! error and the connection stays open.
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use pod_proto::{Connection, PeerCred, ProtoError, WireError};
 use scope::PodName;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, RwLock};
 use tracing::Instrument;
 
 use super::writer::{Job, Msg};
@@ -19,20 +19,17 @@ use crate::state::State;
 use crate::wire::{Command, Reclaimed, Reply, Request};
 use crate::{proc, RegistryError};
 
-/// What every connection task shares.
+/// What every connection task shares. The state lock is tokio's, so a read
+/// waiting out a group commit yields its worker instead of blocking it.
 pub struct Ctx {
     pub state: Arc<RwLock<State>>,
     pub writer: mpsc::Sender<Msg>,
 }
 
 impl Ctx {
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
-        self.state.read().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
     pub async fn execute(&self, request: Request) -> Result<Reply, RegistryError> {
         match request.validate(start_time_of)? {
-            Command::Query(q) => ops::answer(&self.read(), &q),
+            Command::Query(q) => ops::answer(&*self.state.read().await, &q),
             Command::Mutate(op) => self.submit(op).await,
             Command::Sweep => self.sweep().await,
         }
@@ -51,7 +48,9 @@ impl Ctx {
     /// record still names the dead process.
     pub async fn sweep(&self) -> Result<Reply, RegistryError> {
         let live: Vec<(PodName, u32, u64)> = self
+            .state
             .read()
+            .await
             .iter()
             .filter(|h| h.rec.state == AllocState::Live)
             .map(|h| (h.rec.name.clone(), h.rec.pid, h.rec.start_time))

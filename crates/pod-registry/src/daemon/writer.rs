@@ -8,11 +8,11 @@
 //! answered before it is durable; readers never see a change before it is
 //! durable because the state lock is held until the flush returned.
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use rustc_hash::FxHashSet;
 use scope::PodName;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, RwLock};
 
 use crate::limits::MAX_GROUP;
 use crate::ops::{self, Op};
@@ -68,7 +68,7 @@ pub fn run(
 }
 
 fn commit_group(state: &RwLock<State>, store: &mut dyn Store, jobs: Vec<Job>) -> Result<(), RegistryError> {
-    let mut guard = state.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut guard = state.blocking_write();
     // Names touched by the group; what is written for each is its final
     // state in memory (a store batch is last-write-wins per key anyway), so
     // records are not copied just to be written.
