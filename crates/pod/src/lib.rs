@@ -6,6 +6,7 @@
 pub mod cli;
 pub mod client;
 pub mod commands;
+pub mod core;
 pub mod launch;
 pub mod layout;
 pub mod manifest;

@@ -350,7 +350,7 @@ async fn resume(
     // The mirror is rewritten from the durable state on every resume, so a
     // crash between a log batch and its mirror write heals here.
     owner.write_mirror()?;
-    append(log, vec![Event::PodScope { scope: owner.scope.snapshot().clone() }]).await?;
+    append(log, vec![Event::PodScope { scope: owner.core.scope.snapshot().clone() }]).await?;
     Ok(owner)
 }
 

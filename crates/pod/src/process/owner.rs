@@ -13,16 +13,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pod_proto::{PeerCred, WireError};
-use scope::{PodName, Scope, ScopeRule};
+use scope::{PodName, Scope};
 use session_log::{ChildRecord, Event, RemovalReason, SessionLog};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::client::PodClient;
+use crate::core::{Adoption, PodCore};
 use crate::layout::PodPaths;
 use crate::mirror::{self, MirroredChild};
 use crate::process::watch;
 use crate::protocol::{ChildStatus, PodReply, PodRequest, PodStatus, SpawnRequest};
-use crate::registry_link::{Orphan, Registry};
+use crate::registry_link::Registry;
 
 /// Longest a stopping child gets to exit before it is killed and reclaimed.
 pub const STOP_GRACE: Duration = Duration::from_secs(5);
@@ -60,18 +61,17 @@ enum ShutdownOrigin {
     Signal,
 }
 
-struct LiveChild {
-    record: ChildRecord,
-    pid: Option<u32>,
-}
-
 pub struct Owner {
     pub name: PodName,
     pub parent: Option<PodName>,
     pub workload: Option<Vec<String>>,
     pub paths: PodPaths,
-    pub scope: Scope,
-    children: BTreeMap<PodName, LiveChild>,
+    /// The durable state (scope and children); changed only by adopting a
+    /// plan from `core` after its events are logged.
+    pub core: PodCore,
+    /// Pids of children whose process is known (spawned here, seen alive on
+    /// resume, or adopted); a child without one cannot call back.
+    pids: BTreeMap<PodName, u32>,
     log: Arc<SessionLog>,
     registry: Registry,
     tx: mpsc::Sender<OwnerMsg>,
@@ -93,14 +93,13 @@ impl Owner {
         registry: Registry,
         tx: mpsc::Sender<OwnerMsg>,
     ) -> Owner {
-        let children = children.into_iter().map(|(n, record)| (n, LiveChild { record, pid: None })).collect();
         Owner {
             name,
             parent,
             workload,
             paths,
-            scope,
-            children,
+            core: PodCore::new(scope, children),
+            pids: BTreeMap::new(),
             log,
             registry,
             tx,
@@ -116,18 +115,18 @@ impl Owner {
 
     /// Records the pid of a child that survived a resume and watches it.
     pub fn watch_existing_child(&mut self, name: &PodName, pid: u32, start_time: u64) {
-        if let Some(child) = self.children.get_mut(name) {
-            child.pid = Some(pid);
+        if self.core.children.contains_key(name) {
+            self.pids.insert(name.clone(), pid);
             watch::watch_pid(name.clone(), pid, start_time, self.tx.clone());
         }
     }
 
     pub fn child_names(&self) -> Vec<PodName> {
-        self.children.keys().cloned().collect()
+        self.core.children.keys().cloned().collect()
     }
 
     pub fn child_socket(&self, name: &PodName) -> Option<String> {
-        self.children.get(name).map(|c| c.record.socket.clone())
+        self.core.children.get(name).map(|c| c.socket.clone())
     }
 
     /// Runs until the Pod has shut down.
@@ -136,7 +135,7 @@ impl Owner {
             match msg {
                 OwnerMsg::Request { request, peer, reply } => self.handle(request, peer, reply).await,
                 OwnerMsg::ChildExited { name, pid } => {
-                    let known_pid = self.children.get(&name).and_then(|c| c.pid);
+                    let known_pid = self.pids.get(&name).copied();
                     if known_pid == Some(pid) {
                         // An exit we asked for is a stop; any other is a loss.
                         let reason = if self.stopping.contains_key(&name) {
@@ -159,7 +158,7 @@ impl Owner {
                 }
                 OwnerMsg::Terminate => self.begin_shutdown(ShutdownOrigin::Signal, None).await,
             }
-            if self.shutdown.is_some() && self.children.is_empty() {
+            if self.shutdown.is_some() && self.core.children.is_empty() {
                 self.finish_shutdown().await;
                 return;
             }
@@ -173,7 +172,7 @@ impl Owner {
             PodRequest::Ping => Ok(PodReply::Pong { name: self.name.clone(), pid: std::process::id() }),
             PodRequest::Status => Ok(PodReply::Status(self.status())),
             PodRequest::Check { path, permission } => {
-                let verdict = self.scope.permission_at(&path);
+                let verdict = self.core.scope.permission_at(&path);
                 Ok(PodReply::Verdict {
                     allowed: verdict.allows(permission),
                     permission: verdict.permission,
@@ -182,7 +181,7 @@ impl Owner {
             }
             PodRequest::Spawn(request) => self.spawn(request).await,
             PodRequest::StopChild { child } => {
-                if !self.children.contains_key(&child) {
+                if !self.core.children.contains_key(&child) {
                     Err(WireError::new("pod.unknown_child", format!("{child} is not a child of {}", self.name)))
                 } else {
                     self.stop_child(&child, Some(reply)).await;
@@ -194,7 +193,7 @@ impl Owner {
                 self.begin_shutdown(origin, Some(reply)).await;
                 return;
             }
-            PodRequest::ChildShutDown { child } => match self.children.get(&child).and_then(|c| c.pid) {
+            PodRequest::ChildShutDown { child } => match self.pids.get(&child).copied() {
                 Some(pid) if pid == peer.pid => {
                     let reclaimed = self.reclaim_logged(&child, RemovalReason::ShutDown).await;
                     self.finish_stop(&child);
@@ -207,7 +206,7 @@ impl Owner {
                         peer.pid
                     ),
                 )),
-                None if self.children.contains_key(&child) => Err(WireError::new(
+                None if self.core.children.contains_key(&child) => Err(WireError::new(
                     "pod.not_the_child",
                     format!("{child}'s process is not known yet; its callback cannot be verified"),
                 )),
@@ -232,15 +231,16 @@ impl Owner {
             name: self.name.clone(),
             parent: self.parent.clone(),
             pid: std::process::id(),
-            scope: self.scope.snapshot().clone(),
+            scope: self.core.scope.snapshot().clone(),
             children: self
+                .core
                 .children
                 .iter()
                 .map(|(n, c)| ChildStatus {
                     name: n.clone(),
-                    socket: c.record.socket.clone(),
-                    pid: c.pid,
-                    rules: c.record.rules.clone(),
+                    socket: c.socket.clone(),
+                    pid: self.pids.get(n).copied(),
+                    rules: c.rules.clone(),
                 })
                 .collect(),
             workload: self.workload.clone(),
@@ -258,7 +258,10 @@ impl Owner {
         if child == self.name {
             return Err(WireError::new("pod.self_spawn", format!("{child} cannot spawn itself")));
         }
-        self.scope.check_delegation(&child, &request.rules).map_err(|e| WireError::new(e.code(), e.to_string()))?;
+        self.core
+            .scope
+            .check_delegation(&child, &request.rules)
+            .map_err(|e| WireError::new(e.code(), e.to_string()))?;
         let child_paths = PodPaths::new(&self.paths.dirs, &child);
         let socket = child_paths.socket().to_string_lossy().into_owned();
         self.registry.delegate(&self.name, &child, &request.rules).await?;
@@ -279,27 +282,13 @@ impl Owner {
         child_paths: &PodPaths,
     ) -> Result<PodReply, WireError> {
         let child = request.child.clone();
-        let mut next = self.scope.clone();
-        next.delegate(child.clone(), request.rules.clone()).map_err(|e| WireError::new(e.code(), e.to_string()))?;
         let callback = self.paths.socket().to_string_lossy().into_owned();
-        let events = vec![
-            Event::ChildSpawned {
-                name: child.clone(),
-                socket: socket.to_string(),
-                rules: request.rules.clone(),
-                callback: callback.clone(),
-            },
-            Event::PodScope { scope: next.snapshot().clone() },
-        ];
-        self.append(events).await?;
-        self.scope = next;
-        let record = ChildRecord {
-            socket: socket.to_string(),
-            rules: request.rules.clone(),
-            callback: Some(callback),
-            adopted_from: None,
-        };
-        self.children.insert(child.clone(), LiveChild { record, pid: None });
+        let plan = self
+            .core
+            .plan_spawn(&child, &request.rules, socket, &callback)
+            .map_err(|e| WireError::new(e.code(), e.to_string()))?;
+        self.append(plan.events).await?;
+        self.core = plan.next;
         self.write_mirror()?;
         child_paths.ensure().map_err(|e| WireError::new(e.code(), e.to_string()))?;
         let launch = crate::launch::LaunchRequest {
@@ -313,9 +302,7 @@ impl Owner {
         };
         let launched = crate::launch::launch(&launch, &child_paths.pod_log()).await?;
         let pid = launched.pid;
-        if let Some(c) = self.children.get_mut(&child) {
-            c.pid = Some(pid);
-        }
+        self.pids.insert(child.clone(), pid);
         watch::watch_os_child(child.clone(), pid, launched.child, self.tx.clone());
         Ok(PodReply::Spawned { child, pid, socket: launched.socket })
     }
@@ -330,12 +317,12 @@ impl Owner {
         if !first {
             return;
         }
-        let Some(live) = self.children.get(child) else {
+        let Some(record) = self.core.children.get(child) else {
             self.finish_stop(child);
             return;
         };
-        let socket = live.record.socket.clone();
-        let pid = live.pid;
+        let socket = record.socket.clone();
+        let pid = self.pids.get(child).copied();
         let tx = self.tx.clone();
         let name = child.clone();
         tokio::spawn(async move {
@@ -352,7 +339,7 @@ impl Owner {
     }
 
     fn finish_stop(&mut self, child: &PodName) {
-        if self.children.contains_key(child) {
+        if self.core.children.contains_key(child) {
             return;
         }
         for waiter in self.stopping.remove(child).unwrap_or_default() {
@@ -378,46 +365,35 @@ impl Owner {
         let span = tracing::info_span!("reclaim", pod = %self.name, count = children.len(), ?reason);
         let _enter = span.enter();
         let results = self.registry.reclaim_many(&self.name, children).await?;
-        let mut next = self.scope.clone();
-        let mut events = Vec::new();
-        let mut removed = Vec::new();
-        let mut adopted_all: Vec<(PodName, Orphan)> = Vec::new();
-        for (child, orphans) in results {
-            let known = self.children.contains_key(&child) || next.layer(&child).is_some();
-            if !known {
+        let reclaimed: Vec<(PodName, Vec<Adoption>)> = results
+            .iter()
+            .map(|(child, orphans)| {
+                let adoptions = orphans
+                    .iter()
+                    .map(|o| Adoption { name: o.name.clone(), rules: o.rules.clone(), socket: o.socket.clone() })
+                    .collect();
+                (child.clone(), adoptions)
+            })
+            .collect();
+        let Some(plan) =
+            self.core.plan_reclaim(&reclaimed, reason).map_err(|e| WireError::new(e.code(), e.to_string()))?
+        else {
+            return Ok(0);
+        };
+        self.append(plan.events).await?;
+        self.core = plan.next;
+        let removed = plan.removed;
+        for child in &removed {
+            self.pids.remove(child);
+        }
+        for (child, orphans) in &results {
+            if !removed.contains(child) {
                 continue;
             }
-            let adopted: BTreeMap<PodName, Vec<ScopeRule>> =
-                orphans.iter().map(|o| (o.name.clone(), o.rules.clone())).collect();
-            next.reclaim_adopting(&child, &adopted).map_err(|e| WireError::new(e.code(), e.to_string()))?;
-            events.push(Event::ChildRemoved { name: child.clone(), reason });
-            events.extend(orphans.iter().map(|o| Event::ChildReparented {
-                name: o.name.clone(),
-                from: child.clone(),
-                rules: o.rules.clone(),
-                socket: o.socket.clone(),
-            }));
-            adopted_all.extend(orphans.into_iter().map(|o| (child.clone(), o)));
-            removed.push(child);
-        }
-        if removed.is_empty() {
-            return Ok(0);
-        }
-        events.push(Event::PodScope { scope: next.snapshot().clone() });
-        self.append(events).await?;
-        self.scope = next;
-        for child in &removed {
-            self.children.remove(child);
-        }
-        for (from, o) in adopted_all {
-            let record = ChildRecord {
-                socket: o.socket.clone(),
-                rules: o.rules.clone(),
-                callback: None,
-                adopted_from: Some(from),
-            };
-            self.children.insert(o.name.clone(), LiveChild { record, pid: Some(o.pid) });
-            watch::watch_pid(o.name.clone(), o.pid, o.start_time, self.tx.clone());
+            for o in orphans {
+                self.pids.insert(o.name.clone(), o.pid);
+                watch::watch_pid(o.name.clone(), o.pid, o.start_time, self.tx.clone());
+            }
         }
         self.write_mirror()?;
         tracing::info!(removed = removed.len(), "reclaimed");
@@ -504,13 +480,11 @@ impl Owner {
 
     pub fn write_mirror(&self) -> Result<(), WireError> {
         let children: BTreeMap<PodName, MirroredChild> = self
+            .core
             .children
             .iter()
             .map(|(n, c)| {
-                (
-                    n.clone(),
-                    MirroredChild { name: n.clone(), socket: c.record.socket.clone(), rules: c.record.rules.clone() },
-                )
+                (n.clone(), MirroredChild { name: n.clone(), socket: c.socket.clone(), rules: c.rules.clone() })
             })
             .collect();
         mirror::write(&self.paths.run_dir, &children)
