@@ -1,7 +1,8 @@
 //! Suite `registry`: what a registry operation costs over IPC, next to the
 //! two things it cannot avoid (one fsync and one socket round trip, both
 //! measured in the same run), with `n` allocations already registered, how
-//! far group commit carries 32 concurrent clients, and the daemon's memory.
+//! far group commit carries 32 concurrent clients (each its own parent, and
+//! all under one parent), and the daemon's memory.
 //!
 //! The daemon is this same executable re-run with `--serve-daemon`, so it
 //! is a separate process (real socket, real RSS) without depending on
@@ -119,8 +120,9 @@ pub fn run(args: &Args) -> Result<Value, String> {
     let floors = Floors { fsync: fsync_us(tmp.path(), FLOOR_ROUNDS)?, rtt: ipc_rtt_us(tmp.path(), FLOOR_ROUNDS * 5)? };
     let mut daemon = Daemon::start(tmp.path())?;
     let result = sequential_rt.block_on(sequential(args, &dirs)).and_then(|samples| {
-        let ops_per_s = concurrent_rt.block_on(concurrent(&dirs, args.concurrent_pairs))?;
-        Ok(report(args, samples, &floors, ops_per_s, rss_mb(daemon.pid())?))
+        let own = concurrent_rt.block_on(concurrent(&dirs, args.concurrent_pairs, Layout::OwnParent))?;
+        let shared = concurrent_rt.block_on(concurrent(&dirs, args.concurrent_pairs, Layout::SharedParent))?;
+        Ok(report(args, samples, &floors, (own, shared), rss_mb(daemon.pid())?))
     });
     daemon.stop();
     result
@@ -192,7 +194,8 @@ async fn sequential(args: &Args, dirs: &RuntimeDirs) -> Result<Samples, String> 
     Ok(Samples { register, delegate, reclaim, check })
 }
 
-fn report(args: &Args, samples: Samples, floors: &Floors, concurrent32_ops_per_s: u64, rss_mb: f64) -> Value {
+/// `ops_per_s`: 32 clients with their own parents, then under one parent.
+fn report(args: &Args, samples: Samples, floors: &Floors, ops_per_s: (u64, u64), rss_mb: f64) -> Value {
     let Samples { mut register, mut delegate, mut reclaim, mut check } = samples;
     let ((fsync_p50, fsync_p99), (rtt_p50, rtt_p99)) = (floors.fsync, floors.rtt);
     let delegate_p50 = quantile(&mut delegate, 0.50);
@@ -216,8 +219,8 @@ fn report(args: &Args, samples: Samples, floors: &Floors, concurrent32_ops_per_s
         "floor_ipc_rtt_us_p99": rtt_p99,
         "delegate_over_floor": round2(delegate_p50 as f64 / floor),
         "reclaim_over_floor": round2(reclaim_p50 as f64 / floor),
-        "concurrent32_ops_per_s": concurrent32_ops_per_s,
-        "concurrent32_parents": CLIENTS,
+        "concurrent32_ops_per_s": ops_per_s.0,
+        "concurrent32_shared_parent_ops_per_s": ops_per_s.1,
         "rss_mb": rss_mb,
     })
 }
@@ -247,29 +250,50 @@ async fn populate(dirs: &RuntimeDirs, n: usize) -> Result<(), String> {
     Ok(())
 }
 
-/// 32 clients, each a parent Pod delegating to and reclaiming its own
-/// children as fast as answers come back; total operations per second.
-/// (Each client has its own parent, as 32 leads would; one parent shared by
-/// all 32 would make every operation rewrite a record of 32 layers.)
-async fn concurrent(dirs: &RuntimeDirs, pairs: usize) -> Result<u64, String> {
+/// How the 32 concurrent clients are parented.
+#[derive(Clone, Copy)]
+enum Layout {
+    /// Each client is its own parent Pod (32 leads, one helper at a time).
+    OwnParent,
+    /// All 32 clients delegate under one parent, whose record then holds up
+    /// to 32 layers and is rewritten by every operation.
+    SharedParent,
+}
+
+/// 32 clients delegating and reclaiming children as fast as answers come
+/// back; total operations per second.
+async fn concurrent(dirs: &RuntimeDirs, pairs: usize, layout: Layout) -> Result<u64, String> {
+    let tag = match layout {
+        Layout::OwnParent => "own",
+        Layout::SharedParent => "shared",
+    };
+    let parent_of = |i: usize| match layout {
+        Layout::OwnParent => format!("lead-{tag}-{i}"),
+        Layout::SharedParent => format!("lead-{tag}"),
+    };
     let mut clients = Vec::with_capacity(CLIENTS);
     for i in 0..CLIENTS {
         let mut c = connect(dirs).await?;
-        c.register(&registration(&format!("lead-{i}"), &format!("/bench/conc/{i}"))?)
-            .await
-            .map_err(|e| format!("register lead-{i}: {e}"))?;
+        if matches!(layout, Layout::OwnParent) || i == 0 {
+            c.register(&registration(&parent_of(i), &format!("/bench/{tag}/{i}"))?)
+                .await
+                .map_err(|e| format!("register {}: {e}", parent_of(i)))?;
+        }
         clients.push(c);
     }
     let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(CLIENTS + 1));
     let mut tasks = Vec::new();
     for (i, mut c) in clients.into_iter().enumerate() {
         let barrier = barrier.clone();
+        let (lead, root) = match layout {
+            Layout::OwnParent => (name(&parent_of(i))?, format!("/bench/{tag}/{i}")),
+            Layout::SharedParent => (name(&parent_of(i))?, format!("/bench/{tag}/0/c{i}")),
+        };
         tasks.push(tokio::spawn(async move {
-            let lead = name(&format!("lead-{i}"))?;
             barrier.wait().await;
             for k in 0..pairs {
-                let child = name(&format!("cc-{i}-{k}"))?;
-                let rules = [write(&format!("/bench/conc/{i}/{k}"))?];
+                let child = name(&format!("{tag}-{i}-{k}"))?;
+                let rules = [write(&format!("{root}/{k}"))?];
                 c.delegate(&lead, &child, &rules, &[]).await.map_err(|e| format!("delegate: {e}"))?;
                 c.reclaim(&lead, &child).await.map_err(|e| format!("reclaim: {e}"))?;
             }
