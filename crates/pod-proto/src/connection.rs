@@ -53,13 +53,6 @@ impl Connection {
         Ok(Connection::new(Stream::connect(name).await?))
     }
 
-    /// Sets how long [`Connection::read_frame`] waits for the next frame to
-    /// start. Clients waiting on a server reply use the default; tests and
-    /// servers may shorten it.
-    pub fn set_idle_timeout(&mut self, idle: Duration) {
-        self.idle = idle;
-    }
-
     pub fn stream(&self) -> &Stream {
         self.stream.get_ref()
     }

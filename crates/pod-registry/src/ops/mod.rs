@@ -70,19 +70,6 @@ pub enum Op {
     },
 }
 
-impl Op {
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Op::Register(_) => "register",
-            Op::Delegate(_) => "delegate",
-            Op::Adopt(_) => "adopt",
-            Op::Reclaim { .. } => "reclaim",
-            Op::Release { .. } => "release",
-            Op::Forget { .. } => "forget",
-        }
-    }
-}
-
 /// A read.
 #[derive(Debug, Clone)]
 pub enum Query {
