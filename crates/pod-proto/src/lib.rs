@@ -10,6 +10,7 @@
 
 pub mod connection;
 pub mod error;
+pub mod failpoints;
 pub mod frame;
 pub mod paths;
 pub mod peer;

@@ -39,6 +39,9 @@ enum Cmd {
 fn main() -> ExitCode {
     daemon::init_tracing();
     let cli = Cli::parse();
+    if let Err(e) = pod_proto::failpoints::arm("registry") {
+        return fail(&e);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => return fail(&format!("cannot start the async runtime: {e}")),

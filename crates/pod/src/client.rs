@@ -33,8 +33,14 @@ impl PodClient {
 
     /// One request on a fresh connection, errors as `WireError`.
     pub async fn call_at(socket: &str, request: &PodRequest) -> Result<PodReply, WireError> {
-        let mut client = PodClient::connect(Path::new(socket)).await.map_err(|e| e.to_wire())?;
-        client.call(request).await.map_err(|e| e.to_wire())
+        PodClient::call_once(socket, request).await.map_err(|e| e.to_wire())
+    }
+
+    /// One request on a fresh connection. `ProtoError::Remote` is the Pod's
+    /// own answer; every other error means the Pod could not be reached.
+    pub async fn call_once(socket: &str, request: &PodRequest) -> Result<PodReply, ProtoError> {
+        let mut client = PodClient::connect(Path::new(socket)).await?;
+        client.call(request).await
     }
 
     /// A bounded liveness probe: does a Pod named `expected` answer here?

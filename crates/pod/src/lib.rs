@@ -51,6 +51,15 @@ pub fn main() -> ExitCode {
         // Pod processes write to log files: no colour codes there.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    let role = match &cli.command {
+        Command::PodProcess(args) => args.name.as_str(),
+        Command::Registry { command: RegistryCommand::Serve(_) } => "registry",
+        _ => "cli",
+    };
+    if let Err(e) = pod_proto::failpoints::arm(role) {
+        eprintln!("pod: {e} [cli.failpoints]");
+        return ExitCode::from(2);
+    }
     if let Command::PodProcess(args) = &cli.command {
         return process::main(&args.name);
     }

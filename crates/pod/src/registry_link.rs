@@ -31,9 +31,14 @@ pub struct Registry {
     client: Arc<Mutex<Option<Client>>>,
 }
 
+/// Code of an error whose outcome is unknown: the connection to the
+/// registry broke before its answer arrived.
+pub const CONNECTION_LOST: &str = "registry.connection_lost";
+
 fn to_wire(e: ClientError) -> WireError {
     match e {
         ClientError::Refused(w) => w,
+        ClientError::Proto(p) => WireError::new(CONNECTION_LOST, format!("the registry did not answer: {p}")),
         other => WireError::new(other.code(), format!("registry: {other}")),
     }
 }

@@ -268,13 +268,17 @@ impl SessionLog {
     }
 
     fn write_group(&self, batch: sled::Batch, head: &mut Head) -> Result<(), LogError> {
+        fail::fail_point!("log.before_write");
         self.records.apply_batch(batch).map_err(|e| LogError::storage("write records", e))?;
+        fail::fail_point!("log.before_flush");
         let every = self.options.checkpoint_every;
         if every > 0 && head.state.last_seq / every > head.checkpoint_seq / every {
             checkpoint::write(&self.checkpoints, &head.state, head.hash)?;
             head.checkpoint_seq = head.state.last_seq;
         }
-        self.sync(&mut head.synced_blobs)
+        self.sync(&mut head.synced_blobs)?;
+        fail::fail_point!("log.after_flush");
+        Ok(())
     }
 
     /// Makes everything written so far durable. sled 0.34's flush ends in

@@ -106,7 +106,10 @@ fn commit_group(state: &RwLock<State>, store: &mut dyn Store, jobs: Vec<Job>) ->
         })
         .collect();
     if !changes.is_empty() {
-        if let Err(e) = store.commit(&changes, guard.next_fence()) {
+        fail::fail_point!("registry.before_commit");
+        let committed = store.commit(&changes, guard.next_fence());
+        fail::fail_point!("registry.after_commit");
+        if let Err(e) = committed {
             tracing::error!(error = %e, "commit failed; stopping so that a restart reloads what is durable");
             for (tx, _) in answers {
                 let _ = tx.send(Err(e.clone()));

@@ -2,7 +2,7 @@
 //!
 //! All three end in the same step: the Pod's allocation is deleted, its
 //! parent's layer for it is dropped in the same plan, and its own children
-//! that are still allocated are reparented. Reparenting rule: survivors go
+//! that are live are reparented (reserved ones go with it). Reparenting rule: survivors go
 //! to the removed Pod's parent, whose scope adopts their layers
 //! (`Scope::reclaim_adopting`) so their regions stay excluded from its write;
 //! a removed top-level Pod's survivors become top-level Pods, keeping their
@@ -55,7 +55,7 @@ fn remove_child(
     parent: &Held,
     child: &Held,
 ) -> Result<Reclaimed, RegistryError> {
-    let orphans = state.live_children(&child.rec.name);
+    let orphans = survivors(state, plan, &child.rec.name);
     let mut scope = parent.scope.clone();
     if scope.reclaim_adopting(&child.rec.name, &orphans)?.is_none() {
         return Err(RegistryError::Corrupt(format!(
@@ -69,6 +69,25 @@ fn remove_child(
     plan.delete(child.rec.name.clone());
     let reparented = reparent(state, plan, orphans.keys(), Some(&parent.rec.name));
     Ok(Reclaimed { removed: true, parent_fence: Some(parent_fence), reparented })
+}
+
+/// The children of a Pod that is going away which survive it: the live
+/// ones. A child still only reserved goes with its parent: nobody is left to
+/// finish starting it (its process, if any, fails to adopt and exits), and a
+/// reservation kept for a dead parent would block the region forever.
+fn survivors(
+    state: &State,
+    plan: &mut PlanBuilder,
+    name: &PodName,
+) -> std::collections::BTreeMap<PodName, Vec<scope::ScopeRule>> {
+    let (live, reserved): (std::collections::BTreeMap<_, _>, std::collections::BTreeMap<_, _>) = state
+        .live_children(name)
+        .into_iter()
+        .partition(|(c, _)| state.get(c).is_some_and(|h| h.rec.state == AllocState::Live));
+    for child in reserved.into_keys() {
+        plan.delete(child);
+    }
+    live
 }
 
 fn reparent<'a>(
@@ -97,7 +116,7 @@ pub fn plan_release(state: &State, name: &PodName) -> Result<(Plan, Reply), Regi
         return plan_reclaim(state, parent, name);
     }
     let mut plan = PlanBuilder::new(state);
-    let orphans = state.live_children(name);
+    let orphans = survivors(state, &mut plan, name);
     plan.delete(name.clone());
     let reparented = reparent(state, &mut plan, orphans.keys(), None);
     Ok((plan.finish(), Reply::Reclaimed(Reclaimed { removed: true, parent_fence: None, reparented })))

@@ -65,6 +65,15 @@ fn delegate(state: &mut State, parent: &str, child: &str, rules: Vec<ScopeRule>)
     run(state, Op::Delegate(Delegate { parent: n(parent), child: n(child), rules, deny: vec![] }))
 }
 
+/// Delegate, then adopt: a started (live) child.
+fn spawn(state: &mut State, parent: &str, child: &str, rules: Vec<ScopeRule>) {
+    delegate(state, parent, child, rules).expect("delegate");
+    let pid = 1000 + state.len() as u32;
+    let adopt =
+        Op::Adopt(Adopt { name: n(child), pid, start_time: 1, session: format!("s-{child}"), socket: "/x".into() });
+    run(state, adopt).expect("adopt");
+}
+
 fn reclaim(state: &mut State, parent: &str, child: &str) -> Result<Reply, RegistryError> {
     run(state, Op::Reclaim { parent: n(parent), child: n(child) })
 }
@@ -164,8 +173,8 @@ fn delegate_creates_child_and_layer_together_and_reclaim_removes_both() {
 fn reclaim_reparents_live_grandchildren_and_keeps_them_excluded() {
     let mut s = State::new();
     register(&mut s, "lead", vec![w("/repo")], vec![]).expect("lead");
-    delegate(&mut s, "lead", "mid", vec![w("/repo/src")]).expect("mid");
-    delegate(&mut s, "mid", "leaf", vec![w("/repo/src/a")]).expect("leaf");
+    spawn(&mut s, "lead", "mid", vec![w("/repo/src")]);
+    spawn(&mut s, "mid", "leaf", vec![w("/repo/src/a")]);
     let Reply::Reclaimed(out) = reclaim(&mut s, "lead", "mid").expect("reclaim") else { panic!("reply") };
     assert_eq!(out.reparented, vec![n("leaf")]);
     assert_eq!(s.get(&n("leaf")).expect("leaf").rec.parent, Some(n("lead")));
@@ -180,7 +189,7 @@ fn reclaim_reparents_live_grandchildren_and_keeps_them_excluded() {
 fn release_makes_children_top_level_and_frees_the_rest() {
     let mut s = State::new();
     register(&mut s, "lead", vec![w("/repo")], vec![]).expect("lead");
-    delegate(&mut s, "lead", "c", vec![w("/repo/src")]).expect("c");
+    spawn(&mut s, "lead", "c", vec![w("/repo/src")]);
     run(&mut s, Op::Release { name: n("lead") }).expect("release");
     assert!(s.get(&n("lead")).is_none());
     assert_eq!(s.get(&n("c")).expect("c").rec.parent, None);
@@ -193,7 +202,7 @@ fn release_makes_children_top_level_and_frees_the_rest() {
 fn a_restored_pod_registers_with_layers_over_its_live_children() {
     let mut s = State::new();
     register(&mut s, "lead", vec![w("/repo")], vec![]).expect("lead");
-    delegate(&mut s, "lead", "c", vec![w("/repo/src")]).expect("c");
+    spawn(&mut s, "lead", "c", vec![w("/repo/src")]);
     run(&mut s, Op::Release { name: n("lead") }).expect("lead crashed");
     let layers = BTreeMap::from([(n("c"), vec![w("/repo/src")])]);
     register_full(&mut s, "lead", vec![w("/repo")], vec![], layers, "").expect("restored");
@@ -221,6 +230,22 @@ fn sessions_are_unique_among_live_pods() {
     );
     run(&mut s, Op::Release { name: n("a") }).expect("release");
     register_full(&mut s, "b", vec![w("/b")], vec![], BTreeMap::new(), "sess-1").expect("free again");
+}
+
+#[test]
+fn reserved_children_go_with_their_parent() {
+    // The parent died between delegate and the child's adopt: nobody can
+    // finish the spawn, and the reservation must not outlive it.
+    let mut s = State::new();
+    register(&mut s, "lead", vec![w("/repo")], vec![]).expect("lead");
+    delegate(&mut s, "lead", "half", vec![w("/repo/src")]).expect("reserved");
+    spawn(&mut s, "lead", "whole", vec![w("/repo/docs")]);
+    run(&mut s, Op::Release { name: n("lead") }).expect("lead gone");
+    assert!(s.get(&n("half")).is_none(), "reservation removed with its parent");
+    assert_eq!(s.get(&n("whole")).expect("whole").rec.parent, None, "live child survives, top-level");
+    register(&mut s, "lead", vec![w("/repo")], vec![]).expect_err("whole still holds docs");
+    let layers = BTreeMap::from([(n("whole"), vec![w("/repo/docs")])]);
+    register_full(&mut s, "lead", vec![w("/repo")], vec![], layers, "").expect("restored without the reservation");
 }
 
 #[test]

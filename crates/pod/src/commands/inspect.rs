@@ -150,9 +150,21 @@ async fn current_scope(paths: &PodPaths, name: &PodName) -> Result<(ScopeSnapsho
     Ok((state.scope, false))
 }
 
+/// Longest a read command waits for an exiting Pod to let go of its log.
+const EXIT_WAIT: Duration = Duration::from_secs(10);
+
+/// Opens a stopped Pod's log. A Pod that stopped answering may still be
+/// exiting and holding its database; its lock file tells when it is gone.
 fn open_log(paths: &PodPaths, name: &PodName) -> Result<SessionLog, WireError> {
     if !paths.session_log().exists() {
         return Err(WireError::new("pod.unknown", format!("no pod named {name} here")));
+    }
+    let deadline = std::time::Instant::now() + EXIT_WAIT;
+    while crate::commands::lifecycle::lock_held(paths) {
+        if std::time::Instant::now() >= deadline {
+            return Err(WireError::new("pod.exiting", format!("pod {name} neither answers nor exits; try again")));
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
     SessionLog::open(paths.session_log(), LogOptions::default()).map_err(|e| WireError::new(e.code(), e.to_string()))
 }

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use pod_proto::WireError;
+use pod_proto::{ProtoError, WireError};
 use scope::Permission;
 
 use crate::cli::{SpawnArgs, StartArgs};
@@ -101,7 +101,7 @@ pub async fn stop(name: &str) -> Result<ExitCode, WireError> {
     };
     if let Some(parent) = &alloc.parent {
         let parent_paths = PodPaths::new(&dirs, parent);
-        match PodClient::call_at(
+        match PodClient::call_once(
             &parent_paths.socket().to_string_lossy(),
             &PodRequest::StopChild { child: name.clone() },
         )
@@ -112,19 +112,13 @@ pub async fn stop(name: &str) -> Result<ExitCode, WireError> {
                 return Ok(ExitCode::SUCCESS);
             }
             Ok(other) => return Err(unexpected(&other)),
-            Err(e) if e.code.starts_with("proto.") => {
-                tracing::info!(%parent, "parent not reachable; stopping the child directly");
+            Err(ProtoError::Remote(e)) => return Err(e),
+            Err(e) => {
+                tracing::info!(%parent, error = %e, "parent not reachable; stopping the child directly");
             }
-            Err(e) => return Err(e),
         }
     }
-    PodClient::call_at(&paths.socket().to_string_lossy(), &PodRequest::Shutdown).await.map_err(|e| {
-        if e.code.starts_with("proto.") {
-            not_running(&paths, &name)
-        } else {
-            e
-        }
-    })?;
+    call_pod(&paths, &name, &PodRequest::Shutdown).await?;
     if tokio::time::timeout(STOP_WAIT, watch::wait_exit_or_kill(alloc.pid, STOP_WAIT)).await.is_err() {
         return Err(WireError::new("pod.stop_timeout", format!("{name} did not exit within {STOP_WAIT:?}")));
     }
@@ -174,7 +168,7 @@ pub async fn rm(name: &str) -> Result<ExitCode, WireError> {
 
 /// True when a Pod process holds `name`'s lock (it may be starting up and
 /// not answer yet).
-fn lock_held(paths: &PodPaths) -> bool {
+pub fn lock_held(paths: &PodPaths) -> bool {
     use rustix::fs::{flock, FlockOperation};
     match std::fs::OpenOptions::new().write(true).open(paths.lock_file()) {
         Ok(file) => flock(&file, FlockOperation::NonBlockingLockExclusive).is_err(),
@@ -183,12 +177,10 @@ fn lock_held(paths: &PodPaths) -> bool {
 }
 
 pub async fn call_pod(paths: &PodPaths, name: &scope::PodName, request: &PodRequest) -> Result<PodReply, WireError> {
-    PodClient::call_at(&paths.socket().to_string_lossy(), request).await.map_err(|e| {
-        if e.code.starts_with("proto.") && e.code != "proto.timeout" {
-            not_running(paths, name)
-        } else {
-            e
-        }
+    PodClient::call_once(&paths.socket().to_string_lossy(), request).await.map_err(|e| match e {
+        ProtoError::Remote(w) => w,
+        ProtoError::Timeout(_) => e.to_wire(),
+        _ => not_running(paths, name),
     })
 }
 

@@ -246,6 +246,7 @@ async fn take_scope_and_serve(
                 ));
             }
             let scope = Scope::new(rules, Vec::new()).map_err(|e| WireError::new(e.code(), e.to_string()))?;
+            fail::fail_point!("spawn.before_adopt");
             registry.adopt(&name, pid, &session, &socket).await?;
             let created = vec![
                 Event::PodCreated {
@@ -305,12 +306,14 @@ async fn resume(
             format!("{name} was a child of {parent}; a child is spawned again by its parent, not resumed"),
         ));
     }
+    fail::fail_point!("resume.after_replay");
     let scope = Scope::from_snapshot(state.scope.clone()).map_err(|e| WireError::new(e.code(), e.to_string()))?;
     let pid = std::process::id();
     let socket = paths.socket().to_string_lossy().into_owned();
     let gone = registry.sweep().await?;
     tracing::info!(?gone, "swept dead allocations before re-registering");
     registry.register(name, pid, &socket, &paths.session_id(), scope.snapshot()).await?;
+    fail::fail_point!("resume.after_register");
     let mut owner = Owner::new(
         name.clone(),
         None,
@@ -345,6 +348,7 @@ async fn resume(
     }
     if !unreachable.is_empty() {
         tracing::info!(count = unreachable.len(), "children unreachable on resume; pruning");
+        fail::fail_point!("resume.during_prune");
         owner.reclaim_all(&unreachable, RemovalReason::Pruned).await?;
     }
     // The mirror is rewritten from the durable state on every resume, so a

@@ -264,7 +264,18 @@ impl Owner {
             .map_err(|e| WireError::new(e.code(), e.to_string()))?;
         let child_paths = PodPaths::new(&self.paths.dirs, &child);
         let socket = child_paths.socket().to_string_lossy().into_owned();
-        self.registry.delegate(&self.name, &child, &request.rules).await?;
+        fail::fail_point!("spawn.before_delegate");
+        if let Err(e) = self.registry.delegate(&self.name, &child, &request.rules).await {
+            // A lost connection leaves the delegate's fate unknown (the
+            // registry may have committed it and died before answering):
+            // undo it the idempotent way, so no reservation or layer stays.
+            if e.code == crate::registry_link::CONNECTION_LOST {
+                tracing::warn!(%child, error = %e, "delegate outcome unknown; reclaiming");
+                self.reclaim_logged(&child, RemovalReason::Lost).await;
+            }
+            return Err(e);
+        }
+        fail::fail_point!("spawn.after_delegate");
         match self.spawn_after_delegate(&request, &socket, &child_paths).await {
             Ok(reply) => Ok(reply),
             Err(e) => {
@@ -289,6 +300,7 @@ impl Owner {
             .map_err(|e| WireError::new(e.code(), e.to_string()))?;
         self.append(plan.events).await?;
         self.core = plan.next;
+        fail::fail_point!("spawn.after_log");
         self.write_mirror()?;
         child_paths.ensure().map_err(|e| WireError::new(e.code(), e.to_string()))?;
         let launch = crate::launch::LaunchRequest {
@@ -303,6 +315,7 @@ impl Owner {
         let launched = crate::launch::launch(&launch, &child_paths.pod_log()).await?;
         let pid = launched.pid;
         self.pids.insert(child.clone(), pid);
+        fail::fail_point!("spawn.after_child_start");
         watch::watch_os_child(child.clone(), pid, launched.child, self.tx.clone());
         Ok(PodReply::Spawned { child, pid, socket: launched.socket })
     }
@@ -364,7 +377,9 @@ impl Owner {
     pub async fn reclaim_all(&mut self, children: &[PodName], reason: RemovalReason) -> Result<usize, WireError> {
         let span = tracing::info_span!("reclaim", pod = %self.name, count = children.len(), ?reason);
         let _enter = span.enter();
+        fail::fail_point!("reclaim.before_registry");
         let results = self.registry.reclaim_many(&self.name, children).await?;
+        fail::fail_point!("reclaim.after_registry");
         let reclaimed: Vec<(PodName, Vec<Adoption>)> = results
             .iter()
             .map(|(child, orphans)| {
@@ -381,6 +396,7 @@ impl Owner {
             return Ok(0);
         };
         self.append(plan.events).await?;
+        fail::fail_point!("reclaim.after_log");
         self.core = plan.next;
         let removed = plan.removed;
         for child in &removed {
@@ -396,6 +412,7 @@ impl Owner {
             }
         }
         self.write_mirror()?;
+        fail::fail_point!("reclaim.after_mirror");
         tracing::info!(removed = removed.len(), "reclaimed");
         Ok(removed.len())
     }

@@ -46,7 +46,13 @@ pub async fn handle_connection(mut conn: Connection, peer: PeerCred, ctx: Connec
             }
         };
         let answer = match request {
-            PodRequest::Log { from_seq, wait_ms } => read_log(&log, from_seq, wait_ms).await,
+            // A long-poll must not hold the Pod's exit: on shutdown it ends
+            // early with what is there (the caller then reads the rest from
+            // the log itself).
+            PodRequest::Log { from_seq, wait_ms } => tokio::select! {
+                answer = read_log(&log, from_seq, wait_ms) => answer,
+                _ = closing.wait_for(|c| *c) => Ok(PodReply::Log { records: Vec::new(), next_seq: from_seq.max(1) }),
+            },
             request => {
                 let (tx, rx) = oneshot::channel();
                 if owner.send(OwnerMsg::Request { request, peer, reply: tx }).await.is_err() {

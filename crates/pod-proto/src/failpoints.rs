@@ -1,0 +1,62 @@
+//! Crash points for the crash-consistency suite.
+//!
+//! Code marks step boundaries with `fail::fail_point!("area.step")`. In a
+//! build with the `failpoints` feature, `arm(role)` reads `POD_FAILPOINTS`
+//! (`role:point[@n];role:point[@n]...`) and makes the n-th hit (default:
+//! the first) of each point named for this process's `role` (a Pod's name,
+//! or `registry`) abort the process on the spot: a real crash, no unwinding,
+//! no cleanup. Each armed point fires once per runtime directory (a marker
+//! file records it), so the processes a user starts to recover, which
+//! inherit the same environment, run through. Release builds carry no
+//! failpoints at all (the macro expands to nothing without the feature).
+
+/// The environment variable `arm` reads.
+pub const ENV: &str = "POD_FAILPOINTS";
+
+/// Arms this process's crash points; returns how many were armed.
+#[cfg(feature = "failpoints")]
+pub fn arm(role: &str) -> Result<usize, String> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    let Ok(spec) = std::env::var(ENV) else { return Ok(0) };
+    let mut armed = 0;
+    for entry in spec.split(';').map(str::trim).filter(|e| !e.is_empty()) {
+        let (who, point) = entry.split_once(':').ok_or_else(|| format!("{ENV}: {entry:?} is not role:point"))?;
+        if who != role {
+            continue;
+        }
+        let (point, nth) = match point.split_once('@') {
+            Some((p, n)) => (p, n.parse::<usize>().map_err(|_| format!("{ENV}: bad hit count in {entry:?}"))?),
+            None => (point, 1),
+        };
+        let hits = Arc::new(AtomicUsize::new(0));
+        let name = point.to_string();
+        let marker = crate::RuntimeDirs::from_env()
+            .map_err(|e| e.to_string())?
+            .run
+            .join(format!("failpoint.{role}.{point}.fired"));
+        fail::cfg_callback(point, move || {
+            if hits.fetch_add(1, Ordering::SeqCst) + 1 != nth {
+                return;
+            }
+            // Fire once: the first process to get here creates the marker.
+            if std::fs::OpenOptions::new().write(true).create_new(true).open(&marker).is_ok() {
+                eprintln!("failpoint {name}: aborting (hit {nth})");
+                std::process::abort();
+            }
+        })?;
+        armed += 1;
+    }
+    Ok(armed)
+}
+
+/// Without the `failpoints` feature there is nothing to arm; a spec in the
+/// environment is reported, since it would silently do nothing.
+#[cfg(not(feature = "failpoints"))]
+pub fn arm(_role: &str) -> Result<usize, String> {
+    match std::env::var_os(ENV) {
+        Some(_) => Err(format!("{ENV} is set but this build has no failpoints (build with --features failpoints)")),
+        None => Ok(0),
+    }
+}
