@@ -94,7 +94,11 @@ async fn release_reparents_children_and_the_scope_can_be_registered_again() {
     let mut c = client(&home).await;
     c.register(&reg("lead", vec![w("/repo")])).await.expect("lead");
     c.delegate(&n("lead"), &n("mid"), &[w("/repo/src")], &[]).await.expect("mid");
+    c.adopt(&n("mid"), std::process::id(), None, "mid-session", "/tmp/mid.sock").await.expect("adopt mid");
     c.delegate(&n("mid"), &n("leaf"), &[w("/repo/src/a")], &[]).await.expect("leaf");
+    // Only started (adopted) children survive their parent; a reservation
+    // goes with it.
+    c.adopt(&n("leaf"), std::process::id(), None, "leaf-session", "/tmp/leaf.sock").await.expect("adopt leaf");
     let out = c.reclaim(&n("lead"), &n("mid")).await.expect("reclaim mid");
     assert_eq!(out.reparented, vec![n("leaf")]);
     assert_eq!(c.get(&n("leaf")).await.expect("get").expect("leaf").parent, Some(n("lead")));
