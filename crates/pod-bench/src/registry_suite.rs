@@ -120,9 +120,12 @@ pub fn run(args: &Args) -> Result<Value, String> {
     let floors = Floors { fsync: fsync_us(tmp.path(), FLOOR_ROUNDS)?, rtt: ipc_rtt_us(tmp.path(), FLOOR_ROUNDS * 5)? };
     let mut daemon = Daemon::start(tmp.path())?;
     let result = sequential_rt.block_on(sequential(args, &dirs)).and_then(|samples| {
+        let cpu_before = cpu_us(daemon.pid())?;
         let own = concurrent_rt.block_on(concurrent(&dirs, args.concurrent_pairs, Layout::OwnParent))?;
+        let cpu_per_op = (cpu_us(daemon.pid())? - cpu_before) / (CLIENTS * args.concurrent_pairs * 2) as u64;
         let shared = concurrent_rt.block_on(concurrent(&dirs, args.concurrent_pairs, Layout::SharedParent))?;
-        Ok(report(args, samples, &floors, (own, shared), rss_mb(daemon.pid())?))
+        let throughput = Throughput { own, shared, cpu_per_op };
+        Ok(report(args, samples, &floors, &throughput, rss_mb(daemon.pid())?))
     });
     daemon.stop();
     result
@@ -194,8 +197,18 @@ async fn sequential(args: &Args, dirs: &RuntimeDirs) -> Result<Samples, String> 
     Ok(Samples { register, delegate, reclaim, check })
 }
 
-/// `ops_per_s`: 32 clients with their own parents, then under one parent.
-fn report(args: &Args, samples: Samples, floors: &Floors, ops_per_s: (u64, u64), rss_mb: f64) -> Value {
+/// The 32-client runs.
+struct Throughput {
+    /// Operations per second, each client its own parent.
+    own: u64,
+    /// Operations per second, all under one parent.
+    shared: u64,
+    /// Daemon CPU time (user + system) per operation in the first run: the
+    /// cost that does not depend on what else the machine is doing.
+    cpu_per_op: u64,
+}
+
+fn report(args: &Args, samples: Samples, floors: &Floors, throughput: &Throughput, rss_mb: f64) -> Value {
     let Samples { mut register, mut delegate, mut reclaim, mut check } = samples;
     let ((fsync_p50, fsync_p99), (rtt_p50, rtt_p99)) = (floors.fsync, floors.rtt);
     let delegate_p50 = quantile(&mut delegate, 0.50);
@@ -219,8 +232,9 @@ fn report(args: &Args, samples: Samples, floors: &Floors, ops_per_s: (u64, u64),
         "floor_ipc_rtt_us_p99": rtt_p99,
         "delegate_over_floor": round2(delegate_p50 as f64 / floor),
         "reclaim_over_floor": round2(reclaim_p50 as f64 / floor),
-        "concurrent32_ops_per_s": ops_per_s.0,
-        "concurrent32_shared_parent_ops_per_s": ops_per_s.1,
+        "concurrent32_ops_per_s": throughput.own,
+        "concurrent32_shared_parent_ops_per_s": throughput.shared,
+        "concurrent32_daemon_cpu_us_per_op": throughput.cpu_per_op,
         "rss_mb": rss_mb,
     })
 }
@@ -307,6 +321,19 @@ async fn concurrent(dirs: &RuntimeDirs, pairs: usize, layout: Layout) -> Result<
     }
     let secs = start.elapsed().as_secs_f64();
     Ok(((CLIENTS * pairs * 2) as f64 / secs) as u64)
+}
+
+/// User + system CPU time of process `pid` so far, in microseconds
+/// (`/proc/<pid>/stat` fields 14 and 15, in clock ticks of 1/100 s, the
+/// Linux `USER_HZ`).
+fn cpu_us(pid: u32) -> Result<u64, String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|e| format!("daemon stat: {e}"))?;
+    let after_name = stat.rfind(')').map(|i| &stat[i + 1..]).ok_or("no command name in the daemon's stat")?;
+    // After the name, field 3 (state) comes first, so fields 14 and 15 are
+    // at positions 11 and 12.
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).ok_or("short daemon stat");
+    Ok((ticks(11)? + ticks(12)?) * 10_000)
 }
 
 fn rss_mb(pid: u32) -> Result<f64, String> {
