@@ -31,6 +31,8 @@ pub enum RegistryError {
     UnknownPod(PodName),
     #[error("{child} is not a child of {parent} (its parent is {actual})")]
     NotParent { child: PodName, parent: PodName, actual: String },
+    #[error("{0} is reserved but not started; only a live pod delegates")]
+    NotLive(PodName),
     #[error("{0} is already live with another process or session; adopt only takes a reservation")]
     AlreadyLive(PodName),
     #[error("no process {pid} is running")]
@@ -60,6 +62,7 @@ impl RegistryError {
             RegistryError::WriteConflict { .. } => "registry.write_conflict",
             RegistryError::UnknownPod(_) => "registry.unknown_pod",
             RegistryError::NotParent { .. } => "registry.not_parent",
+            RegistryError::NotLive(_) => "registry.not_live",
             RegistryError::AlreadyLive(_) => "registry.already_live",
             RegistryError::NoSuchProcess { .. } => "registry.no_such_process",
             RegistryError::Scope(e) => e.code(),

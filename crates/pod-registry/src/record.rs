@@ -45,6 +45,13 @@ pub struct Allocation {
     /// Increases on every change of this allocation (drawn from one
     /// registry-wide counter, so a re-created name never reuses a number).
     pub fence: u64,
+    /// Set when this Pod was moved because its parent went away without the
+    /// Pod holding a layer for that parent asking (swept, or released by
+    /// itself): the parent it had. That Pod learns of the move through it:
+    /// its reclaim of the gone child reports this Pod as reparented, or, if
+    /// it was restored, its registration re-adopts it. Then it is cleared.
+    #[serde(default)]
+    pub former_parent: Option<PodName>,
 }
 
 impl Allocation {
@@ -72,7 +79,7 @@ impl Allocation {
             AllocState::Live if self.pid == 0 => return Err(format!("{} is live but has no pid", self.name)),
             _ => {}
         }
-        if self.parent.as_ref() == Some(&self.name) {
+        if self.parent.as_ref() == Some(&self.name) || self.former_parent.as_ref() == Some(&self.name) {
             return Err(format!("{} is its own parent", self.name));
         }
         if self.layers.contains_key(&self.name) {

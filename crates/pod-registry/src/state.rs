@@ -4,7 +4,7 @@
 //! to put, names to delete). The daemon applies the same plan to memory and
 //! to the store, so what is served and what is durable cannot drift.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 
 use rustc_hash::FxHashMap;
@@ -82,6 +82,9 @@ pub struct State {
     pods: BTreeMap<PodName, Held>,
     index: WriteIndex,
     sessions: FxHashMap<String, PodName>,
+    /// Pods by the parent they lost (`Allocation::former_parent`), so a
+    /// reclaim or a restore finds them without a scan.
+    moved_from: FxHashMap<PodName, BTreeSet<PodName>>,
     next_fence: u64,
 }
 
@@ -166,6 +169,12 @@ impl State {
         depth
     }
 
+    /// Pods that lost `parent` (it went away before the Pod holding a layer
+    /// for it reclaimed it) and were moved elsewhere.
+    pub fn moved_from(&self, parent: &PodName) -> impl Iterator<Item = &Held> {
+        self.moved_from.get(parent).into_iter().flatten().filter_map(|n| self.pods.get(n))
+    }
+
     /// Children of `name` that still have an allocation, with the rules
     /// `name` delegated to each.
     pub fn live_children(&self, name: &PodName) -> BTreeMap<PodName, Vec<scope::ScopeRule>> {
@@ -190,11 +199,14 @@ impl State {
     }
 
     /// Puts `held` in place of the record of the same name, touching the
-    /// write index only when the allow rules changed (most changes are
-    /// layers, pid or state).
+    /// indexes only when what they index changed (most changes are layers,
+    /// pid or state).
     fn replace(&mut self, held: Held) {
-        let same_allow = self.pods.get(&held.rec.name).is_some_and(|old| old.rec.allow == held.rec.allow);
-        if !same_allow {
+        let same_keys = self
+            .pods
+            .get(&held.rec.name)
+            .is_some_and(|old| old.rec.allow == held.rec.allow && old.rec.former_parent == held.rec.former_parent);
+        if !same_keys {
             self.remove(&held.rec.name);
             self.insert(held);
             return;
@@ -217,6 +229,9 @@ impl State {
         if held.rec.state == AllocState::Live && !held.rec.session.is_empty() {
             self.sessions.insert(held.rec.session.clone(), held.rec.name.clone());
         }
+        if let Some(former) = &held.rec.former_parent {
+            self.moved_from.entry(former.clone()).or_default().insert(held.rec.name.clone());
+        }
         self.pods.insert(held.rec.name.clone(), held);
     }
 
@@ -227,6 +242,14 @@ impl State {
         }
         if self.sessions.get(&held.rec.session) == Some(name) {
             self.sessions.remove(&held.rec.session);
+        }
+        if let Some(former) = &held.rec.former_parent {
+            if let Some(set) = self.moved_from.get_mut(former) {
+                set.remove(name);
+                if set.is_empty() {
+                    self.moved_from.remove(former);
+                }
+            }
         }
     }
 

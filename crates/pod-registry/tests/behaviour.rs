@@ -28,6 +28,7 @@ async fn blame_names_the_deepest_owner() {
     let mut c = client(&home).await;
     c.register(&reg("lead", vec![w("/repo")])).await.expect("lead");
     c.delegate(&n("lead"), &n("helper"), &[w("/repo/src")], &[]).await.expect("helper");
+    c.adopt(&n("helper"), std::process::id(), None, "", "").await.expect("helper started");
     c.delegate(&n("helper"), &n("leaf"), &[w("/repo/src/net")], &[]).await.expect("leaf");
     let msg = blamed(c.register(&reg("x", vec![w("/repo/src/net/tcp")])).await.expect_err("conflict"));
     assert!(msg.contains("pod leaf"), "{msg}");

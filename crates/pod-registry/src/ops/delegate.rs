@@ -15,6 +15,11 @@ use crate::RegistryError;
 pub fn plan(state: &State, req: &Delegate) -> Result<(Plan, Reply), RegistryError> {
     check_room(state)?;
     let parent = state.get(&req.parent).ok_or_else(|| RegistryError::UnknownPod(req.parent.clone()))?;
+    // Only a started Pod delegates: a reservation has no process to ask,
+    // and it goes away with its parent, so it must not have children.
+    if parent.rec.state != AllocState::Live {
+        return Err(RegistryError::NotLive(req.parent.clone()));
+    }
     if state.get(&req.child).is_some() {
         return Err(RegistryError::DuplicateName(req.child.clone()));
     }
@@ -36,6 +41,7 @@ pub fn plan(state: &State, req: &Delegate) -> Result<(Plan, Reply), RegistryErro
         deny: req.deny.clone(),
         layers: Default::default(),
         fence: 0,
+        former_parent: None,
     };
     conflict::check(
         state,

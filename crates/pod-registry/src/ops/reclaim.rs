@@ -16,24 +16,49 @@ use crate::state::{Held, Plan, PlanBuilder, State};
 use crate::wire::{Reclaimed, Reply};
 use crate::RegistryError;
 
+/// The parent reclaims `child`: survivors it is told about in the reply.
 pub fn plan_reclaim(state: &State, parent: &PodName, child: &PodName) -> Result<(Plan, Reply), RegistryError> {
+    plan_removal(state, parent, child, Mark::No)
+}
+
+/// Whether survivors moved by a removal are marked with their former parent
+/// (`Allocation::former_parent`): needed whenever the Pod that holds a layer
+/// for the removed one is not the caller and so does not see the reply.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mark {
+    Yes,
+    No,
+}
+
+fn plan_removal(state: &State, parent: &PodName, child: &PodName, mark: Mark) -> Result<(Plan, Reply), RegistryError> {
     let mut plan = PlanBuilder::new(state);
     let parent_held = state.get(parent);
     let Some(child_held) = state.get(child) else {
-        // Already gone. A layer left behind (e.g. registered by a restored
-        // parent for a child that died meanwhile) is dropped now.
-        let parent_fence = match parent_held {
-            Some(p) if p.rec.layers.contains_key(child) => {
-                let mut scope = p.scope.clone();
-                scope.reclaim(child);
-                let mut rec = p.rec.clone();
-                rec.layers.remove(child);
-                Some(plan.put(rec, scope).fence)
-            }
-            Some(p) => Some(p.rec.fence),
-            None => None,
+        // Already gone (swept, or released). A layer left behind is dropped
+        // now, and the child's survivors that were moved to this parent
+        // meanwhile are reported as reparented, exactly as if this reclaim
+        // had removed the child itself.
+        let Some(p) = parent_held else {
+            let reply = Reply::Reclaimed(Reclaimed { removed: false, parent_fence: None, reparented: Vec::new() });
+            return Ok((plan.finish(), reply));
         };
-        let reply = Reply::Reclaimed(Reclaimed { removed: false, parent_fence, reparented: Vec::new() });
+        let mut reparented = Vec::new();
+        for moved in state.moved_from(child).filter(|h| h.rec.parent.as_ref() == Some(parent)) {
+            let mut rec = moved.rec.clone();
+            rec.former_parent = None;
+            plan.put(rec, moved.scope.clone());
+            reparented.push(moved.rec.name.clone());
+        }
+        let parent_fence = if p.rec.layers.contains_key(child) {
+            let mut scope = p.scope.clone();
+            scope.reclaim(child);
+            let mut rec = p.rec.clone();
+            rec.layers.remove(child);
+            plan.put(rec, scope).fence
+        } else {
+            p.rec.fence
+        };
+        let reply = Reply::Reclaimed(Reclaimed { removed: false, parent_fence: Some(parent_fence), reparented });
         return Ok((plan.finish(), reply));
     };
     if child_held.rec.parent.as_ref() != Some(parent) {
@@ -45,7 +70,7 @@ pub fn plan_reclaim(state: &State, parent: &PodName, child: &PodName) -> Result<
     }
     let parent_held = parent_held
         .ok_or_else(|| RegistryError::Corrupt(format!("{child} names parent {parent}, which is not registered")))?;
-    let reply = remove_child(state, &mut plan, parent_held, child_held)?;
+    let reply = remove_child(state, &mut plan, parent_held, child_held, mark)?;
     Ok((plan.finish(), Reply::Reclaimed(reply)))
 }
 
@@ -54,6 +79,7 @@ fn remove_child(
     plan: &mut PlanBuilder,
     parent: &Held,
     child: &Held,
+    mark: Mark,
 ) -> Result<Reclaimed, RegistryError> {
     let orphans = survivors(state, plan, &child.rec.name);
     let mut scope = parent.scope.clone();
@@ -67,7 +93,8 @@ fn remove_child(
     parent_rec.layers = scope.layers().clone();
     let parent_fence = plan.put(parent_rec, scope).fence;
     plan.delete(child.rec.name.clone());
-    let reparented = reparent(state, plan, orphans.keys(), Some(&parent.rec.name));
+    let reparented =
+        reparent(state, plan, orphans.keys(), (mark == Mark::Yes).then_some(&child.rec.name), Some(&parent.rec.name));
     Ok(Reclaimed { removed: true, parent_fence: Some(parent_fence), reparented })
 }
 
@@ -90,10 +117,14 @@ fn survivors(
     live
 }
 
+/// Moves surviving children to `new_parent` (or makes them top-level). With
+/// `gone`, they remember it as their former parent: whoever holds a layer
+/// for `gone` and did not ask for this removal learns of them that way.
 fn reparent<'a>(
     state: &State,
     plan: &mut PlanBuilder,
     orphans: impl Iterator<Item = &'a PodName>,
+    gone: Option<&PodName>,
     new_parent: Option<&PodName>,
 ) -> Vec<PodName> {
     let mut moved = Vec::new();
@@ -101,6 +132,9 @@ fn reparent<'a>(
         let Some(held) = state.get(name) else { continue };
         let mut rec = held.rec.clone();
         rec.parent = new_parent.cloned();
+        if let Some(gone) = gone {
+            rec.former_parent = Some(gone.clone());
+        }
         plan.put(rec, held.scope.clone());
         moved.push(name.clone());
     }
@@ -113,12 +147,12 @@ pub fn plan_release(state: &State, name: &PodName) -> Result<(Plan, Reply), Regi
         return Ok((PlanBuilder::new(state).finish(), reply));
     };
     if let Some(parent) = &held.rec.parent {
-        return plan_reclaim(state, parent, name);
+        return plan_removal(state, parent, name, Mark::Yes);
     }
     let mut plan = PlanBuilder::new(state);
     let orphans = survivors(state, &mut plan, name);
     plan.delete(name.clone());
-    let reparented = reparent(state, &mut plan, orphans.keys(), None);
+    let reparented = reparent(state, &mut plan, orphans.keys(), Some(name), None);
     Ok((plan.finish(), Reply::Reclaimed(Reclaimed { removed: true, parent_fence: None, reparented })))
 }
 

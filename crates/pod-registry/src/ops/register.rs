@@ -1,15 +1,25 @@
 //! `register`: a top-level Pod takes its scope.
 //!
-//! A restored Pod registers with its layers; children named there that are
-//! still allocated (and were made top-level when the Pod went away) become
-//! its children again, and their regions stay excluded from its write.
+//! A restored Pod registers with the layers its session log records. For
+//! each layer:
+//! - the child is still allocated and top-level (it was made top-level when
+//!   this Pod went away): it becomes this Pod's child again;
+//! - the child is allocated under another parent: refused;
+//! - the child is gone (a stale layer): the layer is not recorded and hides
+//!   nothing from the conflict check (it would otherwise cover a region some
+//!   other Pod may have taken meanwhile). Survivors moved out of that child
+//!   (top-level Pods whose former parent it was) whose write rules lie inside
+//!   the layer come back as this Pod's children; the Pod's prune of the gone
+//!   child (a reclaim) then reports them as reparented.
 
-use scope::{Scope, ScopeSnapshot};
+use std::collections::BTreeMap;
+
+use scope::{Permission, PodName, Scope, ScopeRule, ScopeSnapshot};
 
 use super::{check_room, check_session, Register};
 use crate::conflict::{self, Claim};
 use crate::record::{AllocState, Allocation};
-use crate::state::{Plan, PlanBuilder, State};
+use crate::state::{Held, Plan, PlanBuilder, State};
 use crate::wire::Reply;
 use crate::RegistryError;
 
@@ -19,25 +29,47 @@ pub fn plan(state: &State, req: &Register) -> Result<(Plan, Reply), RegistryErro
         return Err(RegistryError::DuplicateName(req.name.clone()));
     }
     check_session(state, &req.session, &req.name)?;
-    let scope = Scope::from_snapshot(ScopeSnapshot {
+    // The layers as the Pod holds them must form a valid scope.
+    Scope::from_snapshot(ScopeSnapshot {
         allow: req.allow.clone(),
         deny: req.deny.clone(),
         layers: req.layers.clone(),
     })?;
-    let mut readopted = Vec::new();
-    for child in req.layers.keys() {
-        let Some(held) = state.get(child) else { continue };
-        match &held.rec.parent {
-            None => readopted.push(held),
-            Some(other) => {
-                return Err(RegistryError::NotParent {
-                    child: child.clone(),
-                    parent: req.name.clone(),
-                    actual: other.to_string(),
-                })
+    let mut layers: BTreeMap<PodName, Vec<ScopeRule>> = BTreeMap::new();
+    // (child, keep its former parent): named children forget it (this Pod
+    // knows them); children found through a stale layer keep it until the
+    // prune reports them.
+    let mut adopted: Vec<(&Held, bool)> = Vec::new();
+    for (child, rules) in &req.layers {
+        match state.get(child) {
+            Some(held) => match &held.rec.parent {
+                None => {
+                    layers.insert(child.clone(), rules.clone());
+                    adopted.push((held, false));
+                }
+                Some(other) => {
+                    return Err(RegistryError::NotParent {
+                        child: child.clone(),
+                        parent: req.name.clone(),
+                        actual: other.to_string(),
+                    })
+                }
+            },
+            None => {
+                for moved in state.moved_from(child).filter(|h| h.rec.parent.is_none()) {
+                    let inside = moved
+                        .rec
+                        .allow_writes()
+                        .all(|w| rules.iter().any(|l| l.permission == Permission::Write && l.covers(w)));
+                    if inside && !req.layers.contains_key(&moved.rec.name) {
+                        layers.insert(moved.rec.name.clone(), moved.rec.allow.clone());
+                        adopted.push((moved, true));
+                    }
+                }
             }
         }
     }
+    let scope = Scope::from_snapshot(ScopeSnapshot { allow: req.allow.clone(), deny: req.deny.clone(), layers })?;
     let rec = Allocation {
         name: req.name.clone(),
         parent: None,
@@ -48,17 +80,21 @@ pub fn plan(state: &State, req: &Register) -> Result<(Plan, Reply), RegistryErro
         session: req.session.clone(),
         allow: req.allow.clone(),
         deny: req.deny.clone(),
-        layers: req.layers.clone(),
+        layers: scope.layers().clone(),
         fence: 0,
+        former_parent: None,
     };
     conflict::check(
         state,
         &Claim { name: &rec.name, allow: &rec.allow, caps: rec.write_caps().collect(), skip: None },
     )?;
     let mut plan = PlanBuilder::new(state);
-    for held in readopted {
+    for (held, keep_former) in adopted {
         let mut child = held.rec.clone();
         child.parent = Some(req.name.clone());
+        if !keep_former {
+            child.former_parent = None;
+        }
         plan.put(child, held.scope.clone());
     }
     let reply = Reply::Allocation(plan.put(rec, scope).clone());

@@ -116,7 +116,7 @@ fn a_deny_that_covers_the_overlap_hides_it_but_a_partial_one_does_not() {
 fn blame_goes_to_the_deepest_holder() {
     let mut s = State::new();
     register(&mut s, "lead", vec![w("/repo")], vec![]).expect("lead");
-    delegate(&mut s, "lead", "helper", vec![w("/repo/src")]).expect("helper");
+    spawn(&mut s, "lead", "helper", vec![w("/repo/src")]);
     delegate(&mut s, "helper", "sub", vec![w("/repo/src/a")]).expect("sub");
     let e = register(&mut s, "x", vec![w("/repo/src/a/b")], vec![]).expect_err("conflict");
     assert_eq!(conflict_holder(e), ("sub".into(), "write /repo/src/a/**".into()));
@@ -249,6 +249,89 @@ fn reserved_children_go_with_their_parent() {
 }
 
 #[test]
+fn a_reservation_does_not_delegate() {
+    let mut s = State::new();
+    register(&mut s, "lead", vec![w("/repo")], vec![]).expect("lead");
+    delegate(&mut s, "lead", "half", vec![w("/repo/src")]).expect("reserved");
+    let e = delegate(&mut s, "half", "sub", vec![w("/repo/src/a")]).expect_err("not started");
+    assert_eq!(e.code(), "registry.not_live");
+}
+
+/// Dies as a sweep would find it: `Forget` with the recorded process.
+fn die(state: &mut State, name: &str) {
+    let rec = &state.get(&n(name)).expect("allocated").rec;
+    let op = Op::Forget { name: n(name), pid: rec.pid, start_time: rec.start_time };
+    run(state, op).expect("forget");
+}
+
+fn reparented(reply: Reply) -> Vec<PodName> {
+    match reply {
+        Reply::Reclaimed(r) => r.reparented,
+        other => panic!("expected reclaimed, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_parent_reclaiming_a_swept_child_learns_of_its_survivors() {
+    // The sweep removes mid before lead notices; lead's reclaim of the gone
+    // mid must still report leaf, or lead would drop the layer and write
+    // where leaf writes.
+    let mut s = State::new();
+    register(&mut s, "lead", vec![w("/r")], vec![]).expect("lead");
+    spawn(&mut s, "lead", "mid", vec![w("/r/a")]);
+    spawn(&mut s, "mid", "leaf", vec![w("/r/a/x")]);
+    die(&mut s, "mid");
+    assert_eq!(s.get(&n("leaf")).expect("leaf").rec.parent, Some(n("lead")));
+    assert_eq!(reparented(reclaim(&mut s, "lead", "mid").expect("reclaim")), vec![n("leaf")]);
+    assert_eq!(reparented(reclaim(&mut s, "lead", "mid").expect("again")), Vec::<PodName>::new(), "told once");
+    assert_eq!(s.get(&n("leaf")).expect("leaf").rec.former_parent, None);
+    // A reclaim the parent asked for itself reports survivors directly.
+    spawn(&mut s, "lead", "mid2", vec![w("/r/b")]);
+    spawn(&mut s, "mid2", "leaf2", vec![w("/r/b/y")]);
+    assert_eq!(reparented(reclaim(&mut s, "lead", "mid2").expect("reclaim")), vec![n("leaf2")]);
+    assert_eq!(s.get(&n("leaf2")).expect("leaf2").rec.former_parent, None, "nothing left to tell");
+}
+
+#[test]
+fn a_restored_pod_gets_back_the_survivors_of_its_dead_children() {
+    // lead -> mid -> leaf; lead dies, then mid: leaf ends top-level. lead
+    // restores with its logged layer for mid only: leaf must come back
+    // under it, or lead and leaf would both write /r/a/x.
+    let mut s = State::new();
+    register(&mut s, "lead", vec![w("/r")], vec![]).expect("lead");
+    spawn(&mut s, "lead", "mid", vec![w("/r/a")]);
+    spawn(&mut s, "mid", "leaf", vec![w("/r/a/x")]);
+    die(&mut s, "lead");
+    die(&mut s, "mid");
+    assert_eq!(s.get(&n("leaf")).expect("leaf").rec.parent, None);
+    let layers = BTreeMap::from([(n("mid"), vec![w("/r/a")])]);
+    let Reply::Allocation(lead) = register_full(&mut s, "lead", vec![w("/r")], vec![], layers, "").expect("restored")
+    else {
+        panic!("reply")
+    };
+    assert_eq!(lead.layers.keys().cloned().collect::<Vec<_>>(), vec![n("leaf")], "stale mid dropped, leaf adopted");
+    assert_eq!(s.get(&n("leaf")).expect("leaf").rec.parent, Some(n("lead")));
+    assert!(!s.get(&n("lead")).expect("lead").scope.can_write(&ScopePath::new("/r/a/x/f").expect("p")));
+    // Its prune of mid reports leaf, so the Pod adopts it too.
+    assert_eq!(reparented(reclaim(&mut s, "lead", "mid").expect("prune")), vec![n("leaf")]);
+}
+
+#[test]
+fn a_stale_layer_hides_no_conflict() {
+    // lead's child died and was swept; someone took its region; lead
+    // restores with the stale layer: refused, not silently overlapping.
+    let mut s = State::new();
+    register(&mut s, "lead", vec![w("/r")], vec![]).expect("lead");
+    spawn(&mut s, "lead", "kid", vec![w("/r/a")]);
+    die(&mut s, "kid");
+    die(&mut s, "lead");
+    register(&mut s, "other", vec![w("/r/a")], vec![]).expect("region is free");
+    let layers = BTreeMap::from([(n("kid"), vec![w("/r/a")])]);
+    let e = register_full(&mut s, "lead", vec![w("/r")], vec![], layers, "").expect_err("stale layer");
+    assert_eq!(conflict_holder(e).0, "other");
+}
+
+#[test]
 fn adopt_takes_a_reservation_once() {
     let mut s = State::new();
     register(&mut s, "lead", vec![w("/repo")], vec![]).expect("lead");
@@ -300,6 +383,8 @@ enum RandOp {
     Delegate(usize, usize, usize, bool),
     Reclaim(usize, usize),
     Release(usize),
+    Adopt(usize),
+    Die(usize),
 }
 
 fn rand_op() -> impl Strategy<Value = RandOp> {
@@ -310,7 +395,9 @@ fn rand_op() -> impl Strategy<Value = RandOp> {
             .prop_map(|(p, d, deny, rec)| RandOp::Register(p, d, deny, rec)),
         (pod.clone(), pod.clone(), dir, any::<bool>()).prop_map(|(p, c, d, rec)| RandOp::Delegate(p, c, d, rec)),
         (pod.clone(), pod.clone()).prop_map(|(p, c)| RandOp::Reclaim(p, c)),
-        pod.prop_map(RandOp::Release),
+        pod.clone().prop_map(RandOp::Release),
+        pod.clone().prop_map(RandOp::Adopt),
+        pod.prop_map(RandOp::Die),
     ]
 }
 
@@ -354,6 +441,13 @@ proptest! {
                 }),
                 RandOp::Reclaim(p, c) => Op::Reclaim { parent: pod_name(p), child: pod_name(c) },
                 RandOp::Release(p) => Op::Release { name: pod_name(p) },
+                RandOp::Adopt(p) => Op::Adopt(Adopt {
+                    name: pod_name(p), pid: 100 + p as u32, start_time: 1, session: String::new(), socket: String::new(),
+                }),
+                RandOp::Die(p) => match s.get(&pod_name(p)) {
+                    Some(h) => Op::Forget { name: pod_name(p), pid: h.rec.pid, start_time: h.rec.start_time },
+                    None => continue,
+                },
             };
             if let Ok((plan, _)) = plan(&s, &op) {
                 s.apply(plan);
