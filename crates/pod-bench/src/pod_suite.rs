@@ -42,7 +42,13 @@ pub struct Args {
 /// True when this process was started as a Pod process or as the registry
 /// daemon by the runtime under test.
 pub fn is_runtime_invocation() -> bool {
-    matches!(std::env::args().nth(1).as_deref(), Some("__pod" | "registry"))
+    let mut args = std::env::args().skip(1);
+    match args.next().as_deref() {
+        Some("__pod") => true,
+        // `pod registry serve` (the daemon), not this tool's `registry` suite.
+        Some("registry") => args.next().as_deref() == Some("serve"),
+        _ => false,
+    }
 }
 
 fn name(s: String) -> Result<PodName, String> {

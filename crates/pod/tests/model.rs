@@ -223,8 +223,6 @@ struct World {
     reference: BTreeMap<PodName, RefPod>,
     next_id: u64,
     names: u32,
-    /// Also run the operations that reach the known bugs (`known_bug_*`).
-    known_bugs: bool,
     universe: Vec<ScopePath>,
 }
 
@@ -250,7 +248,6 @@ impl World {
             reference: BTreeMap::new(),
             next_id: 1,
             names: 0,
-            known_bugs: false,
             universe: universe(),
         }
     }
@@ -303,45 +300,6 @@ impl World {
 
     fn set_core(&mut self, name: &PodName, core: PodCore) {
         self.pods.get_mut(name).unwrap().proc.as_mut().unwrap().core = core;
-    }
-
-    /// Known bug 1 (see `known_bug_lost_grandchild`): a dead Pod whose own
-    /// parent is dead too, with a running child below it.
-    fn dead_pair_above_live(&self, also_dead: &PodName) -> bool {
-        let dead = |n: &PodName| n == also_dead || !self.alive(n);
-        self.reference
-            .iter()
-            .any(|(y, node)| dead(y) && node.parent.as_ref().is_some_and(&dead) && node.layers.keys().any(|c| !dead(c)))
-    }
-
-    /// Whether a crash of `name` may be simulated: always with
-    /// `POD_MODEL_KNOWN_BUGS=1`, else only when it cannot reach a known bug.
-    fn may_crash(&self, name: &PodName) -> bool {
-        self.known_bugs || !self.dead_pair_above_live(name)
-    }
-
-    /// Known bug 2 (see `known_bug_sweep_before_notice`): a dead child its
-    /// running parent has not noticed yet, with children of its own, which a
-    /// sweep would forget first.
-    fn sweep_would_race_a_notice(&self) -> bool {
-        self.live()
-            .iter()
-            .any(|w| self.core(w).children.keys().any(|x| !self.alive(x) && !self.reg.live_children(x).is_empty()))
-    }
-
-    /// Known bug 3 (see `known_bug_stale_layer_hides_a_conflict`): a
-    /// resuming Pod's layer for a child that no longer has an allocation
-    /// overlaps another allocation's write.
-    fn stale_layer_hides_a_conflict(&self, name: &PodName, scope: &Scope) -> bool {
-        scope.layers().iter().filter(|(c, _)| self.reg.get(c).is_none()).any(|(_, rules)| {
-            rules.iter().filter(|r| r.permission == Permission::Write).any(|r| {
-                self.reg.iter().filter(|h| &h.rec.name != name).any(|h| h.rec.allow_writes().any(|a| a.overlaps(r)))
-            })
-        })
-    }
-
-    fn may_sweep(&self) -> bool {
-        self.known_bugs || !self.sweep_would_race_a_notice()
     }
 
     fn kill(&mut self, name: &PodName) {
@@ -528,7 +486,7 @@ impl World {
     /// `Owner::spawn`: local check, registry delegate, log batch, memory;
     /// then the child's startup (registry adopt, its own log). `crash_at`:
     /// the parent dies after the delegate (0) or after the log batch (1).
-    fn spawn(&mut self, sel: u8, rules: &[RuleGen], guided: bool, mut crash_at: Option<u8>) {
+    fn spawn(&mut self, sel: u8, rules: &[RuleGen], guided: bool, crash_at: Option<u8>) {
         let live = self.live();
         if live.is_empty() {
             return;
@@ -562,9 +520,6 @@ impl World {
             return;
         }
         self.commit_name();
-        if crash_at.is_some() && !self.may_crash(&p) {
-            crash_at = None;
-        }
         if crash_at == Some(0) {
             self.kill(&p);
             return;
@@ -742,9 +697,6 @@ impl World {
         let scope = Scope::from_snapshot(state.scope.clone())
             .unwrap_or_else(|e| panic!("inv7: {name}'s folded scope does not load: {e}"));
         self.sweep();
-        if !self.known_bugs && self.stale_layer_hides_a_conflict(&name, &scope) {
-            return;
-        }
         let (pid, start_time) = (self.fresh() as u32, self.fresh());
         let registered = self.reg_apply(RegOp::Register(Register {
             name: name.clone(),
@@ -835,22 +787,14 @@ impl World {
                 let live = self.live();
                 if !live.is_empty() {
                     let x = live[*s as usize % live.len()].clone();
-                    if self.may_crash(&x) {
-                        self.kill(&x);
-                    }
+                    self.kill(&x);
                 }
             }
             Op::Notice(s) => self.notice(*s),
             Op::Sweep => {
-                if self.may_sweep() {
-                    self.sweep();
-                }
+                self.sweep();
             }
-            Op::Resume(s) => {
-                if self.may_sweep() {
-                    self.resume(*s);
-                }
-            }
+            Op::Resume(s) => self.resume(*s),
             Op::RegistryRestart => self.registry_restart(),
         }
     }
@@ -936,17 +880,8 @@ impl World {
     }
 }
 
-fn known_bugs() -> bool {
-    std::env::var_os("POD_MODEL_KNOWN_BUGS").is_some()
-}
-
 fn run(ops: &[Op]) {
-    run_with(ops, known_bugs());
-}
-
-fn run_with(ops: &[Op], known_bugs: bool) {
     let mut world = World::new();
-    world.known_bugs = known_bugs;
     for (i, op) in ops.iter().enumerate() {
         world.step(op);
         if std::env::var("POD_MODEL_TRACE").is_ok() {
@@ -1013,9 +948,9 @@ fn reference_coverage_matches_scope_rules() {
 }
 
 // ---------------------------------------------------------------------------
-// The known bugs the model found, as their shrunk sequences. They fail today;
-// the randomized test steers around them unless `POD_MODEL_KNOWN_BUGS=1`.
-// When a fix lands: drop the `#[ignore]` and the matching `may_*` guard.
+// The bugs the model found, as their shrunk sequences: regression tests now
+// that the registry keeps former parents, drops stale layers at register and
+// lets only live Pods delegate.
 
 fn t(idx: u8, recursive: bool) -> Target {
     Target { idx, recursive }
@@ -1031,19 +966,15 @@ fn w(idx: u8, recursive: bool) -> RuleGen {
 /// logged layer for p002 only, prunes p002, and the registry drops that
 /// layer without handing p003 back: p001 and p003 both write /r/a (inv1).
 #[test]
-#[ignore = "known bug 1: grandchild lost when its parent and grandparent both died"]
 fn known_bug_lost_grandchild() {
-    run_with(
-        &[
-            Op::Start { allow: vec![t(0, true)], deny: None },
-            Op::Spawn { parent: 0, rules: vec![w(1, true)], guided: false },
-            Op::Spawn { parent: 1, rules: vec![w(1, false)], guided: false },
-            Op::Crash(0),
-            Op::Crash(0),
-            Op::Resume(0),
-        ],
-        true,
-    );
+    run(&[
+        Op::Start { allow: vec![t(0, true)], deny: None },
+        Op::Spawn { parent: 0, rules: vec![w(1, true)], guided: false },
+        Op::Spawn { parent: 1, rules: vec![w(1, false)], guided: false },
+        Op::Crash(0),
+        Op::Crash(0),
+        Op::Resume(0),
+    ]);
 }
 
 /// Bug 2: a sweep that forgets a dead child before its running parent
@@ -1052,19 +983,15 @@ fn known_bug_lost_grandchild() {
 /// gone, gets no `reparented` list, and drops the layer without adopting:
 /// p001 and p003 both write /r/a/a (inv1, inv5).
 #[test]
-#[ignore = "known bug 2: sweep before the parent notices a death loses the grandchild"]
 fn known_bug_sweep_before_notice() {
-    run_with(
-        &[
-            Op::Start { allow: vec![t(0, true)], deny: None },
-            Op::Spawn { parent: 0, rules: vec![w(1, true)], guided: false },
-            Op::Spawn { parent: 1, rules: vec![w(4, true)], guided: false },
-            Op::Crash(1),
-            Op::Sweep,
-            Op::Notice(0),
-        ],
-        true,
-    );
+    run(&[
+        Op::Start { allow: vec![t(0, true)], deny: None },
+        Op::Spawn { parent: 0, rules: vec![w(1, true)], guided: false },
+        Op::Spawn { parent: 1, rules: vec![w(4, true)], guided: false },
+        Op::Crash(1),
+        Op::Sweep,
+        Op::Notice(0),
+    ]);
 }
 
 /// Bug 3: a resuming Pod re-registers with a layer for a child that has no
@@ -1072,16 +999,12 @@ fn known_bug_sweep_before_notice() {
 /// that region meanwhile, and the prune then drops the layer with no
 /// conflict check: p001 and p003 both write /r (inv1).
 #[test]
-#[ignore = "known bug 3: a stale layer hides a write conflict at register"]
 fn known_bug_stale_layer_hides_a_conflict() {
-    run_with(
-        &[
-            Op::Start { allow: vec![t(0, false)], deny: None },
-            Op::SpawnCrash { parent: 0, rules: vec![w(12, false)], stage: 1 },
-            Op::Sweep,
-            Op::Start { allow: vec![t(0, false)], deny: None },
-            Op::Resume(0),
-        ],
-        true,
-    );
+    run(&[
+        Op::Start { allow: vec![t(0, false)], deny: None },
+        Op::SpawnCrash { parent: 0, rules: vec![w(12, false)], stage: 1 },
+        Op::Sweep,
+        Op::Start { allow: vec![t(0, false)], deny: None },
+        Op::Resume(0),
+    ]);
 }

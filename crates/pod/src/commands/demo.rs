@@ -55,17 +55,21 @@ impl Demo {
             .parse()
             .map_err(|_| WireError::new("demo.pid", format!("bad pid file {}", pid_file.display())))?;
         println!("\n$ kill -9 {pid}    # {name}");
-        let fd = rustix::process::Pid::from_raw(pid)
-            .and_then(|p| rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok())
-            .ok_or_else(|| WireError::new("demo.kill", format!("{name} (pid {pid}) is not running")))?;
-        rustix::process::pidfd_send_signal(&fd, rustix::process::Signal::KILL)
-            .map_err(|e| WireError::new("demo.kill", format!("cannot kill {name}: {e}")))?;
-        // Wait (bounded) until the kernel says it is gone.
-        let mut fds = [rustix::event::PollFd::new(&fd, rustix::event::PollFlags::IN)];
-        let timeout = rustix::event::Timespec { tv_sec: 10, tv_nsec: 0 };
-        rustix::event::poll(&mut fds, Some(&timeout)).map_err(|e| WireError::new("demo.kill", e.to_string()))?;
-        Ok(())
+        signal_and_wait(pid, rustix::process::Signal::KILL)
+            .map_err(|e| WireError::new("demo.kill", format!("cannot kill {name} (pid {pid}): {e}")))
     }
+}
+
+/// Sends `sig` to `pid` and waits (at most 10 s) until the process is gone.
+fn signal_and_wait(pid: i32, sig: rustix::process::Signal) -> Result<(), String> {
+    let fd = rustix::process::Pid::from_raw(pid)
+        .and_then(|p| rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok())
+        .ok_or("not running")?;
+    rustix::process::pidfd_send_signal(&fd, sig).map_err(|e| e.to_string())?;
+    let mut fds = [rustix::event::PollFd::new(&fd, rustix::event::PollFlags::IN)];
+    let timeout = rustix::event::Timespec { tv_sec: 10, tv_nsec: 0 };
+    rustix::event::poll(&mut fds, Some(&timeout)).map_err(|e| e.to_string())?;
+    Ok(())
 }
 
 pub fn run(dir: Option<&Path>) -> Result<ExitCode, WireError> {
@@ -97,6 +101,14 @@ pub fn run(dir: Option<&Path>) -> Result<ExitCode, WireError> {
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .status();
+    }
+    // The registry daemon this demo started on demand goes too.
+    if let Some(pid) =
+        std::fs::read_to_string(demo.home.join("run/registry.lock")).ok().and_then(|t| t.trim().parse().ok())
+    {
+        if let Err(e) = signal_and_wait(pid, rustix::process::Signal::TERM) {
+            tracing::warn!(pid, error = %e, "could not stop the demo's registry daemon");
+        }
     }
     result?;
     println!("\n# demo done: every answer above came from real processes and a real registry.");

@@ -155,6 +155,19 @@ pub async fn rm(name: &str) -> Result<ExitCode, WireError> {
     if running(&paths).await || lock_held(&paths) {
         return Err(WireError::new("pod.running", format!("pod {name} is running; `pod stop {name}` first")));
     }
+    // A Pod that crashed still holds its allocation (its record keeps its
+    // children's regions excluded until it resumes); forgetting the Pod
+    // gives that up: its live children become top-level Pods.
+    let registry = Registry::connect(&dirs).await?;
+    if let Some(alloc) = registry.get(&name).await? {
+        if watch::process_start_time(alloc.pid) == Some(alloc.start_time) {
+            return Err(WireError::new(
+                "pod.running",
+                format!("pod {name} is running (pid {}); `pod stop {name}` first", alloc.pid),
+            ));
+        }
+        registry.release(&name).await?;
+    }
     for dir in [&paths.data_dir, &paths.run_dir] {
         match std::fs::remove_dir_all(dir) {
             Ok(()) => {}

@@ -402,6 +402,7 @@ impl Owner {
         for child in &removed {
             self.pids.remove(child);
         }
+        let mut adopted = Vec::new();
         for (child, orphans) in &results {
             if !removed.contains(child) {
                 continue;
@@ -409,11 +410,19 @@ impl Owner {
             for o in orphans {
                 self.pids.insert(o.name.clone(), o.pid);
                 watch::watch_pid(o.name.clone(), o.pid, o.start_time, self.tx.clone());
+                adopted.push(o.name.clone());
             }
         }
         self.write_mirror()?;
         fail::fail_point!("reclaim.after_mirror");
-        tracing::info!(removed = removed.len(), "reclaimed");
+        tracing::info!(removed = removed.len(), adopted = adopted.len(), "reclaimed");
+        // A Pod shutting down stops every child it has, including those it
+        // adopts on the way (they were not there when the shutdown began).
+        if self.shutdown.is_some() {
+            for child in &adopted {
+                self.stop_child(child, None).await;
+            }
+        }
         Ok(removed.len())
     }
 
