@@ -78,6 +78,7 @@ fn log_follow_streams_new_events() {
         .args(["log", "lead", "--follow", "--json"])
         .env("POD_HOME", &h.home)
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("pod log --follow");
     let mut lines = BufReader::new(follow.stdout.take().expect("stdout")).lines();
@@ -91,6 +92,6 @@ fn log_follow_streams_new_events() {
     // The Pod stopped: follow prints its last records and ends by itself.
     let rest: Vec<String> = lines.map(|l| l.expect("read")).collect();
     assert!(rest.last().is_some_and(|l| l.contains("pod.stopped")), "{rest:?}");
-    let status = follow.wait().expect("wait");
-    assert!(status.success());
+    let out = follow.wait_with_output().expect("wait");
+    assert!(out.status.success(), "follow failed: {}", String::from_utf8_lossy(&out.stderr));
 }

@@ -118,7 +118,9 @@ pub async fn handle(mut conn: Connection, peer: PeerCred, ctx: Arc<Ctx>) {
                 return;
             }
         };
-        let span = tracing::info_span!("request", op = kind(&request), peer_pid = peer.pid);
+        // Debug level: at info, formatting the span's fields costs more than the
+        // check it wraps; outcomes worth knowing are logged as events.
+        let span = tracing::debug_span!("request", op = kind(&request), peer_pid = peer.pid);
         let answer: Result<Reply, WireError> = ctx.execute(request).instrument(span).await.map_err(|e| e.to_wire());
         match conn.write_frame(&answer).await {
             Ok(()) => {}

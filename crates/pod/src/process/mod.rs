@@ -50,7 +50,16 @@ pub fn main(name: &str) -> std::process::ExitCode {
         Ok(rt) => rt,
         Err(e) => return report_failure(WireError::new("pod.runtime", format!("cannot start the async runtime: {e}"))),
     };
-    runtime.block_on(run(request))
+    let (code, lock) = runtime.block_on(run(request));
+    // The Pod's lock says "this Pod's process is still here" to every other
+    // process (resume, rm, read commands that open the log directly). It is
+    // released only after the runtime, and with it every task holding the
+    // session log, is gone, so nobody finds the lock free while sled still
+    // holds the database. A blocking log read still waiting (a follower's
+    // long-poll) gets a bounded time; the kernel frees the rest at exit.
+    runtime.shutdown_timeout(DRAIN_TIMEOUT);
+    drop(lock);
+    code
 }
 
 fn read_request(name: &str) -> Result<LaunchRequest, WireError> {
@@ -84,13 +93,13 @@ fn report_failure(e: WireError) -> std::process::ExitCode {
     std::process::ExitCode::FAILURE
 }
 
-async fn run(request: LaunchRequest) -> std::process::ExitCode {
+async fn run(request: LaunchRequest) -> (std::process::ExitCode, Option<std::fs::File>) {
     let (tx, rx) = mpsc::channel(OWNER_QUEUE);
     let started = match startup(request, tx.clone()).await {
         Ok(s) => s,
-        Err(e) => return report_failure(e),
+        Err(e) => return (report_failure(e), None),
     };
-    let Started { owner, listener, log, _lock } = started;
+    let Started { owner, listener, log, lock } = started;
     let socket = owner.paths.socket().to_string_lossy().into_owned();
     let pid_file = owner.paths.pid_file();
     let owner_task = tokio::spawn(owner.run(rx));
@@ -124,16 +133,20 @@ async fn run(request: LaunchRequest) -> std::process::ExitCode {
     if let Err(e) = std::fs::remove_file(&pid_file) {
         tracing::debug!(error = %e, "pid file already gone");
     }
-    std::process::ExitCode::SUCCESS
+    (std::process::ExitCode::SUCCESS, Some(lock))
 }
 
+/// SIGTERM and SIGINT are a clean shutdown. The handlers are registered
+/// here, synchronously, before the Pod reports ready: a signal that arrives
+/// right after `pod start` returns must not find the default action (death
+/// without a callback) still in place.
 fn spawn_signal_handler(tx: mpsc::Sender<OwnerMsg>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        tracing::error!("cannot install signal handlers; SIGTERM will kill the pod uncleanly");
+        return;
+    };
     tokio::spawn(async move {
-        use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-            tracing::error!("cannot install signal handlers; SIGTERM will kill the pod uncleanly");
-            return;
-        };
         tokio::select! {
             _ = term.recv() => {}
             _ = int.recv() => {}
@@ -148,7 +161,7 @@ struct Started {
     owner: Owner,
     listener: interprocess::local_socket::tokio::Listener,
     log: Arc<SessionLog>,
-    _lock: std::fs::File,
+    lock: std::fs::File,
 }
 
 fn wire<E: std::fmt::Display>(code: &str) -> impl Fn(E) -> WireError + '_ {
@@ -279,7 +292,7 @@ async fn take_scope_and_serve(
         let workload_pid = workload::start(&command, &paths, request.cwd.as_deref(), tx)?;
         owner.set_workload_pid(workload_pid);
     }
-    Ok(Started { owner, listener, log, _lock: lock })
+    Ok(Started { owner, listener, log, lock })
 }
 
 /// Resume: replay, re-register with layers, probe children in parallel,
