@@ -107,8 +107,12 @@ pub async fn stop(name: &str) -> Result<ExitCode, WireError> {
         )
         .await
         {
-            Ok(PodReply::Stopped { .. }) => {
+            Ok(PodReply::Stopped { reclaimed: true }) => {
                 println!("stopped {name}; {parent} has its scope back");
+                return Ok(ExitCode::SUCCESS);
+            }
+            Ok(PodReply::Stopped { reclaimed: false }) => {
+                println!("{name} had already stopped; {parent} has its scope back");
                 return Ok(ExitCode::SUCCESS);
             }
             Ok(other) => return Err(unexpected(&other)),

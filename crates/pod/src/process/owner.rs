@@ -182,7 +182,10 @@ impl Owner {
             PodRequest::Spawn(request) => self.spawn(request).await,
             PodRequest::StopChild { child } => {
                 if !self.core.children.contains_key(&child) {
-                    Err(WireError::new("pod.unknown_child", format!("{child} is not a child of {}", self.name)))
+                    // Not (or no longer) ours: the CLI found it under us in
+                    // the registry a moment ago, so another path (its own
+                    // callback, a noticed death) reclaimed it meanwhile.
+                    Ok(PodReply::Stopped { reclaimed: false })
                 } else {
                     self.stop_child(&child, Some(reply)).await;
                     return;
