@@ -20,7 +20,7 @@ use scope::{PodName, ScopePath, ScopeRule};
 use serde_json::{json, Value};
 
 use crate::floor;
-use crate::stats::quantile;
+use crate::stats::{quantile, rss_mb};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -58,16 +58,6 @@ fn name(s: String) -> Result<PodName, String> {
 fn write_rule(p: &Path) -> Result<ScopeRule, String> {
     let target = ScopePath::new(&p.to_string_lossy()).map_err(|e| e.to_string())?;
     Ok(ScopeRule::write(target))
-}
-
-fn rss_mb(pid: u32) -> Result<f64, String> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| format!("pid {pid}: {e}"))?;
-    let kb: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .ok_or("no VmRSS")?;
-    Ok(kb / 1024.0)
 }
 
 pub fn run(args: &Args) -> Result<Value, String> {

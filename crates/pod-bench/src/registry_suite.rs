@@ -19,7 +19,7 @@ use scope::{Permission, PodName, ScopePath, ScopeRule};
 use serde_json::{json, Value};
 
 use crate::floor::{fsync_us, ipc_rtt_us};
-use crate::stats::quantile;
+use crate::stats::{quantile, rss_mb};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -125,7 +125,7 @@ pub fn run(args: &Args) -> Result<Value, String> {
         let cpu_per_op = (cpu_us(daemon.pid())? - cpu_before) / (CLIENTS * args.concurrent_pairs * 2) as u64;
         let shared = concurrent_rt.block_on(concurrent(&dirs, args.concurrent_pairs, Layout::SharedParent))?;
         let throughput = Throughput { own, shared, cpu_per_op };
-        Ok(report(args, samples, &floors, &throughput, rss_mb(daemon.pid())?))
+        Ok(report(args, samples, &floors, &throughput, round2(rss_mb(daemon.pid())?)))
     });
     daemon.stop();
     result
@@ -334,16 +334,6 @@ fn cpu_us(pid: u32) -> Result<u64, String> {
     let fields: Vec<&str> = after_name.split_whitespace().collect();
     let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).ok_or("short daemon stat");
     Ok((ticks(11)? + ticks(12)?) * 10_000)
-}
-
-fn rss_mb(pid: u32) -> Result<f64, String> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| format!("daemon status: {e}"))?;
-    let kb: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .ok_or("no VmRSS in the daemon's status")?;
-    Ok(round2(kb / 1024.0))
 }
 
 /// The daemon process; stopped with SIGTERM (killed if that fails).

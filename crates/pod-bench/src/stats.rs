@@ -10,6 +10,18 @@ pub fn quantile(samples: &mut [u64], q: f64) -> u64 {
     samples[rank - 1]
 }
 
+/// Resident memory of process `pid`, in MiB (`VmRSS` of `/proc/PID/status`).
+pub fn rss_mb(pid: u32) -> Result<f64, String> {
+    let status =
+        std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| format!("pid {pid} status: {e}"))?;
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or_else(|| format!("no VmRSS in the status of pid {pid}"))?;
+    Ok(kb / 1024.0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

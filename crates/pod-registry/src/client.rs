@@ -82,9 +82,25 @@ fn wire(rules: &[ScopeRule]) -> Vec<WireRule> {
     rules.iter().map(WireRule::from).collect()
 }
 
+/// No daemon serves the socket: none ever did, or the one that did is gone
+/// or going (a dying daemon's listener can still accept, then resets).
 fn is_absent(e: &ProtoError) -> bool {
-    matches!(e, ProtoError::Io(io) if matches!(io.kind(), io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused))
+    match e {
+        ProtoError::Io(io) => matches!(
+            io.kind(),
+            io::ErrorKind::NotFound
+                | io::ErrorKind::ConnectionRefused
+                | io::ErrorKind::ConnectionReset
+                | io::ErrorKind::BrokenPipe
+        ),
+        ProtoError::Closed => true,
+        _ => false,
+    }
 }
+
+/// How often a client waiting for a daemon starts one again: the first may
+/// have lost the lock race to a daemon that was dying at that moment.
+const RESPAWN_EVERY: Duration = Duration::from_millis(250);
 
 impl Client {
     /// Connects, starting the daemon (`pod-registry serve --detach`) if none
@@ -104,10 +120,15 @@ impl Client {
         }
         spawn_daemon(dirs, daemon)?;
         let deadline = tokio::time::Instant::now() + START_TIMEOUT;
+        let mut respawn_at = tokio::time::Instant::now() + RESPAWN_EVERY;
         let mut backoff = Duration::from_millis(1);
         loop {
             match Client::connect_running(dirs).await {
                 Err(ClientError::Proto(e)) if is_absent(&e) && tokio::time::Instant::now() < deadline => {
+                    if tokio::time::Instant::now() >= respawn_at {
+                        spawn_daemon(dirs, daemon)?;
+                        respawn_at = tokio::time::Instant::now() + RESPAWN_EVERY;
+                    }
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_millis(50));
                 }

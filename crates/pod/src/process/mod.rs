@@ -217,28 +217,16 @@ async fn take_scope_and_serve(
     let socket = paths.socket().to_string_lossy().into_owned();
     let session = paths.session_id();
     let mut owner = match request.mode {
+        LaunchMode::Resume => resume(&name, &paths, &log, registry, tx.clone()).await?,
         LaunchMode::Start { allow, deny, workload } => {
-            if log.last_seq() > 0 {
-                return Err(WireError::new(
-                    "pod.exists",
-                    format!("pod {name} already exists (stopped or crashed); `pod resume {name}` or `pod rm {name}`"),
-                ));
-            }
+            refuse_existing_log(&log, &name, "`pod resume NAME` or `pod rm NAME`")?;
             let scope = Scope::new(allow, deny).map_err(|e| WireError::new(e.code(), e.to_string()))?;
             registry.register(&name, pid, &socket, &session, scope.snapshot()).await?;
-            let created = vec![
-                Event::PodCreated {
-                    name: name.clone(),
-                    parent: None,
-                    base: scope.snapshot().clone(),
-                    workload: workload.clone(),
-                },
-                Event::PodScope { scope: scope.snapshot().clone() },
-            ];
-            if let Err(e) = append(&log, created).await {
+            let created = record_creation(&log, &name, None, &scope, &workload).await;
+            if created.is_err() {
                 registry.release_quietly(&name).await;
-                return Err(e);
             }
+            created?;
             Owner::new(
                 name.clone(),
                 None,
@@ -252,25 +240,12 @@ async fn take_scope_and_serve(
             )
         }
         LaunchMode::Child { parent, rules, workload } => {
-            if log.last_seq() > 0 {
-                return Err(WireError::new(
-                    "pod.exists",
-                    format!("a pod named {name} already has a session log; `pod rm {name}` first"),
-                ));
-            }
+            refuse_existing_log(&log, &name, "`pod rm NAME` first")?;
             let scope = Scope::new(rules, Vec::new()).map_err(|e| WireError::new(e.code(), e.to_string()))?;
             fail::fail_point!("spawn.before_adopt");
             registry.adopt(&name, pid, &session, &socket).await?;
-            let created = vec![
-                Event::PodCreated {
-                    name: name.clone(),
-                    parent: Some(parent.clone()),
-                    base: scope.snapshot().clone(),
-                    workload: workload.clone(),
-                },
-                Event::PodScope { scope: scope.snapshot().clone() },
-            ];
-            append(&log, created).await?;
+            // A failure from here on is undone by the parent's reclaim.
+            record_creation(&log, &name, Some(&parent), &scope, &workload).await?;
             Owner::new(
                 name.clone(),
                 Some(parent),
@@ -283,7 +258,6 @@ async fn take_scope_and_serve(
                 tx.clone(),
             )
         }
-        LaunchMode::Resume => resume(&name, &paths, &log, registry, tx.clone()).await?,
     };
     tracing::info!(ms = phase.elapsed().as_secs_f64() * 1e3, "scope taken and recorded");
     let listener = pod_proto::server::bind(&paths.socket()).await.map_err(|e| e.to_wire())?;
@@ -293,6 +267,37 @@ async fn take_scope_and_serve(
         owner.set_workload_pid(workload_pid);
     }
     Ok(Started { owner, listener, log, lock })
+}
+
+/// A new Pod's name must not already have a history here.
+fn refuse_existing_log(log: &SessionLog, name: &PodName, hint: &str) -> Result<(), WireError> {
+    if log.last_seq() == 0 {
+        return Ok(());
+    }
+    Err(WireError::new(
+        "pod.exists",
+        format!("pod {name} already has a session log (stopped or crashed); {}", hint.replace("NAME", name.as_str())),
+    ))
+}
+
+/// The first durable batch of every Pod: who it is, and its scope.
+async fn record_creation(
+    log: &Arc<SessionLog>,
+    name: &PodName,
+    parent: Option<&PodName>,
+    scope: &Scope,
+    workload: &Option<Vec<String>>,
+) -> Result<(), WireError> {
+    let created = vec![
+        Event::PodCreated {
+            name: name.clone(),
+            parent: parent.cloned(),
+            base: scope.snapshot().clone(),
+            workload: workload.clone(),
+        },
+        Event::PodScope { scope: scope.snapshot().clone() },
+    ];
+    append(log, created).await
 }
 
 /// Resume: replay, re-register with layers, probe children in parallel,
