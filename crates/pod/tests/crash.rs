@@ -169,12 +169,12 @@ fn registry_pid(h: &Home) -> Option<u32> {
 }
 
 /// After the crash: bring back what died, as a user would.
-fn recover(h: &Home) {
+fn recover(h: &Home, what: &str) {
     if lead_pid(h).is_none_or(|p| !alive(p)) {
         let run = h.pod(&["resume", "lead"]);
-        assert!(run.ok() || run.stderr.contains("already running"), "resume after crash: {run:?}");
+        assert!(run.ok() || run.stderr.contains("already running"), "[{what}] resume after crash: {run:?}");
     }
-    wait_until("lead serves", || running(h));
+    wait_until(&format!("[{what}] lead serves"), || running(h));
 }
 
 fn running(h: &Home) -> bool {
@@ -231,13 +231,17 @@ fn run_point(p: &CrashPoint) -> bool {
     // The marker proves the point fired (and aborted: it is written just
     // before the abort); the process must be gone.
     let fired = h.home.join("run").join(format!("failpoint.{}.{}.fired", p.role, p.point)).exists();
+    if !fired {
+        let log = std::fs::read_to_string(h.run_dir("lead").join("pod.log")).unwrap_or_default();
+        eprintln!("[{what}] the point did not fire; lead's log:\n{log}");
+    }
     let gone = match p.role {
         "registry" => !alive(registry),
         "docs" => true,
         _ => lead_pid(&h).is_none_or(|pid| !alive(pid)),
     };
     let aborted = fired && gone;
-    recover(&h);
+    recover(&h, &what);
     // Let background reclaims (a child exit noticed) finish.
     wait_until(&format!("[{what}] settle"), || {
         let scope = h.scope("lead");

@@ -361,7 +361,16 @@ async fn resume(
                 let start_time = watch::process_start_time(pid).unwrap_or_default();
                 owner.watch_existing_child(&child, pid, start_time);
             }
-            _ => unreachable.push(child),
+            _ => match still_running(&registry, &child).await {
+                // Alive but silent (hung, or just slow on a loaded machine):
+                // pruning it would hand its region back while it may still
+                // write there. Keep it, and reclaim when its process ends.
+                Some((pid, start_time)) => {
+                    tracing::warn!(%child, pid, "child does not answer but its process runs; keeping it");
+                    owner.watch_existing_child(&child, pid, start_time);
+                }
+                None => unreachable.push(child),
+            },
         }
     }
     if !unreachable.is_empty() {
@@ -374,6 +383,14 @@ async fn resume(
     owner.write_mirror()?;
     append(log, vec![Event::PodScope { scope: owner.core.scope.snapshot().clone() }]).await?;
     Ok(owner)
+}
+
+/// The child's process, when the registry knows it and it still runs (same
+/// pid, same start time: not a reused pid).
+async fn still_running(registry: &Registry, child: &PodName) -> Option<(u32, u64)> {
+    let alloc = registry.get(child).await.ok().flatten()?;
+    (alloc.pid != 0 && watch::process_start_time(alloc.pid) == Some(alloc.start_time))
+        .then_some((alloc.pid, alloc.start_time))
 }
 
 /// Runs the probes concurrently (each is bounded by its own timeout).
