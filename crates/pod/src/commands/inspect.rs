@@ -141,10 +141,14 @@ pub async fn tree(name: Option<&str>, json: bool) -> Result<ExitCode, WireError>
 /// A running Pod's scope from itself, else from its log.
 async fn current_scope(paths: &PodPaths, name: &PodName) -> Result<(ScopeSnapshot, bool), WireError> {
     if running(paths).await {
-        return match call_pod(paths, name, &PodRequest::Status).await? {
-            PodReply::Status(s) => Ok((s.scope, true)),
-            other => Err(unexpected(&other)),
-        };
+        match call_pod(paths, name, &PodRequest::Status).await {
+            Ok(PodReply::Status(s)) => return Ok((s.scope, true)),
+            Ok(other) => return Err(unexpected(&other)),
+            // Exiting (its lock not yet released): its log is about to be
+            // complete; read it there.
+            Err(e) if e.code == "pod.not_running" => {}
+            Err(e) => return Err(e),
+        }
     }
     let state = open_log(paths, name)?.replay().map_err(|e| WireError::new(e.code(), e.to_string()))?;
     Ok((state.scope, false))
@@ -216,11 +220,18 @@ pub async fn check(name: &str, path: &std::path::Path, write: bool, json: bool) 
     let absolute = cwd()?.join(path);
     let resolved = scope::resolve(&absolute).map_err(|e| WireError::new(e.code(), e.to_string()))?;
     let wanted = if write { Permission::Write } else { Permission::Read };
-    let (allowed, permission, decided_by) = if running(&paths).await {
-        match call_pod(&paths, &name, &PodRequest::Check { path: resolved.clone(), permission: wanted }).await? {
-            PodReply::Verdict { allowed, permission, decided_by } => (allowed, permission, decided_by),
-            other => return Err(unexpected(&other)),
+    let live = if running(&paths).await {
+        match call_pod(&paths, &name, &PodRequest::Check { path: resolved.clone(), permission: wanted }).await {
+            Ok(PodReply::Verdict { allowed, permission, decided_by }) => Some((allowed, permission, decided_by)),
+            Ok(other) => return Err(unexpected(&other)),
+            Err(e) if e.code == "pod.not_running" => None,
+            Err(e) => return Err(e),
         }
+    } else {
+        None
+    };
+    let (allowed, permission, decided_by) = if let Some(verdict) = live {
+        verdict
     } else {
         let (snapshot, _) = current_scope(&paths, &name).await?;
         let scope = Scope::from_snapshot(snapshot).map_err(|e| WireError::new(e.code(), e.to_string()))?;
@@ -269,7 +280,7 @@ pub async fn log(name: &str, follow: bool, json: bool) -> Result<ExitCode, WireE
             Ok(r) => r,
             // The Pod stopped while we followed it: its log is complete now;
             // print what it recorded last, straight from the log.
-            Err(e) if follow && e.code == "pod.not_running" => {
+            Err(e) if e.code == "pod.not_running" => {
                 let log = open_log(&paths, &name)?;
                 for r in log.read_from(next) {
                     print_record(&r.map_err(|e| WireError::new(e.code(), e.to_string()))?, json)?;

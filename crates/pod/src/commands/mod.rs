@@ -40,9 +40,11 @@ pub fn resolve_args(args: &[String], cwd: &Path, permission: Permission) -> Resu
         .collect()
 }
 
-/// Does a Pod answer on its socket?
+/// Is a process of this Pod alive? Its lock says so exactly (the kernel
+/// drops it when the process dies, however it dies), where a ping with a
+/// timeout would mistake a slow Pod for a dead one.
 pub async fn running(paths: &PodPaths) -> bool {
-    crate::client::PodClient::ping(&paths.socket(), std::time::Duration::from_secs(2)).await.is_some()
+    lifecycle::lock_held(paths)
 }
 
 pub fn print_json<T: serde::Serialize>(value: &T) -> Result<(), WireError> {
