@@ -769,6 +769,12 @@ impl World {
         self.reg = reloaded;
     }
 
+    /// The live Pod a selector points at, if any Pod is live.
+    fn pick_live(&self, s: u8) -> Option<PodName> {
+        let live = self.live();
+        (!live.is_empty()).then(|| live[s as usize % live.len()].clone())
+    }
+
     fn step(&mut self, op: &Op) {
         match op {
             Op::Start { allow, deny } => self.start(allow, deny),
@@ -776,17 +782,13 @@ impl World {
             Op::SpawnCrash { parent, rules, stage } => self.spawn(*parent, rules, true, Some(*stage)),
             Op::Stop(s) => self.stop(*s),
             Op::ShutDown(s) => {
-                let live = self.live();
-                if !live.is_empty() {
-                    let x = live[*s as usize % live.len()].clone();
+                if let Some(x) = self.pick_live(*s) {
                     self.shut_down(&x);
                 }
             }
             Op::CrashChild(s) => self.crash_child(*s),
             Op::Crash(s) => {
-                let live = self.live();
-                if !live.is_empty() {
-                    let x = live[*s as usize % live.len()].clone();
+                if let Some(x) = self.pick_live(*s) {
                     self.kill(&x);
                 }
             }

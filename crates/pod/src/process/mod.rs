@@ -216,8 +216,12 @@ async fn take_scope_and_serve(
     let pid = std::process::id();
     let socket = paths.socket().to_string_lossy().into_owned();
     let session = paths.session_id();
-    let mut owner = match request.mode {
-        LaunchMode::Resume => resume(&name, &paths, &log, registry, tx.clone()).await?,
+    let (scope, parent, workload) = match request.mode {
+        LaunchMode::Resume => {
+            let owner = resume(&name, &paths, &log, registry, tx.clone()).await?;
+            tracing::info!(ms = phase.elapsed().as_secs_f64() * 1e3, "scope restored and pruned");
+            return serve(owner, paths, log, lock, request.cwd, tx).await;
+        }
         LaunchMode::Start { allow, deny, workload } => {
             refuse_existing_log(&log, &name, "`pod resume NAME` or `pod rm NAME`")?;
             let scope = Scope::new(allow, deny).map_err(|e| WireError::new(e.code(), e.to_string()))?;
@@ -227,17 +231,7 @@ async fn take_scope_and_serve(
                 registry.release_quietly(&name).await;
             }
             created?;
-            Owner::new(
-                name.clone(),
-                None,
-                workload,
-                paths.clone(),
-                scope,
-                BTreeMap::new(),
-                Arc::clone(&log),
-                registry,
-                tx.clone(),
-            )
+            (scope, None, workload)
         }
         LaunchMode::Child { parent, rules, workload } => {
             refuse_existing_log(&log, &name, "`pod rm NAME` first")?;
@@ -246,24 +240,38 @@ async fn take_scope_and_serve(
             registry.adopt(&name, pid, &session, &socket).await?;
             // A failure from here on is undone by the parent's reclaim.
             record_creation(&log, &name, Some(&parent), &scope, &workload).await?;
-            Owner::new(
-                name.clone(),
-                Some(parent),
-                workload,
-                paths.clone(),
-                scope,
-                BTreeMap::new(),
-                Arc::clone(&log),
-                registry,
-                tx.clone(),
-            )
+            (scope, Some(parent), workload)
         }
     };
     tracing::info!(ms = phase.elapsed().as_secs_f64() * 1e3, "scope taken and recorded");
+    let owner = Owner::new(
+        name,
+        parent,
+        workload,
+        paths.clone(),
+        scope,
+        BTreeMap::new(),
+        Arc::clone(&log),
+        registry,
+        tx.clone(),
+    );
+    serve(owner, paths, log, lock, request.cwd, tx).await
+}
+
+/// The last steps of every startup: the socket, the pid file, the workload.
+async fn serve(
+    mut owner: Owner,
+    paths: PodPaths,
+    log: Arc<SessionLog>,
+    lock: std::fs::File,
+    cwd: Option<String>,
+    tx: mpsc::Sender<OwnerMsg>,
+) -> Result<Started, WireError> {
+    let pid = std::process::id();
     let listener = pod_proto::server::bind(&paths.socket()).await.map_err(|e| e.to_wire())?;
     std::fs::write(paths.pid_file(), format!("{pid}\n")).map_err(wire("pod.io"))?;
     if let Some(command) = owner.workload.clone() {
-        let workload_pid = workload::start(&command, &paths, request.cwd.as_deref(), tx)?;
+        let workload_pid = workload::start(&command, &paths, cwd.as_deref(), tx)?;
         owner.set_workload_pid(workload_pid);
     }
     Ok(Started { owner, listener, log, lock })
