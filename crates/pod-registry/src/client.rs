@@ -16,6 +16,8 @@ use pod_proto::paths::DirError;
 use pod_proto::{Connection, ProtoError, RuntimeDirs, WireError};
 use scope::{Permission, PodName, ScopePath, ScopeRule};
 
+use tracing::Instrument;
+
 use crate::limits::START_TIMEOUT;
 use crate::wire::{CheckReply, Reclaimed, Reply, Request, WireRule};
 use crate::Allocation;
@@ -158,8 +160,7 @@ impl Client {
     /// Sends any request; the typed methods below are thin wrappers.
     pub async fn call(&mut self, request: &Request) -> Result<Reply, ClientError> {
         let span = tracing::debug_span!("registry_call");
-        let _entered = span.enter();
-        Ok(self.conn.call::<Request, Reply>(request).await?)
+        Ok(self.conn.call::<Request, Reply>(request).instrument(span).await?)
     }
 
     pub async fn register(&mut self, reg: &Registration) -> Result<Allocation, ClientError> {

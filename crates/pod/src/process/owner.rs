@@ -16,6 +16,7 @@ use pod_proto::{PeerCred, WireError};
 use scope::{PodName, Scope};
 use session_log::{ChildRecord, Event, RemovalReason, SessionLog};
 use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument;
 
 use crate::client::PodClient;
 use crate::core::{Adoption, PodCore};
@@ -167,7 +168,10 @@ impl Owner {
 
     async fn handle(&mut self, request: PodRequest, peer: PeerCred, reply: Responder) {
         let span = tracing::info_span!("request", pod = %self.name, peer_pid = peer.pid);
-        let _enter = span.enter();
+        self.answer(request, peer, reply).instrument(span).await
+    }
+
+    async fn answer(&mut self, request: PodRequest, peer: PeerCred, reply: Responder) {
         let answer = match request {
             PodRequest::Ping => Ok(PodReply::Pong { name: self.name.clone(), pid: std::process::id() }),
             PodRequest::Status => Ok(PodReply::Status(self.status())),
@@ -379,7 +383,10 @@ impl Owner {
     /// Returns how many children were removed here.
     pub async fn reclaim_all(&mut self, children: &[PodName], reason: RemovalReason) -> Result<usize, WireError> {
         let span = tracing::info_span!("reclaim", pod = %self.name, count = children.len(), ?reason);
-        let _enter = span.enter();
+        self.reclaim_all_in_span(children, reason).instrument(span).await
+    }
+
+    async fn reclaim_all_in_span(&mut self, children: &[PodName], reason: RemovalReason) -> Result<usize, WireError> {
         fail::fail_point!("reclaim.before_registry");
         let results = self.registry.reclaim_many(&self.name, children).await?;
         fail::fail_point!("reclaim.after_registry");
@@ -455,7 +462,10 @@ impl Owner {
     async fn finish_shutdown(&mut self) {
         let Some((origin, waiters)) = self.shutdown.take() else { return };
         let span = tracing::info_span!("shutdown", pod = %self.name, ?origin);
-        let _enter = span.enter();
+        self.shut_down(origin, waiters).instrument(span).await
+    }
+
+    async fn shut_down(&mut self, origin: ShutdownOrigin, waiters: Vec<Responder>) {
         if let Some(pid) = self.workload_pid.take() {
             watch::terminate(pid, STOP_GRACE).await;
         }
