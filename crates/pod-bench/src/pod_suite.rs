@@ -15,7 +15,9 @@ use std::time::Instant;
 
 use pod::client::PodClient;
 use pod::launch::{launch, LaunchMode, LaunchRequest};
+use pod::process::watch::{self, PidFd};
 use pod::protocol::{PodReply, PodRequest, SpawnRequest};
+use rustix::process::Signal;
 use scope::{PodName, ScopePath, ScopeRule};
 use serde_json::{json, Value};
 
@@ -144,22 +146,28 @@ async fn spawn_children(socket: &str, repo: &Path, n: usize, prefix: &str) -> Re
     Ok((micros, pids))
 }
 
-fn kill9(pid: u32) {
-    if let Some(p) = i32::try_from(pid).ok().and_then(rustix::process::Pid::from_raw) {
-        let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
-    }
+/// A handle on `pid` taken now, while it is known to be ours to stop.
+fn process(pid: u32) -> Result<PidFd, String> {
+    watch::process_start_time(pid)
+        .and_then(|start| PidFd::open(pid, start))
+        .ok_or_else(|| format!("pid {pid} is not running"))
 }
 
-async fn wait_gone(pid: u32) {
-    pod::process::watch::wait_exit_or_kill(pid, std::time::Duration::from_secs(10)).await;
+const EXIT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Asks a Pod to stop and waits until its process is gone.
+async fn shut_down(socket: &str, pid: u32) -> Result<(), String> {
+    let handle = process(pid)?;
+    call(socket, &PodRequest::Shutdown).await?;
+    handle.wait_or_kill(EXIT_WAIT).await;
+    Ok(())
 }
 
 async fn measure(args: &Args, root: &Path, home: &Path) -> Result<Value, String> {
     // An idle Pod's memory.
     let (_, idle_socket, idle_pid) = start("idle", &root.join("idle"), home).await?;
     let rss = rss_mb(idle_pid)?;
-    call(&idle_socket, &PodRequest::Shutdown).await?;
-    wait_gone(idle_pid).await;
+    shut_down(&idle_socket, idle_pid).await?;
 
     // Spawn and stop, one child at a time.
     let repo = root.join("repo");
@@ -174,20 +182,21 @@ async fn measure(args: &Args, root: &Path, home: &Path) -> Result<Value, String>
         }
         stop_us.push(t.elapsed().as_micros() as u64);
     }
-    call(&lead_socket, &PodRequest::Shutdown).await?;
-    wait_gone(lead_pid).await;
+    shut_down(&lead_socket, lead_pid).await?;
 
     // Resume with many recorded children, half of them gone.
     let big_repo = root.join("big");
     let (big, big_socket, big_pid) = start("big", &big_repo, home).await?;
     let (_, pids) = spawn_children(&big_socket, &big_repo, args.resume_children, "r").await?;
-    kill9(big_pid);
-    wait_gone(big_pid).await;
+    let mut victims = vec![process(big_pid)?];
     for pid in pids.iter().step_by(2) {
-        kill9(*pid);
+        victims.push(process(*pid)?);
     }
-    for pid in pids.iter().step_by(2) {
-        wait_gone(*pid).await;
+    for victim in &victims {
+        victim.signal(Signal::KILL);
+    }
+    for victim in victims {
+        victim.wait_or_kill(EXIT_WAIT).await;
     }
     let run_dir = home.join("run").join(big.as_str());
     let t = Instant::now();
@@ -203,8 +212,7 @@ async fn measure(args: &Args, root: &Path, home: &Path) -> Result<Value, String>
     if survivors != args.resume_children / 2 {
         return Err(format!("resume kept {survivors} children, expected {}", args.resume_children / 2));
     }
-    call(&resumed.socket, &PodRequest::Shutdown).await?;
-    wait_gone(resumed.pid).await;
+    shut_down(&resumed.socket, resumed.pid).await?;
 
     Ok(json!({
         "children": args.children,

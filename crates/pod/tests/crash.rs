@@ -14,7 +14,7 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use common::{alive, layer_names, wait_until, Home};
+use common::{alive_as, layer_names, wait_until, Home, Proc};
 use serde_json::Value;
 
 /// What the crash interrupts.
@@ -93,7 +93,13 @@ fn allocations(h: &Home) -> Vec<Value> {
 }
 
 fn live(h: &Home) -> Vec<Value> {
-    allocations(h).into_iter().filter(|a| a["pid"].as_u64().is_some_and(|p| alive(p as u32))).collect()
+    allocations(h)
+        .into_iter()
+        .filter(|a| match (a["pid"].as_u64(), a["start_time"].as_u64()) {
+            (Some(pid), Some(start)) => alive_as(pid as u32, start),
+            _ => false,
+        })
+        .collect()
 }
 
 /// The brief's invariants, as far as a user can observe them.
@@ -160,17 +166,19 @@ fn armed(h: &Home, p: &CrashPoint, args: &[&str]) -> common::Run {
     h.pod_env(args, &[("POD_FAILPOINTS", &spec(p))])
 }
 
-fn lead_pid(h: &Home) -> Option<u32> {
-    std::fs::read_to_string(h.run_dir("lead").join("pid")).ok().and_then(|t| t.trim().parse().ok())
+fn lead_proc(h: &Home) -> Option<Proc> {
+    std::fs::read_to_string(h.run_dir("lead").join("pid")).ok().and_then(|t| t.trim().parse().ok()).map(Proc::of)
 }
 
-fn registry_pid(h: &Home) -> Option<u32> {
-    std::fs::read_to_string(h.home.join("run/registry.lock")).ok().and_then(|t| t.trim().parse().ok())
+fn registry_proc(h: &Home) -> Option<Proc> {
+    std::fs::read_to_string(h.home.join("run/registry.lock")).ok().and_then(|t| t.trim().parse().ok()).map(Proc::of)
 }
 
 /// After the crash: bring back what died, as a user would.
 fn recover(h: &Home, what: &str) {
-    if lead_pid(h).is_none_or(|p| !alive(p)) {
+    // Whether lead's process still exists is its lock's answer (pids wrap in
+    // a suite that starts this many processes).
+    if !running(h) {
         let run = h.pod(&["resume", "lead"]);
         assert!(run.ok() || run.stderr.contains("already running"), "[{what}] resume after crash: {run:?}");
     }
@@ -201,25 +209,25 @@ fn run_point(p: &CrashPoint) -> bool {
     let start = ["start", "lead", "--write", ".", "--deny-write", "secrets"];
     let started = if lead_env_armed { armed(&h, p, &start) } else { h.pod(&start) };
     assert!(started.ok(), "[{what}] start: {started:?}");
-    let registry = registry_pid(&h).expect("registry running");
+    let registry = registry_proc(&h).expect("registry running");
     let mut before = BTreeSet::new();
-    let crashed_pid;
+    let crashed;
     match p.scenario {
         Spawn => {
-            crashed_pid = if p.role == "registry" { Some(registry) } else { lead_pid(&h) };
+            crashed = if p.role == "registry" { Some(registry) } else { lead_proc(&h) };
             let run = h.pod(&["spawn", "docs", "--parent", "lead", "--write", "docs"]);
             assert!(!run.ok() || p.role == "docs", "[{what}] spawn should have been interrupted: {run:?}");
         }
         Stop => {
             h.must(&["spawn", "docs", "--parent", "lead", "--write", "docs"]);
             before.insert("docs".to_string());
-            crashed_pid = if p.role == "registry" { Some(registry) } else { lead_pid(&h) };
+            crashed = if p.role == "registry" { Some(registry) } else { lead_proc(&h) };
             let _ = h.pod(&["stop", "docs"]);
         }
         Callback => {
             h.must(&["spawn", "docs", "--parent", "lead", "--write", "docs", "--", "sh", "-c", &flag_script(&h)]);
             before.insert("docs".to_string());
-            crashed_pid = lead_pid(&h);
+            crashed = lead_proc(&h);
             std::fs::write(h.repo.join("docs/.done"), b"").expect("flag");
         }
         Prune | Resume => {
@@ -229,12 +237,12 @@ fn run_point(p: &CrashPoint) -> bool {
             h.kill9("lead");
             h.kill9("docs");
             let run = armed(&h, p, &["resume", "lead"]);
-            crashed_pid = if run.ok() { lead_pid(&h) } else { None };
+            crashed = if run.ok() { lead_proc(&h) } else { None };
             assert!(!run.ok() || p.point.starts_with("reclaim") || p.point.starts_with("log"), "[{what}] {run:?}");
         }
     }
-    if let Some(pid) = crashed_pid {
-        wait_until(&format!("[{what}] the crash"), || !alive(pid) || p.role == "docs");
+    if let Some(proc) = crashed {
+        wait_until(&format!("[{what}] the crash"), || !proc.alive() || p.role == "docs");
     }
     // The marker proves the point fired (and aborted: it is written just
     // before the abort); the process must be gone.
@@ -244,9 +252,9 @@ fn run_point(p: &CrashPoint) -> bool {
         eprintln!("[{what}] the point did not fire; lead's log:\n{log}");
     }
     let gone = match p.role {
-        "registry" => !alive(registry),
+        "registry" => !registry.alive(),
         "docs" => true,
-        _ => lead_pid(&h).is_none_or(|pid| !alive(pid)),
+        _ => crashed.is_none_or(|proc| !proc.alive()),
     };
     let aborted = fired && gone;
     recover(&h, &what);

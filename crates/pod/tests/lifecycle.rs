@@ -7,7 +7,7 @@ mod common;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-use common::{alive, signal, wait_until, Home, POD};
+use common::{signal, wait_until, Home, POD};
 
 #[test]
 fn stopping_a_top_level_pod_stops_its_tree_bottom_up() {
@@ -15,10 +15,10 @@ fn stopping_a_top_level_pod_stops_its_tree_bottom_up() {
     h.must(&["start", "lead", "--write", "."]);
     h.must(&["spawn", "mid", "--parent", "lead", "--write", "a/b"]);
     h.must(&["spawn", "grand", "--parent", "mid", "--write", "a/b/c"]);
-    let pids = [h.pid("lead"), h.pid("mid"), h.pid("grand")];
+    let procs = [h.proc("lead"), h.proc("mid"), h.proc("grand")];
     h.must(&["stop", "lead"]);
-    for pid in pids {
-        assert!(!alive(pid), "pid {pid} still running after stopping the tree");
+    for proc in procs {
+        assert!(!proc.alive(), "pid {} still running after stopping the tree", proc.pid);
     }
     let table = h.json(&["registry", "ls", "--json"]);
     assert_eq!(table, serde_json::json!([]), "allocations left behind");
@@ -41,15 +41,15 @@ fn sigterm_is_a_clean_shutdown() {
     let h = Home::new();
     h.must(&["start", "lead", "--write", "."]);
     h.must(&["spawn", "docs", "--parent", "lead", "--write", "docs"]);
-    let child = h.pid("docs");
-    signal(child, rustix::process::Signal::TERM);
+    let child = h.proc("docs");
+    signal(child.pid, rustix::process::Signal::TERM);
     wait_until("lead gets docs back after SIGTERM", || h.can_write("lead", "docs/x"));
     // The callback comes before the exit; the exit follows within the bound.
-    wait_until("docs exits after its callback", || !alive(child));
+    wait_until("docs exits after its callback", || !child.alive());
     assert_eq!(h.events("docs").last().map(|e| e["kind"].clone()), Some("pod.stopped".into()));
-    let lead = h.pid("lead");
-    signal(lead, rustix::process::Signal::TERM);
-    wait_until("lead exits on SIGTERM", || !alive(lead));
+    let lead = h.proc("lead");
+    signal(lead.pid, rustix::process::Signal::TERM);
+    wait_until("lead exits on SIGTERM", || !lead.alive());
     assert!(h.allocation("lead").is_none(), "a cleanly stopped top-level Pod releases its allocation");
     assert!(!h.run_dir("lead").join("pid").exists());
 }
@@ -64,9 +64,9 @@ fn workload_spawns_helpers_through_its_environment() {
     h.must(&["start", "lead", "--write", ".", "--", "sh", "-c", &script]);
     wait_until("helper spawned by the workload", || h.allocation("helper").is_some());
     assert!(!h.can_write("lead", "docs/x"));
-    let lead = h.pid("lead");
+    let lead = h.proc("lead");
     std::fs::write(&flag, b"").expect("flag");
-    wait_until("lead stops when its workload exits", || !alive(lead));
+    wait_until("lead stops when its workload exits", || !lead.alive());
     assert!(h.allocation("lead").is_none() && h.allocation("helper").is_none());
 }
 

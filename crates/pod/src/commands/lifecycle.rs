@@ -122,9 +122,13 @@ pub async fn stop(name: &str) -> Result<ExitCode, WireError> {
             }
         }
     }
+    // Held before the request: after the exit its pid may be reused.
+    let process = watch::PidFd::open(alloc.pid, alloc.start_time);
     call_pod(&paths, &name, &PodRequest::Shutdown).await?;
-    if tokio::time::timeout(STOP_WAIT, watch::wait_exit_or_kill(alloc.pid, STOP_WAIT)).await.is_err() {
-        return Err(WireError::new("pod.stop_timeout", format!("{name} did not exit within {STOP_WAIT:?}")));
+    if let Some(process) = process {
+        if tokio::time::timeout(STOP_WAIT, process.wait_or_kill(STOP_WAIT)).await.is_err() {
+            return Err(WireError::new("pod.stop_timeout", format!("{name} did not exit within {STOP_WAIT:?}")));
+        }
     }
     match &alloc.parent {
         Some(parent) => println!("stopped {name}; {parent} is not running and takes its scope back when resumed"),

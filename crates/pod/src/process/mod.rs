@@ -271,8 +271,7 @@ async fn serve(
     let listener = pod_proto::server::bind(&paths.socket()).await.map_err(|e| e.to_wire())?;
     std::fs::write(paths.pid_file(), format!("{pid}\n")).map_err(wire("pod.io"))?;
     if let Some(command) = owner.workload.clone() {
-        let workload_pid = workload::start(&command, &paths, cwd.as_deref(), tx)?;
-        owner.set_workload_pid(workload_pid);
+        owner.set_workload(workload::start(&command, &paths, cwd.as_deref(), tx)?);
     }
     Ok(Started { owner, listener, log, lock })
 }

@@ -22,7 +22,7 @@ use crate::client::PodClient;
 use crate::core::{Adoption, PodCore};
 use crate::layout::PodPaths;
 use crate::mirror::{self, MirroredChild};
-use crate::process::watch;
+use crate::process::watch::{self, PidFd};
 use crate::protocol::{ChildStatus, PodReply, PodRequest, PodStatus, SpawnRequest};
 use crate::registry_link::Registry;
 
@@ -70,15 +70,17 @@ pub struct Owner {
     /// The durable state (scope and children); changed only by adopting a
     /// plan from `core` after its events are logged.
     pub core: PodCore,
-    /// Pids of children whose process is known (spawned here, seen alive on
-    /// resume, or adopted); a child without one cannot call back.
-    pids: BTreeMap<PodName, u32>,
+    /// Pid and start time of children whose process is known (spawned
+    /// here, seen alive on resume, or adopted); a child without one cannot
+    /// call back.
+    pids: BTreeMap<PodName, (u32, u64)>,
     log: Arc<SessionLog>,
     registry: Registry,
     tx: mpsc::Sender<OwnerMsg>,
     stopping: BTreeMap<PodName, Vec<Responder>>,
     shutdown: Option<(ShutdownOrigin, Vec<Responder>)>,
-    workload_pid: Option<u32>,
+    /// The workload's process, held from its start.
+    workload_process: Option<PidFd>,
 }
 
 impl Owner {
@@ -106,18 +108,18 @@ impl Owner {
             tx,
             stopping: BTreeMap::new(),
             shutdown: None,
-            workload_pid: None,
+            workload_process: None,
         }
     }
 
-    pub fn set_workload_pid(&mut self, pid: u32) {
-        self.workload_pid = Some(pid);
+    pub fn set_workload(&mut self, process: PidFd) {
+        self.workload_process = Some(process);
     }
 
     /// Records the pid of a child that survived a resume and watches it.
     pub fn watch_existing_child(&mut self, name: &PodName, pid: u32, start_time: u64) {
         if self.core.children.contains_key(name) {
-            self.pids.insert(name.clone(), pid);
+            self.pids.insert(name.clone(), (pid, start_time));
             watch::watch_pid(name.clone(), pid, start_time, self.tx.clone());
         }
     }
@@ -136,7 +138,7 @@ impl Owner {
             match msg {
                 OwnerMsg::Request { request, peer, reply } => self.handle(request, peer, reply).await,
                 OwnerMsg::ChildExited { name, pid } => {
-                    let known_pid = self.pids.get(&name).copied();
+                    let known_pid = self.pids.get(&name).map(|(pid, _)| *pid);
                     if known_pid == Some(pid) {
                         // An exit we asked for is a stop; any other is a loss.
                         let reason = if self.stopping.contains_key(&name) {
@@ -154,7 +156,7 @@ impl Owner {
                 }
                 OwnerMsg::WorkloadExited { status } => {
                     tracing::info!(%status, "workload exited; the pod shuts down");
-                    self.workload_pid = None;
+                    self.workload_process = None;
                     self.begin_shutdown(ShutdownOrigin::Workload, None).await;
                 }
                 OwnerMsg::Terminate => self.begin_shutdown(ShutdownOrigin::Signal, None).await,
@@ -200,7 +202,7 @@ impl Owner {
                 self.begin_shutdown(origin, Some(reply)).await;
                 return;
             }
-            PodRequest::ChildShutDown { child } => match self.pids.get(&child).copied() {
+            PodRequest::ChildShutDown { child } => match self.pids.get(&child).map(|(pid, _)| *pid) {
                 Some(pid) if pid == peer.pid => {
                     let reclaimed = self.reclaim_logged(&child, RemovalReason::ShutDown).await;
                     self.finish_stop(&child);
@@ -246,7 +248,7 @@ impl Owner {
                 .map(|(n, c)| ChildStatus {
                     name: n.clone(),
                     socket: c.socket.clone(),
-                    pid: self.pids.get(n).copied(),
+                    pid: self.pids.get(n).map(|(pid, _)| *pid),
                     rules: c.rules.clone(),
                 })
                 .collect(),
@@ -321,7 +323,10 @@ impl Owner {
         };
         let launched = crate::launch::launch(&launch, &child_paths.pod_log()).await?;
         let pid = launched.pid;
-        self.pids.insert(child.clone(), pid);
+        // Our unreaped child: its pid cannot be reused yet, so this start
+        // time is its own.
+        let start_time = watch::process_start_time(pid).unwrap_or_default();
+        self.pids.insert(child.clone(), (pid, start_time));
         fail::fail_point!("spawn.after_child_start");
         watch::watch_os_child(child.clone(), pid, launched.child, self.tx.clone());
         Ok(PodReply::Spawned { child, pid, socket: launched.socket })
@@ -342,15 +347,17 @@ impl Owner {
             return;
         };
         let socket = record.socket.clone();
-        let pid = self.pids.get(child).copied();
+        // Held before asking it to stop: once it exits and is reaped, its
+        // pid may name another process, which must never get our SIGKILL.
+        let process = self.pids.get(child).and_then(|(pid, start)| PidFd::open(*pid, *start));
         let tx = self.tx.clone();
         let name = child.clone();
         tokio::spawn(async move {
             if let Err(e) = PodClient::call_at(&socket, &PodRequest::Shutdown).await {
                 tracing::info!(child = %name, error = %e, "child did not take the shutdown request");
             }
-            if let Some(pid) = pid {
-                watch::wait_exit_or_kill(pid, STOP_GRACE).await;
+            if let Some(process) = process {
+                process.wait_or_kill(STOP_GRACE).await;
             }
             if tx.send(OwnerMsg::StopFinished { name }).await.is_err() {
                 tracing::debug!("owner gone before a stop finished");
@@ -418,7 +425,7 @@ impl Owner {
                 continue;
             }
             for o in orphans {
-                self.pids.insert(o.name.clone(), o.pid);
+                self.pids.insert(o.name.clone(), (o.pid, o.start_time));
                 watch::watch_pid(o.name.clone(), o.pid, o.start_time, self.tx.clone());
                 adopted.push(o.name.clone());
             }
@@ -466,8 +473,8 @@ impl Owner {
     }
 
     async fn shut_down(&mut self, origin: ShutdownOrigin, waiters: Vec<Responder>) {
-        if let Some(pid) = self.workload_pid.take() {
-            watch::terminate(pid, STOP_GRACE).await;
+        if let Some(workload) = self.workload_process.take() {
+            workload.terminate(STOP_GRACE).await;
         }
         match &self.parent {
             None => {

@@ -45,31 +45,54 @@ pub fn watch_pid(name: PodName, pid: u32, start_time: u64, tx: mpsc::Sender<Owne
     });
 }
 
-/// Waits up to `grace` for `pid` to exit, then kills it and waits again
-/// (bounded). Returns when the process is gone or cannot be waited for.
-pub async fn wait_exit_or_kill(pid: u32, grace: Duration) {
-    let Some(fd) = open(pid) else { return };
-    let Some(fd) = register(fd) else { return };
-    if tokio::time::timeout(grace, fd.readable()).await.is_ok() {
-        return;
-    }
-    tracing::warn!(pid, ?grace, "process did not exit in time; killing it");
-    if let Err(e) = pidfd_send_signal(fd.get_ref(), Signal::KILL) {
-        tracing::debug!(pid, error = %e, "kill failed (already gone?)");
-    }
-    if tokio::time::timeout(grace, fd.readable()).await.is_err() {
-        tracing::error!(pid, "process survived SIGKILL for {grace:?}");
-    }
+/// A handle on one process that a reused pid cannot redirect: opened while
+/// the process is known to be the right one (our unreaped child, or a pid
+/// whose start time matches), it keeps referring to that process.
+pub struct PidFd {
+    pid: u32,
+    fd: OwnedFd,
 }
 
-/// SIGTERM, then SIGKILL after `grace`.
-pub async fn terminate(pid: u32, grace: Duration) {
-    let Some(fd) = open(pid) else { return };
-    if let Err(e) = pidfd_send_signal(&fd, Signal::TERM) {
-        tracing::debug!(pid, error = %e, "SIGTERM failed (already gone?)");
+impl PidFd {
+    /// Opens `pid` if it still is the process that started at `start_time`.
+    pub fn open(pid: u32, start_time: u64) -> Option<PidFd> {
+        open_verified(pid, start_time).map(|fd| PidFd { pid, fd })
     }
-    drop(fd);
-    wait_exit_or_kill(pid, grace).await;
+
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Sends `signal`; a process already gone is not an error worth more
+    /// than a debug line.
+    pub fn signal(&self, signal: Signal) {
+        if let Err(e) = pidfd_send_signal(&self.fd, signal) {
+            tracing::debug!(pid = self.pid, error = %e, "signal not delivered (already gone?)");
+        }
+    }
+
+    /// Waits up to `grace` for the process to exit, then kills it and waits
+    /// again (bounded).
+    pub async fn wait_or_kill(self, grace: Duration) {
+        let pid = self.pid;
+        let Some(fd) = register(self.fd) else { return };
+        if tokio::time::timeout(grace, fd.readable()).await.is_ok() {
+            return;
+        }
+        tracing::warn!(pid, ?grace, "process did not exit in time; killing it");
+        if let Err(e) = pidfd_send_signal(fd.get_ref(), Signal::KILL) {
+            tracing::debug!(pid, error = %e, "kill failed (already gone?)");
+        }
+        if tokio::time::timeout(grace, fd.readable()).await.is_err() {
+            tracing::error!(pid, "process survived SIGKILL for {grace:?}");
+        }
+    }
+
+    /// SIGTERM, then SIGKILL after `grace`.
+    pub async fn terminate(self, grace: Duration) {
+        self.signal(Signal::TERM);
+        self.wait_or_kill(grace).await;
+    }
 }
 
 fn open(pid: u32) -> Option<OwnedFd> {

@@ -9,13 +9,14 @@ use tokio::sync::mpsc;
 
 use crate::layout::PodPaths;
 use crate::process::owner::OwnerMsg;
+use crate::process::watch::PidFd;
 
 pub fn start(
     command: &[String],
     paths: &PodPaths,
     cwd: Option<&str>,
     tx: mpsc::Sender<OwnerMsg>,
-) -> Result<u32, WireError> {
+) -> Result<PidFd, WireError> {
     let (program, args) =
         command.split_first().ok_or_else(|| WireError::new("pod.workload", "the workload command is empty"))?;
     let log = std::fs::OpenOptions::new()
@@ -42,6 +43,11 @@ pub fn start(
     let mut child =
         cmd.spawn().map_err(|e| WireError::new("pod.workload", format!("cannot start workload {program:?}: {e}")))?;
     let pid = child.id().ok_or_else(|| WireError::new("pod.workload", "the workload exited at once"))?;
+    // Opened before the waiter below can reap it: the handle stays bound to
+    // this process even after its pid is reused.
+    let process = crate::process::watch::process_start_time(pid)
+        .and_then(|start| PidFd::open(pid, start))
+        .ok_or_else(|| WireError::new("pod.workload", "the workload exited at once"))?;
     tokio::spawn(async move {
         let status = match child.wait().await {
             Ok(s) => s.to_string(),
@@ -51,5 +57,5 @@ pub fn start(
             tracing::debug!("owner gone before the workload exited");
         }
     });
-    Ok(pid)
+    Ok(process)
 }

@@ -128,6 +128,11 @@ impl Home {
     pub fn kill9(&self, pod: &str) {
         kill9(self.pid(pod));
     }
+
+    /// The Pod's process, as it is now.
+    pub fn proc(&self, pod: &str) -> Proc {
+        Proc::of(self.pid(pod))
+    }
 }
 
 impl Drop for Home {
@@ -156,18 +161,46 @@ pub fn signal(pid: u32, sig: rustix::process::Signal) {
     }
 }
 
-/// SIGKILL and wait (bounded) until the process is gone.
-pub fn kill9(pid: u32) {
-    signal(pid, rustix::process::Signal::KILL);
-    wait_until("process gone", || !alive(pid));
+/// A process as identified by its pid and its start time, so that a reused
+/// pid (this suite starts many processes; pids wrap) is not taken for it.
+#[derive(Debug, Clone, Copy)]
+pub struct Proc {
+    pub pid: u32,
+    start: Option<u64>,
 }
 
-pub fn alive(pid: u32) -> bool {
-    // A zombie still has /proc/<pid>; it is dead for our purposes.
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat.rsplit(')').next().and_then(|r| r.split_whitespace().next()) != Some("Z"),
-        Err(_) => false,
+impl Proc {
+    /// The process that has `pid` now.
+    pub fn of(pid: u32) -> Proc {
+        Proc { pid, start: stat(pid).map(|(start, _)| start) }
     }
+
+    /// Still that very process, and not a zombie.
+    pub fn alive(&self) -> bool {
+        match (self.start, stat(self.pid)) {
+            (Some(start), Some((now, state))) => start == now && state != "Z",
+            _ => false,
+        }
+    }
+}
+
+/// Start time (field 22) and state (field 3) of `/proc/<pid>/stat`.
+fn stat(pid: u32) -> Option<(u64, String)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    Some((fields.get(19)?.parse().ok()?, fields.first()?.to_string()))
+}
+
+/// Is the process with this pid and start time still running?
+pub fn alive_as(pid: u32, start: u64) -> bool {
+    stat(pid).is_some_and(|(now, state)| now == start && state != "Z")
+}
+
+/// SIGKILL and wait (bounded) until the process is gone.
+pub fn kill9(pid: u32) {
+    let proc = Proc::of(pid);
+    signal(pid, rustix::process::Signal::KILL);
+    wait_until("process gone", || !proc.alive());
 }
 
 /// Polls `cond` until it holds, failing the test after [`BOUND`].
