@@ -54,6 +54,7 @@ const POINTS: &[CrashPoint] = &[
     cp("docs", "spawn.before_adopt", 1, Spawn),
     cp("lead", "spawn.after_child_start", 1, Spawn),
     // lead's appends: 1 = created, 2 = the spawn batch.
+    cp("lead", "log.before_write", 2, Spawn),
     cp("lead", "log.before_flush", 2, Spawn),
     cp("lead", "log.after_flush", 2, Spawn),
     // registry mutations: 1 = register lead, 2 = delegate docs.
