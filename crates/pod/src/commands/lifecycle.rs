@@ -144,13 +144,34 @@ pub async fn resume(name: &str) -> Result<ExitCode, WireError> {
     if !paths.session_log().exists() {
         return Err(WireError::new("pod.unknown", format!("no pod named {name} has a session log here")));
     }
-    if running(&paths).await {
+    if running(&paths).await && !exited(&paths).await {
         return Err(WireError::new("pod.running", format!("pod {name} is already running")));
     }
     let request = LaunchRequest { name: name.clone(), mode: LaunchMode::Resume, cwd: None };
     let launched = launch(&request, &paths.pod_log()).await?;
     println!("resumed {name} (pid {})", launched.pid);
     Ok(ExitCode::SUCCESS)
+}
+
+/// Longest `resume` and `rm` wait for a Pod that is on its way out.
+const EXIT_WAIT: Duration = Duration::from_secs(10);
+
+/// For a Pod whose lock is held: false when it answers (it runs); else waits
+/// (bounded) for the lock to go. A process killed with SIGKILL keeps its
+/// files, and so its lock, until its last thread has exited, which can be
+/// a moment after its main thread is already a zombie.
+async fn exited(paths: &PodPaths) -> bool {
+    if PodClient::ping(&paths.socket(), Duration::from_secs(1)).await.is_some() {
+        return false;
+    }
+    let deadline = tokio::time::Instant::now() + EXIT_WAIT;
+    while lock_held(paths) {
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    true
 }
 
 pub async fn rm(name: &str) -> Result<ExitCode, WireError> {
@@ -160,7 +181,7 @@ pub async fn rm(name: &str) -> Result<ExitCode, WireError> {
     if !paths.data_dir.exists() && !paths.run_dir.exists() {
         return Err(WireError::new("pod.unknown", format!("no pod named {name} here")));
     }
-    if running(&paths).await || lock_held(&paths) {
+    if running(&paths).await && !exited(&paths).await {
         return Err(WireError::new("pod.running", format!("pod {name} is running; `pod stop {name}` first")));
     }
     // A Pod that crashed still holds its allocation (its record keeps its
