@@ -148,7 +148,7 @@ async fn spawn_children(socket: &str, repo: &Path, n: usize, prefix: &str) -> Re
 
 /// A handle on `pid` taken now, while it is known to be ours to stop.
 fn process(pid: u32) -> Result<PidFd, String> {
-    watch::process_start_time(pid)
+    watch::start_time_of(pid)
         .and_then(|start| PidFd::open(pid, start))
         .ok_or_else(|| format!("pid {pid} is not running"))
 }

@@ -158,3 +158,70 @@ impl Drop for Sleeper {
         self.kill();
     }
 }
+
+/// One step of a child's life in the kill -9 tests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    Delegate,
+    Reclaim,
+}
+
+/// What a burst of clients saw: per child name the acknowledged steps, and
+/// the step in flight when the daemon died (if any); and how many
+/// acknowledgements in all.
+#[derive(Clone, Default)]
+pub struct Journal {
+    pub acked: std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, Vec<Step>>>>,
+    pub in_flight: std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, Step>>>,
+    pub count: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// One client delegating `/d/<name>` to children `<prefix>-<k>` of `lead`
+/// and reclaiming each, until a call fails (the daemon died).
+pub async fn delegate_reclaim_until_error(dirs: RuntimeDirs, prefix: String, journal: Journal) {
+    let Ok(mut c) = Client::connect_running(&dirs).await else { return };
+    for k in 0.. {
+        let name = format!("{prefix}-{k}");
+        for step in [Step::Delegate, Step::Reclaim] {
+            journal.in_flight.lock().expect("lock").insert(name.clone(), step);
+            let res: Result<(), ClientError> = match step {
+                Step::Delegate => c.delegate(&n("lead"), &n(&name), &[w(&format!("/d/{name}"))], &[]).await.map(drop),
+                Step::Reclaim => c.reclaim(&n("lead"), &n(&name)).await.map(drop),
+            };
+            if res.is_err() {
+                return;
+            }
+            journal.in_flight.lock().expect("lock").remove(&name);
+            journal.acked.lock().expect("lock").entry(name.clone()).or_default().push(step);
+            journal.count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+}
+
+/// No half operation (every child of `lead` has its layer and every layer
+/// its child) and every acknowledged step present; returns how many child
+/// names were checked.
+pub fn check_journal(all: &[pod_registry::Allocation], journal: &Journal, what: &str) -> usize {
+    let by_name: std::collections::BTreeMap<String, &pod_registry::Allocation> =
+        all.iter().map(|a| (a.name.to_string(), a)).collect();
+    let lead = by_name.get("lead").expect("lead survives");
+    for a in all.iter().filter(|a| a.name.as_str() != "lead") {
+        assert_eq!(a.parent, Some(n("lead")), "{what}: {} lost its parent", a.name);
+        assert!(lead.layers.contains_key(&a.name), "{what}: child {} without the parent's layer", a.name);
+    }
+    for child in lead.layers.keys() {
+        assert!(by_name.contains_key(child.as_str()), "{what}: layer for {child} without its allocation");
+    }
+    let acked = journal.acked.lock().expect("lock");
+    let in_flight = journal.in_flight.lock().expect("lock");
+    for (name, steps) in acked.iter() {
+        let exists = by_name.contains_key(name.as_str());
+        match (steps.last(), in_flight.get(name)) {
+            (Some(Step::Reclaim), _) => assert!(!exists, "{what}: {name}: acknowledged reclaim lost"),
+            (Some(Step::Delegate), None) => assert!(exists, "{what}: {name}: acknowledged delegate lost"),
+            // Its reclaim was in flight at the kill: either outcome is fine.
+            (Some(Step::Delegate), Some(_)) | (None, _) => {}
+        }
+    }
+    acked.len()
+}

@@ -189,7 +189,7 @@ pub async fn rm(name: &str) -> Result<ExitCode, WireError> {
     // gives that up: its live children become top-level Pods.
     let registry = Registry::connect(&dirs).await?;
     if let Some(alloc) = registry.get(&name).await? {
-        if watch::process_start_time(alloc.pid) == Some(alloc.start_time) {
+        if watch::start_time_of(alloc.pid) == Some(alloc.start_time) {
             return Err(WireError::new(
                 "pod.running",
                 format!("pod {name} is running (pid {}); `pod stop {name}` first", alloc.pid),

@@ -365,7 +365,7 @@ async fn resume(
     for (child, answer) in answers {
         match answer {
             Some((answered, pid)) if answered == child => {
-                let start_time = watch::process_start_time(pid).unwrap_or_default();
+                let start_time = watch::start_time_of(pid).unwrap_or_default();
                 owner.watch_existing_child(&child, pid, start_time);
             }
             _ => match still_running(&registry, &child).await {
@@ -396,7 +396,7 @@ async fn resume(
 /// pid, same start time: not a reused pid).
 async fn still_running(registry: &Registry, child: &PodName) -> Option<(u32, u64)> {
     let alloc = registry.get(child).await.ok().flatten()?;
-    (alloc.pid != 0 && watch::process_start_time(alloc.pid) == Some(alloc.start_time))
+    (alloc.pid != 0 && watch::start_time_of(alloc.pid) == Some(alloc.start_time))
         .then_some((alloc.pid, alloc.start_time))
 }
 

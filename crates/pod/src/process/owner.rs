@@ -112,8 +112,8 @@ impl Owner {
         }
     }
 
-    pub fn set_workload(&mut self, process: PidFd) {
-        self.workload_process = Some(process);
+    pub fn set_workload(&mut self, process: Option<PidFd>) {
+        self.workload_process = process;
     }
 
     /// Records the pid of a child that survived a resume and watches it.
@@ -229,9 +229,9 @@ impl Owner {
     }
 
     fn is_parent(&self, peer: &PeerCred) -> bool {
-        // The parent is the only process that spawned us (or, after a
-        // reparenting, the registry's record of our parent); a Shutdown from
-        // the parent process means the parent reclaims, so no callback.
+        // Our OS parent is the Pod that spawned us; a Shutdown from it means
+        // it reclaims us itself, so no callback. (An adoptive parent is not
+        // our OS parent: it gets a callback, which its reclaim absorbs.)
         self.parent.is_some() && rustix::process::getppid().map(|p| p.as_raw_nonzero().get() as u32) == Some(peer.pid)
     }
 
@@ -325,7 +325,7 @@ impl Owner {
         let pid = launched.pid;
         // Our unreaped child: its pid cannot be reused yet, so this start
         // time is its own.
-        let start_time = watch::process_start_time(pid).unwrap_or_default();
+        let start_time = watch::start_time_of(pid).unwrap_or_default();
         self.pids.insert(child.clone(), (pid, start_time));
         fail::fail_point!("spawn.after_child_start");
         watch::watch_os_child(child.clone(), pid, launched.child, self.tx.clone());

@@ -35,8 +35,8 @@ pub fn watch_os_child(name: PodName, pid: u32, mut child: Child, tx: mpsc::Sende
 /// exited at once.
 pub fn watch_pid(name: PodName, pid: u32, start_time: u64, tx: mpsc::Sender<OwnerMsg>) {
     tokio::spawn(async move {
-        match open_verified(pid, start_time) {
-            Some(fd) => wait_readable(fd).await,
+        match PidFd::open(pid, start_time) {
+            Some(process) => process.exited().await,
             None => tracing::info!(%name, pid, "process already gone"),
         }
         if tx.send(OwnerMsg::ChildExited { name, pid }).await.is_err() {
@@ -56,11 +56,19 @@ pub struct PidFd {
 impl PidFd {
     /// Opens `pid` if it still is the process that started at `start_time`.
     pub fn open(pid: u32, start_time: u64) -> Option<PidFd> {
-        open_verified(pid, start_time).map(|fd| PidFd { pid, fd })
+        let raw = Pid::from_raw(i32::try_from(pid).ok()?)?;
+        let fd = pidfd_open(raw, PidfdFlags::NONBLOCK).ok()?;
+        // Checked after opening: if the start time matches now, the pidfd
+        // refers to that very process for as long as we hold it.
+        (start_time_of(pid) == Some(start_time)).then_some(PidFd { pid, fd })
     }
 
-    pub fn pid(&self) -> u32 {
-        self.pid
+    /// Returns when the process has exited.
+    pub async fn exited(self) {
+        let Some(fd) = register(self.fd) else { return };
+        if let Err(e) = fd.readable().await {
+            tracing::warn!(pid = self.pid, error = %e, "cannot wait on a pidfd");
+        }
     }
 
     /// Sends `signal`; a process already gone is not an error worth more
@@ -95,25 +103,6 @@ impl PidFd {
     }
 }
 
-fn open(pid: u32) -> Option<OwnedFd> {
-    let pid = Pid::from_raw(i32::try_from(pid).ok()?)?;
-    pidfd_open(pid, PidfdFlags::NONBLOCK).ok()
-}
-
-fn open_verified(pid: u32, start_time: u64) -> Option<OwnedFd> {
-    let fd = open(pid)?;
-    // Checked after opening: if the start time matches now, the pidfd
-    // refers to that very process for as long as we hold it.
-    (process_start_time(pid) == Some(start_time)).then_some(fd)
-}
-
-async fn wait_readable(fd: OwnedFd) {
-    let Some(fd) = register(fd) else { return };
-    if let Err(e) = fd.readable().await {
-        tracing::warn!(error = %e, "cannot wait on a pidfd");
-    }
-}
-
 /// A pidfd becomes readable when its process exits.
 #[allow(unsafe_code)]
 fn register(fd: OwnedFd) -> Option<AsyncFd<OwnedFd>> {
@@ -129,11 +118,8 @@ fn register(fd: OwnedFd) -> Option<AsyncFd<OwnedFd>> {
     }
 }
 
-/// Field 22 of `/proc/<pid>/stat`: start time in clock ticks after boot.
-pub fn process_start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may contain spaces and parentheses; fields
-    // after the last ')' are plain.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(19)?.parse().ok()
+/// Start time of a running process (not a zombie), from the registry's
+/// reading of `/proc`: a pid plus its start time is a process's identity.
+pub fn start_time_of(pid: u32) -> Option<u64> {
+    pod_registry::proc::start_time(pid).ok().flatten()
 }

@@ -16,7 +16,7 @@ pub fn start(
     paths: &PodPaths,
     cwd: Option<&str>,
     tx: mpsc::Sender<OwnerMsg>,
-) -> Result<PidFd, WireError> {
+) -> Result<Option<PidFd>, WireError> {
     let (program, args) =
         command.split_first().ok_or_else(|| WireError::new("pod.workload", "the workload command is empty"))?;
     let log = std::fs::OpenOptions::new()
@@ -44,10 +44,9 @@ pub fn start(
         cmd.spawn().map_err(|e| WireError::new("pod.workload", format!("cannot start workload {program:?}: {e}")))?;
     let pid = child.id().ok_or_else(|| WireError::new("pod.workload", "the workload exited at once"))?;
     // Opened before the waiter below can reap it: the handle stays bound to
-    // this process even after its pid is reused.
-    let process = crate::process::watch::process_start_time(pid)
-        .and_then(|start| PidFd::open(pid, start))
-        .ok_or_else(|| WireError::new("pod.workload", "the workload exited at once"))?;
+    // this process even after its pid is reused. `None` when the workload
+    // has already exited; the waiter reports that as usual.
+    let process = crate::process::watch::start_time_of(pid).and_then(|start| PidFd::open(pid, start));
     tokio::spawn(async move {
         let status = match child.wait().await {
             Ok(s) => s.to_string(),

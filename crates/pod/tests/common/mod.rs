@@ -172,28 +172,23 @@ pub struct Proc {
 impl Proc {
     /// The process that has `pid` now.
     pub fn of(pid: u32) -> Proc {
-        Proc { pid, start: stat(pid).map(|(start, _)| start) }
+        Proc { pid, start: start_time(pid) }
     }
 
     /// Still that very process, and not a zombie.
     pub fn alive(&self) -> bool {
-        match (self.start, stat(self.pid)) {
-            (Some(start), Some((now, state))) => start == now && state != "Z",
-            _ => false,
-        }
+        self.start.is_some() && start_time(self.pid) == self.start
     }
 }
 
-/// Start time (field 22) and state (field 3) of `/proc/<pid>/stat`.
-fn stat(pid: u32) -> Option<(u64, String)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    Some((fields.get(19)?.parse().ok()?, fields.first()?.to_string()))
+/// Start time of a running (not zombie) process, as the registry reads it.
+fn start_time(pid: u32) -> Option<u64> {
+    pod_registry::proc::start_time(pid).ok().flatten()
 }
 
 /// Is the process with this pid and start time still running?
 pub fn alive_as(pid: u32, start: u64) -> bool {
-    stat(pid).is_some_and(|(now, state)| now == start && state != "Z")
+    start_time(pid) == Some(start)
 }
 
 /// SIGKILL and wait (bounded) until the process is gone.
