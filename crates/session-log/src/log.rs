@@ -267,9 +267,11 @@ impl SessionLog {
         g
     }
 
-    fn write_group(&self, batch: sled::Batch, head: &mut Head) -> Result<(), LogError> {
+    fn write_group(&self, batches: Vec<SealedBatch>, head: &mut Head) -> Result<(), LogError> {
         fail::fail_point!("log.before_write");
-        self.records.apply_batch(batch).map_err(|e| LogError::storage("write records", e))?;
+        for batch in batches {
+            write_batch(&self.records, batch)?;
+        }
         fail::fail_point!("log.before_flush");
         let every = self.options.checkpoint_every;
         if every > 0 && head.state.last_seq / every > head.checkpoint_seq / every {
@@ -540,12 +542,16 @@ type Answers = Vec<(u64, Result<AppendReceipt, LogError>)>;
 
 /// Assigns sequence numbers, timestamps and chain links to a group, folding
 /// each batch into `head` first: a batch the fold refuses is answered with
-/// the refusal and takes no sequence numbers. Returns the sled batch, the
+/// the refusal and takes no sequence numbers. Returns each batch's records, the
 /// answers, and how many records were sealed.
-fn seal_group(head: &mut Head, group: Vec<Pending>, now_ms: u64) -> (sled::Batch, Answers, Result<usize, LogError>) {
+fn seal_group(
+    head: &mut Head,
+    group: Vec<Pending>,
+    now_ms: u64,
+) -> (Vec<SealedBatch>, Answers, Result<usize, LogError>) {
     // Timestamps never go backwards along the chain, whatever the clock does.
     let timestamp_ms = now_ms.max(head.timestamp_ms);
-    let mut batch = sled::Batch::default();
+    let mut batches = Vec::with_capacity(group.len());
     let mut answers = Vec::with_capacity(group.len());
     let mut sealed = 0;
     for p in group {
@@ -554,22 +560,45 @@ fn seal_group(head: &mut Head, group: Vec<Pending>, now_ms: u64) -> (sled::Batch
             answers.push((p.ticket, Err(LogError::Refused { source })));
             continue;
         }
+        let mut batch = Vec::with_capacity(p.bodies.len());
         for (seq, body) in (first_seq..).zip(p.bodies) {
             let env = Envelope::seal(seq, timestamp_ms, head.hash, body);
             let bytes = match env.encode() {
                 Ok(bytes) => bytes,
-                Err(e) => return (batch, answers, Err(e)),
+                Err(e) => return (batches, answers, Err(e)),
             };
             assert!(bytes.len() <= MAX_RECORD_BYTES, "record {seq} outgrew the size checked before sealing");
-            batch.insert(&key(seq), bytes);
+            batch.push((key(seq), bytes));
             head.hash = env.checksum;
             sealed += 1;
         }
+        batches.push(batch);
         assert_eq!(first_seq + p.events.len() as u64 - 1, head.state.last_seq, "fold and seal disagree on seq");
         answers.push((p.ticket, Ok(AppendReceipt { first_seq, last_seq: head.state.last_seq })));
     }
     head.timestamp_ms = timestamp_ms;
-    (batch, answers, Ok(sealed))
+    (batches, answers, Ok(sealed))
+}
+
+/// One appender's records, keyed by sequence number, in order.
+type SealedBatch = Vec<([u8; 8], Vec<u8>)>;
+
+/// Writes one appender's records so that a crash keeps all or none of them.
+/// A single record is a plain insert: sled recovers a prefix of its log, so
+/// one insert is atomic on its own, and a batch would cost a manifest that
+/// sled writes and syncs separately (a second disk write per commit).
+fn write_batch(records: &sled::Tree, batch: SealedBatch) -> Result<(), LogError> {
+    let written = match <[_; 1]>::try_from(batch) {
+        Ok([(k, v)]) => records.insert(k, v).map(drop),
+        Err(batch) => {
+            let mut many = sled::Batch::default();
+            for (k, v) in batch {
+                many.insert(&k, v);
+            }
+            records.apply_batch(many)
+        }
+    };
+    written.map_err(|e| LogError::storage("write records", e))
 }
 
 /// The iterator of [`SessionLog::read_from`].
