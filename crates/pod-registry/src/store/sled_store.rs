@@ -1,98 +1,209 @@
-//! Persistence behind a narrow seam.
+//! The embedded store: sled for the records, a write-ahead log for
+//! durability.
 //!
-//! The registry needs exactly three things from storage: read every record
-//! at startup, and write a group of changes atomically and durably. The
-//! [`Store`] trait is that seam; sled implements it now, etcd (one
-//! transaction guarded by revisions) later. Nothing above this module knows
-//! which one runs.
+//! Layout under the registry's data directory: `sled/` (records under
+//! `a/<name>`, and `m/head`: the last commit applied and the next fence)
+//! and `wal` (see [`super::wal`]).
+//!
+//! A commit is acknowledged once its entry (the commit, whole) is durable
+//! in the write-ahead log; its keys then go to sled without a flush. sled
+//! recovers a prefix of its log after a crash (its own crash tests check
+//! exactly that), and `m/head` is written after a commit's records, so
+//! whatever sled recovered holds every commit up to the one `m/head` names;
+//! opening replays the log's later entries. Records are written whole, so
+//! applying a commit again changes nothing.
+//!
+//! When the log is full, the commit goes to sled as one atomic batch
+//! followed by sled's flush and an `fdatasync` (sled's flush alone ends in
+//! `sync_file_range`, which neither flushes the device's write cache nor
+//! file metadata); sled then holds everything, and the log starts a new
+//! lap. Opening does the same once it has replayed, since what a killed
+//! process left in the page cache is not durable yet.
 
+use std::collections::BTreeMap;
+use std::fs::File;
 use std::path::Path;
 
 use scope::PodName;
+use serde::{Deserialize, Serialize};
 
+use super::wal::{Appended, Wal};
+use super::{Change, Store, Stored};
 use crate::{Allocation, RegistryError};
 
-/// One change of a commit. A commit names each key at most once.
-#[derive(Debug, Clone, Copy)]
-pub enum Change<'a> {
-    Put(&'a Allocation),
-    Delete(&'a PodName),
-}
-
-/// What a store holds.
-#[derive(Debug, Default)]
-pub struct Stored {
-    pub records: Vec<Allocation>,
-    /// The next fence number to hand out; above every stored fence.
-    pub next_fence: u64,
-}
-
-pub trait Store: Send {
-    /// Every record, decoded and individually validated.
-    fn load(&self) -> Result<Stored, RegistryError>;
-    /// Applies `changes` and the new fence counter as one atomic unit and
-    /// returns only once they are durable (fsynced). On error nothing of the
-    /// group may be assumed written or not written; the caller must reload.
-    fn commit(&mut self, changes: &[Change<'_>], next_fence: u64) -> Result<(), RegistryError>;
-}
-
-/// Bumped when the stored encoding of a record changes.
+/// Bumped when the stored encoding of a record or of a commit changes.
 const FORMAT: u8 = 1;
 const RECORD_PREFIX: &[u8] = b"a/";
-const FENCE_KEY: &[u8] = b"m/next_fence";
+/// The last commit sled holds and the next fence number, 8 bytes each.
+const HEAD_KEY: &[u8] = b"m/head";
 /// The file sled 0.34 keeps its log (and so every write) in.
 const SLED_LOG_FILE: &str = "db";
+/// The directory sled 0.34 writes large pages to, one file each.
+const SLED_BLOBS_DIR: &str = "blobs";
 /// sled's page cache; the registry's own state lives in memory anyway.
 const CACHE_BYTES: u64 = 16 << 20;
 
-/// The sled store: one tree, records under `a/<name>`, the fence counter
-/// under `m/next_fence`, so one `apply_batch` covers a whole group.
-///
-/// sled 0.34's `flush` ends with `sync_file_range`, which survives a killed
-/// process but neither flushes the device's write cache nor file metadata.
-/// To keep the promise "acknowledged means fsynced", the store also holds
-/// its own handle on sled's log file and `fdatasync`s it after each flush
-/// (an fsync applies to the file, whichever descriptor asks).
 pub struct SledStore {
     db: sled::Db,
-    log: std::fs::File,
+    sled_dir: std::path::PathBuf,
+    /// sled's log file, synced by us after sled's flush.
+    sled_log: File,
+    wal: Wal,
+    head: Head,
+}
+
+/// What `m/head` holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Head {
+    /// The last commit applied; 0 before the first.
+    seq: u64,
+    next_fence: u64,
+}
+
+/// One commit, as the write-ahead log holds it.
+#[derive(Serialize, Deserialize)]
+struct Commit {
+    puts: Vec<Allocation>,
+    deletes: Vec<PodName>,
+    next_fence: u64,
 }
 
 impl SledStore {
-    pub fn open(path: &Path) -> Result<SledStore, RegistryError> {
+    /// Opens (creating if needed) the store in `dir`, replays what the
+    /// write-ahead log holds beyond sled, and makes all of it durable.
+    pub fn open(dir: &Path) -> Result<SledStore, RegistryError> {
+        let sled_dir = dir.join("sled");
         let db = sled::Config::new()
-            .path(path)
+            .path(&sled_dir)
             .cache_capacity(CACHE_BYTES)
             .flush_every_ms(None)
             .open()
-            .map_err(|e| RegistryError::Store(format!("cannot open {}: {e}", path.display())))?;
-        let log_path = path.join(SLED_LOG_FILE);
-        let log = std::fs::File::open(&log_path)
+            .map_err(|e| RegistryError::Store(format!("cannot open {}: {e}", sled_dir.display())))?;
+        let log_path = sled_dir.join(SLED_LOG_FILE);
+        let sled_log = File::open(&log_path)
             .map_err(|e| RegistryError::Store(format!("cannot open sled's log {}: {e}", log_path.display())))?;
-        Ok(SledStore { db, log })
+        let (wal, entries) = Wal::open(&dir.join("wal"))?;
+        let head = read_head(&db)?;
+        let mut store = SledStore { db, sled_dir, sled_log, wal, head };
+        let mut pending = entries.into_iter().skip_while(|e| e.seq <= head.seq).peekable();
+        if let Some(first) = pending.peek() {
+            if first.seq != head.seq + 1 {
+                return Err(RegistryError::Corrupt(format!(
+                    "the write-ahead log resumes at commit {} but the store holds commits up to {}",
+                    first.seq, head.seq
+                )));
+            }
+        }
+        for entry in pending {
+            let commit: Commit = decode_body(&format!("commit {} in the write-ahead log", entry.seq), &entry.payload)?;
+            store.apply(&commit, entry.seq, Atomicity::Batch)?;
+        }
+        store.checkpoint()?;
+        tracing::info!(last_commit = store.head.seq, "registry store open");
+        Ok(store)
     }
+
+    /// Writes one commit's keys to sled (not yet durable), `m/head` last.
+    fn apply(&mut self, commit: &Commit, seq: u64, atomicity: Atomicity) -> Result<(), RegistryError> {
+        let head = Head { seq, next_fence: commit.next_fence.max(self.head.next_fence) };
+        let mut writes: Vec<(Vec<u8>, Option<Vec<u8>>)> =
+            Vec::with_capacity(commit.puts.len() + commit.deletes.len() + 1);
+        for rec in &commit.puts {
+            writes.push((record_key(&rec.name), Some(encode(&rec.name, rec)?)));
+        }
+        for name in &commit.deletes {
+            writes.push((record_key(name), None));
+        }
+        writes.push((HEAD_KEY.to_vec(), Some(encode_head(head))));
+        match atomicity {
+            // The commit is durable in the log already; a prefix of these
+            // writes is as good as none.
+            Atomicity::Logged => {
+                for (key, value) in writes {
+                    match value {
+                        Some(value) => self.db.insert(key, value)?,
+                        None => self.db.remove(key)?,
+                    };
+                }
+            }
+            Atomicity::Batch => {
+                let mut batch = sled::Batch::default();
+                for (key, value) in writes {
+                    match value {
+                        Some(value) => batch.insert(key, value),
+                        None => batch.remove(key),
+                    }
+                }
+                self.db.apply_batch(batch)?;
+            }
+        }
+        self.head = head;
+        Ok(())
+    }
+
+    /// Makes everything written to sled durable, then starts a new lap of
+    /// the write-ahead log, whose entries sled now all holds.
+    fn checkpoint(&mut self) -> Result<(), RegistryError> {
+        self.db.flush()?;
+        sync_blobs(&self.sled_dir.join(SLED_BLOBS_DIR))?;
+        self.sled_log.sync_data().map_err(|e| RegistryError::Store(format!("fdatasync of sled's log failed: {e}")))?;
+        self.wal.reset();
+        Ok(())
+    }
+}
+
+/// How a commit's keys must reach sled.
+#[derive(Clone, Copy)]
+enum Atomicity {
+    /// The write-ahead log holds the commit: plain writes.
+    Logged,
+    /// Nothing else holds it: all or nothing.
+    Batch,
+}
+
+/// sled never syncs the files it writes large pages to; a checkpoint must.
+fn sync_blobs(dir: &Path) -> Result<(), RegistryError> {
+    let failed =
+        |e: std::io::Error| RegistryError::Store(format!("cannot sync sled's blobs in {}: {e}", dir.display()));
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(failed(e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(failed)?;
+        match File::open(entry.path()).and_then(|f| f.sync_data()) {
+            // sled deletes blobs it no longer needs, any time.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            other => other.map_err(failed)?,
+        }
+    }
+    File::open(dir).and_then(|d| d.sync_all()).map_err(failed)
 }
 
 fn record_key(name: &PodName) -> Vec<u8> {
     [RECORD_PREFIX, name.as_str().as_bytes()].concat()
 }
 
-fn encode(rec: &Allocation) -> Result<Vec<u8>, RegistryError> {
+fn encode<T: Serialize>(what: &dyn std::fmt::Display, value: &T) -> Result<Vec<u8>, RegistryError> {
     // Positional (compact) encoding: records are rewritten on every change
     // of their Pod, so size is write cost; FORMAT versions the layout.
     let mut out = vec![FORMAT];
-    rmp_serde::encode::write(&mut out, rec).map_err(|e| RegistryError::Store(format!("encode {}: {e}", rec.name)))?;
+    rmp_serde::encode::write(&mut out, value).map_err(|e| RegistryError::Store(format!("encode {what}: {e}")))?;
     Ok(out)
 }
 
-fn decode(key: &[u8], value: &[u8]) -> Result<Allocation, RegistryError> {
-    let name = String::from_utf8_lossy(key);
-    let (format, body) = value.split_first().ok_or_else(|| RegistryError::Corrupt(format!("{name}: empty value")))?;
+fn decode_body<'a, T: Deserialize<'a>>(what: &str, value: &'a [u8]) -> Result<T, RegistryError> {
+    let (format, body) = value.split_first().ok_or_else(|| RegistryError::Corrupt(format!("{what}: empty value")))?;
     if *format != FORMAT {
-        return Err(RegistryError::Corrupt(format!("{name}: unknown record format {format}")));
+        return Err(RegistryError::Corrupt(format!("{what}: unknown format {format}")));
     }
-    let rec: Allocation =
-        rmp_serde::from_slice(body).map_err(|e| RegistryError::Corrupt(format!("{name}: cannot decode: {e}")))?;
+    rmp_serde::from_slice(body).map_err(|e| RegistryError::Corrupt(format!("{what}: cannot decode: {e}")))
+}
+
+fn decode_record(key: &[u8], value: &[u8]) -> Result<Allocation, RegistryError> {
+    let name = String::from_utf8_lossy(key);
+    let rec: Allocation = decode_body(&name, value)?;
     if record_key(&rec.name) != key {
         return Err(RegistryError::Corrupt(format!("{name}: key does not match record {}", rec.name)));
     }
@@ -100,41 +211,58 @@ fn decode(key: &[u8], value: &[u8]) -> Result<Allocation, RegistryError> {
     Ok(rec)
 }
 
+fn encode_head(head: Head) -> Vec<u8> {
+    [head.seq.to_be_bytes(), head.next_fence.to_be_bytes()].concat()
+}
+
+fn read_head(db: &sled::Db) -> Result<Head, RegistryError> {
+    let Some(raw) = db.get(HEAD_KEY)? else {
+        return Ok(Head { seq: 0, next_fence: 1 });
+    };
+    let bytes: [u8; 16] = raw
+        .as_ref()
+        .try_into()
+        .map_err(|_| RegistryError::Corrupt(format!("m/head has {} bytes, not 16", raw.len())))?;
+    let (seq, fence) = bytes.split_at(8);
+    let word = |b: &[u8]| b.try_into().map(u64::from_be_bytes);
+    match (word(seq), word(fence)) {
+        (Ok(seq), Ok(next_fence)) => Ok(Head { seq, next_fence }),
+        _ => Err(RegistryError::Corrupt("m/head cannot be split in two words".into())),
+    }
+}
+
 impl Store for SledStore {
     fn load(&self) -> Result<Stored, RegistryError> {
-        let mut records = Vec::new();
+        let mut records = BTreeMap::new();
         for item in self.db.scan_prefix(RECORD_PREFIX) {
             let (key, value) = item?;
-            records.push(decode(&key, &value)?);
+            let rec = decode_record(&key, &value)?;
+            records.insert(rec.name.clone(), rec);
         }
-        let next_fence = match self.db.get(FENCE_KEY)? {
-            None => 1,
-            Some(raw) => {
-                let bytes: [u8; 8] = raw
-                    .as_ref()
-                    .try_into()
-                    .map_err(|_| RegistryError::Corrupt(format!("fence counter has {} bytes, not 8", raw.len())))?;
-                u64::from_be_bytes(bytes)
-            }
-        };
-        Ok(Stored { records, next_fence })
+        let head = read_head(&self.db)?;
+        assert_eq!(head, self.head, "sled's m/head differs from the store's own");
+        Ok(Stored { records: records.into_values().collect(), next_fence: head.next_fence })
     }
 
     fn commit(&mut self, changes: &[Change<'_>], next_fence: u64) -> Result<(), RegistryError> {
-        let mut batch = sled::Batch::default();
+        let mut commit = Commit { puts: Vec::new(), deletes: Vec::new(), next_fence };
         for change in changes {
             match change {
                 Change::Put(rec) => {
                     rec.validate().map_err(RegistryError::Corrupt)?;
-                    batch.insert(record_key(&rec.name), encode(rec)?);
+                    commit.puts.push((*rec).clone());
                 }
-                Change::Delete(name) => batch.remove(record_key(name)),
+                Change::Delete(name) => commit.deletes.push((*name).clone()),
             }
         }
-        batch.insert(FENCE_KEY, &next_fence.to_be_bytes());
-        self.db.apply_batch(batch)?;
-        self.db.flush()?;
-        self.log.sync_data().map_err(|e| RegistryError::Store(format!("fdatasync of sled's log failed: {e}")))?;
-        Ok(())
+        let seq = self.head.seq + 1;
+        let entry = encode(&format_args!("commit {seq}"), &commit)?;
+        match self.wal.append(seq, &entry)? {
+            Appended::Durable => self.apply(&commit, seq, Atomicity::Logged),
+            Appended::Full => {
+                self.apply(&commit, seq, Atomicity::Batch)?;
+                self.checkpoint()
+            }
+        }
     }
 }

@@ -1,0 +1,41 @@
+//! Persistence behind a narrow seam.
+//!
+//! The registry needs exactly three things from storage: read every record
+//! at startup, and write a group of changes atomically and durably. The
+//! [`Store`] trait is that seam; sled implements it now, etcd (one
+//! transaction guarded by revisions) later. Nothing above this module knows
+//! which one runs.
+
+mod sled_store;
+mod wal;
+
+pub use sled_store::SledStore;
+pub use wal::WAL_BYTES;
+
+use scope::PodName;
+
+use crate::{Allocation, RegistryError};
+
+/// One change of a commit. A commit names each key at most once.
+#[derive(Debug, Clone, Copy)]
+pub enum Change<'a> {
+    Put(&'a Allocation),
+    Delete(&'a PodName),
+}
+
+/// What a store holds.
+#[derive(Debug, Default)]
+pub struct Stored {
+    pub records: Vec<Allocation>,
+    /// The next fence number to hand out; above every stored fence.
+    pub next_fence: u64,
+}
+
+pub trait Store: Send {
+    /// Every record, decoded and individually validated.
+    fn load(&self) -> Result<Stored, RegistryError>;
+    /// Applies `changes` and the new fence counter as one atomic unit and
+    /// returns only once they are durable (fsynced). On error nothing of the
+    /// group may be assumed written or not written; the caller must reload.
+    fn commit(&mut self, changes: &[Change<'_>], next_fence: u64) -> Result<(), RegistryError>;
+}
