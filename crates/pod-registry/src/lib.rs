@@ -43,8 +43,6 @@ pub mod limits {
     pub const MAX_PAGE: usize = 256;
     /// Longest session id and socket path, in bytes.
     pub const MAX_FIELD_BYTES: usize = 4096;
-    /// Mutations queued for the writer before callers wait.
-    pub const WRITER_QUEUE: usize = 4096;
     /// How often the daemon sweeps dead Pods on its own.
     pub const SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
     /// How long a client waits for an on-demand daemon to answer.

@@ -42,10 +42,6 @@ fn main() -> ExitCode {
     if let Err(e) = pod_proto::failpoints::arm("registry") {
         return fail(&e);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
-    };
     let dirs = match (&cli.command, RuntimeDirs::from_env()) {
         (Cmd::Serve { run_dir: Some(run), data_dir: Some(data), .. }, _) => {
             RuntimeDirs { run: run.clone(), data: data.clone() }
@@ -59,14 +55,19 @@ fn main() -> ExitCode {
                 // Fails only when already a group leader; then we are detached enough.
                 let _ = rustix::process::setsid();
             }
-            match runtime.block_on(daemon::serve(&dirs)) {
+            match daemon::run(&dirs) {
                 Ok(Served::AlreadyRunning | Served::Stopped) => ExitCode::SUCCESS,
                 Err(e) => fail(&e.to_string()),
             }
         }
-        Cmd::Ls { json } => match runtime.block_on(list(&dirs)) {
+        Cmd::Ls { json } => match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start the async runtime: {e}"))
+            .and_then(|runtime| runtime.block_on(list(&dirs)).map_err(|e| format!("{e} [{}]", e.code())))
+        {
             Ok(all) => print_list(&all, json),
-            Err(e) => fail(&format!("{e} [{}]", e.code())),
+            Err(e) => fail(&e),
         },
     }
 }

@@ -63,6 +63,10 @@ pub fn main() -> ExitCode {
     if let Command::PodProcess(args) = &cli.command {
         return process::main(&args.name);
     }
+    if let Command::Registry { command: RegistryCommand::Serve(args) } = &cli.command {
+        // The daemon runs on a runtime of its own (see `daemon::run`).
+        return finish(registry::serve(args));
+    }
     if let Command::Demo { dir } = &cli.command {
         return finish(demo::run(dir.as_deref()));
     }
@@ -88,9 +92,10 @@ async fn dispatch(command: Command) -> Result<ExitCode, pod_proto::WireError> {
         Command::Scope { name, json } => inspect::scope(&name, json.json).await,
         Command::Check { name, path, write, json } => inspect::check(&name, &path, write, json.json).await,
         Command::Log { name, follow, json } => inspect::log(&name, follow, json.json).await,
-        Command::Registry { command: RegistryCommand::Serve(args) } => registry::serve(args).await,
         Command::Registry { command: RegistryCommand::Ls(j) } => registry::ls(j.json).await,
-        Command::Demo { .. } | Command::PodProcess(_) => unreachable!("handled before the runtime starts"),
+        Command::Demo { .. } | Command::PodProcess(_) | Command::Registry { command: RegistryCommand::Serve(_) } => {
+            unreachable!("handled before the runtime starts")
+        }
     }
 }
 

@@ -9,12 +9,13 @@ use std::sync::Arc;
 use pod_proto::paths::DirError;
 use pod_proto::{ProtoError, RuntimeDirs};
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::{mpsc, oneshot, RwLock};
+use tokio::sync::RwLock;
 
 pub use lock::holder_pid;
 pub use session::Ctx;
+use writer::Writer;
 
-use crate::limits::{SWEEP_INTERVAL, WRITER_QUEUE};
+use crate::limits::SWEEP_INTERVAL;
 use crate::state::State;
 use crate::store::{SledStore, Store};
 use crate::RegistryError;
@@ -41,7 +42,15 @@ pub enum Served {
     Stopped,
 }
 
-pub async fn serve(dirs: &RuntimeDirs) -> Result<Served, DaemonError> {
+/// Runs the daemon until SIGTERM or SIGINT, on a runtime of its own: two
+/// worker threads, which the writer needs (a commit blocks the worker of
+/// the request that leads it, and the other keeps serving).
+pub fn run(dirs: &RuntimeDirs) -> Result<Served, DaemonError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    runtime.block_on(serve(dirs))
+}
+
+async fn serve(dirs: &RuntimeDirs) -> Result<Served, DaemonError> {
     dirs.ensure()?;
     let Some(lock) = lock::try_lock(&dirs.registry_lock())? else {
         tracing::info!("another registry daemon holds the lock; exiting");
@@ -53,27 +62,21 @@ pub async fn serve(dirs: &RuntimeDirs) -> Result<Served, DaemonError> {
     tracing::info!(allocations = state.len(), "registry loaded");
     let state = Arc::new(RwLock::new(state));
 
-    let (tx, rx) = mpsc::channel(WRITER_QUEUE);
-    let (dead_tx, dead_rx) = oneshot::channel::<()>();
-    let writer_state = Arc::clone(&state);
-    let writer = tokio::task::spawn_blocking(move || {
-        let result = writer::run(writer_state, Box::new(store), rx);
-        let _ = dead_tx.send(());
-        result
-    });
+    let writer = Arc::new(Writer::new(Arc::clone(&state), Box::new(store)));
 
     let listener = pod_proto::server::bind(&dirs.registry_socket()).await?;
     tracing::info!(socket = %dirs.registry_socket().display(), "serving");
-    let ctx = Arc::new(Ctx { state, writer: tx.clone() });
+    let ctx = Arc::new(Ctx { state, writer: Arc::clone(&writer) });
     let sweeper = tokio::spawn(sweep_periodically(Arc::clone(&ctx)));
 
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    let failing = Arc::clone(&writer);
     let shutdown = async move {
         tokio::select! {
             _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
             _ = int.recv() => tracing::info!("SIGINT: shutting down"),
-            _ = dead_rx => tracing::error!("writer stopped"),
+            _ = failing.failed() => tracing::error!("a commit failed: stopping"),
         }
     };
     let handler_ctx = Arc::clone(&ctx);
@@ -82,13 +85,14 @@ pub async fn serve(dirs: &RuntimeDirs) -> Result<Served, DaemonError> {
     })
     .await;
     sweeper.abort();
-    // The writer may already be gone (fatal commit error); then there is
-    // nobody to stop.
-    let _ = tx.send(writer::Msg::Stop).await;
-    let result = writer.await.map_err(|e| RegistryError::Store(format!("writer panicked: {e}")))?;
+    // From here on requests are refused; jobs already queued are committed
+    // and answered before the store closes and the lock is released.
+    writer.close().await;
     drop(lock);
-    result?;
-    Ok(Served::Stopped)
+    match writer.failure() {
+        Some(e) => Err(e.into()),
+        None => Ok(Served::Stopped),
+    }
 }
 
 /// Logging as the daemon does it: `RUST_LOG` (default `info`) to stderr,

@@ -9,10 +9,10 @@ use std::sync::Arc;
 
 use pod_proto::{Connection, PeerCred, ProtoError, WireError};
 use scope::PodName;
-use tokio::sync::{mpsc, oneshot, RwLock};
+use tokio::sync::RwLock;
 use tracing::Instrument;
 
-use super::writer::{Job, Msg};
+use super::writer::Writer;
 use crate::ops::{self, Op};
 use crate::record::AllocState;
 use crate::state::State;
@@ -23,23 +23,16 @@ use crate::{proc, RegistryError};
 /// waiting out a group commit yields its worker instead of blocking it.
 pub struct Ctx {
     pub state: Arc<RwLock<State>>,
-    pub writer: mpsc::Sender<Msg>,
+    pub writer: Arc<Writer>,
 }
 
 impl Ctx {
     pub async fn execute(&self, request: Request) -> Result<Reply, RegistryError> {
         match request.validate(start_time_of)? {
             Command::Query(q) => ops::answer(&*self.state.read().await, &q),
-            Command::Mutate(op) => self.submit(op).await,
+            Command::Mutate(op) => self.writer.submit(op).await,
             Command::Sweep => self.sweep().await,
         }
-    }
-
-    async fn submit(&self, op: Op) -> Result<Reply, RegistryError> {
-        let (tx, rx) = oneshot::channel();
-        let job = Job { op, reply: tx, span: tracing::Span::current() };
-        self.writer.send(Msg::Job(Box::new(job))).await.map_err(|_| RegistryError::ShuttingDown)?;
-        rx.await.map_err(|_| RegistryError::ShuttingDown)?
     }
 
     /// The one operation that visits every allocation: it must look at
@@ -60,22 +53,15 @@ impl Ctx {
         })
         .await
         .map_err(|e| RegistryError::Store(format!("sweep task failed: {e}")))?;
-        let mut pending = Vec::with_capacity(dead.len());
-        for (name, pid, start_time) in dead {
-            let (tx, rx) = oneshot::channel();
-            let job = Job {
-                op: Op::Forget { name: name.clone(), pid, start_time },
-                reply: tx,
-                span: tracing::Span::current(),
-            };
-            self.writer.send(Msg::Job(Box::new(job))).await.map_err(|_| RegistryError::ShuttingDown)?;
-            pending.push((name, rx));
-        }
+        let ops = dead.iter().map(|(name, pid, start_time)| Op::Forget {
+            name: name.clone(),
+            pid: *pid,
+            start_time: *start_time,
+        });
+        let answers = self.writer.submit_all(ops.collect()).await;
         let mut gone = Vec::new();
-        for (name, rx) in pending {
-            if let Reply::Reclaimed(Reclaimed { removed: true, .. }) =
-                rx.await.map_err(|_| RegistryError::ShuttingDown)??
-            {
+        for ((name, _, _), answer) in dead.into_iter().zip(answers) {
+            if let Reply::Reclaimed(Reclaimed { removed: true, .. }) = answer? {
                 tracing::info!(pod = %name, "swept: its process is gone");
                 gone.push(name);
             }

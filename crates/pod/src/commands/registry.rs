@@ -9,16 +9,16 @@ use crate::cli::ServeArgs;
 use crate::commands::{dirs, print_json};
 use crate::registry_link::Registry;
 
-pub async fn serve(args: ServeArgs) -> Result<ExitCode, WireError> {
+pub fn serve(args: &ServeArgs) -> Result<ExitCode, WireError> {
     if args.detach {
         // Fails only for a process group leader, which is detached enough.
         let _ = rustix::process::setsid();
     }
-    let dirs = match (args.run_dir, args.data_dir) {
-        (Some(run), Some(data)) => pod_proto::RuntimeDirs { run, data },
+    let dirs = match (&args.run_dir, &args.data_dir) {
+        (Some(run), Some(data)) => pod_proto::RuntimeDirs { run: run.clone(), data: data.clone() },
         _ => dirs()?,
     };
-    pod_registry::daemon::serve(&dirs).await.map_err(|e| WireError::new("registry.daemon", e.to_string()))?;
+    pod_registry::daemon::run(&dirs).map_err(|e| WireError::new("registry.daemon", e.to_string()))?;
     Ok(ExitCode::SUCCESS)
 }
 
