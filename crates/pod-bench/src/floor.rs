@@ -1,87 +1,160 @@
 //! Same-run physical floors. A figure like "append takes 900 us" means little
 //! alone; "append takes 1.1 x one fdatasync on this disk, measured in the
 //! same run" holds on any machine.
+//!
+//! On a shared machine the disk and the scheduler change speed from one
+//! second to the next, so suites take floor samples between the operations
+//! they time (a probe is kept open for that), not in a block before them.
 
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
+
+use interprocess::local_socket::tokio::prelude::*;
+use interprocess::local_socket::tokio::Stream;
+use interprocess::local_socket::{GenericFilePath, ListenerOptions};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::stats::quantile;
 
-/// Median and p99 (microseconds) of a 256-byte append + `fdatasync` on a
-/// plain file in `dir`, over `rounds` rounds.
-pub fn fsync_us(dir: &Path, rounds: usize) -> Result<(u64, u64), String> {
-    let path = dir.join("floor-fsync.bin");
-    let mut file = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-    let block = [0xA5u8; 256];
-    let mut samples = Vec::with_capacity(rounds);
-    for _ in 0..rounds.max(1) {
-        let start = Instant::now();
-        file.write_all(&block).map_err(|e| format!("floor write failed: {e}"))?;
-        file.sync_data().map_err(|e| format!("floor fdatasync failed: {e}"))?;
-        samples.push(start.elapsed().as_micros() as u64);
+/// A plain file in the measured directory; each sample is a 256-byte append
+/// and an `fdatasync`.
+pub struct FsyncProbe {
+    file: File,
+    path: PathBuf,
+}
+
+impl FsyncProbe {
+    pub fn open(dir: &Path) -> Result<FsyncProbe, String> {
+        let path = dir.join("floor-fsync.bin");
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        Ok(FsyncProbe { file, path })
     }
-    drop(file);
-    std::fs::remove_file(&path).map_err(|e| format!("cannot remove {}: {e}", path.display()))?;
+
+    /// One sample, in microseconds.
+    pub fn sample(&mut self) -> Result<u64, String> {
+        let block = [0xA5u8; 256];
+        let start = Instant::now();
+        self.file.write_all(&block).map_err(|e| format!("floor write failed: {e}"))?;
+        self.file.sync_data().map_err(|e| format!("floor fdatasync failed: {e}"))?;
+        Ok(start.elapsed().as_micros() as u64)
+    }
+}
+
+impl Drop for FsyncProbe {
+    fn drop(&mut self) {
+        // Best effort: the file lives in the suite's temporary directory.
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Median and p99 (microseconds) of `rounds` samples of an [`FsyncProbe`].
+pub fn fsync_us(dir: &Path, rounds: usize) -> Result<(u64, u64), String> {
+    let mut probe = FsyncProbe::open(dir)?;
+    let mut samples = (0..rounds.max(1)).map(|_| probe.sample()).collect::<Result<Vec<_>, _>>()?;
     Ok((quantile(&mut samples, 0.50), quantile(&mut samples, 0.99)))
 }
 
-/// Median and p99 (microseconds) of one round trip of a 64-byte frame
-/// (4-byte length prefix, as the wire protocol uses) over a filesystem-path
-/// interprocess local socket in `dir`: the client writes, an echo server on
-/// its own thread and runtime reads the whole frame and writes it back.
-/// This is the least any request over the registry socket can cost.
-pub fn ipc_rtt_us(dir: &Path, rounds: usize) -> Result<(u64, u64), String> {
-    use interprocess::local_socket::tokio::prelude::*;
-    use interprocess::local_socket::tokio::Stream;
-    use interprocess::local_socket::{GenericFilePath, ListenerOptions};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+const FRAME: usize = 64;
 
-    const FRAME: usize = 64;
-    let path = dir.join("floor-ipc.sock");
-    let rt = || {
-        tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| format!("floor runtime: {e}"))
-    };
-    let name = path.as_path().to_fs_name::<GenericFilePath>().map_err(|e| format!("socket name: {e}"))?;
-    let server_rt = rt()?;
-    let listener = server_rt
-        .block_on(async { ListenerOptions::new().name(name.clone()).create_tokio() })
-        .map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
-    let server = std::thread::spawn(move || {
-        server_rt.block_on(async move {
-            let mut conn = listener.accept().await.map_err(|e| format!("accept: {e}"))?;
-            let mut buf = [0u8; FRAME];
-            loop {
-                match conn.read_exact(&mut buf).await {
-                    Ok(_) => conn.write_all(&buf).await.map_err(|e| format!("echo: {e}"))?,
-                    Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok::<(), String>(()),
-                    Err(e) => return Err(format!("echo read: {e}")),
+/// A connection to an echo server on its own thread and runtime, over a
+/// filesystem-path interprocess local socket; each sample is one round trip
+/// of a 64-byte frame (4-byte length prefix, as the wire protocol uses):
+/// the least any request over the registry or a Pod socket can cost.
+/// Samples are taken on the caller's runtime, as the measured client's are.
+pub struct IpcProbe {
+    conn: Stream,
+    server: Option<std::thread::JoinHandle<Result<(), String>>>,
+}
+
+impl IpcProbe {
+    pub async fn open(dir: &Path) -> Result<IpcProbe, String> {
+        let path = dir.join("floor-ipc.sock");
+        let name =
+            path.as_path().to_fs_name::<GenericFilePath>().map_err(|e| format!("socket name: {e}"))?.into_owned();
+        let listen_name = name.clone();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        // The echo server gets its own runtime on its own thread: the
+        // caller's runtime cannot start another one from inside it.
+        let server = std::thread::spawn(move || {
+            let server_rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| format!("floor runtime: {e}"))?;
+            server_rt.block_on(async move {
+                let listener = match ListenerOptions::new().name(listen_name).create_tokio() {
+                    Ok(listener) => {
+                        let _ = ready_tx.send(Ok(()));
+                        listener
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(format!("cannot listen: {e}")));
+                        return Ok(());
+                    }
+                };
+                let mut conn = listener.accept().await.map_err(|e| format!("accept: {e}"))?;
+                let mut buf = [0u8; FRAME];
+                loop {
+                    match conn.read_exact(&mut buf).await {
+                        Ok(_) => conn.write_all(&buf).await.map_err(|e| format!("echo: {e}"))?,
+                        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+                        Err(e) => return Err(format!("echo read: {e}")),
+                    }
                 }
-            }
-        })
-    });
-    let samples = rt()?.block_on(async {
-        let mut conn = Stream::connect(name).await.map_err(|e| format!("connect: {e}"))?;
+            })
+        });
+        // A short, bounded wait: the server thread only binds a socket.
+        ready_rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .map_err(|e| format!("echo server did not start: {e}"))?
+            .map_err(|e| format!("{e} on {}", path.display()))?;
+        let conn = Stream::connect(name).await.map_err(|e| format!("connect: {e}"))?;
+        Ok(IpcProbe { conn, server: Some(server) })
+    }
+
+    /// One round trip, in microseconds.
+    pub async fn sample(&mut self) -> Result<u64, String> {
         let mut frame = [0x5Au8; FRAME];
         frame[..4].copy_from_slice(&((FRAME - 4) as u32).to_be_bytes());
         let mut back = [0u8; FRAME];
+        let start = Instant::now();
+        self.conn.write_all(&frame).await.map_err(|e| format!("ping: {e}"))?;
+        self.conn.read_exact(&mut back).await.map_err(|e| format!("pong: {e}"))?;
+        Ok(start.elapsed().as_micros() as u64)
+    }
+
+    /// Closes the connection and waits for the echo server to finish (the
+    /// listener removes its socket file when dropped).
+    pub fn close(mut self) -> Result<(), String> {
+        let server = self.server.take();
+        drop(self);
+        match server {
+            Some(server) => server.join().map_err(|_| "echo server panicked".to_string())?,
+            None => Ok(()),
+        }
+    }
+}
+
+/// Median and p99 (microseconds) of `rounds` samples of an [`IpcProbe`].
+pub fn ipc_rtt_us(dir: &Path, rounds: usize) -> Result<(u64, u64), String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("floor runtime: {e}"))?;
+    let mut samples = rt.block_on(async {
+        let mut probe = IpcProbe::open(dir).await?;
         let mut samples = Vec::with_capacity(rounds.max(1));
         for _ in 0..rounds.max(1) {
-            let start = Instant::now();
-            conn.write_all(&frame).await.map_err(|e| format!("ping: {e}"))?;
-            conn.read_exact(&mut back).await.map_err(|e| format!("pong: {e}"))?;
-            samples.push(start.elapsed().as_micros() as u64);
+            samples.push(probe.sample().await?);
         }
+        probe.close()?;
         Ok::<_, String>(samples)
-    });
-    let served = server.join().map_err(|_| "echo server panicked".to_string())?;
-    let mut samples = samples?;
-    served?;
-    // The listener removed its socket file when it was dropped.
+    })?;
     Ok((quantile(&mut samples, 0.50), quantile(&mut samples, 0.99)))
 }

@@ -18,7 +18,7 @@ use pod_registry::Client;
 use scope::{Permission, PodName, ScopePath, ScopeRule};
 use serde_json::{json, Value};
 
-use crate::floor::{fsync_us, ipc_rtt_us};
+use crate::floor::{FsyncProbe, IpcProbe};
 use crate::stats::{quantile, rss_mb};
 
 #[derive(clap::Args)]
@@ -47,7 +47,6 @@ pub struct Args {
 const CLIENTS: usize = 32;
 const REGISTER_SAMPLES: usize = 200;
 const CHECK_SAMPLES: usize = 5000;
-const FLOOR_ROUNDS: usize = 400;
 const POPULATE_CLIENTS: usize = 16;
 
 fn dirs_for(home: &Path) -> RuntimeDirs {
@@ -79,15 +78,7 @@ pub fn run(args: &Args) -> Result<Value, String> {
     if let Some(home) = &args.serve_daemon {
         // The daemon runs exactly as `pod-registry serve` does, logging included.
         pod_registry::daemon::init_tracing();
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .map_err(|e| format!("cannot start tokio: {e}"))?;
-        return runtime
-            .block_on(pod_registry::daemon::serve(&dirs_for(home)))
-            .map(|_| json!({"served": true}))
-            .map_err(|e| e.to_string());
+        return pod_registry::daemon::run(&dirs_for(home)).map(|_| json!({"served": true})).map_err(|e| e.to_string());
     }
     // Sequential calls run on one thread, as a Pod's runtime calling the
     // registry would: the reply is read by the thread that waits for it.
@@ -115,17 +106,14 @@ pub fn run(args: &Args) -> Result<Value, String> {
         .map_err(|e| format!("cannot create a temp dir in {}: {e}", base.display()))?;
     let dirs = dirs_for(tmp.path());
     dirs.ensure().map_err(|e| e.to_string())?;
-    // Floors first, on the same disk and the same kind of socket, while
-    // nothing else runs.
-    let floors = Floors { fsync: fsync_us(tmp.path(), FLOOR_ROUNDS)?, rtt: ipc_rtt_us(tmp.path(), FLOOR_ROUNDS * 5)? };
     let mut daemon = Daemon::start(tmp.path())?;
-    let result = sequential_rt.block_on(sequential(args, &dirs)).and_then(|samples| {
+    let result = sequential_rt.block_on(sequential(args, &dirs, tmp.path())).and_then(|(samples, floors)| {
         let cpu_before = cpu_us(daemon.pid())?;
         let own = concurrent_rt.block_on(concurrent(&dirs, args.concurrent_pairs, Layout::OwnParent))?;
         let cpu_per_op = (cpu_us(daemon.pid())? - cpu_before) / (CLIENTS * args.concurrent_pairs * 2) as u64;
         let shared = concurrent_rt.block_on(concurrent(&dirs, args.concurrent_pairs, Layout::SharedParent))?;
         let throughput = Throughput { own, shared, cpu_per_op };
-        Ok(report(args, samples, &floors, &throughput, round2(rss_mb(daemon.pid())?)))
+        Ok(report(args, samples, floors, &throughput, round2(rss_mb(daemon.pid())?)))
     });
     daemon.stop();
     result
@@ -142,10 +130,12 @@ async fn connect(dirs: &RuntimeDirs) -> Result<Client, String> {
     }
 }
 
-/// (p50, p99) microseconds of each floor.
+/// Raw floor samples (microseconds), taken between the timed calls: one
+/// fsync (same disk as the registry's data) and one round trip (same kind
+/// of socket) per delegate + reclaim pair, one round trip per check.
 struct Floors {
-    fsync: (u64, u64),
-    rtt: (u64, u64),
+    fsync: Vec<u64>,
+    rtt: Vec<u64>,
 }
 
 /// Raw samples (microseconds) of the sequential calls.
@@ -156,9 +146,13 @@ struct Samples {
     check: Vec<u64>,
 }
 
-async fn sequential(args: &Args, dirs: &RuntimeDirs) -> Result<Samples, String> {
+async fn sequential(args: &Args, dirs: &RuntimeDirs, floor_dir: &Path) -> Result<(Samples, Floors), String> {
     let e = |what: &'static str| move |err: pod_registry::ClientError| format!("{what}: {err}");
     let mut c = connect(dirs).await?;
+    let mut fsync_probe = FsyncProbe::open(floor_dir)?;
+    let mut ipc_probe = IpcProbe::open(floor_dir).await?;
+    let mut floors =
+        Floors { fsync: Vec::with_capacity(args.rounds), rtt: Vec::with_capacity(args.rounds + CHECK_SAMPLES) };
     populate(dirs, args.n).await?;
     c.register(&registration("lead", "/bench/work")?).await.map_err(e("register lead"))?;
 
@@ -175,6 +169,8 @@ async fn sequential(args: &Args, dirs: &RuntimeDirs) -> Result<Samples, String> 
     for k in 0..args.rounds {
         let child = name(&format!("d-{k}"))?;
         let rules = [write(&format!("/bench/work/seq/{k}"))?];
+        floors.fsync.push(fsync_probe.sample()?);
+        floors.rtt.push(ipc_probe.sample().await?);
         let start = Instant::now();
         c.delegate(&lead, &child, &rules, &[]).await.map_err(e("delegate"))?;
         delegate.push(us(start));
@@ -186,6 +182,7 @@ async fn sequential(args: &Args, dirs: &RuntimeDirs) -> Result<Samples, String> 
     let probe = ScopePath::new("/bench/work/src/lib.rs").map_err(|e| e.to_string())?;
     let mut check = Vec::with_capacity(CHECK_SAMPLES);
     for _ in 0..CHECK_SAMPLES {
+        floors.rtt.push(ipc_probe.sample().await?);
         let start = Instant::now();
         let verdict = c.check(&lead, &probe, Permission::Write).await.map_err(e("check"))?;
         check.push(us(start));
@@ -194,7 +191,8 @@ async fn sequential(args: &Args, dirs: &RuntimeDirs) -> Result<Samples, String> 
         }
     }
 
-    Ok(Samples { register, delegate, reclaim, check })
+    ipc_probe.close()?;
+    Ok((Samples { register, delegate, reclaim, check }, floors))
 }
 
 /// The 32-client runs.
@@ -208,9 +206,11 @@ struct Throughput {
     cpu_per_op: u64,
 }
 
-fn report(args: &Args, samples: Samples, floors: &Floors, throughput: &Throughput, rss_mb: f64) -> Value {
+fn report(args: &Args, samples: Samples, floors: Floors, throughput: &Throughput, rss_mb: f64) -> Value {
     let Samples { mut register, mut delegate, mut reclaim, mut check } = samples;
-    let ((fsync_p50, fsync_p99), (rtt_p50, rtt_p99)) = (floors.fsync, floors.rtt);
+    let Floors { mut fsync, mut rtt } = floors;
+    let (fsync_p50, fsync_p99) = (quantile(&mut fsync, 0.50), quantile(&mut fsync, 0.99));
+    let (rtt_p50, rtt_p99) = (quantile(&mut rtt, 0.50), quantile(&mut rtt, 0.99));
     let delegate_p50 = quantile(&mut delegate, 0.50);
     let reclaim_p50 = quantile(&mut reclaim, 0.50);
     let floor = (fsync_p50 + rtt_p50) as f64;
