@@ -84,3 +84,12 @@ impl From<sled::Error> for RegistryError {
         RegistryError::Store(e.to_string())
     }
 }
+
+impl From<wal::WalError> for RegistryError {
+    fn from(e: wal::WalError) -> RegistryError {
+        match e {
+            wal::WalError::Corrupt { .. } | wal::WalError::BadSize { .. } => RegistryError::Corrupt(e.to_string()),
+            wal::WalError::Io { .. } => RegistryError::Store(e.to_string()),
+        }
+    }
+}

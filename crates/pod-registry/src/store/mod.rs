@@ -7,10 +7,8 @@
 //! which one runs.
 
 mod sled_store;
-mod wal;
 
-pub use sled_store::SledStore;
-pub use wal::WAL_BYTES;
+pub use sled_store::{SledStore, WAL_BYTES};
 
 use scope::PodName;
 

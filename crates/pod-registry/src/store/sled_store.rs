@@ -3,7 +3,7 @@
 //!
 //! Layout under the registry's data directory: `sled/` (records under
 //! `a/<name>`, and `m/head`: the last commit applied and the next fence)
-//! and `wal` (see [`super::wal`]).
+//! and `wal` (the `wal` crate: a preallocated write-ahead log).
 //!
 //! A commit is acknowledged once its entry (the commit, whole) is durable
 //! in the write-ahead log; its keys then go to sled without a flush. sled
@@ -27,9 +27,9 @@ use std::path::Path;
 use scope::PodName;
 use serde::{Deserialize, Serialize};
 
-use super::wal::{Appended, Wal};
 use super::{Change, Store, Stored};
 use crate::{Allocation, RegistryError};
+use wal::{Appended, Fill, Wal, WalOptions};
 
 /// Bumped when the stored encoding of a record or of a commit changes.
 const FORMAT: u8 = 1;
@@ -42,6 +42,11 @@ const SLED_LOG_FILE: &str = "db";
 const SLED_BLOBS_DIR: &str = "blobs";
 /// sled's page cache; the registry's own state lives in memory anyway.
 const CACHE_BYTES: u64 = 16 << 20;
+/// Size of the write-ahead log. Commits are a few hundred bytes, so a lap
+/// holds thousands of them between two checkpoints of sled, and this
+/// bounds what a restart replays. Zero-filled once, when the registry's
+/// data directory is created.
+pub const WAL_BYTES: u64 = 4 << 20;
 
 pub struct SledStore {
     db: sled::Db,
@@ -82,15 +87,26 @@ impl SledStore {
         let log_path = sled_dir.join(SLED_LOG_FILE);
         let sled_log = File::open(&log_path)
             .map_err(|e| RegistryError::Store(format!("cannot open sled's log {}: {e}", log_path.display())))?;
-        let (wal, entries) = Wal::open(&dir.join("wal"))?;
+        let wal_path = dir.join("wal");
+        let (wal, recovered) = Wal::open(&wal_path, WalOptions { bytes: WAL_BYTES, fill: Fill::Zeros })?;
         let head = read_head(&db)?;
+        if head.seq < recovered.stored_through {
+            return Err(RegistryError::Corrupt(format!(
+                "sled holds commits up to {} but {} says it held up to {}",
+                head.seq,
+                wal_path.display(),
+                recovered.stored_through
+            )));
+        }
         let mut store = SledStore { db, sled_dir, sled_log, wal, head };
-        let mut pending = entries.into_iter().skip_while(|e| e.seq <= head.seq).peekable();
+        let mut pending = recovered.entries.into_iter().skip_while(|e| e.seq <= head.seq).peekable();
         if let Some(first) = pending.peek() {
             if first.seq != head.seq + 1 {
                 return Err(RegistryError::Corrupt(format!(
-                    "the write-ahead log resumes at commit {} but the store holds commits up to {}",
-                    first.seq, head.seq
+                    "{} resumes at commit {} but sled holds commits up to {}",
+                    wal_path.display(),
+                    first.seq,
+                    head.seq
                 )));
             }
         }
@@ -147,8 +163,18 @@ impl SledStore {
         self.db.flush()?;
         sync_blobs(&self.sled_dir.join(SLED_BLOBS_DIR))?;
         self.sled_log.sync_data().map_err(|e| RegistryError::Store(format!("fdatasync of sled's log failed: {e}")))?;
-        self.wal.reset();
+        self.wal.stored_through(self.head.seq)?;
         Ok(())
+    }
+}
+
+impl Drop for SledStore {
+    /// A clean close leaves nothing to replay. If this fails, the next open
+    /// replays the log instead, so it only logs.
+    fn drop(&mut self) {
+        if let Err(e) = self.checkpoint() {
+            tracing::warn!(error = %e, "could not checkpoint the registry store on close; the next start replays its log");
+        }
     }
 }
 
