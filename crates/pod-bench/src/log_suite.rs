@@ -11,7 +11,7 @@ use scope::{PodName, ScopePath, ScopeRule, ScopeSnapshot};
 use serde_json::{json, Value};
 use session_log::{Event, LogOptions, RemovalReason, SessionLog};
 
-use crate::floor::fsync_us;
+use crate::floor::FsyncProbe;
 use crate::stats::quantile;
 
 #[derive(clap::Args)]
@@ -113,9 +113,10 @@ fn single(dir: &Path, n: usize) -> Result<(Vec<u64>, f64, Vec<u64>), String> {
     let events = (0..n).map(|i| spawned(&format!("s{i}"))).collect::<Result<Vec<_>, _>>()?;
     let mut samples = Vec::with_capacity(n);
     let mut floor = Vec::with_capacity(n);
+    let mut probe = FsyncProbe::open(dir)?;
     let mut appending = std::time::Duration::ZERO;
     for e in events {
-        floor.push(fsync_us(dir, 1)?.0);
+        floor.push(probe.sample()?);
         let t = Instant::now();
         log.append(vec![e]).map_err(err("append"))?;
         let took = t.elapsed();

@@ -86,6 +86,8 @@ pub enum LogError {
     Storage { op: &'static str, message: String },
     #[error("this session log handle failed earlier and must be reopened: {cause}")]
     Failed { cause: String },
+    #[error("corrupt session log: records {} to {durable} were durable and are gone (the store ends at record {have})", have + 1)]
+    Truncated { have: u64, durable: u64 },
 }
 
 impl LogError {
@@ -107,6 +109,7 @@ impl LogError {
             LogError::Encode { .. } => "log.encode",
             LogError::Storage { .. } => "log.storage",
             LogError::Failed { .. } => "log.failed",
+            LogError::Truncated { .. } => "log.truncated",
         }
     }
 
@@ -119,6 +122,7 @@ impl LogError {
             | LogError::UnsupportedSchema { seq, .. }
             | LogError::CheckpointMismatch { seq } => Some(*seq),
             LogError::BadKey { after } => Some(after + 1),
+            LogError::Truncated { have, .. } => Some(have + 1),
             LogError::ImpossibleHistory { source } => Some(source.seq()),
             _ => None,
         }

@@ -18,3 +18,8 @@ pub const DEFAULT_CHECKPOINT_EVERY: u64 = 1000;
 /// How long `open` waits for sled's file lock, in milliseconds, before it
 /// reports the log as open elsewhere.
 pub const OPEN_LOCK_WAIT_MS: u64 = 2000;
+
+/// Default size of a log's write-ahead file (see the `wal` crate): a lap
+/// holds a few thousand records between two flushes of sled, and this
+/// bounds what an open after a crash replays.
+pub const DEFAULT_WAL_BYTES: u64 = 1 << 20;

@@ -8,6 +8,14 @@
 //!
 //! Readers only see records up to the last flushed one (`durable_seq`):
 //! nothing that a crash could still take back is ever shown.
+//!
+//! Durable means: in the write-ahead log (`wal` in the log directory, the
+//! `wal` crate), one `pwrite` and one `fdatasync` per group. The records
+//! then go to sled without a flush; sled is flushed and synced only when a
+//! lap of the write-ahead log is full, on `checkpoint`, and when the log is
+//! opened or closed, and the write-ahead log then starts a new lap. Opening
+//! puts back into sled whatever the write-ahead log holds beyond it (sled
+//! recovers a prefix of what it was given, so that is a tail).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::OsString;
@@ -22,8 +30,11 @@ use tracing::{debug_span, info_span};
 use crate::chain::Chain;
 use crate::envelope::{key, seq_of, Envelope, Hash, GENESIS, MAX_OVERHEAD};
 use crate::event::{decode_body, encode_body};
-use crate::limits::{DEFAULT_CHECKPOINT_EVERY, MAX_BATCH_EVENTS, MAX_RECORD_BYTES, OPEN_LOCK_WAIT_MS};
+use crate::limits::{
+    DEFAULT_CHECKPOINT_EVERY, DEFAULT_WAL_BYTES, MAX_BATCH_EVENTS, MAX_RECORD_BYTES, OPEN_LOCK_WAIT_MS,
+};
 use crate::{checkpoint, trees, Event, LogError, PodState, Record};
+use wal::{Appended, Fill, Wal, WalOptions};
 
 /// sled's page cache per Pod. Small: a log is mostly written, and read back
 /// in order once at resume.
@@ -36,11 +47,14 @@ pub struct LogOptions {
     /// Milliseconds since the Unix epoch. Injectable so that tests and
     /// snapshots get fixed timestamps.
     pub clock: fn() -> u64,
+    /// Size of the write-ahead file when it is created (an existing one
+    /// keeps its size), within `wal::MIN_BYTES..=wal::MAX_BYTES`.
+    pub wal_bytes: u64,
 }
 
 impl Default for LogOptions {
     fn default() -> LogOptions {
-        LogOptions { checkpoint_every: DEFAULT_CHECKPOINT_EVERY, clock: system_clock_ms }
+        LogOptions { checkpoint_every: DEFAULT_CHECKPOINT_EVERY, clock: system_clock_ms, wal_bytes: DEFAULT_WAL_BYTES }
     }
 }
 
@@ -72,6 +86,9 @@ pub struct SessionLog {
     checkpoints: sled::Tree,
     /// sled's main file, synced by us after sled's own flush (see `sync`).
     db_file: File,
+    /// Written by the leader only (and by `open` and `drop`); the mutex is
+    /// never contended.
+    wal: Mutex<Wal>,
     blobs_dir: PathBuf,
     options: LogOptions,
     commit: Mutex<Commit>,
@@ -142,15 +159,28 @@ impl SessionLog {
         let db_file = File::open(dir.join("db")).map_err(|e| LogError::storage("open sled's file", e))?;
         // sled may just have created its files; make their names durable.
         File::open(dir).and_then(|d| d.sync_all()).map_err(|e| LogError::storage("sync the log directory", e))?;
-        let durable_seq = match records.last().map_err(|e| LogError::storage("read the last record", e))? {
-            None => 0,
-            Some((k, _)) => seq_of(&k).ok_or(LogError::BadKey { after: 0 })?,
-        };
-        Ok(SessionLog {
+        let wal_options = WalOptions { bytes: options.wal_bytes, fill: Fill::Reserve };
+        let (wal, recovered) =
+            Wal::open(&dir.join("wal"), wal_options).map_err(|e| LogError::storage("open the write-ahead log", e))?;
+        let stored = last_stored_seq(&records)?;
+        if stored < recovered.stored_through {
+            return Err(LogError::Truncated { have: stored, durable: recovered.stored_through });
+        }
+        for entry in &recovered.entries {
+            for (seq, bytes) in decode_wal_entry(entry)? {
+                if seq > stored {
+                    records
+                        .insert(key(seq), bytes)
+                        .map_err(|e| LogError::storage("restore records from the write-ahead log", e))?;
+                }
+            }
+        }
+        let log = SessionLog {
             db,
             records,
             checkpoints,
             db_file,
+            wal: Mutex::new(wal),
             blobs_dir: dir.join("blobs"),
             options,
             commit: Mutex::new(Commit {
@@ -158,7 +188,7 @@ impl SessionLog {
                 leader: false,
                 next_ticket: 0,
                 done: HashMap::new(),
-                durable_seq,
+                durable_seq: 0,
                 head: None,
                 last_group: 0,
                 last_sync: Duration::ZERO,
@@ -166,7 +196,14 @@ impl SessionLog {
             }),
             changed: Condvar::new(),
             arrived: Condvar::new(),
-        })
+        };
+        // What a killed process left in the page cache (sled's, or just
+        // restored) is not durable yet; make it so before a new lap can
+        // overwrite the entries that hold it.
+        let durable_seq = last_stored_seq(&log.records)?;
+        log.store_all(durable_seq, &mut HashSet::new())?;
+        log.lock().durable_seq = durable_seq;
+        Ok(log)
     }
 
     /// Appends `batch` as consecutive records and returns once they are all
@@ -267,20 +304,52 @@ impl SessionLog {
         g
     }
 
+    /// Makes the group durable in the write-ahead log, then hands it to
+    /// sled. A group that does not fit in the log's lap goes to sled as
+    /// atomic batches and sled is made durable instead, which also starts a
+    /// new lap.
     fn write_group(&self, batches: Vec<SealedBatch>, head: &mut Head) -> Result<(), LogError> {
         fail::fail_point!("log.before_write");
-        for batch in batches {
-            write_batch(&self.records, batch)?;
-        }
+        let last_seq = head.state.last_seq;
+        let logged = {
+            let mut wal = self.wal.lock().unwrap_or_else(PoisonError::into_inner);
+            wal.append(last_seq, &encode_wal_entry(&batches)).map_err(|e| LogError::storage("write-ahead log", e))?
+        };
         fail::fail_point!("log.before_flush");
+        match logged {
+            Appended::Durable => {
+                for (k, v) in batches.into_iter().flatten() {
+                    self.records.insert(k, v).map_err(|e| LogError::storage("write records", e))?;
+                }
+                self.write_due_checkpoint(head)?;
+            }
+            Appended::Full => {
+                for batch in batches {
+                    write_batch(&self.records, batch)?;
+                }
+                self.write_due_checkpoint(head)?;
+                self.store_all(last_seq, &mut head.synced_blobs)?;
+            }
+        }
+        fail::fail_point!("log.after_flush");
+        Ok(())
+    }
+
+    fn write_due_checkpoint(&self, head: &mut Head) -> Result<(), LogError> {
         let every = self.options.checkpoint_every;
         if every > 0 && head.state.last_seq / every > head.checkpoint_seq / every {
             checkpoint::write(&self.checkpoints, &head.state, head.hash)?;
             head.checkpoint_seq = head.state.last_seq;
         }
-        self.sync(&mut head.synced_blobs)?;
-        fail::fail_point!("log.after_flush");
         Ok(())
+    }
+
+    /// Makes sled durable, holding every record up to `last_seq`, and starts
+    /// a new lap of the write-ahead log.
+    fn store_all(&self, last_seq: u64, synced_blobs: &mut HashSet<OsString>) -> Result<(), LogError> {
+        self.sync(synced_blobs)?;
+        let mut wal = self.wal.lock().unwrap_or_else(PoisonError::into_inner);
+        wal.stored_through(last_seq).map_err(|e| LogError::storage("write-ahead log", e))
     }
 
     /// Makes everything written so far durable. sled 0.34's flush ends in
@@ -353,7 +422,7 @@ impl SessionLog {
             Ok(())
         } else {
             checkpoint::write(&self.checkpoints, &head.state, head.hash)
-                .and_then(|()| self.sync(&mut head.synced_blobs))
+                .and_then(|()| self.store_all(seq, &mut head.synced_blobs))
         };
         let mut g = self.lock();
         let result = match written {
@@ -578,6 +647,58 @@ fn seal_group(
     }
     head.timestamp_ms = timestamp_ms;
     (batches, answers, Ok(sealed))
+}
+
+impl Drop for SessionLog {
+    /// A clean close leaves nothing to replay. A handle that failed, or a
+    /// sync that fails here, leaves the write-ahead log as it is: the next
+    /// open replays it. So this only logs.
+    fn drop(&mut self) {
+        let commit = self.commit.get_mut().unwrap_or_else(PoisonError::into_inner);
+        if commit.failed.is_some() {
+            return;
+        }
+        let last_seq = commit.durable_seq;
+        let mut synced = commit.head.take().map(|h| h.synced_blobs).unwrap_or_default();
+        if let Err(e) = self.store_all(last_seq, &mut synced) {
+            tracing::warn!(error = %e, "could not flush the session log on close; the next open replays it");
+        }
+    }
+}
+
+fn last_stored_seq(records: &sled::Tree) -> Result<u64, LogError> {
+    match records.last().map_err(|e| LogError::storage("read the last record", e))? {
+        None => Ok(0),
+        Some((k, _)) => seq_of(&k).ok_or(LogError::BadKey { after: 0 }),
+    }
+}
+
+/// A group's records as one write-ahead entry: `seq: u64 LE | len: u32 LE
+/// | record` for each, in order.
+fn encode_wal_entry(batches: &[SealedBatch]) -> Vec<u8> {
+    let size = batches.iter().flatten().map(|(_, v)| 12 + v.len()).sum();
+    let mut out = Vec::with_capacity(size);
+    for (k, v) in batches.iter().flatten() {
+        out.extend_from_slice(&u64::from_be_bytes(*k).to_le_bytes());
+        out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+        out.extend_from_slice(v);
+    }
+    out
+}
+
+fn decode_wal_entry(entry: &wal::Entry) -> Result<Vec<(u64, Vec<u8>)>, LogError> {
+    let bad = || LogError::storage("read the write-ahead log", format!("entry {} is not a list of records", entry.seq));
+    let mut records = Vec::new();
+    let mut rest = &entry.payload[..];
+    while !rest.is_empty() {
+        let (seq, tail) = rest.split_first_chunk::<8>().ok_or_else(bad)?;
+        let (len, tail) = tail.split_first_chunk::<4>().ok_or_else(bad)?;
+        let len = u32::from_le_bytes(*len) as usize;
+        let record = tail.get(..len).ok_or_else(bad)?;
+        records.push((u64::from_le_bytes(*seq), record.to_vec()));
+        rest = &tail[len..];
+    }
+    Ok(records)
 }
 
 /// One appender's records, keyed by sequence number, in order.

@@ -21,8 +21,11 @@ const DIR_ENV: &str = "SESSION_LOG_CRASH_DIR";
 const KILLS: usize = 60;
 const APPENDERS: u64 = 3;
 
+/// A write-ahead file of a few dozen records, so that the children go
+/// around it (flushing sled and starting a new lap) many times, and
+/// some kills land in the middle of that.
 fn log_options() -> LogOptions {
-    LogOptions { checkpoint_every: 200, ..LogOptions::default() }
+    LogOptions { checkpoint_every: 200, wal_bytes: wal::MIN_BYTES + 8192, ..LogOptions::default() }
 }
 
 /// Batch `id` of `n` events: child names `b{id}-{i}-{n}`, so the parent can

@@ -13,7 +13,7 @@ pub fn fixed_clock() -> u64 {
 }
 
 pub fn options(checkpoint_every: u64) -> LogOptions {
-    LogOptions { checkpoint_every, clock: fixed_clock }
+    LogOptions { checkpoint_every, clock: fixed_clock, ..LogOptions::default() }
 }
 
 pub fn name(s: &str) -> PodName {
