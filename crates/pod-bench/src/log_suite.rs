@@ -126,10 +126,12 @@ fn single(dir: &Path, n: usize) -> Result<(Vec<u64>, f64, Vec<u64>), String> {
     Ok((samples, appending.as_secs_f64(), floor))
 }
 
-/// Single-event appends per second from `GROUP_THREADS` threads at once.
-fn group(dir: &Path, per_thread: usize) -> Result<f64, String> {
+/// Single-event appends per second from `GROUP_THREADS` threads at once,
+/// and how many of them each commit (one fdatasync) carried on average.
+fn group(dir: &Path, per_thread: usize) -> Result<(f64, f64), String> {
     let log = Arc::new(SessionLog::open(dir, LogOptions::default()).map_err(err("open"))?);
     log.append(vec![created()?]).map_err(err("append"))?;
+    let before = log.commit_stats();
     let start = Instant::now();
     let threads: Vec<_> = (0..GROUP_THREADS)
         .map(|t| {
@@ -145,7 +147,10 @@ fn group(dir: &Path, per_thread: usize) -> Result<f64, String> {
     for t in threads {
         t.join().map_err(|_| "an appender thread panicked".to_string())??;
     }
-    Ok((GROUP_THREADS * per_thread) as f64 / start.elapsed().as_secs_f64())
+    let ops = (GROUP_THREADS * per_thread) as f64 / start.elapsed().as_secs_f64();
+    let after = log.commit_stats();
+    let per_commit = (after.batches - before.batches) as f64 / (after.groups - before.groups).max(1) as f64;
+    Ok((ops, per_commit))
 }
 
 /// Writes a `RESUME_EVENTS` log, closes it, and times open + replay.
@@ -187,7 +192,7 @@ pub fn run(args: &Args) -> Result<Value, String> {
     let append_p50 = quantile(&mut samples, 0.50);
     let append_p99 = quantile(&mut samples, 0.99);
     let single_ops = args.appends as f64 / single_secs;
-    let group_ops = group(tmp("group")?.path(), args.group_appends)?;
+    let (group_ops, group_per_commit) = group(tmp("group")?.path(), args.group_appends)?;
     let resume_ms = resume(tmp("resume")?.path(), LogOptions::default().checkpoint_every)?;
     let resume_nockpt_ms = resume(tmp("resume-nockpt")?.path(), 0)?;
     let ratio = append_p50 as f64 / floor_p50.max(1) as f64;
@@ -203,6 +208,7 @@ pub fn run(args: &Args) -> Result<Value, String> {
         "single_ops_per_s": single_ops.round(),
         "group8_ops_per_s": group_ops.round(),
         "group8_over_single": (group_ops / single_ops * 100.0).round() / 100.0,
+        "group8_batches_per_commit": (group_per_commit * 100.0).round() / 100.0,
         "resume_100k_ms": (resume_ms * 10.0).round() / 10.0,
         "resume_100k_nockpt_ms": (resume_nockpt_ms * 10.0).round() / 10.0,
         "targets": {

@@ -27,7 +27,7 @@ mod state;
 
 pub use error::{FoldError, LogError};
 pub use event::{Event, Record, RemovalReason};
-pub use log::{AppendReceipt, LogOptions, RecordIter, SessionLog, VerifyReport};
+pub use log::{AppendReceipt, CommitStats, LogOptions, RecordIter, SessionLog, VerifyReport};
 pub use state::{ChildRecord, PodIdentity, PodState};
 
 /// Names of the sled trees, public so that tools (and the corruption tests)

@@ -69,6 +69,14 @@ pub struct AppendReceipt {
     pub last_seq: u64,
 }
 
+/// How well group commit is doing since this handle was opened: each group
+/// is one write-ahead entry and one `fdatasync`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CommitStats {
+    pub groups: u64,
+    pub batches: u64,
+}
+
 /// What `verify` walked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifyReport {
@@ -110,6 +118,7 @@ struct Commit {
     /// Batches in the last group, and how long its flush took: the next
     /// leader waits (at most one flush) for that many to gather.
     last_group: usize,
+    stats: CommitStats,
     last_sync: Duration,
     /// Set when a write or flush failed: what is on disk is then unknown, so
     /// this handle refuses everything and the log must be reopened.
@@ -191,6 +200,7 @@ impl SessionLog {
                 durable_seq: 0,
                 head: None,
                 last_group: 0,
+                stats: CommitStats::default(),
                 last_sync: Duration::ZERO,
                 failed: None,
             }),
@@ -218,7 +228,11 @@ impl SessionLog {
         let ticket = g.next_ticket;
         g.next_ticket += 1;
         g.queue.push(Pending { ticket, events: batch, bodies });
-        self.arrived.notify_one();
+        // A gathering leader waits for the group to fill; waking it for
+        // every arrival would cost a thread wake-up each.
+        if g.queue.len() >= g.last_group {
+            self.arrived.notify_one();
+        }
         loop {
             if let Some(result) = g.done.remove(&ticket) {
                 return result;
@@ -256,6 +270,8 @@ impl SessionLog {
         g = self.gather(g);
         let group = std::mem::take(&mut g.queue);
         g.last_group = group.len();
+        g.stats.groups += 1;
+        g.stats.batches += group.len() as u64;
         let (batch, answers, sealed) = seal_group(&mut head, group, (self.options.clock)());
         drop(g);
         let started = Instant::now();
@@ -488,6 +504,10 @@ impl SessionLog {
         let first = seq.max(1);
         let prev = (first == 1).then_some(GENESIS);
         RecordIter { chain: Chain::new(&self.records, first, prev, self.last_seq()), failed: false }
+    }
+
+    pub fn commit_stats(&self) -> CommitStats {
+        self.lock().stats
     }
 
     /// The last durable sequence number; 0 for an empty log.
