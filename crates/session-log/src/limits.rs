@@ -20,6 +20,8 @@ pub const DEFAULT_CHECKPOINT_EVERY: u64 = 1000;
 pub const OPEN_LOCK_WAIT_MS: u64 = 2000;
 
 /// Default size of a log's write-ahead file (see the `wal` crate): a lap
-/// holds a few thousand records between two flushes of sled, and this
-/// bounds what an open after a crash replays.
-pub const DEFAULT_WAL_BYTES: u64 = 1 << 20;
+/// holds about a thousand records between two flushes of sled, and this
+/// bounds what an open after a crash replays. Every Pod has one, with its
+/// blocks reserved, so it is kept small: with 1 MiB, a resume of a Pod with
+/// 1,000 children took four times as long (1.1 s instead of 0.25 s).
+pub const DEFAULT_WAL_BYTES: u64 = 256 << 10;
