@@ -145,3 +145,20 @@ fn acknowledged_commits_survive_kill_9() {
     eprintln!("{KILLS} kills, {held} commits, about {laps} laps of the write-ahead log");
     assert!(laps >= 3, "the children did not get around the log often enough: {held} commits");
 }
+
+#[test]
+fn commits_left_unsettled_are_in_the_store_after_a_clean_close() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut store = SledStore::open(dir.path()).unwrap();
+        for k in 1..=3 {
+            let (a, b) = (record("a", k), record("b", k));
+            store.commit(&[Change::Put(&a), Change::Put(&b)], k + 1).unwrap();
+        }
+        // The last commit is durable in the write-ahead log only; closing
+        // writes it to sled and checkpoints.
+    }
+    let store = SledStore::open(dir.path()).unwrap();
+    assert_eq!(contents(&store), (3, 3, Vec::new()));
+    assert_eq!(store.load().unwrap().next_fence, 4);
+}

@@ -14,9 +14,12 @@
 //! writer needs two such wake-ups per request (to it and back), more than
 //! the rest of the daemon's work. A lone request is committed by its own
 //! task, on its own worker (`block_in_place`, so the runtime moves other
-//! tasks off that worker meanwhile). If jobs queued while it committed,
-//! it hands them to a blocking-pool thread that leads until the queue is
-//! empty, so a caller never waits for more than its own group.
+//! tasks off that worker meanwhile), and answered as soon as the commit is
+//! durable. Leadership then passes to a blocking-pool thread, which lets
+//! the store finish what it left for later (`Store::settle`: sled's copy of
+//! a commit the write-ahead log already holds) and leads any group that
+//! queued meanwhile, until the queue is empty. So a caller never waits for
+//! more than its own group.
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -96,12 +99,12 @@ impl Writer {
         };
         if lead {
             let runtime = tokio::runtime::Handle::current();
-            tokio::task::block_in_place(|| {
-                if self.commit_next() {
-                    let writer = Arc::clone(self);
-                    runtime.spawn_blocking(move || while writer.commit_next() {});
-                }
-            });
+            tokio::task::block_in_place(|| self.commit_next());
+            // The group is durable and answered. What the store left for
+            // later, and any group that queued meanwhile, is done off this
+            // request's path.
+            let writer = Arc::clone(self);
+            runtime.spawn_blocking(move || writer.lead_until_idle());
         }
         let mut answers = Vec::with_capacity(receivers.len());
         for rx in receivers {
@@ -110,9 +113,52 @@ impl Writer {
         answers
     }
 
-    /// Commits the next group. Called by the leader only; returns whether
-    /// it is still the leader (more jobs are queued).
-    fn commit_next(&self) -> bool {
+    /// Settles the store after each group and commits every group that
+    /// queued meanwhile, then steps down. Leader only.
+    fn lead_until_idle(&self) {
+        loop {
+            self.settle();
+            let mut g = self.lock();
+            if g.queue.is_empty() {
+                g.leading = false;
+                self.idle.notify_waiters();
+                return;
+            }
+            drop(g);
+            self.commit_next();
+        }
+    }
+
+    /// Lets the store finish what its last commit left for later (see
+    /// `Store::settle`). Leader only.
+    fn settle(&self) {
+        let leader = PanicGuard(self);
+        let Some(mut store) = ({
+            let mut g = self.lock();
+            // After a failed commit what is on disk is unknown: leave it to
+            // the restart.
+            if g.closed.as_ref().is_some_and(|e| !matches!(e, RegistryError::ShuttingDown)) {
+                None
+            } else {
+                g.store.take()
+            }
+        }) else {
+            std::mem::forget(leader);
+            return;
+        };
+        let settled = store.settle();
+        let mut g = self.lock();
+        g.store = Some(store);
+        if let Err(e) = settled {
+            tracing::error!(error = %e, "settling a commit failed; stopping so that a restart replays the log");
+            self.fail(&mut g, e);
+        }
+        std::mem::forget(leader);
+    }
+
+    /// Commits the next group (up to `MAX_GROUP` queued jobs) and answers
+    /// it. Leader only; the caller stays the leader.
+    fn commit_next(&self) {
         let leader = PanicGuard(self);
         let (jobs, mut store) = {
             let mut g = self.lock();
@@ -129,12 +175,6 @@ impl Writer {
             self.fail(&mut g, e);
         }
         std::mem::forget(leader);
-        if g.queue.is_empty() {
-            g.leading = false;
-            self.idle.notify_waiters();
-            return false;
-        }
-        true
     }
 
     /// A commit that fails partway leaves memory ahead of the disk: refuse

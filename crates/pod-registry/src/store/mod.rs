@@ -36,4 +36,11 @@ pub trait Store: Send {
     /// returns only once they are durable (fsynced). On error nothing of the
     /// group may be assumed written or not written; the caller must reload.
     fn commit(&mut self, changes: &[Change<'_>], next_fence: u64) -> Result<(), RegistryError>;
+    /// Work the last commit left for after it was durable and answered
+    /// (sled: writing its keys, which the write-ahead log already covers).
+    /// The writer calls it off the requests' path; the next commit and a
+    /// close do it first if it was not called.
+    fn settle(&mut self) -> Result<(), RegistryError> {
+        Ok(())
+    }
 }

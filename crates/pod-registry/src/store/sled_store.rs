@@ -55,6 +55,9 @@ pub struct SledStore {
     sled_log: File,
     wal: Wal,
     head: Head,
+    /// A commit that is durable in the write-ahead log and not yet written
+    /// to sled (see [`Store::settle`]).
+    unsettled: Option<(Commit, u64)>,
 }
 
 /// What `m/head` holds.
@@ -98,7 +101,7 @@ impl SledStore {
                 recovered.stored_through
             )));
         }
-        let mut store = SledStore { db, sled_dir, sled_log, wal, head };
+        let mut store = SledStore { db, sled_dir, sled_log, wal, head, unsettled: None };
         let mut pending = recovered.entries.into_iter().skip_while(|e| e.seq <= head.seq).peekable();
         if let Some(first) = pending.peek() {
             if first.seq != head.seq + 1 {
@@ -160,6 +163,7 @@ impl SledStore {
     /// Makes everything written to sled durable, then starts a new lap of
     /// the write-ahead log, whose entries sled now all holds.
     fn checkpoint(&mut self) -> Result<(), RegistryError> {
+        self.settle()?;
         self.db.flush()?;
         sync_blobs(&self.sled_dir.join(SLED_BLOBS_DIR))?;
         self.sled_log.sync_data().map_err(|e| RegistryError::Store(format!("fdatasync of sled's log failed: {e}")))?;
@@ -265,6 +269,7 @@ impl Store for SledStore {
             let rec = decode_record(&key, &value)?;
             records.insert(rec.name.clone(), rec);
         }
+        assert!(self.unsettled.is_none(), "load reads sled, which lacks an unsettled commit");
         let head = read_head(&self.db)?;
         assert_eq!(head, self.head, "sled's m/head differs from the store's own");
         Ok(Stored { records: records.into_values().collect(), next_fence: head.next_fence })
@@ -281,14 +286,26 @@ impl Store for SledStore {
                 Change::Delete(name) => commit.deletes.push((*name).clone()),
             }
         }
+        // Commits reach sled in order.
+        self.settle()?;
         let seq = self.head.seq + 1;
         let entry = encode(&format_args!("commit {seq}"), &commit)?;
         match self.wal.append(seq, &entry)? {
-            Appended::Durable => self.apply(&commit, seq, Atomicity::Logged),
+            Appended::Durable => {
+                self.unsettled = Some((commit, seq));
+                Ok(())
+            }
             Appended::Full => {
                 self.apply(&commit, seq, Atomicity::Batch)?;
                 self.checkpoint()
             }
+        }
+    }
+
+    fn settle(&mut self) -> Result<(), RegistryError> {
+        match self.unsettled.take() {
+            Some((commit, seq)) => self.apply(&commit, seq, Atomicity::Logged),
+            None => Ok(()),
         }
     }
 }
