@@ -76,9 +76,35 @@ impl Connection {
 
     /// Sends `request` and reads its `Result<T, WireError>` reply; an error
     /// frame becomes [`ProtoError::Remote`].
+    ///
+    /// The whole exchange is bounded by the idle timeout, kept by
+    /// [`deadline`](crate::deadline) rather than by tokio timers: a pending
+    /// timer makes every park of the runtime arm a kernel timer, which costs
+    /// more than a local round trip on a virtual machine.
     pub async fn call<Req: Serialize, T: DeserializeOwned>(&mut self, request: &Req) -> Result<T, ProtoError> {
-        self.write_frame(request).await?;
-        match self.read_frame::<Result<T, WireError>>().await? {
+        self.call_within(request, self.idle).await
+    }
+
+    async fn call_within<Req: Serialize, T: DeserializeOwned>(
+        &mut self,
+        request: &Req,
+        limit: Duration,
+    ) -> Result<T, ProtoError> {
+        let Stream::UdSocket(socket) = self.stream.get_ref();
+        let armed = crate::deadline::arm(socket, limit)?;
+        let exchanged = self.exchange(request).await;
+        match exchanged {
+            Err(_) if armed.fired() => Err(ProtoError::Timeout(limit)),
+            Ok(_) if armed.fired() => Err(ProtoError::Timeout(limit)),
+            other => other,
+        }
+    }
+
+    async fn exchange<Req: Serialize, T: DeserializeOwned>(&mut self, request: &Req) -> Result<T, ProtoError> {
+        let bytes = frame::encode(request)?;
+        self.stream.write_all(&bytes).await?;
+        let body = frame::read_body_untimed(&mut self.stream).await?;
+        match body.map(|b| frame::decode::<Result<T, WireError>>(&b)).transpose()? {
             Some(Ok(reply)) => Ok(reply),
             Some(Err(wire)) => Err(ProtoError::Remote(wire)),
             None => Err(ProtoError::Closed),
@@ -89,7 +115,7 @@ impl Connection {
     pub async fn client_handshake(&mut self, client: &str) -> Result<u32, ProtoError> {
         let hello =
             Hello { protocol: PROTOCOL_VERSION, client: client.chars().take(MAX_CLIENT_NAME_BYTES / 4).collect() };
-        let welcome: Welcome = self.call(&hello).await?;
+        let welcome: Welcome = self.call_within(&hello, self.frame).await?;
         if welcome.protocol != PROTOCOL_VERSION {
             return Err(ProtoError::VersionMismatch { ours: PROTOCOL_VERSION, theirs: welcome.protocol });
         }
@@ -124,5 +150,37 @@ impl Connection {
         if let Err(e) = self.write_frame(&reply).await {
             tracing::debug!(error = %e, "could not send the error frame");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use interprocess::local_socket::traits::tokio::Listener as _;
+    use interprocess::local_socket::ListenerOptions;
+
+    use super::*;
+
+    /// A server that reads the request and never answers: the call ends
+    /// with `Timeout` once its limit passes, not when the server gives up.
+    #[tokio::test]
+    async fn a_call_without_an_answer_times_out() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("mute.sock");
+        let name = path.as_path().to_fs_name::<GenericFilePath>().expect("name").into_owned();
+        let listener = ListenerOptions::new().name(name).create_tokio().expect("listen");
+        let server = tokio::spawn(async move {
+            let mut conn = Connection::new(listener.accept().await.expect("accept"));
+            let _request: Option<String> = conn.read_frame().await.expect("request");
+            // Hold the connection open, silent, longer than the client waits.
+            tokio::time::sleep(Duration::from_secs(30)).await;
+        });
+        let mut client = Connection::connect(&path).await.expect("connect");
+        client.idle = Duration::from_millis(200);
+        let started = std::time::Instant::now();
+        let err = client.call::<_, String>(&"anyone there?".to_string()).await.expect_err("no answer");
+        assert!(matches!(err, ProtoError::Timeout(d) if d == Duration::from_millis(200)), "{err:?}");
+        assert!(started.elapsed() >= Duration::from_millis(200));
+        assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+        server.abort();
     }
 }

@@ -58,14 +58,34 @@ pub async fn read_body<R: AsyncRead + Unpin>(
     if first == 0 {
         return Ok(None);
     }
-    let rest = async {
-        fill(reader, &mut prefix, first).await?;
-        let len = body_len(prefix)?;
-        let mut body = vec![0u8; len];
-        fill(reader, &mut body, 0).await?;
-        Ok::<_, ProtoError>(body)
-    };
-    tokio::time::timeout(frame, rest).await.map_err(|_| ProtoError::Timeout(frame))?.map(Some)
+    tokio::time::timeout(frame, rest_of_body(reader, prefix, first))
+        .await
+        .map_err(|_| ProtoError::Timeout(frame))?
+        .map(Some)
+}
+
+/// [`read_body`] without timers, for a caller that bounds the whole
+/// exchange another way (see `deadline`).
+pub async fn read_body_untimed<R: AsyncRead + Unpin>(reader: &mut R) -> Result<Option<Vec<u8>>, ProtoError> {
+    let mut prefix = [0u8; HEADER_BYTES];
+    let first = reader.read(&mut prefix).await?;
+    if first == 0 {
+        return Ok(None);
+    }
+    rest_of_body(reader, prefix, first).await.map(Some)
+}
+
+/// The rest of a frame whose first `have` prefix bytes were read.
+async fn rest_of_body<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    mut prefix: [u8; HEADER_BYTES],
+    have: usize,
+) -> Result<Vec<u8>, ProtoError> {
+    fill(reader, &mut prefix, have).await?;
+    let len = body_len(prefix)?;
+    let mut body = vec![0u8; len];
+    fill(reader, &mut body, 0).await?;
+    Ok(body)
 }
 
 /// Fills `buf[have..]`, reporting how far it got if the peer closes first.

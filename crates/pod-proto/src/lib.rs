@@ -9,6 +9,7 @@
 //! reads the same on every server.
 
 pub mod connection;
+pub mod deadline;
 pub mod error;
 pub mod failpoints;
 pub mod frame;
