@@ -225,12 +225,23 @@ impl SessionLog {
         let ticket = g.next_ticket;
         g.next_ticket += 1;
         g.queue.push(Pending { ticket, events: batch, bodies });
+        let mut spin_until: Option<Instant> = None;
         loop {
             if let Some(result) = g.done.remove(&ticket) {
                 return result;
             }
             if !g.leader {
                 g = self.commit_group(g);
+                continue;
+            }
+            // A follower expects its answer within about one commit; it
+            // polls that long (yielding) before sleeping, since a sleeping
+            // thread takes tens of microseconds to wake on a virtual machine.
+            let until = *spin_until.get_or_insert_with(|| Instant::now() + g.last_sync + g.last_sync / 2);
+            if Instant::now() < until {
+                drop(g);
+                std::thread::yield_now();
+                g = self.lock();
             } else {
                 g = self.wait(g);
             }
