@@ -2,11 +2,11 @@
 //!
 //! Appenders enqueue their batch under one mutex; whoever finds no leader
 //! becomes it, assigns sequence numbers and chain links to every queued
-//! batch (still under the mutex), writes them all as one sled batch, flushes
-//! once and wakes the others. So one flush serves many batches, and nobody
-//! returns before the flush that covers their batch has returned.
+//! batch (still under the mutex), writes them all as one write-ahead entry
+//! (one `fdatasync`) and wakes the others. So one sync serves many batches,
+//! and nobody returns before the sync that covers their batch has returned.
 //!
-//! Readers only see records up to the last flushed one (`durable_seq`):
+//! Readers only see records up to the last durable one (`durable_seq`):
 //! nothing that a crash could still take back is ever shown.
 //!
 //! Durable means: in the write-ahead log (`wal` in the log directory, the
@@ -248,8 +248,9 @@ impl SessionLog {
         }
     }
 
-    /// Leads one group commit: everything queued now becomes one sled batch
-    /// and one flush. Called with no leader; answers every queued ticket.
+    /// Leads one group commit: everything queued now becomes one
+    /// write-ahead entry, one `fdatasync`. Called with no leader; answers
+    /// every queued ticket.
     fn commit_group<'a>(&'a self, mut g: MutexGuard<'a, Commit>) -> MutexGuard<'a, Commit> {
         g.leader = true;
         let head = match g.head.take() {

@@ -6,7 +6,9 @@
 //! and `wal` (the `wal` crate: a preallocated write-ahead log).
 //!
 //! A commit is acknowledged once its entry (the commit, whole) is durable
-//! in the write-ahead log; its keys then go to sled without a flush. sled
+//! in the write-ahead log; its keys go to sled without a flush in
+//! [`Store::settle`], which the writer runs after answering, and the next
+//! commit or the close runs first if it did not. sled
 //! recovers a prefix of its log after a crash (its own crash tests check
 //! exactly that), and `m/head` is written after a commit's records, so
 //! whatever sled recovered holds every commit up to the one `m/head` names;
