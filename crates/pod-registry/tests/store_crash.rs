@@ -162,3 +162,22 @@ fn commits_left_unsettled_are_in_the_store_after_a_clean_close() {
     assert_eq!(contents(&store), (3, 3, Vec::new()));
     assert_eq!(store.load().unwrap().next_fence, 4);
 }
+
+#[test]
+fn a_store_that_lost_durable_commits_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut store = SledStore::open(dir.path()).unwrap();
+        for k in 1..=2 {
+            let (a, b) = (record("a", k), record("b", k));
+            store.commit(&[Change::Put(&a), Change::Put(&b)], k + 1).unwrap();
+        }
+    }
+    // sled made durable through commit 2 on close, and the log's header
+    // says so; lose sled behind its back.
+    std::fs::remove_dir_all(dir.path().join("sled")).unwrap();
+    let err = SledStore::open(dir.path()).err().expect("refused");
+    assert_eq!(err.code(), "registry.corrupt", "{err}");
+    assert!(err.to_string().contains("sled holds commits up to 0 but"), "{err}");
+    assert!(err.to_string().contains("held up to 2"), "{err}");
+}

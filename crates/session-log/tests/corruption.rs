@@ -208,3 +208,19 @@ fn a_lying_checkpoint_fails_verify() {
     let e = log.verify().unwrap_err();
     assert_eq!((e.code(), e.seq()), ("log.checkpoint_mismatch", Some(8)));
 }
+
+/// Records that were durable (the write-ahead header says sled held them)
+/// and are gone from the end of the store: no chain can show that, the
+/// header does, and opening refuses rather than serve a shorter history.
+#[test]
+fn a_truncated_store_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    ten_records(dir.path(), 0);
+    with_tree(dir.path(), trees::RECORDS, |t| {
+        t.remove(k(9)).unwrap();
+        t.remove(k(10)).unwrap();
+    });
+    let err = SessionLog::open(dir.path(), options(0)).err().expect("refused");
+    assert_eq!((err.code(), err.seq()), ("log.truncated", Some(9)), "{err}");
+    assert!(err.to_string().contains("records 9 to 10 were durable"), "{err}");
+}

@@ -130,48 +130,36 @@ impl Writer {
     }
 
     /// Lets the store finish what its last commit left for later (see
-    /// `Store::settle`). Leader only.
+    /// `Store::settle`). Leader only. After a failed commit what is on disk
+    /// is unknown, so that is left to the restart.
     fn settle(&self) {
-        let leader = PanicGuard(self);
-        let Some(mut store) = ({
-            let mut g = self.lock();
-            // After a failed commit what is on disk is unknown: leave it to
-            // the restart.
-            if g.closed.as_ref().is_some_and(|e| !matches!(e, RegistryError::ShuttingDown)) {
-                None
-            } else {
-                g.store.take()
-            }
-        }) else {
-            std::mem::forget(leader);
-            return;
-        };
-        let settled = store.settle();
-        let mut g = self.lock();
-        g.store = Some(store);
-        if let Err(e) = settled {
-            tracing::error!(error = %e, "settling a commit failed; stopping so that a restart replays the log");
-            self.fail(&mut g, e);
+        let failed = self.lock().closed.as_ref().is_some_and(|e| !matches!(e, RegistryError::ShuttingDown));
+        if !failed {
+            self.with_store("settling a commit", |store| store.settle());
         }
-        std::mem::forget(leader);
     }
 
     /// Commits the next group (up to `MAX_GROUP` queued jobs) and answers
     /// it. Leader only; the caller stays the leader.
     fn commit_next(&self) {
-        let leader = PanicGuard(self);
-        let (jobs, mut store) = {
+        let jobs: Vec<Job> = {
             let mut g = self.lock();
             let take = g.queue.len().min(MAX_GROUP);
-            let jobs: Vec<Job> = g.queue.drain(..take).collect();
-            let store = g.store.take().expect("the leader holds the store");
-            (jobs, store)
+            g.queue.drain(..take).collect()
         };
-        let committed = commit_group(&self.state, store.as_mut(), jobs);
+        self.with_store("commit", |store| commit_group(&self.state, store, jobs));
+    }
+
+    /// Runs `work` on the store, which the leader takes out for it; a
+    /// failure (or a panic) fails the writer.
+    fn with_store(&self, what: &str, work: impl FnOnce(&mut dyn Store) -> Result<(), RegistryError>) {
+        let leader = PanicGuard(self);
+        let mut store = self.lock().store.take().expect("the leader holds the store");
+        let done = work(store.as_mut());
         let mut g = self.lock();
         g.store = Some(store);
-        if let Err(e) = committed {
-            tracing::error!(error = %e, "commit failed; stopping so that a restart reloads what is durable");
+        if let Err(e) = done {
+            tracing::error!(error = %e, "{what} failed; stopping so that a restart reloads what is durable");
             self.fail(&mut g, e);
         }
         std::mem::forget(leader);
@@ -220,8 +208,9 @@ impl Writer {
     }
 }
 
-/// Held by a leader while it commits; if the commit panics, the writer is
-/// failed (and its leadership released) instead of hanging every caller.
+/// Held by a leader while it works on the store; if that panics, the
+/// writer is failed (and its leadership released) instead of hanging every
+/// caller.
 struct PanicGuard<'a>(&'a Writer);
 
 impl Drop for PanicGuard<'_> {

@@ -22,7 +22,6 @@
 //! lap. Opening does the same once it has replayed, since what a killed
 //! process left in the page cache is not durable yet.
 
-use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::Path;
 
@@ -115,9 +114,10 @@ impl SledStore {
                 )));
             }
         }
+        // The log holds these until the checkpoint below: plain writes.
         for entry in pending {
             let commit: Commit = decode_body(&format!("commit {} in the write-ahead log", entry.seq), &entry.payload)?;
-            store.apply(&commit, entry.seq, Atomicity::Batch)?;
+            store.apply(&commit, entry.seq, Atomicity::Logged)?;
         }
         store.checkpoint()?;
         tracing::info!(last_commit = store.head.seq, "registry store open");
@@ -255,26 +255,21 @@ fn read_head(db: &sled::Db) -> Result<Head, RegistryError> {
         .as_ref()
         .try_into()
         .map_err(|_| RegistryError::Corrupt(format!("m/head has {} bytes, not 16", raw.len())))?;
-    let (seq, fence) = bytes.split_at(8);
-    let word = |b: &[u8]| b.try_into().map(u64::from_be_bytes);
-    match (word(seq), word(fence)) {
-        (Ok(seq), Ok(next_fence)) => Ok(Head { seq, next_fence }),
-        _ => Err(RegistryError::Corrupt("m/head cannot be split in two words".into())),
-    }
+    let word = |at: usize| u64::from_be_bytes(std::array::from_fn(|i| bytes[at + i]));
+    Ok(Head { seq: word(0), next_fence: word(8) })
 }
 
 impl Store for SledStore {
     fn load(&self) -> Result<Stored, RegistryError> {
-        let mut records = BTreeMap::new();
+        assert!(self.unsettled.is_none(), "load reads sled, which lacks an unsettled commit");
+        let mut records = Vec::new();
         for item in self.db.scan_prefix(RECORD_PREFIX) {
             let (key, value) = item?;
-            let rec = decode_record(&key, &value)?;
-            records.insert(rec.name.clone(), rec);
+            records.push(decode_record(&key, &value)?);
         }
-        assert!(self.unsettled.is_none(), "load reads sled, which lacks an unsettled commit");
         let head = read_head(&self.db)?;
         assert_eq!(head, self.head, "sled's m/head differs from the store's own");
-        Ok(Stored { records: records.into_values().collect(), next_fence: head.next_fence })
+        Ok(Stored { records, next_fence: head.next_fence })
     }
 
     fn commit(&mut self, changes: &[Change<'_>], next_fence: u64) -> Result<(), RegistryError> {
