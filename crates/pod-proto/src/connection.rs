@@ -93,11 +93,12 @@ impl Connection {
         let Stream::UdSocket(socket) = self.stream.get_ref();
         let armed = crate::deadline::arm(socket, limit)?;
         let exchanged = self.exchange(request).await;
-        match exchanged {
-            Err(_) if armed.fired() => Err(ProtoError::Timeout(limit)),
-            Ok(_) if armed.fired() => Err(ProtoError::Timeout(limit)),
-            other => other,
+        // Once fired, the socket is shut down: whatever came back, the
+        // connection is over, and the cause is the deadline.
+        if armed.fired() {
+            return Err(ProtoError::Timeout(limit));
         }
+        exchanged
     }
 
     async fn exchange<Req: Serialize, T: DeserializeOwned>(&mut self, request: &Req) -> Result<T, ProtoError> {
