@@ -13,7 +13,8 @@
 //! `wal` crate), one `pwrite` and one `fdatasync` per group. The records
 //! then go to sled without a flush; sled is flushed and synced only when a
 //! lap of the write-ahead log is full, on `checkpoint`, and when the log is
-//! opened or closed, and the write-ahead log then starts a new lap. Opening
+//! opened or closed with anything in the lap, and the write-ahead log then
+//! starts a new lap. Opening
 //! puts back into sled whatever the write-ahead log holds beyond it (sled
 //! recovers a prefix of what it was given, so that is a tail).
 
@@ -206,9 +207,13 @@ impl SessionLog {
         };
         // What a killed process left in the page cache (sled's, or just
         // restored) is not durable yet; make it so before a new lap can
-        // overwrite the entries that hold it.
+        // overwrite the entries that hold it. With an empty lap sled holds
+        // nothing the header does not already vouch for: a clean open
+        // writes nothing.
         let durable_seq = last_stored_seq(&log.records)?;
-        log.store_all(durable_seq, &mut HashSet::new())?;
+        if !recovered.entries.is_empty() {
+            log.store_all(durable_seq, &mut HashSet::new())?;
+        }
         log.lock().durable_seq = durable_seq;
         Ok(log)
     }
@@ -685,7 +690,8 @@ impl Drop for SessionLog {
     /// open replays it. So this only logs.
     fn drop(&mut self) {
         let commit = self.commit.get_mut().unwrap_or_else(PoisonError::into_inner);
-        if commit.failed.is_some() {
+        let wal = self.wal.get_mut().unwrap_or_else(PoisonError::into_inner);
+        if commit.failed.is_some() || wal.lap_is_empty() {
             return;
         }
         let last_seq = commit.durable_seq;

@@ -185,3 +185,22 @@ fn checkpoint_on_demand_is_used_by_replay() {
     assert_eq!(report.checkpoints, vec![2]);
     assert_eq!(log.replay().unwrap().children.len(), 2);
 }
+
+/// Opening and closing a log that was closed cleanly makes no write (a
+/// stopped Pod's log is opened by read commands): its write-ahead file stays
+/// byte for byte what it was, and so does what it holds.
+#[test]
+fn a_clean_reopen_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = SessionLog::open(dir.path(), options(0)).unwrap();
+        log.append(vec![created()]).unwrap();
+        log.append(vec![spawned("c0")]).unwrap();
+    }
+    let wal = std::fs::read(dir.path().join("wal")).unwrap();
+    {
+        let log = SessionLog::open(dir.path(), options(0)).unwrap();
+        assert_eq!(log.replay().unwrap().last_seq, 2);
+    }
+    assert!(std::fs::read(dir.path().join("wal")).unwrap() == wal, "a read-only open changed the write-ahead file");
+}

@@ -243,6 +243,12 @@ impl Wal {
         Ok(())
     }
 
+    /// Whether nothing was written since the lap began: the owner's store
+    /// then holds everything, and there is nothing to make durable.
+    pub fn lap_is_empty(&self) -> bool {
+        self.end == ENTRIES_START
+    }
+
     /// Payload bytes the largest entry that fits in an empty lap may have.
     pub fn max_payload(&self) -> u64 {
         self.bytes - ENTRIES_START - ENTRY_OVERHEAD

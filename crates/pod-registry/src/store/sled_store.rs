@@ -119,7 +119,13 @@ impl SledStore {
             let commit: Commit = decode_body(&format!("commit {} in the write-ahead log", entry.seq), &entry.payload)?;
             store.apply(&commit, entry.seq, Atomicity::Logged)?;
         }
-        store.checkpoint()?;
+        // With an empty lap sled holds nothing the header does not vouch
+        // for already; otherwise what a killed daemon left in the page
+        // cache, and what was just replayed, must be made durable before a
+        // new lap can overwrite the entries that hold it.
+        if !store.wal.lap_is_empty() {
+            store.checkpoint()?;
+        }
         tracing::info!(last_commit = store.head.seq, "registry store open");
         Ok(store)
     }
@@ -178,6 +184,9 @@ impl Drop for SledStore {
     /// A clean close leaves nothing to replay. If this fails, the next open
     /// replays the log instead, so it only logs.
     fn drop(&mut self) {
+        if self.unsettled.is_none() && self.wal.lap_is_empty() {
+            return;
+        }
         if let Err(e) = self.checkpoint() {
             tracing::warn!(error = %e, "could not checkpoint the registry store on close; the next start replays its log");
         }
