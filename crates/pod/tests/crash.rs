@@ -183,14 +183,10 @@ fn recover(h: &Home, what: &str) {
         let run = h.pod(&["resume", "lead"]);
         assert!(run.ok() || run.stderr.contains("already running"), "[{what}] resume after crash: {run:?}");
     }
-    let start = std::time::Instant::now();
-    while !running(h) {
-        if start.elapsed() > common::BOUND {
-            let log = std::fs::read_to_string(h.run_dir("lead").join("pod.log")).unwrap_or_default();
-            let scope = h.pod(&["scope", "lead", "--json"]);
-            panic!("[{what}] lead does not serve after recovery: {scope:?}\nlead's log:\n{log}");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
+    if !common::poll_until(|| running(h)) {
+        let log = std::fs::read_to_string(h.run_dir("lead").join("pod.log")).unwrap_or_default();
+        let scope = h.pod(&["scope", "lead", "--json"]);
+        panic!("[{what}] lead does not serve after recovery: {scope:?}\nlead's log:\n{log}");
     }
 }
 

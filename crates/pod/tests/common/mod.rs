@@ -199,14 +199,23 @@ pub fn kill9(pid: u32) {
 }
 
 /// Polls `cond` until it holds, failing the test after [`BOUND`].
-pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+pub fn wait_until(what: &str, cond: impl FnMut() -> bool) {
+    assert!(poll_until(cond), "timed out after {BOUND:?} waiting for: {what}");
+}
+
+/// Polls `cond` until it holds (`true`) or [`BOUND`] passes (`false`), for
+/// callers that explain a timeout themselves.
+pub fn poll_until(mut cond: impl FnMut() -> bool) -> bool {
     let start = Instant::now();
     let mut pause = Duration::from_millis(5);
     while !cond() {
-        assert!(start.elapsed() < BOUND, "timed out after {BOUND:?} waiting for: {what}");
+        if start.elapsed() >= BOUND {
+            return false;
+        }
         std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(100));
     }
+    true
 }
 
 pub fn layer_names(scope: &Value) -> Vec<String> {
