@@ -103,7 +103,9 @@ impl Connection {
 
     async fn exchange<Req: Serialize, T: DeserializeOwned>(&mut self, request: &Req) -> Result<T, ProtoError> {
         let bytes = frame::encode(request)?;
-        self.stream.write_all(&bytes).await?;
+        // A frame that was not written whole never reaches the server's
+        // reader as a request (it sees a truncated frame or nothing).
+        self.stream.write_all(&bytes).await.map_err(ProtoError::NotSent)?;
         let body = frame::read_body_untimed(&mut self.stream).await?;
         match body.map(|b| frame::decode::<Result<T, WireError>>(&b)).transpose()? {
             Some(Ok(reply)) => Ok(reply),

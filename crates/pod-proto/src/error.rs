@@ -40,6 +40,10 @@ pub enum ProtoError {
     Timeout(Duration),
     #[error("connection closed by the peer")]
     Closed,
+    /// A request could not be written (the peer had closed, or the socket
+    /// broke): the peer never read it, so sending it again is safe.
+    #[error("request not sent: {0}")]
+    NotSent(std::io::Error),
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
     /// The server answered with an error frame.
@@ -57,6 +61,7 @@ impl ProtoError {
             ProtoError::PeerRefused(_) => "proto.peer_refused",
             ProtoError::Timeout(_) => "proto.timeout",
             ProtoError::Closed | ProtoError::Io(_) => "proto.io",
+            ProtoError::NotSent(_) => "proto.not_sent",
             ProtoError::Remote(w) => &w.code,
         }
     }
@@ -84,6 +89,7 @@ mod tests {
             (ProtoError::PeerRefused("uid".into()), "proto.peer_refused"),
             (ProtoError::Timeout(Duration::from_secs(1)), "proto.timeout"),
             (ProtoError::Io(std::io::Error::other("x")), "proto.io"),
+            (ProtoError::NotSent(std::io::Error::other("x")), "proto.not_sent"),
         ];
         for (e, code) in cases {
             assert_eq!(e.code(), code);

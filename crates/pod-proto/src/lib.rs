@@ -26,7 +26,7 @@ pub use peer::PeerCred;
 
 /// Bumped on every incompatible change of any message carried over a
 /// [`Connection`]; the handshake refuses a peer with another number.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Largest frame body accepted or sent, in bytes. A frame announcing more is
 /// refused before any of its body is read.

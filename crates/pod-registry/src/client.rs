@@ -5,6 +5,13 @@
 //! executable, or `$POD_REGISTRY_BIN`) in its own session with output to
 //! `run/registry.log`, then retries for a bounded time. Two clients doing so
 //! at once end with one daemon: the daemon's lock decides, the loser exits.
+//!
+//! [`Link`] is the one call path that survives daemon restarts and idle
+//! timeouts: a request that was never sent is sent again on a fresh
+//! connection (starting the daemon if needed), and one whose answer was lost
+//! is sent again only when [`Request::safe_to_repeat`] says so (a read, or a
+//! mutation with its request id, which makes the registry answer it the
+//! way it answered the first).
 
 use std::collections::BTreeMap;
 use std::io;
@@ -19,7 +26,7 @@ use scope::{Permission, PodName, ScopePath, ScopeRule};
 use tracing::Instrument;
 
 use crate::limits::START_TIMEOUT;
-use crate::wire::{CheckReply, Reclaimed, Reply, Request, WireRule};
+use crate::wire::{CheckReply, Reclaimed, Reply, Request, RequestId, StreamId, WireRule};
 use crate::Allocation;
 
 /// Why a client call failed.
@@ -36,6 +43,12 @@ pub enum ClientError {
     Start(String),
     #[error("the registry answered a {request} request with an unexpected reply")]
     UnexpectedReply { request: &'static str },
+    /// The connection broke after the request was sent, and the request is
+    /// not safe to send again: whether it took effect is unknown.
+    #[error("the connection to the registry broke before its answer arrived ({0}); the outcome is unknown")]
+    OutcomeUnknown(ProtoError),
+    #[error("cannot draw a request stream id: {0}")]
+    Random(std::io::Error),
 }
 
 impl ClientError {
@@ -46,6 +59,8 @@ impl ClientError {
             ClientError::Dirs(e) => e.code(),
             ClientError::Start(_) => "registry.start_failed",
             ClientError::UnexpectedReply { .. } => "registry.unexpected_reply",
+            ClientError::OutcomeUnknown(_) => "registry.outcome_unknown",
+            ClientError::Random(_) => "registry.random",
         }
     }
 }
@@ -63,9 +78,9 @@ impl From<ProtoError> for ClientError {
 #[derive(Debug, Clone, Default)]
 pub struct Registration {
     pub name: Option<PodName>,
+    /// The caller's own pid or one of a process it started; the registry
+    /// reads its start time from the kernel.
     pub pid: u32,
-    /// `None`: the registry reads it from `/proc`.
-    pub start_time: Option<u64>,
     pub socket: String,
     pub session: String,
     pub allow: Vec<ScopeRule>,
@@ -75,9 +90,49 @@ pub struct Registration {
 }
 
 /// One connection to the registry. Calls are sequential; open one client
-/// per concurrent caller.
+/// per concurrent caller. Mutations get request ids from the client's own
+/// stream (see `answers`); a client never resends (that is [`Link`]'s job).
 pub struct Client {
     conn: Connection,
+    ids: Ids,
+}
+
+/// The request ids of one stream: a random stream id, numbered from 1.
+#[derive(Debug, Clone)]
+pub struct Ids {
+    stream: StreamId,
+    last: u64,
+}
+
+impl Ids {
+    pub fn new() -> Result<Ids, ClientError> {
+        Ok(Ids { stream: StreamId::random().map_err(ClientError::Random)?, last: 0 })
+    }
+
+    pub fn next_id(&mut self) -> RequestId {
+        self.last += 1;
+        RequestId { stream: self.stream, seq: self.last }
+    }
+
+    /// `request` with the next id if it is a mutation that has none.
+    fn stamp(&mut self, request: Request) -> Request {
+        if request.is_mutation() && request.id().is_none() {
+            let id = self.next_id();
+            return request.with_id(id);
+        }
+        request
+    }
+}
+
+/// How one attempt of a call failed.
+enum Attempt {
+    /// The request never reached the registry (connect, handshake or the
+    /// write failed): sending it again is always safe.
+    NotSent(ClientError),
+    /// Sent, and the connection broke before the answer.
+    Lost(ProtoError),
+    /// Anything else: final.
+    Failed(ClientError),
 }
 
 fn wire(rules: &[ScopeRule]) -> Vec<WireRule> {
@@ -154,21 +209,39 @@ impl Client {
     pub async fn connect_socket(socket: &Path) -> Result<Client, ClientError> {
         let mut conn = Connection::connect(socket).await?;
         conn.client_handshake(&client_description()).await?;
-        Ok(Client { conn })
+        Ok(Client { conn, ids: Ids::new()? })
     }
 
-    /// Sends any request; the typed methods below are thin wrappers.
+    /// Sends any request (a mutation without an id gets the next one of
+    /// this client's stream); the typed methods below are thin wrappers.
     pub async fn call(&mut self, request: &Request) -> Result<Reply, ClientError> {
+        let request = self.ids.stamp(request.clone());
+        match self.attempt(&request).await {
+            Ok(reply) => Ok(reply),
+            Err(Attempt::NotSent(e) | Attempt::Failed(e)) => Err(e),
+            Err(Attempt::Lost(e)) => Err(ClientError::Proto(e)),
+        }
+    }
+
+    /// One exchange, telling a request that never left from one whose
+    /// answer was lost.
+    async fn attempt(&mut self, request: &Request) -> Result<Reply, Attempt> {
         let span = tracing::debug_span!("registry_call");
-        Ok(self.conn.call::<Request, Reply>(request).instrument(span).await?)
+        match self.conn.call::<Request, Reply>(request).instrument(span).await {
+            Ok(reply) => Ok(reply),
+            Err(ProtoError::Remote(w)) => Err(Attempt::Failed(ClientError::Refused(w))),
+            Err(e @ ProtoError::NotSent(_)) => Err(Attempt::NotSent(ClientError::Proto(e))),
+            Err(e @ (ProtoError::Closed | ProtoError::Io(_) | ProtoError::Truncated { .. })) => Err(Attempt::Lost(e)),
+            Err(e) => Err(Attempt::Failed(ClientError::Proto(e))),
+        }
     }
 
     pub async fn register(&mut self, reg: &Registration) -> Result<Allocation, ClientError> {
         let name = reg.name.as_ref().map(|n| n.to_string()).unwrap_or_default();
         let request = Request::Register {
+            id: None,
             name,
             pid: reg.pid,
-            start_time: reg.start_time,
             socket: reg.socket.clone(),
             session: reg.session.clone(),
             allow: wire(&reg.allow),
@@ -190,6 +263,7 @@ impl Client {
         deny: &[ScopeRule],
     ) -> Result<(u64, Allocation), ClientError> {
         let request = Request::Delegate {
+            id: None,
             parent: parent.to_string(),
             child: child.to_string(),
             rules: wire(rules),
@@ -205,14 +279,13 @@ impl Client {
         &mut self,
         name: &PodName,
         pid: u32,
-        start_time: Option<u64>,
         session: &str,
         socket: &str,
     ) -> Result<Allocation, ClientError> {
         let request = Request::Adopt {
+            id: None,
             name: name.to_string(),
             pid,
-            start_time,
             session: session.to_string(),
             socket: socket.to_string(),
         };
@@ -223,7 +296,7 @@ impl Client {
     }
 
     pub async fn reclaim(&mut self, parent: &PodName, child: &PodName) -> Result<Reclaimed, ClientError> {
-        let request = Request::Reclaim { parent: parent.to_string(), child: child.to_string() };
+        let request = Request::Reclaim { id: None, parent: parent.to_string(), child: child.to_string() };
         match self.call(&request).await? {
             Reply::Reclaimed(r) => Ok(r),
             _ => Err(ClientError::UnexpectedReply { request: "reclaim" }),
@@ -231,7 +304,7 @@ impl Client {
     }
 
     pub async fn release(&mut self, name: &PodName) -> Result<Reclaimed, ClientError> {
-        match self.call(&Request::Release { name: name.to_string() }).await? {
+        match self.call(&Request::Release { id: None, name: name.to_string() }).await? {
             Reply::Reclaimed(r) => Ok(r),
             _ => Err(ClientError::UnexpectedReply { request: "release" }),
         }
@@ -287,6 +360,108 @@ impl Client {
         match self.call(&Request::Sweep).await? {
             Reply::Swept { gone } => Ok(gone),
             _ => Err(ClientError::UnexpectedReply { request: "sweep" }),
+        }
+    }
+
+    /// Waits (bounded by the registry) for `name`'s record to change past
+    /// `after_fence`; returns it as it is then (`None`: gone).
+    pub async fn watch(&mut self, name: &PodName, after_fence: u64) -> Result<Option<Allocation>, ClientError> {
+        match self.call(&Request::Watch { name: name.to_string(), after_fence }).await? {
+            Reply::Watched(a) => Ok(a),
+            _ => Err(ClientError::UnexpectedReply { request: "watch" }),
+        }
+    }
+}
+
+/// Most attempts of one call through a [`Link`].
+pub const MAX_ATTEMPTS: usize = 5;
+/// Pause before the n-th attempt: n times this.
+const RETRY_PAUSE: Duration = Duration::from_millis(20);
+
+/// The one call path to the registry that outlives connections: it
+/// reconnects (starting the daemon if none answers) and sends a request
+/// again when that is safe (see the module comment). Calls are sequential;
+/// the request ids of a link form one stream, kept across reconnects, so a
+/// request sent again carries the id it had.
+pub struct Link {
+    dirs: RuntimeDirs,
+    daemon: DaemonCommand,
+    conn: Option<Client>,
+    ids: Ids,
+}
+
+impl Link {
+    /// A link that connects on its first call.
+    pub fn new(dirs: &RuntimeDirs, daemon: DaemonCommand) -> Result<Link, ClientError> {
+        Ok(Link { dirs: dirs.clone(), daemon, conn: None, ids: Ids::new()? })
+    }
+
+    /// Connects now (so that a first call does not pay for it).
+    pub async fn connect(&mut self) -> Result<(), ClientError> {
+        if self.conn.is_none() {
+            self.conn = Some(Client::connect_starting(&self.dirs, &self.daemon).await?);
+        }
+        Ok(())
+    }
+
+    /// Sends `request` (a mutation gets this link's next request id) and
+    /// returns its answer, reconnecting and resending as far as is safe,
+    /// at most [`MAX_ATTEMPTS`] times.
+    pub async fn call(&mut self, request: Request) -> Result<Reply, ClientError> {
+        let request = self.ids.stamp(request);
+        let mut last: Option<ClientError> = None;
+        // Whether some attempt reached the registry: if the last one fails
+        // too, the request may have taken effect.
+        let mut sent = false;
+        for attempt in 1..=MAX_ATTEMPTS {
+            if attempt > 1 {
+                // A daemon restarting needs a moment; bounded by MAX_ATTEMPTS.
+                tokio::time::sleep(RETRY_PAUSE * attempt as u32).await;
+            }
+            let mut client = match self.conn.take() {
+                Some(c) => c,
+                None => match Client::connect_starting(&self.dirs, &self.daemon).await {
+                    Ok(c) => c,
+                    // A daemon that accepted and then went away (it was
+                    // stopping) is started again on the next attempt.
+                    Err(ClientError::Proto(e)) if is_absent(&e) => {
+                        last = Some(ClientError::Proto(e));
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                },
+            };
+            match client.attempt(&request).await {
+                Ok(reply) => {
+                    self.conn = Some(client);
+                    return Ok(reply);
+                }
+                Err(Attempt::NotSent(e)) => {
+                    tracing::info!(attempt, error = %e, "registry request not sent; sending it on a fresh connection");
+                    last = Some(e);
+                }
+                Err(Attempt::Lost(e)) if request.safe_to_repeat() => {
+                    tracing::info!(attempt, error = %e, id = ?request.id(), "registry answer lost; sending the request again");
+                    sent = true;
+                    last = Some(ClientError::Proto(e));
+                }
+                Err(Attempt::Lost(e)) => return Err(ClientError::OutcomeUnknown(e)),
+                // A daemon that is stopping refuses before doing anything.
+                Err(Attempt::Failed(ClientError::Refused(w))) if w.code == "registry.shutting_down" => {
+                    last = Some(ClientError::Refused(w));
+                }
+                Err(Attempt::Failed(e)) => {
+                    if !matches!(e, ClientError::Proto(_)) {
+                        self.conn = Some(client);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        match last {
+            Some(ClientError::Proto(e)) if sent && request.is_mutation() => Err(ClientError::OutcomeUnknown(e)),
+            Some(e) => Err(e),
+            None => Err(ClientError::Start("no attempt was made".into())),
         }
     }
 }

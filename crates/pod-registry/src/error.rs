@@ -25,7 +25,7 @@ pub enum RegistryError {
     DuplicateName(PodName),
     #[error("session {session:?} is already held by live pod {holder}")]
     SessionTaken { session: String, holder: PodName },
-    #[error("write {rule} conflicts with pod {holder}, which holds write {holder_rule} (both cover {overlap})")]
+    #[error("{rule} conflicts with pod {holder}, which holds {holder_rule} (both cover {overlap})")]
     WriteConflict { rule: ScopeRule, holder: PodName, holder_rule: ScopeRule, overlap: Region },
     #[error("no pod named {0} is registered")]
     UnknownPod(PodName),
@@ -49,6 +49,26 @@ pub enum RegistryError {
     Store(String),
     #[error("the registry is shutting down")]
     ShuttingDown,
+    #[error("{request} changes live pod {pod}, so it must come from its process (pid {pod_pid}) or the process that started it; the caller is pid {caller_pid}")]
+    NotPodProcess { request: &'static str, pod: PodName, pod_pid: u32, caller_pid: u32 },
+    #[error("{request} of {child} must come from the process of its parent {parent} (pid {parent_pid}); the caller is pid {caller_pid}")]
+    NotParentProcess { request: &'static str, child: PodName, parent: PodName, parent_pid: u32, caller_pid: u32 },
+    #[error("adopt of reserved pod {child} must come from a process that {parent}'s process (pid {parent_pid}) started, or from that process; the caller is pid {caller_pid}, started by {}", .caller_parent_pid.map_or_else(|| "an unknown process".to_string(), |p| format!("pid {p}")))]
+    NotSpawnedByParent {
+        child: PodName,
+        parent: PodName,
+        parent_pid: u32,
+        caller_pid: u32,
+        caller_parent_pid: Option<u32>,
+    },
+    #[error("pid {pid} is neither the caller (pid {caller_pid}) nor a process the caller started")]
+    PidNotCaller { pid: u32, caller_pid: u32 },
+    #[error("the calling process cannot be identified: {0}")]
+    CallerUnknown(String),
+    #[error("{parent} names {child} as its child, but {child} is a top-level pod that was not reparented away from {parent}")]
+    NotFormerChild { child: PodName, parent: PodName },
+    #[error("request {id} is older than the last request of its stream ({last}); its answer is no longer known")]
+    StaleRequest { id: String, last: u64 },
 }
 
 impl RegistryError {
@@ -71,6 +91,13 @@ impl RegistryError {
             RegistryError::Corrupt(_) => "registry.corrupt",
             RegistryError::Store(_) => "registry.store",
             RegistryError::ShuttingDown => "registry.shutting_down",
+            RegistryError::NotPodProcess { .. } => "registry.not_pod_process",
+            RegistryError::NotParentProcess { .. } => "registry.not_parent_process",
+            RegistryError::NotSpawnedByParent { .. } => "registry.not_spawned_by_parent",
+            RegistryError::PidNotCaller { .. } => "registry.pid_not_caller",
+            RegistryError::CallerUnknown(_) => "registry.caller_unknown",
+            RegistryError::NotFormerChild { .. } => "registry.not_former_child",
+            RegistryError::StaleRequest { .. } => "registry.stale_request",
         }
     }
 

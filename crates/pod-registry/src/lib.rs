@@ -13,6 +13,8 @@
 //! - [`daemon`]: sockets, the group-commit writer, the lock, signals.
 //! - [`client`]: what the Pod runtime and the command line call.
 
+pub mod answers;
+pub mod auth;
 pub mod client;
 pub mod conflict;
 pub mod daemon;
@@ -28,7 +30,7 @@ pub mod wire;
 pub use client::{Client, ClientError};
 pub use error::RegistryError;
 pub use record::{AllocState, Allocation};
-pub use wire::{CheckReply, Reclaimed, Reply, Request, WireRule};
+pub use wire::{CheckReply, Reclaimed, Reply, Request, RequestId, StreamId, Survivor, WireRule};
 
 /// Every limit of the registry, in one place so docs and errors agree.
 pub mod limits {
@@ -47,4 +49,6 @@ pub mod limits {
     pub const SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
     /// How long a client waits for an on-demand daemon to answer.
     pub const START_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+    /// Longest a `watch` is held before it is answered with no change.
+    pub const WATCH_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
 }

@@ -77,6 +77,9 @@ impl Allocation {
                 return Err(format!("{} is reserved but has pid {}", self.name, self.pid))
             }
             AllocState::Live if self.pid == 0 => return Err(format!("{} is live but has no pid", self.name)),
+            AllocState::Live if self.start_time == 0 => {
+                return Err(format!("{} is live but has no process start time", self.name))
+            }
             _ => {}
         }
         if self.parent.as_ref() == Some(&self.name) || self.former_parent.as_ref() == Some(&self.name) {

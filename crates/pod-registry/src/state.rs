@@ -10,6 +10,7 @@ use std::ops::Bound;
 use rustc_hash::FxHashMap;
 use scope::{PodName, Scope};
 
+use crate::answers::{AnswerChange, Answers, Remembered, StreamId};
 use crate::index::WriteIndex;
 use crate::limits::MAX_DEPTH;
 use crate::record::{AllocState, Allocation};
@@ -39,6 +40,9 @@ pub struct Plan {
     pub puts: Vec<Held>,
     pub deletes: Vec<PodName>,
     pub next_fence: u64,
+    /// The request's answer to remember (and the evictions that make room),
+    /// committed with the change.
+    pub answers: Vec<AnswerChange>,
 }
 
 /// Collects a plan, stamping each written record with a fresh fence.
@@ -86,6 +90,8 @@ pub struct State {
     /// reclaim or a restore finds them without a scan.
     moved_from: FxHashMap<PodName, BTreeSet<PodName>>,
     next_fence: u64,
+    /// The last answer of every request stream (see `answers`).
+    answers: Answers,
 }
 
 impl State {
@@ -96,7 +102,17 @@ impl State {
     /// Rebuilds state (and its indexes) from stored records, checking every
     /// record and the links between them.
     pub fn from_records(records: Vec<Allocation>, next_fence: u64) -> Result<State, RegistryError> {
+        State::from_stored(records, Vec::new(), next_fence)
+    }
+
+    /// [`State::from_records`], with the remembered answers.
+    pub fn from_stored(
+        records: Vec<Allocation>,
+        answers: Vec<(StreamId, Remembered)>,
+        next_fence: u64,
+    ) -> Result<State, RegistryError> {
         let mut state = State::new();
+        state.answers = Answers::from_stored(answers).map_err(RegistryError::Corrupt)?;
         let mut max_fence = 0;
         for rec in records {
             max_fence = max_fence.max(rec.fence);
@@ -134,6 +150,10 @@ impl State {
 
     pub fn index(&self) -> &WriteIndex {
         &self.index
+    }
+
+    pub fn answers(&self) -> &Answers {
+        &self.answers
     }
 
     /// The pod holding `session`, if any.
@@ -194,6 +214,9 @@ impl State {
         }
         for held in plan.puts {
             self.replace(held);
+        }
+        for change in plan.answers {
+            self.answers.apply(change);
         }
         self.next_fence = plan.next_fence;
     }

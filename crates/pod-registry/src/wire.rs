@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use scope::{Permission, PodName, ScopePath, ScopeRule};
 use serde::{Deserialize, Serialize};
 
+pub use crate::answers::{RequestId, StreamId};
 use crate::limits::MAX_FIELD_BYTES;
 use crate::ops::{Adopt, Delegate, Op, Query, Register};
 use crate::{Allocation, RegistryError};
@@ -34,10 +35,13 @@ impl From<&ScopeRule> for WireRule {
 pub enum Request {
     /// A top-level Pod (or a restored one, with its layers) takes its scope.
     Register {
+        /// See [`RequestId`]: a retry with the same id gets the first answer.
+        #[serde(default)]
+        id: Option<RequestId>,
         name: String,
+        /// The caller itself or a process it started; its start time is read
+        /// from the kernel, never taken from the request.
         pid: u32,
-        /// `None`: the registry reads it from `/proc/<pid>/stat`.
-        start_time: Option<u64>,
         socket: String,
         session: String,
         allow: Vec<WireRule>,
@@ -46,6 +50,8 @@ pub enum Request {
     },
     /// A parent hands `rules` to a new, reserved child.
     Delegate {
+        #[serde(default)]
+        id: Option<RequestId>,
         parent: String,
         child: String,
         rules: Vec<WireRule>,
@@ -53,19 +59,24 @@ pub enum Request {
     },
     /// A started child takes its reservation.
     Adopt {
+        #[serde(default)]
+        id: Option<RequestId>,
         name: String,
         pid: u32,
-        start_time: Option<u64>,
         session: String,
         socket: String,
     },
     /// The parent takes back a child's region. Idempotent.
     Reclaim {
+        #[serde(default)]
+        id: Option<RequestId>,
         parent: String,
         child: String,
     },
     /// A Pod leaves. Idempotent.
     Release {
+        #[serde(default)]
+        id: Option<RequestId>,
         name: String,
     },
     Get {
@@ -86,6 +97,16 @@ pub enum Request {
     },
     /// Forget Pods whose process is gone (or whose pid was reused).
     Sweep,
+    /// Long-poll for changes of one allocation: answered once `name`'s
+    /// record has a fence above `after_fence` or is gone, else after
+    /// `limits::WATCH_WAIT` with the record as it is. A Pod holds one on a
+    /// connection of its own, so it learns of every change the registry
+    /// makes to its allocation (reparenting included) and fails closed on
+    /// one it cannot explain.
+    Watch {
+        name: String,
+        after_fence: u64,
+    },
 }
 
 /// Every successful answer.
@@ -109,6 +130,8 @@ pub enum Reply {
     Swept {
         gone: Vec<PodName>,
     },
+    /// The watched allocation now (`None`: it is gone).
+    Watched(Option<Allocation>),
 }
 
 /// The result of reclaim and release.
@@ -119,8 +142,37 @@ pub struct Reclaimed {
     /// The parent's fence after the change, when there is a parent.
     pub parent_fence: Option<u64>,
     /// Children of the removed Pod that survive it, now children of
-    /// `parent` (or top-level).
-    pub reparented: Vec<PodName>,
+    /// `parent` (or top-level), with everything the new parent needs to
+    /// take them in. Remembered with the answer, so a retried reclaim
+    /// reports them again.
+    pub reparented: Vec<Survivor>,
+}
+
+/// A live Pod moved to a new parent because its own parent went away.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Survivor {
+    pub name: PodName,
+    /// Its allow rules: the layer its new parent now holds for it (never
+    /// empty: a delegation has at least one rule).
+    pub rules: Vec<ScopeRule>,
+    pub socket: String,
+    pub pid: u32,
+    /// Never 0: a survivor is live.
+    pub start_time: u64,
+}
+
+impl Survivor {
+    /// What the new parent needs of `rec`.
+    pub fn of(rec: &Allocation) -> Survivor {
+        assert!(rec.start_time != 0 && rec.pid != 0, "a survivor is live: {} has no process", rec.name);
+        Survivor {
+            name: rec.name.clone(),
+            rules: rec.allow.clone(),
+            socket: rec.socket.clone(),
+            pid: rec.pid,
+            start_time: rec.start_time,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -138,6 +190,7 @@ pub enum Command {
     Mutate(Op),
     Query(Query),
     Sweep,
+    Watch { name: PodName, after_fence: u64 },
 }
 
 fn name(field: &'static str, raw: &str) -> Result<PodName, RegistryError> {
@@ -170,12 +223,74 @@ fn pid(raw: u32) -> Result<u32, RegistryError> {
 }
 
 impl Request {
-    /// Validates every name and path. `start_of` supplies a process start
-    /// time when the request leaves it to the registry (it reads `/proc`,
-    /// which is why it is passed in: validation itself stays pure).
+    /// The request id of a mutation, if it carries one.
+    pub fn id(&self) -> Option<RequestId> {
+        match self {
+            Request::Register { id, .. }
+            | Request::Delegate { id, .. }
+            | Request::Adopt { id, .. }
+            | Request::Reclaim { id, .. }
+            | Request::Release { id, .. } => *id,
+            _ => None,
+        }
+    }
+
+    /// Whether sending this request again, after its answer was lost, is
+    /// safe: it then gets the answer the first one got (or would have got).
+    /// Reads change nothing; `sweep` only removes Pods whose process is
+    /// gone, checked again each time; a mutation is safe with a request id
+    /// (the registry remembers its answer) and unsafe without one. The one
+    /// call path (`client::Link`) asks this before resending.
+    pub fn safe_to_repeat(&self) -> bool {
+        match self {
+            Request::Get { .. }
+            | Request::List { .. }
+            | Request::Check { .. }
+            | Request::BySession { .. }
+            | Request::Watch { .. }
+            | Request::Sweep => true,
+            Request::Register { .. }
+            | Request::Delegate { .. }
+            | Request::Adopt { .. }
+            | Request::Reclaim { .. }
+            | Request::Release { .. } => self.id().is_some(),
+        }
+    }
+
+    /// Gives a mutation `id` (a request that has one keeps it).
+    pub fn with_id(mut self, new: RequestId) -> Request {
+        match &mut self {
+            Request::Register { id, .. }
+            | Request::Delegate { id, .. }
+            | Request::Adopt { id, .. }
+            | Request::Reclaim { id, .. }
+            | Request::Release { id, .. } => {
+                id.get_or_insert(new);
+            }
+            _ => {}
+        }
+        self
+    }
+
+    /// Whether this request changes allocations (and so takes a request id).
+    pub fn is_mutation(&self) -> bool {
+        matches!(
+            self,
+            Request::Register { .. }
+                | Request::Delegate { .. }
+                | Request::Adopt { .. }
+                | Request::Reclaim { .. }
+                | Request::Release { .. }
+        )
+    }
+
+    /// Validates every name and path. `start_of` gives the start time of
+    /// a pid named by register or adopt, and refuses a pid that is neither
+    /// the caller's nor one the caller started (it reads `/proc`, which is
+    /// why it is passed in: validation itself stays pure).
     pub fn validate(&self, start_of: impl Fn(u32) -> Result<u64, RegistryError>) -> Result<Command, RegistryError> {
         Ok(match self {
-            Request::Register { name: n, pid: p, start_time, socket, session, allow, deny, layers } => {
+            Request::Register { id: _, name: n, pid: p, socket, session, allow, deny, layers } => {
                 let pid = pid(*p)?;
                 let mut parsed = BTreeMap::new();
                 for (child, layer) in layers {
@@ -184,10 +299,7 @@ impl Request {
                 Command::Mutate(Op::Register(Register {
                     name: name("pod name", n)?,
                     pid,
-                    start_time: match start_time {
-                        Some(t) => *t,
-                        None => start_of(pid)?,
-                    },
+                    start_time: start_of(pid)?,
                     socket: field("socket path", socket)?,
                     session: field("session id", session)?,
                     allow: rules("allow rule target", allow)?,
@@ -195,29 +307,26 @@ impl Request {
                     layers: parsed,
                 }))
             }
-            Request::Delegate { parent, child, rules: r, deny } => Command::Mutate(Op::Delegate(Delegate {
+            Request::Delegate { id: _, parent, child, rules: r, deny } => Command::Mutate(Op::Delegate(Delegate {
                 parent: name("parent name", parent)?,
                 child: name("child name", child)?,
                 rules: rules("delegated rule target", r)?,
                 deny: rules("deny rule target", deny)?,
             })),
-            Request::Adopt { name: n, pid: p, start_time, session, socket } => {
+            Request::Adopt { id: _, name: n, pid: p, session, socket } => {
                 let pid = pid(*p)?;
                 Command::Mutate(Op::Adopt(Adopt {
                     name: name("pod name", n)?,
                     pid,
-                    start_time: match start_time {
-                        Some(t) => *t,
-                        None => start_of(pid)?,
-                    },
+                    start_time: start_of(pid)?,
                     session: field("session id", session)?,
                     socket: field("socket path", socket)?,
                 }))
             }
-            Request::Reclaim { parent, child } => {
+            Request::Reclaim { id: _, parent, child } => {
                 Command::Mutate(Op::Reclaim { parent: name("parent name", parent)?, child: name("child name", child)? })
             }
-            Request::Release { name: n } => Command::Mutate(Op::Release { name: name("pod name", n)? }),
+            Request::Release { id: _, name: n } => Command::Mutate(Op::Release { name: name("pod name", n)? }),
             Request::Get { name: n } => Command::Query(Query::Get(name("pod name", n)?)),
             Request::List { after } => {
                 Command::Query(Query::List(after.as_deref().map(|a| name("list cursor", a)).transpose()?))
@@ -229,6 +338,9 @@ impl Request {
             }),
             Request::BySession { session } => Command::Query(Query::BySession(field("session id", session)?)),
             Request::Sweep => Command::Sweep,
+            Request::Watch { name: n, after_fence } => {
+                Command::Watch { name: name("watched pod name", n)?, after_fence: *after_fence }
+            }
         })
     }
 }

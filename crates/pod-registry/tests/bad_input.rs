@@ -107,7 +107,7 @@ async fn a_truncated_frame_is_reported_as_truncated() {
     let _d = Daemon::start(&home).await;
     let mut s = raw(&home);
     handshake(&mut s);
-    let whole = frame::encode(&Request::Release { name: "victim".into() }).expect("encode");
+    let whole = frame::encode(&Request::Release { id: None, name: "victim".into() }).expect("encode");
     s.write_all(&whole[..whole.len() - 3]).expect("send");
     s.shutdown(Shutdown::Write).expect("half close");
     assert_eq!(error_code(&mut s).code, "proto.truncated");
@@ -135,9 +135,9 @@ async fn relative_paths_and_invalid_names_are_refused_and_the_connection_stays_u
     let _d = Daemon::start(&home).await;
     let mut c = client(&home).await;
     let register = |name: &str, target: &str| Request::Register {
+        id: None,
         name: name.into(),
         pid: std::process::id(),
-        start_time: None,
         socket: String::new(),
         session: String::new(),
         allow: vec![WireRule { target: target.into(), permission: Permission::Write, recursive: true }],

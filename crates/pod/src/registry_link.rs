@@ -1,19 +1,20 @@
-//! The Pod's connection to the machine-wide registry: one client shared by
-//! the owner task, reconnecting (and starting the daemon) after the daemon
-//! restarted. Only idempotent calls are retried on a broken connection; a
-//! mutation whose fate is unknown is reported, never replayed blindly.
+//! The Pod's side of the registry: one [`Link`] (the one call path, which
+//! reconnects, restarts the daemon and resends what is safe to resend; see
+//! `pod_registry::client`) shared by the owner task, and the translation of
+//! registry answers into what the Pod needs, refusing answers that lack it.
 
 use std::sync::Arc;
 
-use pod_proto::{RuntimeDirs, WireError};
-use pod_registry::client::{DaemonCommand, Registration};
-use pod_registry::{Allocation, Client, ClientError};
+use pod_proto::{ProtoError, RuntimeDirs, WireError};
+use pod_registry::client::{DaemonCommand, Link};
+use pod_registry::wire::Survivor;
+use pod_registry::{Allocation, ClientError, Reclaimed, Reply, Request, WireRule};
 use scope::{PodName, ScopeRule, ScopeSnapshot};
 use tokio::sync::Mutex;
 
 /// A grandchild the registry reparented to us when its parent was
 /// reclaimed: what we need to take it in as a child.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Orphan {
     pub name: PodName,
     pub rules: Vec<ScopeRule>,
@@ -28,68 +29,97 @@ pub const RECLAIM_CONNECTIONS: usize = 16;
 #[derive(Clone)]
 pub struct Registry {
     dirs: RuntimeDirs,
-    client: Arc<Mutex<Option<Client>>>,
+    daemon: DaemonCommand,
+    link: Arc<Mutex<Link>>,
 }
 
-/// Code of an error whose outcome is unknown: the connection to the
-/// registry broke before its answer arrived.
+/// Code of an error whose outcome is unknown: the request reached the
+/// registry and every answer to it was lost.
 pub const CONNECTION_LOST: &str = "registry.connection_lost";
+/// The registry could not be reached (nothing was done).
+pub const UNREACHABLE: &str = "registry.unreachable";
+/// The registry speaks another protocol version.
+pub const VERSION_MISMATCH: &str = "registry.version_mismatch";
+/// A call did not complete within its deadline.
+pub const TIMEOUT: &str = "registry.timeout";
+/// The registry reported a survivor without what adopting it takes.
+pub const BAD_ANSWER: &str = "registry.bad_answer";
 
 fn to_wire(e: ClientError) -> WireError {
     match e {
         ClientError::Refused(w) => w,
-        ClientError::Proto(p) => WireError::new(CONNECTION_LOST, format!("the registry did not answer: {p}")),
+        ClientError::OutcomeUnknown(p) => WireError::new(
+            CONNECTION_LOST,
+            format!("the registry's answer was lost ({p}); whether the request took effect is unknown"),
+        ),
+        ClientError::Proto(p @ ProtoError::VersionMismatch { .. }) => {
+            WireError::new(VERSION_MISMATCH, format!("the registry cannot be used: {p}"))
+        }
+        ClientError::Proto(p @ ProtoError::Timeout(_)) => {
+            WireError::new(TIMEOUT, format!("the registry did not answer in time: {p}"))
+        }
+        ClientError::Proto(p) => WireError::new(UNREACHABLE, format!("the registry cannot be reached: {p}")),
         other => WireError::new(other.code(), format!("registry: {other}")),
     }
 }
 
-fn is_connection(e: &ClientError) -> bool {
-    matches!(e, ClientError::Proto(_))
+fn unexpected(request: &str) -> WireError {
+    WireError::new(
+        "registry.unexpected_reply",
+        format!("the registry answered a {request} request with an unexpected reply"),
+    )
 }
 
-/// Connects, starting the daemon from this very binary (`pod registry
-/// serve`) if none answers: one binary is all a user needs.
-async fn connect_client(dirs: &RuntimeDirs) -> Result<Client, WireError> {
+fn wire(rules: &[ScopeRule]) -> Vec<WireRule> {
+    rules.iter().map(WireRule::from).collect()
+}
+
+/// What adopting a survivor takes; an answer without it is refused, never
+/// read as an empty layer or a process that started at 0.
+fn orphan(child: &PodName, s: Survivor) -> Result<Orphan, WireError> {
+    if s.rules.is_empty() {
+        return Err(WireError::new(
+            BAD_ANSWER,
+            format!("the registry reported {} (reparented from {child}) without its rules", s.name),
+        ));
+    }
+    if s.pid == 0 || s.start_time == 0 {
+        return Err(WireError::new(
+            BAD_ANSWER,
+            format!("the registry reported {} (reparented from {child}) without its process", s.name),
+        ));
+    }
+    Ok(Orphan { name: s.name, rules: s.rules, socket: s.socket, pid: s.pid, start_time: s.start_time })
+}
+
+/// Reclaims that were answered, and the error that stopped the rest.
+#[derive(Debug, Default)]
+pub struct ReclaimOutcome {
+    /// Per child, the grandchildren the registry reparented to the parent.
+    pub done: Vec<(PodName, Vec<Orphan>)>,
+    /// Why the children not in `done` were not reclaimed.
+    pub failed: Option<WireError>,
+}
+
+/// The daemon, started from this very binary (`pod registry serve`) if none
+/// answers: one binary is all a user needs.
+fn daemon_command() -> Result<DaemonCommand, WireError> {
     let program = std::env::current_exe()
         .map_err(|e| WireError::new("registry.start_failed", format!("cannot find the pod binary: {e}")))?;
-    let daemon = DaemonCommand { program, args: vec!["registry".into(), "serve".into()] };
-    Client::connect_starting(dirs, &daemon).await.map_err(to_wire)
+    Ok(DaemonCommand { program, args: vec!["registry".into(), "serve".into()] })
 }
 
 impl Registry {
+    /// Connects (starting the daemon if none answers).
     pub async fn connect(dirs: &RuntimeDirs) -> Result<Registry, WireError> {
-        let client = connect_client(dirs).await?;
-        Ok(Registry { dirs: dirs.clone(), client: Arc::new(Mutex::new(Some(client))) })
+        let daemon = daemon_command()?;
+        let mut link = Link::new(dirs, daemon.clone()).map_err(to_wire)?;
+        link.connect().await.map_err(to_wire)?;
+        Ok(Registry { dirs: dirs.clone(), daemon, link: Arc::new(Mutex::new(link)) })
     }
 
-    /// Runs `op` on the shared client; with `retry`, once more on a fresh
-    /// connection when the first attempt failed at the connection level.
-    async fn with<T, F>(&self, retry: bool, op: F) -> Result<T, WireError>
-    where
-        F: for<'c> Fn(
-            &'c mut Client,
-        )
-            -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, ClientError>> + Send + 'c>>,
-    {
-        let mut guard = self.client.lock().await;
-        for attempt in 0..2 {
-            if guard.is_none() {
-                *guard = Some(connect_client(&self.dirs).await?);
-            }
-            let Some(client) = guard.as_mut() else { continue };
-            match op(client).await {
-                Ok(v) => return Ok(v),
-                Err(e) if is_connection(&e) => {
-                    *guard = None;
-                    if !retry || attempt == 1 {
-                        return Err(to_wire(e));
-                    }
-                    tracing::info!(error = %e, "registry connection lost; reconnecting");
-                }
-                Err(e) => return Err(to_wire(e)),
-            }
-        }
-        Err(WireError::new("registry.unreachable", "the registry did not answer after a reconnect"))
+    async fn call(&self, request: Request) -> Result<Reply, WireError> {
+        self.link.lock().await.call(request).await.map_err(to_wire)
     }
 
     /// Registers a top-level Pod; on resume `snapshot.layers` are the
@@ -101,109 +131,115 @@ impl Registry {
         socket: &str,
         session: &str,
         snapshot: &ScopeSnapshot,
-    ) -> Result<(), WireError> {
-        let registration = Registration {
-            name: Some(name.clone()),
+    ) -> Result<Allocation, WireError> {
+        let request = Request::Register {
+            id: None,
+            name: name.to_string(),
             pid,
-            start_time: None,
             socket: socket.to_string(),
             session: session.to_string(),
-            allow: snapshot.allow.clone(),
-            deny: snapshot.deny.clone(),
-            layers: snapshot.layers.clone(),
+            allow: wire(&snapshot.allow),
+            deny: wire(&snapshot.deny),
+            layers: snapshot.layers.iter().map(|(c, r)| (c.to_string(), wire(r))).collect(),
         };
-        self.with(false, |c| {
-            let r = registration.clone();
-            Box::pin(async move { c.register(&r).await.map(drop) })
-        })
-        .await
+        match self.call(request).await? {
+            Reply::Allocation(a) => Ok(a),
+            _ => Err(unexpected("register")),
+        }
     }
 
-    pub async fn delegate(&self, parent: &PodName, child: &PodName, rules: &[ScopeRule]) -> Result<(), WireError> {
-        self.with(false, |c| {
-            let (parent, child, rules) = (parent.clone(), child.clone(), rules.to_vec());
-            Box::pin(async move { c.delegate(&parent, &child, &rules, &[]).await.map(drop) })
-        })
-        .await
+    /// Returns the parent's fence after the delegation.
+    pub async fn delegate(&self, parent: &PodName, child: &PodName, rules: &[ScopeRule]) -> Result<u64, WireError> {
+        let request = Request::Delegate {
+            id: None,
+            parent: parent.to_string(),
+            child: child.to_string(),
+            rules: wire(rules),
+            deny: Vec::new(),
+        };
+        match self.call(request).await? {
+            Reply::Delegated { parent_fence, .. } => Ok(parent_fence),
+            _ => Err(unexpected("delegate")),
+        }
     }
 
-    pub async fn adopt(&self, name: &PodName, pid: u32, session: &str, socket: &str) -> Result<(), WireError> {
-        self.with(false, |c| {
-            let (name, session, socket) = (name.clone(), session.to_string(), socket.to_string());
-            Box::pin(async move { c.adopt(&name, pid, None, &session, &socket).await.map(drop) })
-        })
-        .await
+    pub async fn adopt(&self, name: &PodName, pid: u32, session: &str, socket: &str) -> Result<Allocation, WireError> {
+        let request = Request::Adopt {
+            id: None,
+            name: name.to_string(),
+            pid,
+            session: session.to_string(),
+            socket: socket.to_string(),
+        };
+        match self.call(request).await? {
+            Reply::Allocation(a) => Ok(a),
+            _ => Err(unexpected("adopt")),
+        }
     }
 
-    /// Reclaims every child of `children` (each idempotent) and returns,
-    /// per child, the grandchildren the registry reparented to `parent`. A
-    /// single child uses the shared connection; many are spread over up to
-    /// [`RECLAIM_CONNECTIONS`] connections so the registry can commit them
-    /// in groups.
-    pub async fn reclaim_many(
-        &self,
-        parent: &PodName,
-        children: &[PodName],
-    ) -> Result<Vec<(PodName, Vec<Orphan>)>, WireError> {
-        let mut reparented: Vec<(PodName, Vec<PodName>)> = Vec::with_capacity(children.len());
+    /// Reclaims every child of `children` (each idempotent, each with its
+    /// request id, so a lost answer is asked again and reports the same
+    /// survivors). A single child uses the shared link; many are spread
+    /// over up to [`RECLAIM_CONNECTIONS`] links (each its own request
+    /// stream) so the registry can commit them in groups. Answers that
+    /// arrived are kept when another chunk fails.
+    pub async fn reclaim_many(&self, parent: &PodName, children: &[PodName]) -> ReclaimOutcome {
+        let mut outcome = ReclaimOutcome::default();
         if let [child] = children {
-            let reclaimed = self
-                .with(true, |c| {
-                    let (parent, child) = (parent.clone(), child.clone());
-                    Box::pin(async move { c.reclaim(&parent, &child).await })
-                })
-                .await?;
-            reparented.push((child.clone(), reclaimed.reparented));
-        } else {
-            let per = children.len().div_ceil(RECLAIM_CONNECTIONS).max(1);
-            let mut tasks = tokio::task::JoinSet::new();
-            for chunk in children.chunks(per) {
-                let (dirs, parent, chunk) = (self.dirs.clone(), parent.clone(), chunk.to_vec());
-                tasks.spawn(async move {
-                    let mut client = Client::connect_running(&dirs).await.map_err(to_wire)?;
-                    let mut out = Vec::with_capacity(chunk.len());
-                    for child in chunk {
-                        let reclaimed = client.reclaim(&parent, &child).await.map_err(to_wire)?;
-                        out.push((child, reclaimed.reparented));
+            let request = Request::Reclaim { id: None, parent: parent.to_string(), child: child.to_string() };
+            match self.call(request).await.and_then(|reply| survivors("reclaim", child, reply)) {
+                Ok(orphans) => outcome.done.push((child.clone(), orphans)),
+                Err(e) => outcome.failed = Some(e),
+            }
+            return outcome;
+        }
+        let per = children.len().div_ceil(RECLAIM_CONNECTIONS).max(1);
+        let mut tasks = tokio::task::JoinSet::new();
+        for chunk in children.chunks(per) {
+            let (dirs, daemon, parent, chunk) =
+                (self.dirs.clone(), self.daemon.clone(), parent.clone(), chunk.to_vec());
+            tasks.spawn(async move {
+                let mut part = ReclaimOutcome::default();
+                let mut link = match Link::new(&dirs, daemon) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        part.failed = Some(to_wire(e));
+                        return part;
                     }
-                    Ok::<_, WireError>(out)
-                });
-            }
-            while let Some(done) = tasks.join_next().await {
-                let part = done.map_err(|e| WireError::new("pod.internal", format!("reclaim task failed: {e}")))??;
-                reparented.extend(part);
+                };
+                for child in chunk {
+                    let request = Request::Reclaim { id: None, parent: parent.to_string(), child: child.to_string() };
+                    let answer = link.call(request).await.map_err(to_wire);
+                    match answer.and_then(|reply| survivors("reclaim", &child, reply)) {
+                        Ok(orphans) => part.done.push((child, orphans)),
+                        Err(e) => {
+                            part.failed = Some(e);
+                            break;
+                        }
+                    }
+                }
+                part
+            });
+        }
+        while let Some(joined) = tasks.join_next().await {
+            match joined {
+                Ok(part) => {
+                    outcome.done.extend(part.done);
+                    if outcome.failed.is_none() {
+                        outcome.failed = part.failed;
+                    }
+                }
+                Err(e) => {
+                    outcome.failed.get_or_insert(WireError::new("pod.internal", format!("reclaim task failed: {e}")));
+                }
             }
         }
-        let mut out = Vec::with_capacity(reparented.len());
-        let mut layers = None;
-        for (child, names) in reparented {
-            let mut orphans = Vec::with_capacity(names.len());
-            if !names.is_empty() && layers.is_none() {
-                // The rules an orphan holds are the layer the registry gave us for it.
-                layers = Some(self.get(parent).await?.map(|p| p.layers).unwrap_or_default());
-            }
-            for name in names {
-                let rules = layers.as_ref().and_then(|l| l.get(&name)).cloned().unwrap_or_default();
-                let Some(alloc) = self.get(&name).await? else { continue };
-                orphans.push(Orphan {
-                    name,
-                    rules,
-                    socket: alloc.socket,
-                    pid: alloc.pid,
-                    start_time: alloc.start_time,
-                });
-            }
-            out.push((child, orphans));
-        }
-        Ok(out)
+        outcome
     }
 
-    pub async fn release(&self, name: &PodName) -> Result<(), WireError> {
-        self.with(true, |c| {
-            let name = name.clone();
-            Box::pin(async move { c.release(&name).await.map(drop) })
-        })
-        .await
+    pub async fn release(&self, name: &PodName) -> Result<Vec<Orphan>, WireError> {
+        let reply = self.call(Request::Release { id: None, name: name.to_string() }).await?;
+        survivors("release", name, reply)
     }
 
     /// Like `release`, for undoing a failed start: errors are only logged.
@@ -214,21 +250,65 @@ impl Registry {
     }
 
     pub async fn get(&self, name: &PodName) -> Result<Option<Allocation>, WireError> {
-        self.with(true, |c| {
-            let name = name.clone();
-            Box::pin(async move { c.get(&name).await })
-        })
-        .await
+        match self.call(Request::Get { name: name.to_string() }).await? {
+            Reply::Found(a) => Ok(a),
+            _ => Err(unexpected("get")),
+        }
     }
 
     /// Forgets allocations whose process is gone (a crashed Pod's own old
     /// record, before it registers again); their live children become
     /// top-level until their parent re-registers with its layers.
     pub async fn sweep(&self) -> Result<Vec<PodName>, WireError> {
-        self.with(true, |c| Box::pin(async move { c.sweep().await })).await
+        match self.call(Request::Sweep).await? {
+            Reply::Swept { gone } => Ok(gone),
+            _ => Err(unexpected("sweep")),
+        }
     }
 
     pub async fn list(&self) -> Result<Vec<Allocation>, WireError> {
-        self.with(true, |c| Box::pin(async move { c.list().await })).await
+        let mut all: Vec<Allocation> = Vec::new();
+        loop {
+            let after = all.last().map(|a| a.name.to_string());
+            match self.call(Request::List { after }).await? {
+                Reply::Page { allocations, more } => {
+                    all.extend(allocations);
+                    if !more {
+                        return Ok(all);
+                    }
+                }
+                _ => return Err(unexpected("list")),
+            }
+        }
+    }
+
+    /// A link of its own for a long-poll (`watch`), so that it never holds
+    /// up the Pod's other registry calls.
+    pub fn watcher(&self) -> Result<Watcher, WireError> {
+        Ok(Watcher { link: Link::new(&self.dirs, self.daemon.clone()).map_err(to_wire)? })
+    }
+}
+
+/// Survivors of a reclaim or release answer.
+fn survivors(request: &str, child: &PodName, reply: Reply) -> Result<Vec<Orphan>, WireError> {
+    match reply {
+        Reply::Reclaimed(Reclaimed { reparented, .. }) => reparented.into_iter().map(|s| orphan(child, s)).collect(),
+        _ => Err(unexpected(request)),
+    }
+}
+
+/// The Pod's long-poll on its own allocation (see `Request::Watch`).
+pub struct Watcher {
+    link: Link,
+}
+
+impl Watcher {
+    /// The record once its fence passes `after_fence` (or after the
+    /// registry's watch bound); `None` when it is gone.
+    pub async fn next(&mut self, name: &PodName, after_fence: u64) -> Result<Option<Allocation>, WireError> {
+        match self.link.call(Request::Watch { name: name.to_string(), after_fence }).await.map_err(to_wire)? {
+            Reply::Watched(a) => Ok(a),
+            _ => Err(unexpected("watch")),
+        }
     }
 }

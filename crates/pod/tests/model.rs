@@ -355,18 +355,23 @@ impl World {
             let Reply::Reclaimed(r) = reply else { panic!("reclaim answered {reply:?}") };
             results.push((c.clone(), r.reparented));
         }
-        // As `Registry::reclaim_many`: the orphan's rules are the layer the
-        // registry gave the parent for it; its socket from its allocation.
+        // As `Registry::reclaim_many`: everything about an orphan comes in
+        // the reclaim's answer; its rules are the layer the registry now
+        // holds for it in the parent.
         let layers = self.reg.get(p).map(|h| h.rec.layers.clone()).unwrap_or_default();
         let reclaimed: Vec<(PodName, Vec<Adoption>)> = results
             .into_iter()
-            .map(|(c, names)| {
-                let adoptions = names
+            .map(|(c, survivors)| {
+                let adoptions = survivors
                     .into_iter()
-                    .filter_map(|n| {
-                        let rules = layers.get(&n).cloned().unwrap_or_default();
-                        let socket = self.reg.get(&n)?.rec.socket.clone();
-                        Some(Adoption { name: n, rules, socket })
+                    .map(|s| {
+                        assert_eq!(
+                            layers.get(&s.name),
+                            Some(&s.rules),
+                            "survivor {} reported with other rules",
+                            s.name
+                        );
+                        Adoption { name: s.name, rules: s.rules, socket: s.socket }
                     })
                     .collect();
                 (c, adoptions)

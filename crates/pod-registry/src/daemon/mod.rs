@@ -58,7 +58,7 @@ async fn serve(dirs: &RuntimeDirs) -> Result<Served, DaemonError> {
     };
     let store = SledStore::open(&dirs.registry_data())?;
     let stored = store.load()?;
-    let state = State::from_records(stored.records, stored.next_fence)?;
+    let state = State::from_stored(stored.records, stored.answers, stored.next_fence)?;
     tracing::info!(allocations = state.len(), "registry loaded");
     let state = Arc::new(RwLock::new(state));
 

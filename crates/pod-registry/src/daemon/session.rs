@@ -13,7 +13,9 @@ use tokio::sync::RwLock;
 use tracing::Instrument;
 
 use super::writer::Writer;
-use crate::ops::{self, Op};
+use crate::auth::Caller;
+use crate::limits::WATCH_WAIT;
+use crate::ops::{self, Op, Submission};
 use crate::record::AllocState;
 use crate::state::State;
 use crate::wire::{Command, Reclaimed, Reply, Request};
@@ -27,11 +29,41 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    pub async fn execute(&self, request: Request) -> Result<Reply, RegistryError> {
-        match request.validate(start_time_of)? {
+    /// Runs one request from `caller` (as the kernel identified it when the
+    /// connection was accepted; `Err` when it could not).
+    pub async fn execute(&self, request: Request, caller: &Result<Caller, String>) -> Result<Reply, RegistryError> {
+        let id = request.id();
+        let command = request.validate(|pid| match caller {
+            Ok(c) => start_time_for(pid, c),
+            Err(e) => Err(RegistryError::CallerUnknown(e.clone())),
+        })?;
+        match command {
             Command::Query(q) => ops::answer(&*self.state.read().await, &q),
-            Command::Mutate(op) => self.writer.submit(op).await,
+            Command::Mutate(op) => {
+                let caller = caller.clone().map_err(RegistryError::CallerUnknown)?;
+                self.writer.submit(Submission { op, id, caller: Some(caller) }).await
+            }
             Command::Sweep => self.sweep().await,
+            Command::Watch { name, after_fence } => Ok(self.watch(&name, after_fence).await),
+        }
+    }
+
+    /// Waits (at most `WATCH_WAIT`) until `name`'s record has a fence above
+    /// `after_fence` or is gone; answers with the record as it is then.
+    async fn watch(&self, name: &PodName, after_fence: u64) -> Reply {
+        let mut commits = self.writer.commits();
+        let deadline = tokio::time::Instant::now() + WATCH_WAIT;
+        loop {
+            commits.mark_unchanged();
+            let now = self.state.read().await.get(name).map(|h| h.rec.clone());
+            if now.as_ref().is_none_or(|rec| rec.fence > after_fence) {
+                return Reply::Watched(now);
+            }
+            match tokio::time::timeout_at(deadline, commits.changed()).await {
+                Ok(Ok(())) => continue,
+                // Timed out, or the writer is gone (shutting down).
+                Ok(Err(_)) | Err(_) => return Reply::Watched(now),
+            }
         }
     }
 
@@ -70,9 +102,15 @@ impl Ctx {
     }
 }
 
-fn start_time_of(pid: u32) -> Result<u64, RegistryError> {
-    match proc::start_time(pid) {
-        Ok(Some(t)) => Ok(t),
+/// The start time of `pid`, which register or adopt names: the caller's own
+/// (read when it connected), or that of a process the caller started.
+fn start_time_for(pid: u32, caller: &Caller) -> Result<u64, RegistryError> {
+    if pid == caller.process.pid {
+        return Ok(caller.process.start);
+    }
+    match proc::info(pid) {
+        Ok(Some((start, parent))) if parent == caller.process.pid => Ok(start),
+        Ok(Some(_)) => Err(RegistryError::PidNotCaller { pid, caller_pid: caller.process.pid }),
         Ok(None) => Err(RegistryError::NoSuchProcess { pid }),
         Err(e) => Err(RegistryError::BadRequest(format!("cannot read the start time of pid {pid}: {e}"))),
     }
@@ -90,10 +128,14 @@ fn kind(request: &Request) -> &'static str {
         Request::Check { .. } => "check",
         Request::BySession { .. } => "by_session",
         Request::Sweep => "sweep",
+        Request::Watch { .. } => "watch",
     }
 }
 
 pub async fn handle(mut conn: Connection, peer: PeerCred, ctx: Arc<Ctx>) {
+    // Who is calling, from the kernel, right after the connection was
+    // accepted and before any request: authorization uses nothing else.
+    let caller = proc::caller(peer.pid);
     loop {
         let request = match conn.read_frame::<Request>().await {
             Ok(Some(r)) => r,
@@ -107,7 +149,14 @@ pub async fn handle(mut conn: Connection, peer: PeerCred, ctx: Arc<Ctx>) {
         // Debug level: at info, formatting the span's fields costs more than the
         // check it wraps; outcomes worth knowing are logged as events.
         let span = tracing::debug_span!("request", op = kind(&request), peer_pid = peer.pid);
-        let answer: Result<Reply, WireError> = ctx.execute(request).instrument(span).await.map_err(|e| e.to_wire());
+        let answer: Result<Reply, WireError> =
+            ctx.execute(request, &caller).instrument(span).await.map_err(|e| e.to_wire());
+        if let Ok(Reply::Reclaimed(r)) = &answer {
+            if !r.reparented.is_empty() {
+                // The crash suite loses this answer after its commit.
+                fail::fail_point!("registry.before_reparenting_reply");
+            }
+        }
         match conn.write_frame(&answer).await {
             Ok(()) => {}
             Err(e @ ProtoError::FrameTooLarge { .. }) => conn.refuse(&e).await,

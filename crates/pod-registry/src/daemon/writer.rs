@@ -27,8 +27,10 @@ use rustc_hash::FxHashSet;
 use scope::PodName;
 use tokio::sync::{oneshot, Notify, RwLock};
 
+use crate::answers::StreamId;
 use crate::limits::MAX_GROUP;
-use crate::ops::{self, Op};
+use crate::ops::{self, Op, Submission};
+use crate::proc::ProcKernel;
 use crate::state::State;
 use crate::store::{Change, Store};
 use crate::wire::Reply;
@@ -37,7 +39,7 @@ use crate::RegistryError;
 pub type Answer = Result<Reply, RegistryError>;
 
 struct Job {
-    op: Op,
+    sub: Submission,
     reply: oneshot::Sender<Answer>,
     span: tracing::Span,
 }
@@ -49,6 +51,8 @@ pub struct Writer {
     idle: Notify,
     /// Signalled once when a commit failed: the daemon must stop.
     failed: Notify,
+    /// Counts answered groups that changed something; watchers wait on it.
+    committed: tokio::sync::watch::Sender<u64>,
 }
 
 struct Inner {
@@ -68,21 +72,31 @@ impl Writer {
             inner: Mutex::new(Inner { queue: Vec::new(), store: Some(store), leading: false, closed: None }),
             idle: Notify::new(),
             failed: Notify::new(),
+            committed: tokio::sync::watch::Sender::new(0),
         }
+    }
+
+    /// A receiver that sees the count of committed groups change.
+    pub fn commits(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.committed.subscribe()
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Applies `op` and returns its answer once it is durable.
-    pub async fn submit(self: &Arc<Self>, op: Op) -> Answer {
-        self.submit_all(vec![op]).await.pop().unwrap_or(Err(RegistryError::ShuttingDown))
+    /// Applies a client's mutation and returns its answer once it is durable.
+    pub async fn submit(self: &Arc<Self>, sub: Submission) -> Answer {
+        self.submit_each(vec![sub]).await.pop().unwrap_or(Err(RegistryError::ShuttingDown))
     }
 
-    /// Queues every op at once (so they can share one commit) and returns
-    /// their answers in order.
+    /// Queues the daemon's own ops at once (so they can share one commit)
+    /// and returns their answers in order.
     pub async fn submit_all(self: &Arc<Self>, ops: Vec<Op>) -> Vec<Answer> {
+        self.submit_each(ops.into_iter().map(|op| Submission { op, id: None, caller: None }).collect()).await
+    }
+
+    async fn submit_each(self: &Arc<Self>, ops: Vec<Submission>) -> Vec<Answer> {
         let span = tracing::Span::current();
         let mut receivers = Vec::with_capacity(ops.len());
         let lead = {
@@ -90,9 +104,9 @@ impl Writer {
             if let Some(e) = &g.closed {
                 return ops.iter().map(|_| Err(e.clone())).collect();
             }
-            for op in ops {
+            for sub in ops {
                 let (reply, rx) = oneshot::channel();
-                g.queue.push(Job { op, reply, span: span.clone() });
+                g.queue.push(Job { sub, reply, span: span.clone() });
                 receivers.push(rx);
             }
             !std::mem::replace(&mut g.leading, true)
@@ -147,7 +161,7 @@ impl Writer {
             let take = g.queue.len().min(MAX_GROUP);
             g.queue.drain(..take).collect()
         };
-        self.with_store("commit", |store| commit_group(&self.state, store, jobs));
+        self.with_store("commit", |store| commit_group(&self.state, store, jobs, &self.committed));
     }
 
     /// Runs `work` on the store, which the leader takes out for it; a
@@ -222,23 +236,38 @@ impl Drop for PanicGuard<'_> {
     }
 }
 
-fn commit_group(state: &RwLock<State>, store: &mut dyn Store, jobs: Vec<Job>) -> Result<(), RegistryError> {
+fn commit_group(
+    state: &RwLock<State>,
+    store: &mut dyn Store,
+    jobs: Vec<Job>,
+    committed: &tokio::sync::watch::Sender<u64>,
+) -> Result<(), RegistryError> {
     let mut guard = state.blocking_write();
-    // Names touched by the group; what is written for each is its final
-    // state in memory (a store batch is last-write-wins per key anyway), so
-    // records are not copied just to be written.
+    // Names (and answer streams) touched by the group; what is written for
+    // each is its final state in memory (a store batch is last-write-wins
+    // per key anyway), so records are not copied just to be written.
     let mut touched: Vec<PodName> = Vec::new();
     let mut seen: FxHashSet<PodName> = FxHashSet::default();
+    let mut streams: Vec<StreamId> = Vec::new();
+    let mut seen_streams: FxHashSet<StreamId> = FxHashSet::default();
     let mut answers = Vec::with_capacity(jobs.len());
     for job in jobs {
         let answer = {
             let _entered = job.span.enter();
-            match ops::plan(&guard, &job.op) {
+            match ops::plan_submission(&guard, &job.sub, &ProcKernel) {
                 Ok((plan, reply)) => {
                     let names = plan.deletes.iter().chain(plan.puts.iter().map(|h| &h.rec.name));
                     for name in names {
                         if seen.insert(name.clone()) {
                             touched.push(name.clone());
+                        }
+                    }
+                    for change in &plan.answers {
+                        let stream = match change {
+                            crate::answers::AnswerChange::Put(s, _) | crate::answers::AnswerChange::Forget(s) => *s,
+                        };
+                        if seen_streams.insert(stream) {
+                            streams.push(stream);
                         }
                     }
                     guard.apply(plan);
@@ -259,6 +288,7 @@ fn commit_group(state: &RwLock<State>, store: &mut dyn Store, jobs: Vec<Job>) ->
             Some(held) => Change::Put(&held.rec),
             None => Change::Delete(name),
         })
+        .chain(streams.iter().map(|stream| Change::Answer(stream, guard.answers().get(stream))))
         .collect();
     if !changes.is_empty() {
         fail::fail_point!("registry.before_commit");
@@ -278,6 +308,9 @@ fn commit_group(state: &RwLock<State>, store: &mut dyn Store, jobs: Vec<Job>) ->
     for (tx, answer) in answers {
         // A caller that went away no longer needs its answer.
         let _ = tx.send(answer);
+    }
+    if written > 0 {
+        committed.send_modify(|n| *n += 1);
     }
     Ok(())
 }

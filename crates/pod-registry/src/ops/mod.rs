@@ -12,11 +12,43 @@ use std::collections::BTreeMap;
 
 use scope::{Permission, PodName, ScopePath, ScopeRule};
 
-use crate::state::{Plan, State};
+use crate::answers::{Lookup, RequestId};
+use crate::auth::{self, Caller, Kernel};
+use crate::state::{Plan, PlanBuilder, State};
 use crate::wire::Reply;
 use crate::RegistryError;
 
 pub use query::answer;
+
+/// A mutation as the writer receives it: who sent it, under which request
+/// id (`None`: the daemon's own, or a client that takes no retry).
+#[derive(Debug, Clone)]
+pub struct Submission {
+    pub op: Op,
+    pub id: Option<RequestId>,
+    /// `None`: the daemon itself (the sweep).
+    pub caller: Option<Caller>,
+}
+
+/// Plans a submitted mutation: a request id seen last on its stream gets
+/// its remembered answer and changes nothing; otherwise the caller is
+/// authorized, the operation planned, and its answer remembered in the same
+/// plan. On error nothing is to change.
+pub fn plan_submission(state: &State, sub: &Submission, kernel: &dyn Kernel) -> Result<(Plan, Reply), RegistryError> {
+    if let Some(id) = &sub.id {
+        match state.answers().lookup(id) {
+            Lookup::Replay(reply) => return Ok((PlanBuilder::new(state).finish(), reply.clone())),
+            Lookup::Stale { last } => return Err(RegistryError::StaleRequest { id: id.to_string(), last }),
+            Lookup::New => {}
+        }
+    }
+    auth::authorize(state, &sub.op, sub.caller.as_ref(), kernel)?;
+    let (mut plan, reply) = plan(state, &sub.op)?;
+    if let Some(id) = &sub.id {
+        plan.answers = state.answers().remember(id, &reply);
+    }
+    Ok((plan, reply))
+}
 
 #[derive(Debug, Clone)]
 pub struct Register {

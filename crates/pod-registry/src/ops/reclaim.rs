@@ -13,7 +13,7 @@ use scope::PodName;
 
 use crate::record::AllocState;
 use crate::state::{Held, Plan, PlanBuilder, State};
-use crate::wire::{Reclaimed, Reply};
+use crate::wire::{Reclaimed, Reply, Survivor};
 use crate::RegistryError;
 
 /// The parent reclaims `child`: survivors it is told about in the reply.
@@ -46,8 +46,12 @@ fn plan_removal(state: &State, parent: &PodName, child: &PodName, mark: Mark) ->
         for moved in state.moved_from(child).filter(|h| h.rec.parent.as_ref() == Some(parent)) {
             let mut rec = moved.rec.clone();
             rec.former_parent = None;
-            plan.put(rec, moved.scope.clone());
-            reparented.push(moved.rec.name.clone());
+            let mut survivor = Survivor::of(plan.put(rec, moved.scope.clone()));
+            // The layer the parent holds for it is what it is told to adopt.
+            if let Some(layer) = p.rec.layers.get(&moved.rec.name) {
+                survivor.rules = layer.clone();
+            }
+            reparented.push(survivor);
         }
         let parent_fence = if p.rec.layers.contains_key(child) {
             let mut scope = p.scope.clone();
@@ -94,7 +98,7 @@ fn remove_child(
     let parent_fence = plan.put(parent_rec, scope).fence;
     plan.delete(child.rec.name.clone());
     let reparented =
-        reparent(state, plan, orphans.keys(), (mark == Mark::Yes).then_some(&child.rec.name), Some(&parent.rec.name));
+        reparent(state, plan, &orphans, (mark == Mark::Yes).then_some(&child.rec.name), Some(&parent.rec.name));
     Ok(Reclaimed { removed: true, parent_fence: Some(parent_fence), reparented })
 }
 
@@ -120,23 +124,26 @@ fn survivors(
 /// Moves surviving children to `new_parent` (or makes them top-level). With
 /// `gone`, they remember it as their former parent: whoever holds a layer
 /// for `gone` and did not ask for this removal learns of them that way.
-fn reparent<'a>(
+/// Returns each survivor with the rules of the layer it had (which its new
+/// parent now holds for it).
+fn reparent(
     state: &State,
     plan: &mut PlanBuilder,
-    orphans: impl Iterator<Item = &'a PodName>,
+    orphans: &std::collections::BTreeMap<PodName, Vec<scope::ScopeRule>>,
     gone: Option<&PodName>,
     new_parent: Option<&PodName>,
-) -> Vec<PodName> {
+) -> Vec<Survivor> {
     let mut moved = Vec::new();
-    for name in orphans {
+    for (name, layer) in orphans {
         let Some(held) = state.get(name) else { continue };
         let mut rec = held.rec.clone();
         rec.parent = new_parent.cloned();
         if let Some(gone) = gone {
             rec.former_parent = Some(gone.clone());
         }
-        plan.put(rec, held.scope.clone());
-        moved.push(name.clone());
+        let mut survivor = Survivor::of(plan.put(rec, held.scope.clone()));
+        survivor.rules = layer.clone();
+        moved.push(survivor);
     }
     moved
 }
@@ -152,7 +159,7 @@ pub fn plan_release(state: &State, name: &PodName) -> Result<(Plan, Reply), Regi
     let mut plan = PlanBuilder::new(state);
     let orphans = survivors(state, &mut plan, name);
     plan.delete(name.clone());
-    let reparented = reparent(state, &mut plan, orphans.keys(), Some(name), None);
+    let reparented = reparent(state, &mut plan, &orphans, Some(name), None);
     Ok((plan.finish(), Reply::Reclaimed(Reclaimed { removed: true, parent_fence: None, reparented })))
 }
 

@@ -43,6 +43,11 @@ pub fn plan(state: &State, req: &Register) -> Result<(Plan, Reply), RegistryErro
     for (child, rules) in &req.layers {
         match state.get(child) {
             Some(held) => match &held.rec.parent {
+                // Only a Pod made top-level when this one went away comes
+                // back: any other top-level Pod is nobody's to take.
+                None if held.rec.former_parent.as_ref() != Some(&req.name) => {
+                    return Err(RegistryError::NotFormerChild { child: child.clone(), parent: req.name.clone() })
+                }
                 None => {
                     layers.insert(child.clone(), rules.clone());
                     adopted.push((held, false));

@@ -176,7 +176,7 @@ fn reclaim_reparents_live_grandchildren_and_keeps_them_excluded() {
     spawn(&mut s, "lead", "mid", vec![w("/repo/src")]);
     spawn(&mut s, "mid", "leaf", vec![w("/repo/src/a")]);
     let Reply::Reclaimed(out) = reclaim(&mut s, "lead", "mid").expect("reclaim") else { panic!("reply") };
-    assert_eq!(out.reparented, vec![n("leaf")]);
+    assert_eq!(out.reparented.iter().map(|s| s.name.clone()).collect::<Vec<_>>(), vec![n("leaf")]);
     assert_eq!(s.get(&n("leaf")).expect("leaf").rec.parent, Some(n("lead")));
     let lead = s.get(&n("lead")).expect("lead");
     assert!(lead.scope.can_write(&ScopePath::new("/repo/src/b").expect("p")));
@@ -266,7 +266,7 @@ fn die(state: &mut State, name: &str) {
 
 fn reparented(reply: Reply) -> Vec<PodName> {
     match reply {
-        Reply::Reclaimed(r) => r.reparented,
+        Reply::Reclaimed(r) => r.reparented.into_iter().map(|s| s.name).collect(),
         other => panic!("expected reclaimed, got {other:?}"),
     }
 }

@@ -12,6 +12,7 @@ pub use sled_store::{SledStore, WAL_BYTES};
 
 use scope::PodName;
 
+use crate::answers::{Remembered, StreamId};
 use crate::{Allocation, RegistryError};
 
 /// One change of a commit. A commit names each key at most once.
@@ -19,12 +20,17 @@ use crate::{Allocation, RegistryError};
 pub enum Change<'a> {
     Put(&'a Allocation),
     Delete(&'a PodName),
+    /// A request stream's remembered answer (`None`: forgotten), written in
+    /// the commit of the change it answers.
+    Answer(&'a StreamId, Option<&'a Remembered>),
 }
 
 /// What a store holds.
 #[derive(Debug, Default)]
 pub struct Stored {
     pub records: Vec<Allocation>,
+    /// The last answer of each request stream.
+    pub answers: Vec<(StreamId, Remembered)>,
     /// The next fence number to hand out; above every stored fence.
     pub next_fence: u64,
 }

@@ -29,12 +29,15 @@ use scope::PodName;
 use serde::{Deserialize, Serialize};
 
 use super::{Change, Store, Stored};
+use crate::answers::{Remembered, StreamId};
 use crate::{Allocation, RegistryError};
 use wal::{Appended, Fill, Wal, WalOptions};
 
 /// Bumped when the stored encoding of a record or of a commit changes.
 const FORMAT: u8 = 1;
 const RECORD_PREFIX: &[u8] = b"a/";
+/// Remembered answers, one per request stream (`s/<32 hex digits>`).
+const ANSWER_PREFIX: &[u8] = b"s/";
 /// The last commit sled holds and the next fence number, 8 bytes each.
 const HEAD_KEY: &[u8] = b"m/head";
 /// The file sled 0.34 keeps its log (and so every write) in.
@@ -75,6 +78,12 @@ struct Commit {
     puts: Vec<Allocation>,
     deletes: Vec<PodName>,
     next_fence: u64,
+    /// Remembered answers written by this commit (absent in commits
+    /// written before request ids existed).
+    #[serde(default)]
+    answers: Vec<(StreamId, Remembered)>,
+    #[serde(default)]
+    forgotten: Vec<StreamId>,
 }
 
 impl SledStore {
@@ -140,6 +149,12 @@ impl SledStore {
         }
         for name in &commit.deletes {
             writes.push((record_key(name), None));
+        }
+        for (stream, rem) in &commit.answers {
+            writes.push((answer_key(stream), Some(encode(stream, rem)?)));
+        }
+        for stream in &commit.forgotten {
+            writes.push((answer_key(stream), None));
         }
         writes.push((HEAD_KEY.to_vec(), Some(encode_head(head))));
         match atomicity {
@@ -226,6 +241,20 @@ fn record_key(name: &PodName) -> Vec<u8> {
     [RECORD_PREFIX, name.as_str().as_bytes()].concat()
 }
 
+fn answer_key(stream: &StreamId) -> Vec<u8> {
+    [ANSWER_PREFIX, stream.to_string().as_bytes()].concat()
+}
+
+fn decode_answer(key: &[u8], value: &[u8]) -> Result<(StreamId, Remembered), RegistryError> {
+    let text = String::from_utf8_lossy(key);
+    let stream = std::str::from_utf8(&key[ANSWER_PREFIX.len()..])
+        .ok()
+        .and_then(|hex| StreamId::try_from(hex.to_string()).ok())
+        .ok_or_else(|| RegistryError::Corrupt(format!("{text}: not a request stream key")))?;
+    let rem: Remembered = decode_body(&text, value)?;
+    Ok((stream, rem))
+}
+
 fn encode<T: Serialize>(what: &dyn std::fmt::Display, value: &T) -> Result<Vec<u8>, RegistryError> {
     // Positional (compact) encoding: records are rewritten on every change
     // of their Pod, so size is write cost; FORMAT versions the layout.
@@ -276,13 +305,19 @@ impl Store for SledStore {
             let (key, value) = item?;
             records.push(decode_record(&key, &value)?);
         }
+        let mut answers = Vec::new();
+        for item in self.db.scan_prefix(ANSWER_PREFIX) {
+            let (key, value) = item?;
+            answers.push(decode_answer(&key, &value)?);
+        }
         let head = read_head(&self.db)?;
         assert_eq!(head, self.head, "sled's m/head differs from the store's own");
-        Ok(Stored { records, next_fence: head.next_fence })
+        Ok(Stored { records, answers, next_fence: head.next_fence })
     }
 
     fn commit(&mut self, changes: &[Change<'_>], next_fence: u64) -> Result<(), RegistryError> {
-        let mut commit = Commit { puts: Vec::new(), deletes: Vec::new(), next_fence };
+        let mut commit =
+            Commit { puts: Vec::new(), deletes: Vec::new(), next_fence, answers: Vec::new(), forgotten: Vec::new() };
         for change in changes {
             match change {
                 Change::Put(rec) => {
@@ -290,6 +325,8 @@ impl Store for SledStore {
                     commit.puts.push((*rec).clone());
                 }
                 Change::Delete(name) => commit.deletes.push((*name).clone()),
+                Change::Answer(stream, Some(rem)) => commit.answers.push((**stream, (*rem).clone())),
+                Change::Answer(stream, None) => commit.forgotten.push(**stream),
             }
         }
         // Commits reach sled in order.

@@ -127,6 +127,11 @@ pub fn reg(name: &str, allow: Vec<ScopeRule>) -> Registration {
     Registration { name: Some(n(name)), pid: std::process::id(), allow, ..Registration::default() }
 }
 
+/// The names of reported survivors.
+pub fn survivor_names(survivors: &[pod_registry::Survivor]) -> Vec<PodName> {
+    survivors.iter().map(|s| s.name.clone()).collect()
+}
+
 /// The holder named by a write-conflict refusal.
 pub fn blamed(e: ClientError) -> String {
     match e {

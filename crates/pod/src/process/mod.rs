@@ -22,14 +22,11 @@ use scope::{PodName, Scope};
 use session_log::{Event, LogOptions, RemovalReason, SessionLog};
 use tokio::sync::mpsc;
 
-use crate::client::PodClient;
 use crate::launch::{LaunchMode, LaunchOutcome, LaunchRequest, MAX_LAUNCH_BYTES};
 use crate::layout::PodPaths;
 use crate::process::owner::{Owner, OwnerMsg};
 use crate::registry_link::Registry;
 
-/// Longest resume waits for one child to answer its ping before pruning it.
-pub const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 /// Longest the process waits at exit for connections to deliver replies.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Depth of the owner's queue; senders wait when it is full.
@@ -353,31 +350,17 @@ async fn resume(
         registry.clone(),
         tx,
     );
-    let probes = owner.child_names().into_iter().map(|child| {
-        let socket = owner.child_socket(&child).unwrap_or_default();
-        async move {
-            let answer = PodClient::ping(std::path::Path::new(&socket), PROBE_TIMEOUT).await;
-            (child, answer)
-        }
-    });
-    let answers = futures_join_all(probes).await;
+    // A child is kept when the registry names its process and that process
+    // still runs (same pid, same start time): its pid comes from the
+    // registry and the kernel, never from what answers on its socket.
+    // One that does not run is pruned; one that runs but does not answer
+    // (hung, or slow on a loaded machine) is kept and watched, since pruning
+    // it would hand back a region it may still write.
     let mut unreachable = Vec::new();
-    for (child, answer) in answers {
-        match answer {
-            Some((answered, pid)) if answered == child => {
-                let start_time = watch::start_time_of(pid).unwrap_or_default();
-                owner.watch_existing_child(&child, pid, start_time);
-            }
-            _ => match still_running(&registry, &child).await {
-                // Alive but silent (hung, or just slow on a loaded machine):
-                // pruning it would hand its region back while it may still
-                // write there. Keep it, and reclaim when its process ends.
-                Some((pid, start_time)) => {
-                    tracing::warn!(%child, pid, "child does not answer but its process runs; keeping it");
-                    owner.watch_existing_child(&child, pid, start_time);
-                }
-                None => unreachable.push(child),
-            },
+    for child in owner.child_names() {
+        match still_running(&registry, &child).await? {
+            Some((pid, start_time)) => owner.watch_existing_child(&child, pid, start_time),
+            None => unreachable.push(child),
         }
     }
     if !unreachable.is_empty() {
@@ -392,28 +375,20 @@ async fn resume(
     Ok(owner)
 }
 
-/// The child's process, when the registry knows it and it still runs (same
-/// pid, same start time: not a reused pid).
-async fn still_running(registry: &Registry, child: &PodName) -> Option<(u32, u64)> {
-    let alloc = registry.get(child).await.ok().flatten()?;
-    (alloc.pid != 0 && watch::start_time_of(alloc.pid) == Some(alloc.start_time))
-        .then_some((alloc.pid, alloc.start_time))
-}
-
-/// Runs the probes concurrently (each is bounded by its own timeout).
-async fn futures_join_all<F, T>(futures: impl IntoIterator<Item = F>) -> Vec<T>
-where
-    F: std::future::Future<Output = T> + Send + 'static,
-    T: Send + 'static,
-{
-    let handles: Vec<_> = futures.into_iter().map(tokio::spawn).collect();
-    let mut out = Vec::with_capacity(handles.len());
-    for h in handles {
-        if let Ok(v) = h.await {
-            out.push(v);
-        }
+/// The child's process, when the registry records it as this Pod's live
+/// child and it still runs (same pid, same start time: not a reused pid).
+async fn still_running(registry: &Registry, child: &PodName) -> Result<Option<(u32, u64)>, WireError> {
+    let Some(alloc) = registry.get(child).await? else { return Ok(None) };
+    if alloc.state != pod_registry::AllocState::Live {
+        return Ok(None);
     }
-    out
+    if alloc.start_time == 0 {
+        return Err(WireError::new(
+            crate::registry_link::BAD_ANSWER,
+            format!("the registry records live pod {child} without its process start time"),
+        ));
+    }
+    Ok((watch::start_time_of(alloc.pid) == Some(alloc.start_time)).then_some((alloc.pid, alloc.start_time)))
 }
 
 async fn append(log: &Arc<SessionLog>, events: Vec<Event>) -> Result<(), WireError> {

@@ -324,8 +324,10 @@ impl Owner {
         let launched = crate::launch::launch(&launch, &child_paths.pod_log()).await?;
         let pid = launched.pid;
         // Our unreaped child: its pid cannot be reused yet, so this start
-        // time is its own.
-        let start_time = watch::start_time_of(pid).unwrap_or_default();
+        // time is its own. None means it already exited: the spawn failed.
+        let start_time = watch::start_time_of(pid).ok_or_else(|| {
+            WireError::new("launch.exited", format!("{child} (pid {pid}) exited right after it reported ready"))
+        })?;
         self.pids.insert(child.clone(), (pid, start_time));
         fail::fail_point!("spawn.after_child_start");
         watch::watch_os_child(child.clone(), pid, launched.child, self.tx.clone());
@@ -395,8 +397,26 @@ impl Owner {
 
     async fn reclaim_all_in_span(&mut self, children: &[PodName], reason: RemovalReason) -> Result<usize, WireError> {
         fail::fail_point!("reclaim.before_registry");
-        let results = self.registry.reclaim_many(&self.name, children).await?;
+        // Answers that arrived are applied even when others failed: the
+        // registry committed them, so the Pod must take them in (and adopt
+        // the survivors they report); the rest stay recorded for a later
+        // reclaim, and the error is returned after.
+        let outcome = self.registry.reclaim_many(&self.name, children).await;
         fail::fail_point!("reclaim.after_registry");
+        let removed = self.apply_reclaimed(outcome.done, reason).await?;
+        match outcome.failed {
+            Some(e) => Err(e),
+            None => Ok(removed),
+        }
+    }
+
+    /// Takes in what the registry answered for reclaimed children: log,
+    /// memory, watches of adopted grandchildren, mirror.
+    async fn apply_reclaimed(
+        &mut self,
+        results: Vec<(PodName, Vec<crate::registry_link::Orphan>)>,
+        reason: RemovalReason,
+    ) -> Result<usize, WireError> {
         let reclaimed: Vec<(PodName, Vec<Adoption>)> = results
             .iter()
             .map(|(child, orphans)| {
@@ -478,7 +498,7 @@ impl Owner {
         }
         match &self.parent {
             None => {
-                if let Err(e) = self.registry.release(&self.name).await {
+                if let Err(e) = self.registry.release(&self.name).await.map(drop) {
                     tracing::error!(error = %e, "registry release failed");
                 }
             }
