@@ -53,6 +53,12 @@ impl Connection {
         Ok(Connection::new(Stream::connect(name).await?))
     }
 
+    /// How long to wait for the first byte of the next frame (servers: before
+    /// closing an idle connection).
+    pub fn set_idle_timeout(&mut self, idle: Duration) {
+        self.idle = idle;
+    }
+
     pub fn stream(&self) -> &Stream {
         self.stream.get_ref()
     }

@@ -38,6 +38,8 @@ pub enum ProtoError {
     PeerRefused(String),
     #[error("no frame within {0:?}")]
     Timeout(Duration),
+    #[error("the server already serves {max} connections, its limit; try again when one closes")]
+    Busy { max: usize },
     #[error("connection closed by the peer")]
     Closed,
     /// A request could not be written (the peer had closed, or the socket
@@ -60,6 +62,7 @@ impl ProtoError {
             ProtoError::VersionMismatch { .. } => "proto.version_mismatch",
             ProtoError::PeerRefused(_) => "proto.peer_refused",
             ProtoError::Timeout(_) => "proto.timeout",
+            ProtoError::Busy { .. } => "proto.busy",
             ProtoError::Closed | ProtoError::Io(_) => "proto.io",
             ProtoError::NotSent(_) => "proto.not_sent",
             ProtoError::Remote(w) => &w.code,
@@ -88,6 +91,7 @@ mod tests {
             (ProtoError::VersionMismatch { ours: 1, theirs: 2 }, "proto.version_mismatch"),
             (ProtoError::PeerRefused("uid".into()), "proto.peer_refused"),
             (ProtoError::Timeout(Duration::from_secs(1)), "proto.timeout"),
+            (ProtoError::Busy { max: 2 }, "proto.busy"),
             (ProtoError::Io(std::io::Error::other("x")), "proto.io"),
             (ProtoError::NotSent(std::io::Error::other("x")), "proto.not_sent"),
         ];

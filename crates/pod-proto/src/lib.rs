@@ -41,9 +41,17 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// a connection task.
 pub const FRAME_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Most connections one server serves at once; further ones wait in the
-/// listen backlog.
+/// Most connections one server serves at once (handshake done); one more
+/// is answered `proto.busy` and closed.
 pub const MAX_CONNECTIONS: usize = 1024;
+
+/// Longest a connection may take from accept to the end of its handshake;
+/// short, so connections that never finish it cost others nothing.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Most connections between accept and the end of their handshake; one
+/// more closes the oldest of them.
+pub const MAX_PENDING_HANDSHAKES: usize = 1024;
 
 /// Longest accepted client description in [`Hello`].
 pub const MAX_CLIENT_NAME_BYTES: usize = 256;

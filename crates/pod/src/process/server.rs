@@ -69,10 +69,22 @@ pub async fn handle_connection(mut conn: Connection, peer: PeerCred, ctx: Connec
     }
 }
 
+/// Most `Log` long-polls waiting at once; more wait for a slot (without
+/// holding a thread).
+pub const MAX_LOG_WAITERS: usize = 64;
+
+/// Slots for log long-polls. A long-poll blocks a thread for up to
+/// [`MAX_LOG_WAIT`]; it gets a thread of its own, never one of tokio's
+/// blocking pool, which the log appends of spawns and reclaims need.
+fn log_waiters() -> &'static Arc<tokio::sync::Semaphore> {
+    static SLOTS: std::sync::OnceLock<Arc<tokio::sync::Semaphore>> = std::sync::OnceLock::new();
+    SLOTS.get_or_init(|| Arc::new(tokio::sync::Semaphore::new(MAX_LOG_WAITERS)))
+}
+
 async fn read_log(log: &Arc<SessionLog>, from_seq: u64, wait_ms: u64) -> Result<PodReply, WireError> {
     let log = Arc::clone(log);
     let wait = Duration::from_millis(wait_ms).min(MAX_LOG_WAIT);
-    tokio::task::spawn_blocking(move || {
+    let read = move || {
         let from = from_seq.max(1);
         if wait > Duration::ZERO {
             log.wait_for_seq(from.saturating_sub(1), wait).map_err(|e| WireError::new(e.code(), e.to_string()))?;
@@ -83,7 +95,20 @@ async fn read_log(log: &Arc<SessionLog>, from_seq: u64, wait_ms: u64) -> Result<
         }
         let next_seq = records.last().map_or(from, |r| r.seq + 1);
         Ok(PodReply::Log { records, next_seq })
-    })
-    .await
-    .map_err(|e| WireError::new("pod.internal", format!("log reader failed: {e}")))?
+    };
+    let failed = |e: &dyn std::fmt::Display| WireError::new("pod.internal", format!("log reader failed: {e}"));
+    if wait == Duration::ZERO {
+        return tokio::task::spawn_blocking(read).await.map_err(|e| failed(&e))?;
+    }
+    let slot = Arc::clone(log_waiters()).acquire_owned().await.map_err(|e| failed(&e))?;
+    let (tx, rx) = oneshot::channel();
+    std::thread::Builder::new()
+        .name("pod-log-wait".into())
+        .spawn(move || {
+            let _slot = slot;
+            // The connection may be gone by now; nothing to tell it then.
+            let _ = tx.send(read());
+        })
+        .map_err(|e| failed(&e))?;
+    rx.await.map_err(|e| failed(&e))?
 }
