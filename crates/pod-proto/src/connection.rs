@@ -136,7 +136,11 @@ impl Connection {
     pub async fn server_handshake(&mut self) -> Result<Hello, ProtoError> {
         let saved = self.idle;
         self.idle = self.frame;
-        let hello = self.read_frame::<Hello>().await;
+        // A Hello that does not come is a slow handshake, not an idle peer.
+        let hello = self.read_frame::<Hello>().await.map_err(|e| match e {
+            ProtoError::Idle(d) => ProtoError::Timeout(d),
+            other => other,
+        });
         self.idle = saved;
         let hello = hello?.ok_or(ProtoError::Closed)?;
         if hello.protocol != PROTOCOL_VERSION {
@@ -154,7 +158,11 @@ impl Connection {
 
     /// Best-effort error frame before the server drops a connection it
     /// cannot continue (the peer may already be gone; nothing to do then).
+    /// An idle connection is closed without one.
     pub async fn refuse(&mut self, error: &ProtoError) {
+        if matches!(error, ProtoError::Idle(_)) {
+            return;
+        }
         let reply: Result<(), WireError> = Err(error.to_wire());
         if let Err(e) = self.write_frame(&reply).await {
             tracing::debug!(error = %e, "could not send the error frame");

@@ -38,6 +38,11 @@ pub enum ProtoError {
     PeerRefused(String),
     #[error("no frame within {0:?}")]
     Timeout(Duration),
+    /// No request began within the idle timeout: the server closes the
+    /// connection, silently (the peer did nothing wrong, and a frame left
+    /// behind would be read as the answer to its next request).
+    #[error("idle for {0:?}")]
+    Idle(Duration),
     #[error("the server already serves {max} connections, its limit; try again when one closes")]
     Busy { max: usize },
     #[error("connection closed by the peer")]
@@ -62,6 +67,7 @@ impl ProtoError {
             ProtoError::VersionMismatch { .. } => "proto.version_mismatch",
             ProtoError::PeerRefused(_) => "proto.peer_refused",
             ProtoError::Timeout(_) => "proto.timeout",
+            ProtoError::Idle(_) => "proto.idle",
             ProtoError::Busy { .. } => "proto.busy",
             ProtoError::Closed | ProtoError::Io(_) => "proto.io",
             ProtoError::NotSent(_) => "proto.not_sent",
@@ -92,6 +98,7 @@ mod tests {
             (ProtoError::PeerRefused("uid".into()), "proto.peer_refused"),
             (ProtoError::Timeout(Duration::from_secs(1)), "proto.timeout"),
             (ProtoError::Busy { max: 2 }, "proto.busy"),
+            (ProtoError::Idle(Duration::from_secs(1)), "proto.idle"),
             (ProtoError::Io(std::io::Error::other("x")), "proto.io"),
             (ProtoError::NotSent(std::io::Error::other("x")), "proto.not_sent"),
         ];

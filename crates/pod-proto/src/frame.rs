@@ -54,7 +54,7 @@ pub async fn read_body<R: AsyncRead + Unpin>(
     frame: Duration,
 ) -> Result<Option<Vec<u8>>, ProtoError> {
     let mut prefix = [0u8; HEADER_BYTES];
-    let first = tokio::time::timeout(idle, reader.read(&mut prefix)).await.map_err(|_| ProtoError::Timeout(idle))??;
+    let first = tokio::time::timeout(idle, reader.read(&mut prefix)).await.map_err(|_| ProtoError::Idle(idle))??;
     if first == 0 {
         return Ok(None);
     }

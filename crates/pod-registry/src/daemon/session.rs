@@ -140,6 +140,10 @@ pub async fn handle(mut conn: Connection, peer: PeerCred, ctx: Arc<Ctx>) {
         let request = match conn.read_frame::<Request>().await {
             Ok(Some(r)) => r,
             Ok(None) => return,
+            Err(ProtoError::Idle(idle)) => {
+                tracing::info!(?idle, "closing an idle connection");
+                return;
+            }
             Err(e) => {
                 tracing::info!(code = e.code(), error = %e, "closing connection after a bad frame");
                 conn.refuse(&e).await;

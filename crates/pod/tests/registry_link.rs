@@ -1,0 +1,134 @@
+//! The registry as Pods and the command line use it, when it is restarted,
+//! closes idle connections, or is sent frames by a same-uid stranger: real
+//! Pod processes, a real daemon started on demand, real SIGKILL.
+
+mod common;
+
+use common::{kill9, wait_until, Home};
+use pod_proto::RuntimeDirs;
+use pod_registry::{Client, ClientError};
+use scope::{PodName, ScopePath, ScopeRule};
+
+/// The registry daemon's pid, from its lock file.
+fn registry_pid(h: &Home) -> u32 {
+    let text = std::fs::read_to_string(h.home.join("run/registry.lock")).expect("registry lock");
+    text.trim().parse().expect("pid in the registry lock")
+}
+
+fn dirs(h: &Home) -> RuntimeDirs {
+    RuntimeDirs { run: h.home.join("run"), data: h.home.join("data") }
+}
+
+fn n(s: &str) -> PodName {
+    PodName::new(s).expect("name")
+}
+
+/// kill -9 of the registry under live Pods, then at once a spawn, a stop
+/// and a check: each first call succeeds (the request that never reached
+/// a daemon is sent again to a new one, started on demand), twenty rounds.
+#[test]
+fn pods_and_the_cli_survive_kill_9_of_the_registry() {
+    let h = Home::new();
+    h.must(&["start", "lead", "--write", "."]);
+    for round in 0..20 {
+        let dir = format!("r{round}");
+        std::fs::create_dir_all(h.repo.join(&dir)).expect("dir");
+        let child = format!("c{round}");
+        kill9(registry_pid(&h));
+        h.must(&["spawn", &child, "--parent", "lead", "--write", &dir]);
+        kill9(registry_pid(&h));
+        assert!(!h.can_write("lead", &format!("{dir}/x")), "round {round}: lead writes {child}'s region");
+        kill9(registry_pid(&h));
+        h.must(&["stop", &child]);
+        kill9(registry_pid(&h));
+        assert!(h.can_write("lead", &format!("{dir}/x")), "round {round}: lead did not get {dir} back");
+    }
+    let alloc = h.allocation("lead").expect("lead registered");
+    assert_eq!(alloc["layers"], serde_json::json!({}), "a layer was left behind");
+}
+
+/// A Pod whose registry connection the daemon closed as idle spawns on its
+/// next call without an error (the idle timeout shortened by the documented
+/// test-only setting, for the daemon only).
+#[test]
+fn an_idle_pod_spawns_after_the_registry_closed_its_connection() {
+    let h = Home::new();
+    // The daemon is started on demand by the lead and inherits this.
+    h.pod_env(&["start", "lead", "--write", "."], &[("POD_TEST_IDLE_TIMEOUT_MS", "200")]);
+    let log = h.home.join("run/registry.log");
+    wait_until("the registry closes the lead's idle connection", || {
+        std::fs::read_to_string(&log).unwrap_or_default().contains("closing an idle connection")
+    });
+    h.must(&["spawn", "docs", "--parent", "lead", "--write", "docs"]);
+    assert!(!h.can_write("lead", "docs/x"));
+    h.must(&["stop", "docs"]);
+    assert!(h.can_write("lead", "docs/x"));
+}
+
+/// A same-uid process that is neither a Pod's process nor its parent's
+/// sends the registry mutations about live Pods: each is refused with its
+/// own code and a whole line naming why, and nothing changes (no path gets
+/// a second writer).
+#[test]
+fn a_strangers_frames_about_live_pods_are_refused() {
+    let h = Home::new();
+    h.must(&["start", "lead", "--write", ".", "--deny-write", "secrets"]);
+    h.must(&["spawn", "docs", "--parent", "lead", "--write", "docs"]);
+    let before = h.json(&["registry", "ls", "--json"]);
+    let (lead_pid, docs_pid, me) = (h.pid("lead"), h.pid("docs"), std::process::id());
+    let rule = |rel: &str| ScopeRule::write(ScopePath::new(&h.path(rel)).expect("path"));
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let refusals: Vec<String> = runtime.block_on(async {
+        let mut c = Client::connect_running(&dirs(&h)).await.expect("connect");
+        let stranger = |r: Result<_, ClientError>| match r {
+            Ok(answer) => panic!("a stranger's frame was accepted: {answer:?}"),
+            Err(ClientError::Refused(w)) => format!("{} [{}]", w.message, w.code),
+            Err(e) => panic!("not a refusal: {e}"),
+        };
+        let other = pod_registry::client::Registration {
+            name: Some(n("thief")),
+            pid: me,
+            allow: vec![rule("docs")],
+            ..Default::default()
+        };
+        let mut layered = other.clone();
+        layered.allow = vec![rule("a")];
+        layered.layers = [(n("docs"), vec![rule("docs")])].into();
+        let mut as_lead = other.clone();
+        as_lead.pid = lead_pid;
+        as_lead.allow = vec![rule("a")];
+        vec![
+            stranger(c.release(&n("lead")).await.map(drop)),
+            stranger(c.release(&n("docs")).await.map(drop)),
+            stranger(c.reclaim(&n("lead"), &n("docs")).await.map(drop)),
+            stranger(c.delegate(&n("lead"), &n("mine"), &[rule("src")], &[]).await.map(drop)),
+            stranger(c.adopt(&n("docs"), me, "s", "/x").await.map(drop)),
+            stranger(c.register(&other).await.map(drop)),
+            stranger(c.register(&layered).await.map(drop)),
+            stranger(c.register(&as_lead).await.map(drop)),
+        ]
+    });
+    let redacted: Vec<String> = refusals
+        .iter()
+        .map(|line| {
+            line.replace(&h.repo.display().to_string(), "<repo>")
+                .replace(&format!("pid {lead_pid}"), "pid <lead>")
+                .replace(&format!("pid {docs_pid}"), "pid <docs>")
+                .replace(&format!("pid {me}"), "pid <stranger>")
+        })
+        .collect();
+    insta::assert_snapshot!(redacted.join("\n"), @r"
+    release changes live pod lead, so it must come from its process (pid <lead>) or the process that started it; the caller is pid <stranger> [registry.not_pod_process]
+    release changes live pod docs, so it must come from its process (pid <docs>) or the process that started it; the caller is pid <stranger> [registry.not_pod_process]
+    reclaim of docs must come from the process of its parent lead (pid <lead>); the caller is pid <stranger> [registry.not_parent_process]
+    delegate changes live pod lead, so it must come from its process (pid <lead>) or the process that started it; the caller is pid <stranger> [registry.not_pod_process]
+    docs is already live with another process or session; adopt only takes a reservation [registry.already_live]
+    write <repo>/docs/** conflicts with pod docs, which holds write <repo>/docs/** (both cover <repo>/docs/**) [registry.write_conflict]
+    docs is not a child of thief (its parent is lead) [registry.not_parent]
+    pid <lead> is neither the caller (pid <stranger>) nor a process the caller started [registry.pid_not_caller]
+    ");
+    assert_eq!(h.json(&["registry", "ls", "--json"]), before, "a refused frame changed the allocation table");
+    assert!(h.can_write("docs", "docs/x"));
+    assert!(!h.can_write("lead", "docs/x"), "two writers on docs");
+    assert!(h.can_write("lead", "src/x"));
+}
