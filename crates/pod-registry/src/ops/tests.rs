@@ -460,3 +460,156 @@ proptest! {
         }
     }
 }
+
+// -- request ids and authorization (plan_submission) -------------------------
+
+mod submissions {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::answers::{RequestId, StreamId};
+    use crate::auth::{Caller, Kernel, ProcId, Seen};
+
+    /// The kernel as a table: pid -> what it says (absent: gone).
+    #[derive(Default)]
+    struct FakeKernel(BTreeMap<u32, Seen>);
+
+    impl Kernel for FakeKernel {
+        fn process(&self, pid: u32) -> Seen {
+            self.0.get(&pid).copied().unwrap_or(Seen::Gone)
+        }
+    }
+
+    impl FakeKernel {
+        fn runs(mut self, pid: u32, start: u64, parent: u32) -> FakeKernel {
+            self.0.insert(pid, Seen::Running { start, parent });
+            self
+        }
+    }
+
+    fn caller(pid: u32, start: u64, parent: Option<(u32, u64)>) -> Caller {
+        Caller { process: ProcId { pid, start }, parent: parent.map(|(pid, start)| ProcId { pid, start }) }
+    }
+
+    fn submit(
+        state: &mut State,
+        op: Op,
+        id: Option<RequestId>,
+        who: Caller,
+        kernel: &FakeKernel,
+    ) -> Result<Reply, RegistryError> {
+        let (plan, reply) = plan_submission(state, &Submission { op, id, caller: Some(who) }, kernel)?;
+        state.apply(plan);
+        state.check_links().expect("links consistent");
+        Ok(reply)
+    }
+
+    fn pid_of(state: &State, name: &str) -> u32 {
+        state.get(&n(name)).expect("registered").rec.pid
+    }
+
+    /// lead (pid 100) -> mid -> leaf, all running; the kernel knows them.
+    fn tree() -> (State, FakeKernel) {
+        let mut s = State::new();
+        register(&mut s, "lead", vec![w("/r")], vec![]).expect("lead");
+        spawn(&mut s, "lead", "mid", vec![w("/r/m")]);
+        spawn(&mut s, "mid", "leaf", vec![w("/r/m/l")]);
+        let kernel = FakeKernel::default().runs(100, 1, 50).runs(pid_of(&s, "mid"), 1, 100).runs(
+            pid_of(&s, "leaf"),
+            1,
+            pid_of(&s, "mid"),
+        );
+        (s, kernel)
+    }
+
+    fn reclaim_op(parent: &str, child: &str) -> Op {
+        Op::Reclaim { parent: n(parent), child: n(child) }
+    }
+
+    #[test]
+    fn a_retried_reclaim_gets_the_first_answer_with_its_survivors() {
+        let (mut s, kernel) = tree();
+        let lead = caller(100, 1, Some((50, 9)));
+        let id = RequestId { stream: StreamId(7), seq: 1 };
+        let first = submit(&mut s, reclaim_op("lead", "mid"), Some(id), lead, &kernel).expect("reclaim");
+        let Reply::Reclaimed(out) = &first else { panic!("{first:?}") };
+        assert_eq!(out.reparented.len(), 1);
+        let leaf = &out.reparented[0];
+        assert_eq!((leaf.name.clone(), leaf.rules.clone(), leaf.start_time), (n("leaf"), vec![w("/r/m/l")], 1));
+        let fence = s.next_fence();
+        let again = submit(&mut s, reclaim_op("lead", "mid"), Some(id), lead, &kernel).expect("retry");
+        assert_eq!(again, first, "the retry gets the first answer");
+        assert_eq!(s.next_fence(), fence, "and changes nothing");
+        // Without the id, a second reclaim finds mid gone and reports nobody:
+        // the answer a retry must never get.
+        let fresh = RequestId { stream: StreamId(7), seq: 2 };
+        let Reply::Reclaimed(second) =
+            submit(&mut s, reclaim_op("lead", "mid"), Some(fresh), lead, &kernel).expect("new")
+        else {
+            panic!("reply")
+        };
+        assert_eq!((second.removed, second.reparented.len()), (false, 0));
+        let e = submit(&mut s, reclaim_op("lead", "mid"), Some(id), lead, &kernel).expect_err("stale");
+        assert_eq!(e.code(), "registry.stale_request");
+    }
+
+    #[test]
+    fn a_live_pods_allocation_changes_only_from_its_process_or_its_starter() {
+        let (mut s, kernel) = tree();
+        let stranger = caller(7, 3, Some((6, 2)));
+        let release = || Op::Release { name: n("lead") };
+        let e = submit(&mut s, release(), None, stranger, &kernel).expect_err("stranger");
+        assert_eq!(e.code(), "registry.not_pod_process");
+        let e = submit(&mut s, reclaim_op("lead", "mid"), None, stranger, &kernel).expect_err("stranger");
+        assert_eq!(e.code(), "registry.not_parent_process");
+        let delegate =
+            Op::Delegate(Delegate { parent: n("lead"), child: n("x"), rules: vec![w("/r/x")], deny: vec![] });
+        let e = submit(&mut s, delegate, None, stranger, &kernel).expect_err("stranger");
+        assert_eq!(e.code(), "registry.not_pod_process");
+        // The mid's own process may not reclaim itself from its parent...
+        let mid = caller(pid_of(&s, "mid"), 1, Some((100, 1)));
+        let e = submit(&mut s, reclaim_op("lead", "mid"), None, mid, &kernel).expect_err("not the parent");
+        assert_eq!(e.code(), "registry.not_parent_process");
+        // ...but the process that started lead (pid 50) acts for it.
+        let starter = caller(50, 9, None);
+        submit(&mut s, reclaim_op("lead", "mid"), None, starter, &kernel).expect("the starter");
+    }
+
+    #[test]
+    fn pods_that_do_not_run_may_be_changed_by_anyone() {
+        let (mut s, _) = tree();
+        // The kernel has none of them: every process is gone.
+        let nobody = FakeKernel::default();
+        let stranger = caller(7, 3, None);
+        submit(&mut s, reclaim_op("mid", "leaf"), None, stranger, &nobody).expect("both gone");
+        submit(&mut s, Op::Release { name: n("lead") }, None, stranger, &nobody).expect("gone");
+    }
+
+    #[test]
+    fn a_live_child_of_a_dead_parent_waits_for_its_parent() {
+        let (mut s, _) = tree();
+        let kernel = FakeKernel::default().runs(pid_of(&s, "leaf"), 1, 1);
+        let e = submit(&mut s, reclaim_op("mid", "leaf"), None, caller(7, 3, None), &kernel).expect_err("live child");
+        assert_eq!(e.code(), "registry.not_parent_process");
+    }
+
+    #[test]
+    fn a_reservation_is_adopted_by_a_process_its_parent_started() {
+        let (mut s, kernel) = tree();
+        delegate(&mut s, "lead", "new", vec![w("/r/n")]).expect("delegate");
+        let adopt =
+            |pid| Op::Adopt(Adopt { name: n("new"), pid, start_time: 4, session: "sn".into(), socket: "/n".into() });
+        let e = submit(&mut s, adopt(7), None, caller(7, 4, Some((6, 2))), &kernel).expect_err("stranger");
+        assert_eq!(e.code(), "registry.not_spawned_by_parent");
+        submit(&mut s, adopt(8), None, caller(8, 4, Some((100, 1))), &kernel).expect("started by lead's process");
+    }
+
+    #[test]
+    fn a_restored_pod_takes_back_only_pods_reparented_away_from_it() {
+        let mut s = State::new();
+        register(&mut s, "loner", vec![w("/l")], vec![]).expect("top-level of its own");
+        let layers = [(n("loner"), vec![w("/l")])].into();
+        let e = register_full(&mut s, "greedy", vec![w("/")], vec![], layers, "").expect_err("not its child");
+        assert_eq!(e.code(), "registry.not_former_child");
+    }
+}
