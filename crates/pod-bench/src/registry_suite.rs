@@ -2,7 +2,9 @@
 //! two things it cannot avoid (one fsync and one socket round trip, both
 //! measured in the same run), with `n` allocations already registered, how
 //! far group commit carries 32 concurrent clients (each its own parent, and
-//! all under one parent), and the daemon's memory.
+//! all under one parent), the daemon's memory, and how a `check` fares
+//! while 1,000 connections that never finish the handshake are held open
+//! (reopened as soon as the daemon closes them).
 //!
 //! The daemon is this same executable re-run with `--serve-daemon`, so it
 //! is a separate process (real socket, real RSS) without depending on
@@ -146,6 +148,13 @@ struct Samples {
     delegate: Vec<u64>,
     reclaim: Vec<u64>,
     check: Vec<u64>,
+    /// Checks timed as `idle_check` is, without the idle connections.
+    plain_check: Vec<u64>,
+    /// Checks while the idle connections are held.
+    idle_check: Vec<u64>,
+    /// Idle connections opened in all (the daemon closes each after the
+    /// handshake deadline; the holder opens it again).
+    reopened: usize,
 }
 
 async fn sequential(args: &Args, dirs: &RuntimeDirs, floor_dir: &Path) -> Result<(Samples, Floors), String> {
@@ -201,8 +210,119 @@ async fn sequential(args: &Args, dirs: &RuntimeDirs, floor_dir: &Path) -> Result
         }
     }
 
+    // The idle-load figure compares two phases timed alike (same blocks,
+    // same length: long enough to span several handshake deadlines, so the
+    // daemon's closing and the holder's reopening are part of it): without,
+    // then with another client holding IDLE_HOLDERS connections open that
+    // never send a byte, reopening each as soon as the daemon closes it.
+    let mut timed_checks = async |samples: &mut Vec<u64>, floors: &mut Floors| -> Result<(), String> {
+        let phase = Instant::now();
+        while samples.len() < IDLE_CHECK_SAMPLES || phase.elapsed() < IDLE_PHASE {
+            for _ in 0..CHECK_BLOCK {
+                floors.rtt.push(ipc_probe.sample().await?);
+            }
+            for _ in 0..CHECK_BLOCK {
+                let start = Instant::now();
+                c.check(&lead, &probe, Permission::Write).await.map_err(e("check"))?;
+                samples.push(us(start));
+            }
+        }
+        Ok(())
+    };
+    let mut plain_check = Vec::with_capacity(IDLE_CHECK_SAMPLES);
+    timed_checks(&mut plain_check, &mut floors).await?;
+    let holders = IdleHolders::start(dirs.registry_socket(), IDLE_HOLDERS)?;
+    holders.wait_connected()?;
+    let mut idle_check = Vec::with_capacity(IDLE_CHECK_SAMPLES);
+    timed_checks(&mut idle_check, &mut floors).await?;
+    let reopened = holders.stop()?;
+
     ipc_probe.close()?;
-    Ok((Samples { register, delegate, reclaim, check }, floors))
+    Ok((Samples { register, delegate, reclaim, check, plain_check, idle_check, reopened }, floors))
+}
+
+/// Connections held open, never handshaken, in the idle-load phase.
+const IDLE_HOLDERS: usize = 1000;
+const IDLE_CHECK_SAMPLES: usize = 2000;
+const IDLE_PHASE: Duration = Duration::from_millis(2500);
+
+/// A client that holds connections open without ever sending a byte.
+struct IdleHolders {
+    stop: tokio::sync::watch::Sender<bool>,
+    connected: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    thread: std::thread::JoinHandle<Result<usize, String>>,
+}
+
+impl IdleHolders {
+    fn start(socket: PathBuf, count: usize) -> Result<IdleHolders, String> {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+        pod_proto::server::raise_fd_limit();
+        let (stop, stop_t) = tokio::sync::watch::channel(false);
+        let connected = Arc::new(AtomicUsize::new(0));
+        let connected_t = Arc::clone(&connected);
+        let thread = std::thread::Builder::new()
+            .name("idle-holders".into())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| format!("cannot start tokio: {e}"))?;
+                rt.block_on(async move {
+                    let mut tasks = Vec::with_capacity(count);
+                    for _ in 0..count {
+                        let (socket, stop, connected) = (socket.clone(), stop_t.clone(), Arc::clone(&connected_t));
+                        tasks.push(tokio::spawn(async move {
+                            use tokio::io::AsyncReadExt;
+                            let mut stop = stop;
+                            let mut opened = 0usize;
+                            while !*stop.borrow() {
+                                let mut s = tokio::net::UnixStream::connect(&socket)
+                                    .await
+                                    .map_err(|e| format!("idle connect: {e}"))?;
+                                opened += 1;
+                                if opened == 1 {
+                                    connected.fetch_add(1, Ordering::SeqCst);
+                                }
+                                // Held until the daemon closes it, or we stop;
+                                // no timer, so holding costs this side nothing.
+                                let mut buf = [0u8; 64];
+                                tokio::select! {
+                                    _ = s.read(&mut buf) => {}
+                                    _ = stop.changed() => break,
+                                }
+                            }
+                            Ok::<usize, String>(opened)
+                        }));
+                    }
+                    let mut opened = 0;
+                    for t in tasks {
+                        opened += t.await.map_err(|e| format!("idle holder: {e}"))??;
+                    }
+                    Ok(opened)
+                })
+            })
+            .map_err(|e| format!("cannot start the idle holders: {e}"))?;
+        Ok(IdleHolders { stop, connected, thread })
+    }
+
+    /// Waits (bounded) until every holder has its first connection open.
+    fn wait_connected(&self) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.connected.load(std::sync::atomic::Ordering::SeqCst) < IDLE_HOLDERS {
+            if Instant::now() > deadline || self.thread.is_finished() {
+                return Err("the idle connections could not all be opened".into());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(())
+    }
+
+    /// Stops holding; returns how many connections were opened in all.
+    fn stop(self) -> Result<usize, String> {
+        let _ = self.stop.send(true);
+        self.thread.join().map_err(|_| "the idle holders panicked".to_string())?
+    }
 }
 
 /// The 32-client runs.
@@ -217,7 +337,10 @@ struct Throughput {
 }
 
 fn report(args: &Args, samples: Samples, floors: Floors, throughput: &Throughput, rss_mb: f64) -> Value {
-    let Samples { mut register, mut delegate, mut reclaim, mut check } = samples;
+    let Samples { mut register, mut delegate, mut reclaim, mut check, mut plain_check, mut idle_check, reopened } =
+        samples;
+    let plain_check_p50 = quantile(&mut plain_check, 0.50);
+    let idle_check_p50 = quantile(&mut idle_check, 0.50);
     let Floors { mut fsync, mut rtt } = floors;
     let (fsync_p50, fsync_p99) = (quantile(&mut fsync, 0.50), quantile(&mut fsync, 0.99));
     let (rtt_p50, rtt_p99) = (quantile(&mut rtt, 0.50), quantile(&mut rtt, 0.99));
@@ -236,6 +359,12 @@ fn report(args: &Args, samples: Samples, floors: Floors, throughput: &Throughput
         "reclaim_us_p99": quantile(&mut reclaim, 0.99),
         "check_us_p50": quantile(&mut check, 0.50),
         "check_us_p99": quantile(&mut check, 0.99),
+        "plain_phase_check_us_p50": plain_check_p50,
+        "plain_phase_check_us_p99": quantile(&mut plain_check, 0.99),
+        "idle1000_check_us_p50": idle_check_p50,
+        "idle1000_check_us_p99": quantile(&mut idle_check, 0.99),
+        "idle1000_connections_opened": reopened,
+        "idle1000_check_over_plain": round2(idle_check_p50 as f64 / plain_check_p50.max(1) as f64),
         "floor_fsync_us_p50": fsync_p50,
         "floor_fsync_us_p99": fsync_p99,
         "floor_ipc_rtt_us_p50": rtt_p50,
