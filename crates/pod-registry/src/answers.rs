@@ -132,7 +132,7 @@ pub struct Answers {
 /// A change of the table, applied to memory and to the store together.
 #[derive(Debug, Clone)]
 pub enum AnswerChange {
-    Put(StreamId, Remembered),
+    Put(StreamId, Box<Remembered>),
     Forget(StreamId),
 }
 
@@ -195,7 +195,7 @@ impl Answers {
             total -= old.bytes;
             changes.push(AnswerChange::Forget(*stream));
         }
-        changes.push(AnswerChange::Put(id.stream, rem));
+        changes.push(AnswerChange::Put(id.stream, Box::new(rem)));
         changes
     }
 
@@ -204,7 +204,7 @@ impl Answers {
             AnswerChange::Put(stream, rem) => {
                 self.remove(&stream);
                 self.next_use = self.next_use.max(rem.used + 1);
-                self.insert(stream, rem);
+                self.insert(stream, *rem);
             }
             AnswerChange::Forget(stream) => self.remove(&stream),
         }

@@ -132,3 +132,56 @@ fn a_strangers_frames_about_live_pods_are_refused() {
     assert!(!h.can_write("lead", "docs/x"), "two writers on docs");
     assert!(h.can_write("lead", "src/x"));
 }
+
+/// A Pod whose allocation the registry drops while it runs (here: the
+/// process that started the Pod, which may act for it, releases it) fails
+/// closed: every check is denied naming why, spawns are refused, and its
+/// log records `pod.fenced`.
+#[test]
+fn a_pod_whose_allocation_vanishes_fails_closed() {
+    use std::io::{BufRead, Write};
+    let h = Home::new();
+    std::fs::create_dir_all(&h.home).expect("home");
+    let request = pod::launch::LaunchRequest {
+        name: n("lead"),
+        mode: pod::launch::LaunchMode::Start {
+            allow: vec![ScopeRule::write(ScopePath::new(&h.path(".")).expect("path"))],
+            deny: vec![],
+            workload: None,
+        },
+        cwd: None,
+    };
+    // Started by this test, as `pod start` starts a Pod: this process is
+    // its starter.
+    let mut pod = std::process::Command::new(common::POD)
+        .args(["__pod", "lead"])
+        .env("POD_HOME", &h.home)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("pod process");
+    pod.stdin.take().expect("stdin").write_all(&serde_json::to_vec(&request).expect("json")).expect("launch request");
+    let mut ready = String::new();
+    std::io::BufReader::new(pod.stdout.take().expect("stdout")).read_line(&mut ready).expect("ready line");
+    assert!(ready.contains("Ready"), "{ready}");
+    assert!(h.can_write("lead", "src/x"));
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    runtime.block_on(async {
+        let mut c = Client::connect_running(&dirs(&h)).await.expect("connect");
+        c.release(&n("lead")).await.expect("the starter may release its pod");
+    });
+    wait_until("lead fails closed", || !h.can_write("lead", "src/x"));
+    let check = h.pod(&["check", "lead", "src/x", "--write"]);
+    assert_eq!(check.code, 1, "{check:?}");
+    insta::assert_snapshot!(check.stdout.replace(&h.repo.display().to_string(), "<repo>"), @"denied: lead write <repo>/src/x (fenced: the registry no longer holds lead's allocation)");
+    let spawn = h.pod(&["spawn", "docs", "--parent", "lead", "--write", "docs"]);
+    insta::assert_snapshot!(spawn.stderr.trim_end(), @"pod: lead failed closed and spawns nothing: the registry no longer holds lead's allocation [pod.fenced]");
+    let fenced: Vec<_> = h.events("lead").into_iter().filter(|e| e["kind"] == "pod.fenced").collect();
+    assert_eq!(
+        fenced,
+        vec![serde_json::json!({"kind": "pod.fenced", "reason": "the registry no longer holds lead's allocation"})]
+    );
+    let _ = pod.kill();
+    let _ = pod.wait();
+}

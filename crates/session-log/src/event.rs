@@ -31,6 +31,12 @@ pub enum Event {
     ChildReparented { name: PodName, from: PodName, rules: Vec<ScopeRule>, socket: String },
     #[serde(rename = "pod.stopped")]
     PodStopped,
+    /// The Pod failed closed: from here on it answers every check "denied"
+    /// and refuses to spawn. The one event of every fencing cause (an
+    /// allocation change it cannot explain, its allocation vanishing, later
+    /// a lost registry lease); `reason` says which, in words.
+    #[serde(rename = "pod.fenced")]
+    PodFenced { reason: String },
     /// A kind this build does not know, written by a newer one. Read-only:
     /// `append` refuses it.
     #[serde(untagged)]
@@ -60,8 +66,8 @@ pub struct Record {
 }
 
 /// The kinds this build writes and decodes strictly.
-const KNOWN_KINDS: [&str; 6] =
-    ["pod.created", "pod.scope", "child.spawned", "child.removed", "child.reparented", "pod.stopped"];
+const KNOWN_KINDS: [&str; 7] =
+    ["pod.created", "pod.scope", "child.spawned", "child.removed", "child.reparented", "pod.stopped", "pod.fenced"];
 
 impl Event {
     /// The kind string, as stored.
@@ -73,6 +79,7 @@ impl Event {
             Event::ChildRemoved { .. } => "child.removed",
             Event::ChildReparented { .. } => "child.reparented",
             Event::PodStopped => "pod.stopped",
+            Event::PodFenced { .. } => "pod.fenced",
             Event::Unknown { kind } => kind,
         }
     }

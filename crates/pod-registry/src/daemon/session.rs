@@ -51,20 +51,24 @@ impl Ctx {
     /// Waits (at most `WATCH_WAIT`) until `name`'s record has a fence above
     /// `after_fence` or is gone; answers with the record as it is then.
     async fn watch(&self, name: &PodName, after_fence: u64) -> Reply {
-        let mut commits = self.writer.commits();
+        // Declared first so it runs last: after the receiver is dropped,
+        // however this future ends (also when its connection goes away).
+        let _release = Release(self.writer.watched(), name);
+        let mut changes = self.writer.watched().subscribe(name);
         let deadline = tokio::time::Instant::now() + WATCH_WAIT;
-        loop {
-            commits.mark_unchanged();
+        let reply = loop {
+            changes.mark_unchanged();
             let now = self.state.read().await.get(name).map(|h| h.rec.clone());
             if now.as_ref().is_none_or(|rec| rec.fence > after_fence) {
-                return Reply::Watched(now);
+                break Reply::Watched(now);
             }
-            match tokio::time::timeout_at(deadline, commits.changed()).await {
+            match tokio::time::timeout_at(deadline, changes.changed()).await {
                 Ok(Ok(())) => continue,
                 // Timed out, or the writer is gone (shutting down).
-                Ok(Err(_)) | Err(_) => return Reply::Watched(now),
+                Ok(Err(_)) | Err(_) => break Reply::Watched(now),
             }
-        }
+        };
+        reply
     }
 
     /// The one operation that visits every allocation: it must look at
@@ -113,6 +117,15 @@ fn start_time_for(pid: u32, caller: &Caller) -> Result<u64, RegistryError> {
         Ok(Some(_)) => Err(RegistryError::PidNotCaller { pid, caller_pid: caller.process.pid }),
         Ok(None) => Err(RegistryError::NoSuchProcess { pid }),
         Err(e) => Err(RegistryError::BadRequest(format!("cannot read the start time of pid {pid}: {e}"))),
+    }
+}
+
+/// Forgets a watched name's signal once its last watcher is gone.
+struct Release<'a>(&'a super::writer::Watched, &'a PodName);
+
+impl Drop for Release<'_> {
+    fn drop(&mut self) {
+        self.0.release(self.1);
     }
 }
 

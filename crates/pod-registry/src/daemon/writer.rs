@@ -51,8 +51,47 @@ pub struct Writer {
     idle: Notify,
     /// Signalled once when a commit failed: the daemon must stop.
     failed: Notify,
-    /// Counts answered groups that changed something; watchers wait on it.
-    committed: tokio::sync::watch::Sender<u64>,
+    /// Who waits for changes of which allocation (`watch` requests).
+    watched: Watched,
+}
+
+/// One signal per watched allocation, so that a commit wakes only the
+/// watchers of the records it changed.
+#[derive(Default)]
+pub struct Watched {
+    senders: Mutex<rustc_hash::FxHashMap<PodName, tokio::sync::watch::Sender<()>>>,
+}
+
+impl Watched {
+    fn lock(&self) -> MutexGuard<'_, rustc_hash::FxHashMap<PodName, tokio::sync::watch::Sender<()>>> {
+        self.senders.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A receiver that sees a change each time `name`'s record is committed.
+    pub fn subscribe(&self, name: &PodName) -> tokio::sync::watch::Receiver<()> {
+        self.lock().entry(name.clone()).or_insert_with(|| tokio::sync::watch::Sender::new(())).subscribe()
+    }
+
+    /// Forgets `name`'s signal once nobody waits on it (call after dropping
+    /// the receiver).
+    pub fn release(&self, name: &PodName) {
+        let mut g = self.lock();
+        if g.get(name).is_some_and(|s| s.receiver_count() == 0) {
+            g.remove(name);
+        }
+    }
+
+    fn notify(&self, names: &[PodName]) {
+        let g = self.lock();
+        if g.is_empty() {
+            return;
+        }
+        for name in names {
+            if let Some(s) = g.get(name) {
+                s.send_replace(());
+            }
+        }
+    }
 }
 
 struct Inner {
@@ -72,13 +111,13 @@ impl Writer {
             inner: Mutex::new(Inner { queue: Vec::new(), store: Some(store), leading: false, closed: None }),
             idle: Notify::new(),
             failed: Notify::new(),
-            committed: tokio::sync::watch::Sender::new(0),
+            watched: Watched::default(),
         }
     }
 
-    /// A receiver that sees the count of committed groups change.
-    pub fn commits(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.committed.subscribe()
+    /// The watchers' signals.
+    pub fn watched(&self) -> &Watched {
+        &self.watched
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -161,7 +200,7 @@ impl Writer {
             let take = g.queue.len().min(MAX_GROUP);
             g.queue.drain(..take).collect()
         };
-        self.with_store("commit", |store| commit_group(&self.state, store, jobs, &self.committed));
+        self.with_store("commit", |store| commit_group(&self.state, store, jobs, &self.watched));
     }
 
     /// Runs `work` on the store, which the leader takes out for it; a
@@ -240,7 +279,7 @@ fn commit_group(
     state: &RwLock<State>,
     store: &mut dyn Store,
     jobs: Vec<Job>,
-    committed: &tokio::sync::watch::Sender<u64>,
+    watched: &Watched,
 ) -> Result<(), RegistryError> {
     let mut guard = state.blocking_write();
     // Names (and answer streams) touched by the group; what is written for
@@ -309,8 +348,6 @@ fn commit_group(
         // A caller that went away no longer needs its answer.
         let _ = tx.send(answer);
     }
-    if written > 0 {
-        committed.send_modify(|n| *n += 1);
-    }
+    watched.notify(&touched);
     Ok(())
 }

@@ -99,6 +99,9 @@ async fn run(request: LaunchRequest) -> (std::process::ExitCode, Option<std::fs:
     let Started { owner, listener, log, lock } = started;
     let socket = owner.paths.socket().to_string_lossy().into_owned();
     let pid_file = owner.paths.pid_file();
+    if let Err(e) = owner.start_watching() {
+        tracing::error!(error = %e, "cannot watch this pod's allocation; registry changes go unnoticed");
+    }
     let owner_task = tokio::spawn(owner.run(rx));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let (closing_tx, closing_rx) = tokio::sync::watch::channel(false);

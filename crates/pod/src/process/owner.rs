@@ -51,6 +51,9 @@ pub enum OwnerMsg {
     },
     /// SIGTERM or SIGINT.
     Terminate,
+    /// The registry changed this Pod's allocation (or it vanished): the
+    /// owner compares it with what the Pod holds (see `check_allocation`).
+    AllocationChanged,
 }
 
 /// Who asked this Pod to stop; a Pod told by its parent does not call back.
@@ -81,6 +84,13 @@ pub struct Owner {
     shutdown: Option<(ShutdownOrigin, Vec<Responder>)>,
     /// The workload's process, held from its start.
     workload_process: Option<PidFd>,
+    /// Why this Pod failed closed, once it did: every check is then denied
+    /// and spawns are refused.
+    fenced: Option<String>,
+    /// Children between the registry's delegate and the end of their spawn
+    /// (or its undoing): the registry may hold a layer for one that the
+    /// scope does not have yet, which is no reason to fence.
+    spawning: std::collections::BTreeSet<PodName>,
 }
 
 impl Owner {
@@ -109,7 +119,18 @@ impl Owner {
             stopping: BTreeMap::new(),
             shutdown: None,
             workload_process: None,
+            fenced: None,
+            spawning: Default::default(),
         }
+    }
+
+    /// Starts the long-poll on this Pod's allocation (its own registry
+    /// connection); each change it reports reaches the owner as
+    /// [`OwnerMsg::AllocationChanged`].
+    pub fn start_watching(&self) -> Result<(), WireError> {
+        let watcher = self.registry.watcher()?;
+        tokio::spawn(watch_allocation(watcher, self.name.clone(), self.tx.clone()));
+        Ok(())
     }
 
     pub fn set_workload(&mut self, process: Option<PidFd>) {
@@ -160,6 +181,7 @@ impl Owner {
                     self.begin_shutdown(ShutdownOrigin::Workload, None).await;
                 }
                 OwnerMsg::Terminate => self.begin_shutdown(ShutdownOrigin::Signal, None).await,
+                OwnerMsg::AllocationChanged => self.check_allocation().await,
             }
             if self.shutdown.is_some() && self.core.children.is_empty() {
                 self.finish_shutdown().await;
@@ -177,6 +199,11 @@ impl Owner {
         let answer = match request {
             PodRequest::Ping => Ok(PodReply::Pong { name: self.name.clone(), pid: std::process::id() }),
             PodRequest::Status => Ok(PodReply::Status(self.status())),
+            PodRequest::Check { .. } if self.fenced.is_some() => Ok(PodReply::Verdict {
+                allowed: false,
+                permission: None,
+                decided_by: format!("fenced: {}", self.fenced.as_deref().unwrap_or_default()),
+            }),
             PodRequest::Check { path, permission } => {
                 let verdict = self.core.scope.permission_at(&path);
                 Ok(PodReply::Verdict {
@@ -263,6 +290,12 @@ impl Owner {
         if self.shutdown.is_some() {
             return Err(WireError::new("pod.shutting_down", format!("{} is shutting down", self.name)));
         }
+        if let Some(reason) = &self.fenced {
+            return Err(WireError::new(
+                "pod.fenced",
+                format!("{} failed closed and spawns nothing: {reason}", self.name),
+            ));
+        }
         let child = request.child.clone();
         if child == self.name {
             return Err(WireError::new("pod.self_spawn", format!("{child} cannot spawn itself")));
@@ -271,6 +304,14 @@ impl Owner {
             .scope
             .check_delegation(&child, &request.rules)
             .map_err(|e| WireError::new(e.code(), e.to_string()))?;
+        self.spawning.insert(child.clone());
+        let spawned = self.spawn_delegated(request).await;
+        self.spawning.remove(&child);
+        spawned
+    }
+
+    async fn spawn_delegated(&mut self, request: SpawnRequest) -> Result<PodReply, WireError> {
+        let child = request.child.clone();
         let child_paths = PodPaths::new(&self.paths.dirs, &child);
         let socket = child_paths.socket().to_string_lossy().into_owned();
         fail::fail_point!("spawn.before_delegate");
@@ -535,6 +576,109 @@ impl Owner {
         }
     }
 
+    /// Compares the registry's record of this Pod with what the Pod holds.
+    /// Equal: nothing to do. A difference the Pod can explain is one the
+    /// registry made when children of this Pod went away without it (a
+    /// sweep): their layers are gone from the record, and their survivors'
+    /// layers are in it; the Pod then reclaims those children, which takes
+    /// the survivors in. Any other difference, or the record vanishing,
+    /// makes the Pod fail closed (`fence`).
+    async fn check_allocation(&mut self) {
+        if self.fenced.is_some() || self.shutdown.is_some() {
+            return;
+        }
+        let rec = match self.registry.get(&self.name).await {
+            Ok(rec) => rec,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read this pod's allocation; the next report checks again");
+                return;
+            }
+        };
+        let missing = match self.explain(rec.as_ref()).await {
+            Ok(missing) => missing,
+            Err(reason) => return self.fence(reason).await,
+        };
+        if missing.is_empty() {
+            return;
+        }
+        tracing::info!(?missing, "the registry removed children of this pod; reclaiming them");
+        if let Err(e) = self.reclaim_all(&missing, RemovalReason::Lost).await {
+            tracing::warn!(error = %e, "reclaim of children the registry removed failed; the next report checks again");
+            return;
+        }
+        let rec = match self.registry.get(&self.name).await {
+            Ok(rec) => rec,
+            Err(e) => return tracing::warn!(error = %e, "cannot read this pod's allocation after the reclaim"),
+        };
+        match self.explain(rec.as_ref()).await {
+            Ok(missing) if missing.is_empty() => {}
+            Ok(missing) => {
+                let names: Vec<String> = missing.iter().map(|c| c.to_string()).collect();
+                self.fence(format!("the registry still lacks the layers of {} after their reclaim", names.join(", ")))
+                    .await
+            }
+            Err(reason) => self.fence(reason).await,
+        }
+    }
+
+    /// The children whose reclaim would make `rec` equal to this Pod's
+    /// scope, or why the difference cannot be explained.
+    async fn explain(&self, rec: Option<&pod_registry::Allocation>) -> Result<Vec<PodName>, String> {
+        let Some(rec) = rec else { return Err(format!("the registry no longer holds {}'s allocation", self.name)) };
+        let me = std::process::id();
+        let start = watch::start_time_of(me);
+        if rec.pid != me || Some(rec.start_time) != start {
+            return Err(format!("the registry records {} as process {}, not this one ({me})", self.name, rec.pid));
+        }
+        let scope = self.core.scope.snapshot();
+        if rec.allow != scope.allow || rec.deny != scope.deny {
+            return Err(format!("the registry holds other base rules for {} than it has", self.name));
+        }
+        let missing: Vec<PodName> = scope
+            .layers
+            .keys()
+            .filter(|c| !rec.layers.contains_key(*c) && !self.spawning.contains(*c))
+            .cloned()
+            .collect();
+        if let Some(stranger) = missing.iter().find(|c| !self.core.children.contains_key(*c)) {
+            return Err(format!(
+                "the registry dropped the layer for {stranger}, which is not a child of {}",
+                self.name
+            ));
+        }
+        for (child, rules) in &rec.layers {
+            match scope.layers.get(child) {
+                Some(ours) if ours == rules => {}
+                None if self.spawning.contains(child) => {}
+                Some(_) => return Err(format!("the registry holds other rules for {}'s layer {child}", self.name)),
+                None => {
+                    let moved = self.registry.get(child).await.map_err(|e| e.to_string())?;
+                    let explained = moved.as_ref().is_some_and(|m| {
+                        m.parent.as_ref() == Some(&self.name)
+                            && m.former_parent.as_ref().is_some_and(|f| missing.contains(f))
+                    });
+                    if !explained {
+                        return Err(format!(
+                            "the registry gave {} a layer for {child}, which it cannot explain",
+                            self.name
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(missing)
+    }
+
+    /// Fails closed: logs `pod.fenced {reason}`; from now on every check is
+    /// denied, naming the reason, and spawns are refused.
+    async fn fence(&mut self, reason: String) {
+        tracing::error!(%reason, "pod.fenced: failing closed");
+        if let Err(e) = self.append(vec![Event::PodFenced { reason: reason.clone() }]).await {
+            tracing::error!(error = %e, "could not record pod.fenced");
+        }
+        self.fenced = Some(reason);
+    }
+
     async fn append(&self, events: Vec<Event>) -> Result<(), WireError> {
         let log = Arc::clone(&self.log);
         tokio::task::spawn_blocking(move || log.append(events))
@@ -555,5 +699,36 @@ impl Owner {
             .collect();
         mirror::write(&self.paths.run_dir, &children)
             .map_err(|e| WireError::new("pod.mirror", format!("cannot write spawned_pods.json: {e}")))
+    }
+}
+
+/// How long the allocation watch waits after a failed long-poll (the
+/// registry could not be reached even with the link's own retries).
+const WATCH_RETRY: Duration = Duration::from_secs(1);
+
+/// The Pod's long-poll on its own allocation: tells the owner of every
+/// change (its fence moved, or the record is gone), and runs until the owner
+/// is gone. This is also the channel a later registry (etcd) uses to carry
+/// the node's lease deadline to each Pod.
+async fn watch_allocation(mut watcher: crate::registry_link::Watcher, name: PodName, tx: mpsc::Sender<OwnerMsg>) {
+    let mut after = 0;
+    loop {
+        match watcher.next(&name, after).await {
+            Ok(Some(rec)) if rec.fence == after => continue,
+            Ok(rec) => {
+                if tx.send(OwnerMsg::AllocationChanged).await.is_err() {
+                    return;
+                }
+                match rec {
+                    Some(rec) => after = rec.fence,
+                    // Gone: the owner fails closed (or is shutting down).
+                    None => return,
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "allocation watch failed; watching again");
+                tokio::time::sleep(WATCH_RETRY).await;
+            }
+        }
     }
 }
