@@ -42,8 +42,10 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 pub const FRAME_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Most connections one server serves at once (handshake done); one more
-/// is answered `proto.busy` and closed.
-pub const MAX_CONNECTIONS: usize = 1024;
+/// is answered `proto.busy` and closed. Every Pod holds two registry
+/// connections (its calls and the watch of its allocation), so this bounds
+/// a machine's Pods at about half of it.
+pub const MAX_CONNECTIONS: usize = 16_384;
 
 /// Longest a connection may take from accept to the end of its handshake;
 /// short, so connections that never finish it cost others nothing.
