@@ -133,17 +133,14 @@ fn a_strangers_frames_about_live_pods_are_refused() {
     assert!(h.can_write("lead", "src/x"));
 }
 
-/// A Pod whose allocation the registry drops while it runs (here: the
-/// process that started the Pod, which may act for it, releases it) fails
-/// closed: every check is denied naming why, spawns are refused, and its
-/// log records `pod.fenced`.
-#[test]
-fn a_pod_whose_allocation_vanishes_fails_closed() {
+/// Starts Pod `name` (writing the whole repository) as this test's own
+/// child, as `pod start` starts a Pod, so this process is its starter and
+/// the registry lets it act for the Pod.
+fn start_own_pod(h: &Home, name: &str) -> std::process::Child {
     use std::io::{BufRead, Write};
-    let h = Home::new();
     std::fs::create_dir_all(&h.home).expect("home");
     let request = pod::launch::LaunchRequest {
-        name: n("lead"),
+        name: n(name),
         mode: pod::launch::LaunchMode::Start {
             allow: vec![ScopeRule::write(ScopePath::new(&h.path(".")).expect("path"))],
             deny: vec![],
@@ -151,10 +148,8 @@ fn a_pod_whose_allocation_vanishes_fails_closed() {
         },
         cwd: None,
     };
-    // Started by this test, as `pod start` starts a Pod: this process is
-    // its starter.
     let mut pod = std::process::Command::new(common::POD)
-        .args(["__pod", "lead"])
+        .args(["__pod", name])
         .env("POD_HOME", &h.home)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
@@ -165,6 +160,21 @@ fn a_pod_whose_allocation_vanishes_fails_closed() {
     let mut ready = String::new();
     std::io::BufReader::new(pod.stdout.take().expect("stdout")).read_line(&mut ready).expect("ready line");
     assert!(ready.contains("Ready"), "{ready}");
+    pod
+}
+
+fn fenced_events(h: &Home, pod: &str) -> Vec<serde_json::Value> {
+    h.events(pod).into_iter().filter(|e| e["kind"] == "pod.fenced").collect()
+}
+
+/// A Pod whose allocation the registry drops while it runs (here: the
+/// process that started the Pod, which may act for it, releases it) fails
+/// closed: every check is denied naming why, spawns are refused, and its
+/// log records `pod.fenced`.
+#[test]
+fn a_pod_whose_allocation_vanishes_fails_closed() {
+    let h = Home::new();
+    let mut pod = start_own_pod(&h, "lead");
     assert!(h.can_write("lead", "src/x"));
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     runtime.block_on(async {
@@ -177,10 +187,35 @@ fn a_pod_whose_allocation_vanishes_fails_closed() {
     insta::assert_snapshot!(check.stdout.replace(&h.repo.display().to_string(), "<repo>"), @"denied: lead write <repo>/src/x (fenced: the registry no longer holds lead's allocation)");
     let spawn = h.pod(&["spawn", "docs", "--parent", "lead", "--write", "docs"]);
     insta::assert_snapshot!(spawn.stderr.trim_end(), @"pod: lead failed closed and spawns nothing: the registry no longer holds lead's allocation [pod.fenced]");
-    let fenced: Vec<_> = h.events("lead").into_iter().filter(|e| e["kind"] == "pod.fenced").collect();
     assert_eq!(
-        fenced,
+        fenced_events(&h, "lead"),
         vec![serde_json::json!({"kind": "pod.fenced", "reason": "the registry no longer holds lead's allocation"})]
+    );
+    let _ = pod.kill();
+    let _ = pod.wait();
+}
+
+/// A change of its allocation that the Pod did not make and cannot explain
+/// (here its starter delegates part of its region behind its back) makes it
+/// fail closed, so the region the registry handed on is not answered
+/// "allowed" by two Pods.
+#[test]
+fn a_pod_given_a_layer_it_cannot_explain_fails_closed() {
+    let h = Home::new();
+    let mut pod = start_own_pod(&h, "lead");
+    let docs = ScopeRule::write(ScopePath::new(&h.path("docs")).expect("path"));
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    runtime.block_on(async {
+        let mut c = Client::connect_running(&dirs(&h)).await.expect("connect");
+        c.delegate(&n("lead"), &n("ghost"), &[docs], &[]).await.expect("the starter may delegate for its pod");
+    });
+    wait_until("lead fails closed", || !h.can_write("lead", "src/x"));
+    assert!(!h.can_write("lead", "docs/x"), "lead and ghost both hold docs");
+    assert_eq!(
+        fenced_events(&h, "lead"),
+        vec![
+            serde_json::json!({"kind": "pod.fenced", "reason": "the registry gave lead a layer for ghost, which it cannot explain"})
+        ]
     );
     let _ = pod.kill();
     let _ = pod.wait();
