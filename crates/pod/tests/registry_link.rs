@@ -220,3 +220,33 @@ fn a_pod_given_a_layer_it_cannot_explain_fails_closed() {
     let _ = pod.kill();
     let _ = pod.wait();
 }
+
+/// The registry sweeps a dead child (mid) and reparents its child (leaf)
+/// to the lead while the lead is stopped (SIGSTOP), so when it continues
+/// the lead has both mid's exit and the watch's report of the reparenting
+/// waiting: it reclaims mid, adopts leaf, and the report (which its own
+/// reclaim explains) does not make it fail closed.
+#[test]
+fn a_sweep_behind_the_pods_back_is_explained_not_fenced() {
+    let h = Home::new();
+    h.must(&["start", "lead", "--write", "."]);
+    h.must(&["spawn", "mid", "--parent", "lead", "--write", "a"]);
+    h.must(&["spawn", "leaf", "--parent", "mid", "--write", "a/b"]);
+    let lead = h.pid("lead");
+    common::signal(lead, rustix::process::Signal::STOP);
+    h.kill9("mid");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let gone = runtime.block_on(async {
+        let mut c = Client::connect_running(&dirs(&h)).await.expect("connect");
+        c.sweep().await.expect("sweep")
+    });
+    // The daemon's own periodic sweep may have got there first.
+    assert!(gone.is_empty() || gone == vec![n("mid")], "{gone:?}");
+    assert_eq!(h.allocation("leaf").expect("leaf")["parent"], "lead", "the registry reparented leaf");
+    common::signal(lead, rustix::process::Signal::CONT);
+    wait_until("lead adopts leaf", || common::layer_names(&h.scope("lead")) == vec!["leaf".to_string()]);
+    assert_eq!(h.allocation("lead").expect("lead")["layers"], h.scope("lead")["layers"]);
+    assert!(!h.can_write("lead", "a/b/x"));
+    assert!(h.can_write("lead", "a/x"));
+    assert_eq!(fenced_events(&h, "lead"), Vec::<serde_json::Value>::new(), "lead fenced itself");
+}

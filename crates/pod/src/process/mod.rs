@@ -359,9 +359,20 @@ async fn resume(
     // One that does not run is pruned; one that runs but does not answer
     // (hung, or slow on a loaded machine) is kept and watched, since pruning
     // it would hand back a region it may still write.
+    let children = owner.child_names();
+    // Many children: one paged list of the table instead of a call each.
+    let table: Option<BTreeMap<PodName, pod_registry::Allocation>> = if children.len() > LIST_ABOVE {
+        Some(registry.list().await?.into_iter().map(|a| (a.name.clone(), a)).collect())
+    } else {
+        None
+    };
     let mut unreachable = Vec::new();
-    for child in owner.child_names() {
-        match still_running(&registry, &child).await? {
+    for child in children {
+        let alloc = match &table {
+            Some(table) => table.get(&child).cloned(),
+            None => registry.get(&child).await?,
+        };
+        match still_running(&child, alloc)? {
             Some((pid, start_time)) => owner.watch_existing_child(&child, pid, start_time),
             None => unreachable.push(child),
         }
@@ -378,10 +389,14 @@ async fn resume(
     Ok(owner)
 }
 
-/// The child's process, when the registry records it as this Pod's live
-/// child and it still runs (same pid, same start time: not a reused pid).
-async fn still_running(registry: &Registry, child: &PodName) -> Result<Option<(u32, u64)>, WireError> {
-    let Some(alloc) = registry.get(child).await? else { return Ok(None) };
+/// Above this many recorded children, resume reads the registry's whole
+/// table (paged) rather than asking for each child.
+const LIST_ABOVE: usize = 32;
+
+/// The child's process, when the registry records it (`alloc`) as live
+/// and it still runs (same pid, same start time: not a reused pid).
+fn still_running(child: &PodName, alloc: Option<pod_registry::Allocation>) -> Result<Option<(u32, u64)>, WireError> {
+    let Some(alloc) = alloc else { return Ok(None) };
     if alloc.state != pod_registry::AllocState::Live {
         return Ok(None);
     }
