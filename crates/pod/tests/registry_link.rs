@@ -9,10 +9,20 @@ use pod_proto::RuntimeDirs;
 use pod_registry::{Client, ClientError};
 use scope::{PodName, ScopePath, ScopeRule};
 
-/// The registry daemon's pid, from its lock file.
-fn registry_pid(h: &Home) -> u32 {
-    let text = std::fs::read_to_string(h.home.join("run/registry.lock")).expect("registry lock");
-    text.trim().parse().expect("pid in the registry lock")
+/// kill -9 of the running registry daemon (its pid from its lock file).
+/// The Pods' allocation watches start a new daemon as soon as one dies, so
+/// the lock may be between holders (truncated, or naming a dead daemon):
+/// wait (bounded) until it names a daemon that runs.
+fn kill_registry(h: &Home) {
+    let lock = h.home.join("run/registry.lock");
+    let mut pid = 0;
+    wait_until("a registry daemon runs", || {
+        pid = std::fs::read_to_string(&lock).ok().and_then(|t| t.trim().parse().ok()).unwrap_or(0);
+        // A stale pid may have been reused: only a registry daemon counts.
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        pid != 0 && common::Proc::of(pid).alive() && String::from_utf8_lossy(&cmdline).contains("registry")
+    });
+    kill9(pid);
 }
 
 fn dirs(h: &Home) -> RuntimeDirs {
@@ -34,13 +44,13 @@ fn pods_and_the_cli_survive_kill_9_of_the_registry() {
         let dir = format!("r{round}");
         std::fs::create_dir_all(h.repo.join(&dir)).expect("dir");
         let child = format!("c{round}");
-        kill9(registry_pid(&h));
+        kill_registry(&h);
         h.must(&["spawn", &child, "--parent", "lead", "--write", &dir]);
-        kill9(registry_pid(&h));
+        kill_registry(&h);
         assert!(!h.can_write("lead", &format!("{dir}/x")), "round {round}: lead writes {child}'s region");
-        kill9(registry_pid(&h));
+        kill_registry(&h);
         h.must(&["stop", &child]);
-        kill9(registry_pid(&h));
+        kill_registry(&h);
         assert!(h.can_write("lead", &format!("{dir}/x")), "round {round}: lead did not get {dir} back");
     }
     let alloc = h.allocation("lead").expect("lead registered");
