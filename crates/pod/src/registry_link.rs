@@ -312,3 +312,57 @@ impl Watcher {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn n(s: &str) -> PodName {
+        PodName::new(s).expect("name")
+    }
+
+    #[test]
+    fn failures_of_the_call_path_have_their_own_codes() {
+        let cases: Vec<(ClientError, &str)> = vec![
+            (ClientError::Proto(ProtoError::VersionMismatch { ours: 2, theirs: 1 }), VERSION_MISMATCH),
+            (ClientError::Proto(ProtoError::Timeout(Duration::from_secs(300))), TIMEOUT),
+            (ClientError::OutcomeUnknown(ProtoError::Closed), CONNECTION_LOST),
+            (ClientError::Proto(ProtoError::Io(std::io::Error::other("refused"))), UNREACHABLE),
+            (ClientError::Refused(WireError::new("registry.not_parent", "x")), "registry.not_parent"),
+        ];
+        for (error, code) in cases {
+            assert_eq!(to_wire(error).code, code);
+        }
+        let e = to_wire(ClientError::Proto(ProtoError::VersionMismatch { ours: 2, theirs: 1 }));
+        assert_eq!(
+            e.message,
+            "the registry cannot be used: protocol version mismatch: this side speaks 2, the peer speaks 1"
+        );
+    }
+
+    #[test]
+    fn a_survivor_without_rules_or_process_is_refused() {
+        let rule = ScopeRule::write(scope::ScopePath::new("/r/g").expect("path"));
+        let survivor = |rules: Vec<ScopeRule>, start_time| Survivor {
+            name: n("g"),
+            rules,
+            socket: "/run/g/sock".into(),
+            pid: 42,
+            start_time,
+        };
+        let e = orphan(&n("mid"), survivor(vec![], 7)).expect_err("no rules");
+        assert_eq!(
+            (e.code.as_str(), e.message.as_str()),
+            (BAD_ANSWER, "the registry reported g (reparented from mid) without its rules")
+        );
+        let e = orphan(&n("mid"), survivor(vec![rule.clone()], 0)).expect_err("no start time");
+        assert_eq!(
+            (e.code.as_str(), e.message.as_str()),
+            (BAD_ANSWER, "the registry reported g (reparented from mid) without its process")
+        );
+        let ok = orphan(&n("mid"), survivor(vec![rule.clone()], 7)).expect("whole");
+        assert_eq!((ok.rules, ok.pid, ok.start_time), (vec![rule], 42, 7));
+    }
+}
