@@ -131,8 +131,10 @@ mod tests {
     #[test]
     fn a_passed_deadline_shuts_the_socket_down() {
         let (mut mine, _theirs) = UnixStream::pair().expect("pair");
-        let armed = arm(&mine, Duration::from_millis(50)).expect("arm");
+        // Taken before arming: the deadline is 50 ms after a moment later
+        // than this, so the read cannot end sooner than 50 ms from here.
         let started = Instant::now();
+        let armed = arm(&mine, Duration::from_millis(50)).expect("arm");
         // Blocks until the watchdog shuts the socket: then reads EOF.
         let mut buf = [0u8; 8];
         assert_eq!(mine.read(&mut buf).expect("read"), 0);
