@@ -1,0 +1,623 @@
+//! The re-exec helper: `pod __sandbox-exec STAGE` (or this crate's
+//! `pod-sandbox-helper STAGE`), a fresh single-threaded process that does
+//! what a multithreaded Pod cannot do for a child without `unsafe` in
+//! `pre_exec`: join the Pod's cgroups, enter new namespaces, mount, restrict
+//! itself with Landlock, and only then exec the workload. Its spec arrives
+//! as a frame on stdin, a socketpair the parent made, never on argv.
+//!
+//! Stages, each a re-exec of the same binary:
+//! - **keeper**: spawned by the Pod. Joins the cgroups, unshares the user
+//!   (when not root), mount and PID namespaces the plan needs, applies the
+//!   exec-time mounts, and stays: it serves narrowing on the Pod's control
+//!   socket (the Pod process cannot enter these namespaces), reports the
+//!   workload's exit, and, without a PID namespace, is the tree's
+//!   subreaper: every orphan of the workload comes back to it, and it lives
+//!   until the last one is gone. SIGTERM: end the tree (TERM to all);
+//!   SIGUSR1: kill it (KILL until none is left).
+//! - **init**: the first process of a new PID namespace (supervisor
+//!   without a cgroup). Reaps, relays SIGTERM to the namespace, SIGUSR1
+//!   kills it; when it dies the kernel ends every process in it.
+//! - **exec**: applies Landlock (with `no_new_privs`) and execs the workload.
+//!   A failure before exec is a frame back; a successful exec closes the
+//!   socket (close-on-exec), which its parent reads as success.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::{Arc, Mutex};
+
+use rustix::process::{Pid, Signal, WaitOptions};
+use rustix::thread::UnshareFlags;
+use scope::{Permission, ScopeRule};
+use serde::{Deserialize, Serialize};
+
+use crate::frame::{read_frame, write_frame};
+use crate::policy::{LandlockPlan, MountOp};
+use crate::{busy, cgroup, enforce, mounts, proc, sys, SandboxError};
+
+/// Version of the spec and of the control messages; a helper from another
+/// build refuses a spec of another version.
+pub const PROTOCOL: u32 = 1;
+/// Exit code of a helper that failed before the workload ran.
+pub const EXIT_SETUP_FAILED: u8 = 125;
+/// Exit code when the workload's program could not be executed.
+pub const EXIT_EXEC_FAILED: u8 = 127;
+
+/// How to start the helper: the program and the arguments before the stage
+/// (`[pod, "__sandbox-exec"]`, or the crate's test binary alone).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HelperCommand {
+    pub program: PathBuf,
+    pub args: Vec<String>,
+}
+
+impl HelperCommand {
+    fn command(&self, stage: Stage) -> Command {
+        let mut cmd = Command::new(&self.program);
+        cmd.args(&self.args).arg(stage.name()).env_clear();
+        cmd
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    Keeper,
+    Init,
+    Exec,
+}
+
+impl Stage {
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Keeper => "keeper",
+            Stage::Init => "init",
+            Stage::Exec => "exec",
+        }
+    }
+}
+
+/// Namespaces the keeper creates.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Namespaces {
+    pub user: bool,
+    pub mount: bool,
+    pub pid: bool,
+}
+
+/// The workload's command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Program {
+    pub program: String,
+    pub args: Vec<String>,
+    /// The whole environment (nothing is inherited).
+    pub env: Vec<(String, String)>,
+    pub cwd: PathBuf,
+}
+
+/// Everything a stage needs, sent on its stdin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Spec {
+    pub protocol: u32,
+    pub stage: Stage,
+    pub helper: HelperCommand,
+    /// `cgroup.procs` files the keeper writes itself into.
+    pub cgroups: Vec<PathBuf>,
+    /// The v2 cgroup whose members are the workload (busy scans); `None`:
+    /// the keeper's descendants are.
+    pub members_cgroup: Option<PathBuf>,
+    pub namespaces: Namespaces,
+    /// Real ids, mapped to themselves in a new user namespace.
+    pub uid: u32,
+    pub gid: u32,
+    pub mounts: Vec<MountOp>,
+    /// Regions delegated before the workload started, per child.
+    pub narrowed: BTreeMap<String, Vec<MountOp>>,
+    pub landlock: Option<LandlockPlan>,
+    pub workload: Program,
+}
+
+/// How the workload's main process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitReport {
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+}
+
+impl ExitReport {
+    fn of(status: rustix::process::WaitStatus) -> ExitReport {
+        ExitReport { code: status.exit_status(), signal: status.terminating_signal() }
+    }
+
+    /// The shell's convention: the code, or 128 + the signal.
+    pub fn shell_code(self) -> i32 {
+        match (self.code, self.signal) {
+            (Some(c), _) => c,
+            (None, Some(s)) => 128 + s,
+            (None, None) => 255,
+        }
+    }
+}
+
+/// Keeper → Pod.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    Ready { keeper: u32, workload: u32, init: Option<u32>, pid_namespace: Option<u64> },
+    Failed { code: String, message: String },
+    Exited { exit: ExitReport },
+    Reply { reply: Reply },
+}
+
+/// Pod → keeper.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "request", rename_all = "snake_case")]
+pub enum Request {
+    /// Take the write rules of `rules` away from the workload (child `id`).
+    Narrow { id: String, rules: Vec<ScopeRule> },
+    /// Give back what `Narrow { id }` took.
+    Widen { id: String },
+    Ping,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "reply", rename_all = "snake_case")]
+pub enum Reply {
+    Narrowed { id: String },
+    Widened { id: String },
+    Busy { pid: u32, path: PathBuf, how: String },
+    Error { code: String, message: String },
+    Pong { keeper: u32 },
+}
+
+/// Init → keeper.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+enum InitEvent {
+    Started,
+    Failed { code: String, message: String },
+    Exited { exit: ExitReport },
+}
+
+/// Entry point: `args` are the arguments after the dispatch word (the
+/// stage name). The pod binary calls this for `pod __sandbox-exec`.
+pub fn helper_main(args: &[String]) -> ExitCode {
+    let stage = match args {
+        [s] if s == "keeper" => Stage::Keeper,
+        [s] if s == "init" => Stage::Init,
+        [s] if s == "exec" => Stage::Exec,
+        _ => {
+            eprintln!("sandbox helper: expected one stage argument (keeper, init or exec), got {args:?}");
+            return ExitCode::from(EXIT_SETUP_FAILED);
+        }
+    };
+    let mut socket = match std::io::stdin().as_fd().try_clone_to_owned() {
+        Ok(fd) => UnixStream::from(fd),
+        Err(e) => {
+            eprintln!("sandbox helper: no control socket on stdin: {e}");
+            return ExitCode::from(EXIT_SETUP_FAILED);
+        }
+    };
+    let spec: Spec = match read_frame(&mut socket) {
+        Ok(Some(spec)) => spec,
+        Ok(None) => {
+            eprintln!("sandbox helper: the parent sent no spec");
+            return ExitCode::from(EXIT_SETUP_FAILED);
+        }
+        Err(e) => return report_failure(&mut socket, &e),
+    };
+    if spec.protocol != PROTOCOL || spec.stage != stage {
+        let e = SandboxError::Protocol(format!(
+            "spec for stage {} protocol {}, but this helper is stage {} protocol {PROTOCOL}",
+            spec.stage.name(),
+            spec.protocol,
+            stage.name()
+        ));
+        return report_failure(&mut socket, &e);
+    }
+    // The spec's socket stays ours alone: stdin becomes /dev/null.
+    if let Err(e) = null_stdin() {
+        return report_failure(&mut socket, &e);
+    }
+    match stage {
+        Stage::Keeper => keeper(spec, socket),
+        Stage::Init => init(spec, socket),
+        Stage::Exec => exec(spec, socket),
+    }
+}
+
+fn null_stdin() -> Result<(), SandboxError> {
+    let null = std::fs::File::open("/dev/null").map_err(SandboxError::io("cannot open /dev/null"))?;
+    rustix::stdio::dup2_stdin(&null).map_err(SandboxError::errno("cannot make /dev/null stdin"))
+}
+
+fn report_failure(socket: &mut UnixStream, e: &SandboxError) -> ExitCode {
+    let event = Event::Failed { code: e.code().to_string(), message: e.to_string() };
+    if write_frame(socket, &event).is_err() {
+        eprintln!("sandbox helper: {e}");
+    }
+    ExitCode::from(EXIT_SETUP_FAILED)
+}
+
+/// Starts the next stage with `spec` (its stage set) on a fresh socketpair.
+fn spawn_stage(spec: &Spec, stage: Stage) -> Result<(Child, UnixStream), SandboxError> {
+    let (mut mine, theirs) = UnixStream::pair().map_err(SandboxError::io("cannot create a socketpair"))?;
+    let mut cmd = spec.helper.command(stage);
+    cmd.stdin(Stdio::from(OwnedFd::from(theirs))).stdout(Stdio::inherit()).stderr(Stdio::inherit());
+    let child = cmd
+        .spawn()
+        .map_err(SandboxError::io(format!("cannot start the {} stage ({})", stage.name(), spec.helper.program.display())))?;
+    let mut next = spec.clone();
+    next.stage = stage;
+    write_frame(&mut mine, &next)?;
+    Ok((child, mine))
+}
+
+/// Waits for an exec stage: the socket closing is success.
+fn exec_result(socket: &mut UnixStream) -> Result<(), SandboxError> {
+    match read_frame::<Event>(socket)? {
+        None => Ok(()),
+        Some(Event::Failed { code, message }) => Err(remote_error(&code, message)),
+        Some(other) => Err(SandboxError::Protocol(format!("unexpected frame from the exec stage: {other:?}"))),
+    }
+}
+
+/// Rebuilds a typed error from its code, as far as one can be.
+pub(crate) fn remote_error(code: &str, message: String) -> SandboxError {
+    match code {
+        "enforce.unsupported" => SandboxError::Unsupported(message),
+        "enforce.refused" => SandboxError::Refused(message),
+        "sandbox.bad_request" => SandboxError::BadRequest(message),
+        "sandbox.protocol" => SandboxError::Protocol(message),
+        _ => SandboxError::Helper(message),
+    }
+}
+
+fn write_map(file: &str, text: &str) -> Result<(), SandboxError> {
+    std::fs::write(file, text).map_err(SandboxError::io(format!("cannot write {file:?} to {file}")))
+}
+
+/// Everything the keeper does before it starts the next stage.
+fn keeper_setup(spec: &Spec) -> Result<(), SandboxError> {
+    std::env::set_current_dir("/").map_err(SandboxError::io("cannot change to /"))?;
+    cgroup::join(&spec.cgroups)?;
+    let ns = spec.namespaces;
+    let mut flags = UnshareFlags::empty();
+    if ns.user {
+        flags |= UnshareFlags::NEWUSER;
+    }
+    if ns.mount {
+        flags |= UnshareFlags::NEWNS;
+    }
+    if ns.pid {
+        flags |= UnshareFlags::NEWPID;
+    }
+    if !flags.is_empty() {
+        sys::unshare_namespaces(flags).map_err(SandboxError::errno(format!("cannot create namespaces ({flags:?})")))?;
+    }
+    if ns.user {
+        write_map("/proc/self/setgroups", "deny")?;
+        write_map("/proc/self/uid_map", &format!("{0} {0} 1", spec.uid))?;
+        write_map("/proc/self/gid_map", &format!("{0} {0} 1", spec.gid))?;
+    }
+    if ns.mount {
+        mounts::make_downstream()?;
+        mounts::apply_all(&spec.mounts)?;
+        for ops in spec.narrowed.values() {
+            mounts::apply_all(ops)?;
+        }
+    }
+    if !ns.pid {
+        rustix::process::set_child_subreaper(Some(rustix::process::getpid()))
+            .map_err(SandboxError::errno("cannot become the subreaper of the workload"))?;
+    }
+    Ok(())
+}
+
+type Shared = Arc<Mutex<UnixStream>>;
+
+fn send(control: &Shared, event: &Event) {
+    let mut stream = match control.lock() {
+        Ok(s) => s,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    // The Pod may be gone (killed): the workload goes on without it.
+    let _ = write_frame(&mut *stream, event);
+}
+
+fn keeper(spec: Spec, mut control: UnixStream) -> ExitCode {
+    if let Err(e) = keeper_setup(&spec) {
+        return report_failure(&mut control, &e);
+    }
+    // Registered before any child exists, so no TERM finds the default.
+    let signals = match signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGUSR1])
+    {
+        Ok(s) => s,
+        Err(e) => return report_failure(&mut control, &SandboxError::io("cannot handle signals")(e)),
+    };
+    let pidns = spec.namespaces.pid;
+    let next = if pidns { Stage::Init } else { Stage::Exec };
+    let (child, mut child_socket) = match spawn_stage(&spec, next) {
+        Ok(c) => c,
+        Err(e) => return report_failure(&mut control, &e),
+    };
+    let child_pid = child.id();
+    let started = if pidns {
+        match read_frame::<InitEvent>(&mut child_socket) {
+            Ok(Some(InitEvent::Started)) => Ok(()),
+            Ok(Some(InitEvent::Failed { code, message })) => Err(remote_error(&code, message)),
+            Ok(other) => Err(SandboxError::Protocol(format!("the init stage said {other:?} before starting"))),
+            Err(e) => Err(e),
+        }
+    } else {
+        exec_result(&mut child_socket)
+    };
+    if let Err(e) = started {
+        return report_failure(&mut control, &e);
+    }
+    let workload = if pidns { proc::descendants(child_pid).first().copied().unwrap_or(0) } else { child_pid };
+    let ready = Event::Ready {
+        keeper: std::process::id(),
+        workload,
+        init: pidns.then_some(child_pid),
+        pid_namespace: if pidns { proc::pid_namespace(child_pid) } else { None },
+    };
+    let writer = match control.try_clone() {
+        Ok(w) => Arc::new(Mutex::new(w)),
+        Err(e) => return report_failure(&mut control, &SandboxError::io("cannot clone the control socket")(e)),
+    };
+    send(&writer, &ready);
+
+    // Signals: end or kill the tree.
+    std::thread::spawn(move || relay_signals(signals, pidns.then_some(child_pid)));
+    let main_exit: Arc<Mutex<Option<ExitReport>>> = Arc::new(Mutex::new(None));
+    if pidns {
+        // The init reports the main process's exit; its own exit means the
+        // namespace is empty.
+        let writer = Arc::clone(&writer);
+        let main_exit = Arc::clone(&main_exit);
+        std::thread::spawn(move || {
+            while let Ok(Some(event)) = read_frame::<InitEvent>(&mut child_socket) {
+                if let InitEvent::Exited { exit } = event {
+                    if let Ok(mut slot) = main_exit.lock() {
+                        *slot = Some(exit);
+                    }
+                    send(&writer, &Event::Exited { exit });
+                }
+            }
+        });
+    }
+    {
+        let writer = Arc::clone(&writer);
+        let main_exit = Arc::clone(&main_exit);
+        std::thread::spawn(move || {
+            let code = reap_until_empty(child_pid, |exit| {
+                if !pidns {
+                    send(&writer, &Event::Exited { exit });
+                }
+                if let Ok(mut slot) = main_exit.lock() {
+                    slot.get_or_insert(exit);
+                }
+            });
+            let code = main_exit.lock().ok().and_then(|s| *s).map_or(code, ExitReport::shell_code);
+            std::process::exit(code);
+        });
+    }
+    drop(child);
+    serve_control(&spec, &mut control, &writer);
+    // The Pod closed the channel (or died): the workload goes on; the
+    // reaper thread ends this process when the tree is gone.
+    loop {
+        std::thread::park();
+    }
+}
+
+/// Reaps every child until none is left, calling `on_main` when `main`
+/// exits. Returns the main process's shell code (255 when not seen).
+fn reap_until_empty(main: u32, mut on_main: impl FnMut(ExitReport)) -> i32 {
+    let mut code = 255;
+    loop {
+        match rustix::process::waitpid(None, WaitOptions::empty()) {
+            Ok(Some((pid, status))) => {
+                if pid.as_raw_nonzero().get() as u32 == main {
+                    let exit = ExitReport::of(status);
+                    code = exit.shell_code();
+                    on_main(exit);
+                }
+            }
+            Ok(None) | Err(rustix::io::Errno::INTR) => {}
+            Err(_) => return code, // ECHILD: nobody left
+        }
+    }
+}
+
+/// Sends `signal` to every descendant of this process, each through a
+/// pidfd opened while it is still known to be ours (a reused pid is never
+/// signalled).
+fn signal_descendants(signal: Signal) -> usize {
+    let me = std::process::id();
+    let mut sent = 0;
+    for pid in proc::descendants(me) {
+        let Some(raw) = i32::try_from(pid).ok().and_then(Pid::from_raw) else { continue };
+        let Ok(fd) = rustix::process::pidfd_open(raw, rustix::process::PidfdFlags::empty()) else { continue };
+        // Still below us once the pidfd pins it?
+        let mut up = pid;
+        let mut ours = false;
+        for _ in 0..4096 {
+            match proc::parent(up) {
+                Some(p) if p == me => {
+                    ours = true;
+                    break;
+                }
+                Some(p) if p > 1 => up = p,
+                _ => break,
+            }
+        }
+        if ours && rustix::process::pidfd_send_signal(&fd, signal).is_ok() {
+            sent += 1;
+        }
+    }
+    sent
+}
+
+/// Most rounds of "kill every descendant" before the keeper gives up.
+const MAX_KILL_ROUNDS: usize = 10_000;
+
+fn relay_signals(mut signals: signal_hook::iterator::Signals, init: Option<u32>) {
+    for signal in signals.forever() {
+        let kill = signal == signal_hook::consts::SIGUSR1;
+        match init {
+            Some(init) => {
+                let Some(pid) = i32::try_from(init).ok().and_then(Pid::from_raw) else { continue };
+                // SIGKILL of the init ends the whole namespace.
+                let sig = if kill { Signal::KILL } else { Signal::TERM };
+                let _ = rustix::process::kill_process(pid, sig);
+            }
+            None if kill => {
+                for _ in 0..MAX_KILL_ROUNDS {
+                    if signal_descendants(Signal::KILL) == 0 {
+                        break;
+                    }
+                }
+            }
+            None => {
+                signal_descendants(Signal::TERM);
+            }
+        }
+    }
+}
+
+fn serve_control(spec: &Spec, control: &mut UnixStream, writer: &Shared) {
+    let mut narrowed = spec.narrowed.clone();
+    loop {
+        let request = match read_frame::<Request>(control) {
+            Ok(Some(r)) => r,
+            Ok(None) => return,
+            Err(e) => {
+                send(writer, &Event::Reply { reply: Reply::Error { code: e.code().into(), message: e.to_string() } });
+                return;
+            }
+        };
+        let reply = match request {
+            Request::Ping => Reply::Pong { keeper: std::process::id() },
+            Request::Narrow { id, rules } => narrow(spec, &mut narrowed, id, &rules),
+            Request::Widen { id } => match narrowed.remove(&id) {
+                None => Reply::Widened { id },
+                Some(ops) => match mounts::undo_all(&ops) {
+                    Ok(()) => Reply::Widened { id },
+                    Err(e) => {
+                        narrowed.insert(id, ops);
+                        Reply::Error { code: e.code().into(), message: e.to_string() }
+                    }
+                },
+            },
+        };
+        send(writer, &Event::Reply { reply });
+    }
+}
+
+fn workload_members(spec: &Spec) -> Vec<u32> {
+    let me = std::process::id();
+    let mut pids = match &spec.members_cgroup {
+        Some(dir) => cgroup::members(dir),
+        None => proc::descendants(me),
+    };
+    pids.retain(|p| *p != me);
+    pids
+}
+
+fn busy_reply(h: busy::Holder) -> Reply {
+    Reply::Busy { pid: h.pid, path: h.path, how: h.how.to_string() }
+}
+
+fn narrow(spec: &Spec, narrowed: &mut BTreeMap<String, Vec<MountOp>>, id: String, rules: &[ScopeRule]) -> Reply {
+    if !spec.namespaces.mount {
+        return Reply::Error {
+            code: "enforce.unsupported".into(),
+            message: "this workload has no private mount namespace (level landlock or off): a running workload keeps its exec-time scope".into(),
+        };
+    }
+    if narrowed.contains_key(&id) {
+        return Reply::Narrowed { id };
+    }
+    let writes: Vec<ScopeRule> = rules.iter().filter(|r| r.permission == Permission::Write).cloned().collect();
+    if let Some(h) = busy::find(&workload_members(spec), &writes) {
+        return busy_reply(h);
+    }
+    let ops = crate::policy::narrowing(rules);
+    if let Err(e) = mounts::apply_all(&ops) {
+        return Reply::Error { code: e.code().into(), message: e.to_string() };
+    }
+    // A process that opened something between the scan and the bind still
+    // holds the old mount: look again, and undo if so.
+    if let Some(h) = busy::find(&workload_members(spec), &writes) {
+        if let Err(e) = mounts::undo_all(&ops) {
+            return Reply::Error { code: e.code().into(), message: e.to_string() };
+        }
+        return busy_reply(h);
+    }
+    narrowed.insert(id.clone(), ops);
+    Reply::Narrowed { id }
+}
+
+fn init(spec: Spec, mut keeper: UnixStream) -> ExitCode {
+    let fail = |keeper: &mut UnixStream, e: &SandboxError| {
+        let _ = write_frame(keeper, &InitEvent::Failed { code: e.code().into(), message: e.to_string() });
+        ExitCode::from(EXIT_SETUP_FAILED)
+    };
+    if let Err(e) = std::env::set_current_dir("/") {
+        return fail(&mut keeper, &SandboxError::io("cannot change to /")(e));
+    }
+    let mut signals =
+        match signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGUSR1]) {
+            Ok(s) => s,
+            Err(e) => return fail(&mut keeper, &SandboxError::io("cannot handle signals")(e)),
+        };
+    let (child, mut socket) = match spawn_stage(&spec, Stage::Exec) {
+        Ok(c) => c,
+        Err(e) => return fail(&mut keeper, &e),
+    };
+    if let Err(e) = exec_result(&mut socket) {
+        return fail(&mut keeper, &e);
+    }
+    let _ = write_frame(&mut keeper, &InitEvent::Started);
+    std::thread::spawn(move || {
+        for signal in signals.forever() {
+            let sig = if signal == signal_hook::consts::SIGUSR1 { libc::SIGKILL } else { libc::SIGTERM };
+            if let Err(e) = sys::kill_all_in_namespace(sig) {
+                tracing::debug!(error = %e, "nothing left to signal");
+            }
+        }
+    });
+    let main = child.id();
+    drop(child);
+    let code = reap_until_empty(main, |exit| {
+        let _ = write_frame(&mut keeper, &InitEvent::Exited { exit });
+    });
+    let _ = keeper.flush();
+    ExitCode::from(u8::try_from(code).unwrap_or(255))
+}
+
+fn exec(spec: Spec, mut parent: UnixStream) -> ExitCode {
+    let program = &spec.workload;
+    if let Err(e) = std::env::set_current_dir(&program.cwd) {
+        return report_failure(&mut parent, &SandboxError::io(format!("cannot change to {}", program.cwd.display()))(e));
+    }
+    if let Some(plan) = &spec.landlock {
+        if let Err(e) = enforce::restrict(plan) {
+            return report_failure(&mut parent, &e);
+        }
+    }
+    let err = Command::new(&program.program)
+        .args(&program.args)
+        .env_clear()
+        .envs(program.env.iter().map(|(k, v)| (k, v)))
+        .exec();
+    let e = SandboxError::Helper(format!("cannot run {:?}: {err}", program.program));
+    let _ = write_frame(&mut parent, &Event::Failed { code: "sandbox.exec".into(), message: e.to_string() });
+    ExitCode::from(EXIT_EXEC_FAILED)
+}

@@ -1,0 +1,242 @@
+//! The Pod's side of a sandboxed workload: start the keeper with its spec,
+//! wait (bounded) until the workload runs, then talk to the keeper:
+//! narrow and widen regions (each acknowledged before the call returns),
+//! and hear the workload's exit.
+
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
+use std::process::{Child, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use scope::{PodName, ScopeRule};
+
+use crate::containment::{Containment, ProcessId};
+use crate::detect::Support;
+use crate::frame::{read_frame, write_frame};
+use crate::helper::{Event, ExitReport, HelperCommand, Namespaces, Program, Reply, Request, Spec, Stage, PROTOCOL};
+use crate::level::Mechanism;
+use crate::policy::{Level, Plan};
+use crate::SandboxError;
+
+/// Longest the keeper may take to report the workload started.
+pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest one narrow or widen may take to be acknowledged.
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What to run, how enforced.
+pub struct LaunchSpec<'a> {
+    pub helper: HelperCommand,
+    pub program: Program,
+    pub level: Level,
+    pub plan: &'a Plan,
+    pub support: &'a Support,
+    pub stdout: Stdio,
+    pub stderr: Stdio,
+}
+
+/// A running, sandboxed workload.
+pub struct Workload {
+    keeper: Child,
+    keeper_pid: u32,
+    workload_pid: u32,
+    level: Level,
+    requests: Mutex<UnixStream>,
+    replies: Mutex<Receiver<Reply>>,
+    exits: Mutex<Receiver<ExitReport>>,
+}
+
+/// The namespaces a level and a mechanism need.
+pub fn namespaces(level: Level, mechanism: Mechanism, root: bool) -> Namespaces {
+    let mount = level == Level::Full;
+    let pid = mechanism == Mechanism::PidNamespace;
+    Namespaces { user: !root && (mount || pid), mount, pid }
+}
+
+/// Starts the workload inside `containment`, enforced per `spec.plan`.
+/// Returns once it runs (its program was exec'd), or with the helper's
+/// error (nothing runs then).
+pub fn launch(containment: &mut Containment, spec: LaunchSpec<'_>) -> Result<Workload, SandboxError> {
+    let record = containment.record();
+    let ns = namespaces(spec.level, record.mechanism, spec.support.root);
+    let helper_spec = Spec {
+        protocol: PROTOCOL,
+        stage: Stage::Keeper,
+        helper: spec.helper.clone(),
+        cgroups: record.cgroups.procs_files(),
+        members_cgroup: if record.mechanism == Mechanism::Cgroup { record.cgroups.v2.clone() } else { None },
+        namespaces: ns,
+        uid: rustix::process::getuid().as_raw(),
+        gid: rustix::process::getgid().as_raw(),
+        mounts: spec.plan.mounts.clone(),
+        narrowed: spec.plan.narrowed.iter().map(|(c, ops)| (c.as_str().to_string(), ops.clone())).collect(),
+        landlock: spec.plan.landlock.clone(),
+        workload: spec.program,
+    };
+    let (mut control, theirs) = UnixStream::pair().map_err(SandboxError::io("cannot create a socketpair"))?;
+    let mut cmd = std::process::Command::new(&spec.helper.program);
+    cmd.args(&spec.helper.args)
+        .arg(Stage::Keeper.name())
+        .env_clear()
+        .stdin(Stdio::from(OwnedFd::from(theirs)))
+        .stdout(spec.stdout)
+        .stderr(spec.stderr);
+    let mut keeper = cmd
+        .spawn()
+        .map_err(SandboxError::io(format!("cannot start the sandbox helper {}", spec.helper.program.display())))?;
+    let started = start(&mut control, &helper_spec);
+    let (keeper_pid, workload_pid, init, pid_namespace) = match started {
+        Ok(v) => v,
+        Err(e) => {
+            // Nothing may be left running: the keeper failed, or is stuck.
+            let _ = keeper.kill();
+            let _ = keeper.wait();
+            return Err(e);
+        }
+    };
+    if keeper_pid != keeper.id() {
+        let _ = keeper.kill();
+        let _ = keeper.wait();
+        return Err(SandboxError::Protocol(format!("the keeper says it is pid {keeper_pid}, not {}", keeper.id())));
+    }
+    let keeper_id = ProcessId::of(keeper_pid)
+        .ok_or_else(|| SandboxError::Helper("the keeper exited right after the workload started".into()))?;
+    let init_id = init.and_then(ProcessId::of);
+    containment.set_processes(keeper_id, init_id, pid_namespace);
+    control.set_read_timeout(None).map_err(SandboxError::io("control socket"))?;
+    let mut reader = control.try_clone().map_err(SandboxError::io("cannot clone the control socket"))?;
+    let (reply_tx, reply_rx) = mpsc::channel();
+    let (exit_tx, exit_rx) = mpsc::channel();
+    std::thread::Builder::new()
+        .name(format!("sandbox-{keeper_pid}"))
+        .spawn(move || {
+            while let Ok(Some(event)) = read_frame::<Event>(&mut reader) {
+                match event {
+                    Event::Reply { reply } => {
+                        if reply_tx.send(reply).is_err() {
+                            break;
+                        }
+                    }
+                    Event::Exited { exit } => {
+                        let _ = exit_tx.send(exit);
+                    }
+                    Event::Ready { .. } | Event::Failed { .. } => {}
+                }
+            }
+        })
+        .map_err(SandboxError::io("cannot start the control reader"))?;
+    Ok(Workload {
+        keeper,
+        keeper_pid,
+        workload_pid,
+        level: spec.level,
+        requests: Mutex::new(control),
+        replies: Mutex::new(reply_rx),
+        exits: Mutex::new(exit_rx),
+    })
+}
+
+type Started = (u32, u32, Option<u32>, Option<u64>);
+
+fn start(control: &mut UnixStream, spec: &Spec) -> Result<Started, SandboxError> {
+    control.set_read_timeout(Some(STARTUP_TIMEOUT)).map_err(SandboxError::io("control socket"))?;
+    write_frame(control, spec)?;
+    match read_frame::<Event>(control) {
+        Ok(Some(Event::Ready { keeper, workload, init, pid_namespace })) => Ok((keeper, workload, init, pid_namespace)),
+        Ok(Some(Event::Failed { code, message })) => Err(crate::helper::remote_error(&code, message)),
+        Ok(Some(other)) => Err(SandboxError::Protocol(format!("the keeper said {other:?} before it was ready"))),
+        Ok(None) => Err(SandboxError::Helper("the keeper exited before the workload started".into())),
+        Err(SandboxError::Io { source, .. })
+            if matches!(source.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) =>
+        {
+            Err(SandboxError::Helper(format!("the keeper did not start the workload within {STARTUP_TIMEOUT:?}")))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+impl Workload {
+    pub fn keeper_pid(&self) -> u32 {
+        self.keeper_pid
+    }
+
+    /// The workload's main process (its pid outside any namespace).
+    pub fn pid(&self) -> u32 {
+        self.workload_pid
+    }
+
+    pub fn level(&self) -> Level {
+        self.level
+    }
+
+    fn call(&self, request: &Request) -> Result<Reply, SandboxError> {
+        let mut stream = self.requests.lock().map_err(|_| SandboxError::Helper("control channel poisoned".into()))?;
+        let replies = self.replies.lock().map_err(|_| SandboxError::Helper("control channel poisoned".into()))?;
+        // A reply left over from a call that timed out is not ours.
+        while replies.try_recv().is_ok() {}
+        write_frame(&mut *stream, request)?;
+        match replies.recv_timeout(REPLY_TIMEOUT) {
+            Ok(reply) => Ok(reply),
+            Err(RecvTimeoutError::Timeout) => {
+                Err(SandboxError::Helper(format!("the keeper did not answer within {REPLY_TIMEOUT:?}")))
+            }
+            Err(RecvTimeoutError::Disconnected) => Err(SandboxError::Helper("the keeper is gone".into())),
+        }
+    }
+
+    /// Takes the write rules of `rules` (delegated to `child`) away from the
+    /// running workload; returns once the kernel enforces it. `Busy` when a
+    /// process of the workload holds a path there (nothing changed).
+    pub fn narrow(&self, child: &PodName, rules: &[ScopeRule]) -> Result<(), SandboxError> {
+        match self.call(&Request::Narrow { id: child.as_str().to_string(), rules: rules.to_vec() })? {
+            Reply::Narrowed { .. } => Ok(()),
+            Reply::Busy { pid, path, how } => Err(SandboxError::Busy { pid, path, how: busy_how(&how) }),
+            Reply::Error { code, message } => Err(crate::helper::remote_error(&code, message)),
+            other => Err(SandboxError::Protocol(format!("unexpected reply to narrow: {other:?}"))),
+        }
+    }
+
+    /// Gives back what `narrow(child)` took (idempotent).
+    pub fn widen(&self, child: &PodName) -> Result<(), SandboxError> {
+        match self.call(&Request::Widen { id: child.as_str().to_string() })? {
+            Reply::Widened { .. } => Ok(()),
+            Reply::Error { code, message } => Err(crate::helper::remote_error(&code, message)),
+            other => Err(SandboxError::Protocol(format!("unexpected reply to widen: {other:?}"))),
+        }
+    }
+
+    /// Round trip to the keeper.
+    pub fn ping(&self) -> Result<(), SandboxError> {
+        match self.call(&Request::Ping)? {
+            Reply::Pong { .. } => Ok(()),
+            other => Err(SandboxError::Protocol(format!("unexpected reply to ping: {other:?}"))),
+        }
+    }
+
+    /// Waits up to `timeout` for the workload's main process to exit.
+    pub fn wait_exit(&self, timeout: Duration) -> Option<ExitReport> {
+        self.exits.lock().ok()?.recv_timeout(timeout).ok()
+    }
+
+    /// Reaps the keeper (it exits once the whole tree is gone).
+    pub fn reap(&mut self) -> std::io::Result<ExitStatus> {
+        self.keeper.wait()
+    }
+
+    /// Reaps the keeper if it has exited.
+    pub fn try_reap(&mut self) -> std::io::Result<Option<ExitStatus>> {
+        self.keeper.try_wait()
+    }
+}
+
+fn busy_how(how: &str) -> &'static str {
+    match how {
+        "its working directory" => "its working directory",
+        "its root directory" => "its root directory",
+        "open for writing" => "open for writing",
+        "a directory held open" => "a directory held open",
+        "a shared writable mapping" => "a shared writable mapping",
+        _ => "held",
+    }
+}
