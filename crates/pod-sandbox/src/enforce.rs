@@ -26,6 +26,11 @@ use rustix::fs::{Mode, OFlags};
 use crate::policy::LandlockPlan;
 use crate::SandboxError;
 
+/// Device files every program writes (`> /dev/null`, a terminal), granted
+/// write (no create, no delete) whatever the scope. `/dev/shm` is not among
+/// them: it is shared with every other process of the machine.
+pub const DEVICE_WRITES: &[&str] = &["/dev/null", "/dev/zero", "/dev/full", "/dev/tty", "/dev/ptmx", "/dev/pts"];
+
 /// Most read grants the hiding of trees may add.
 pub const MAX_READ_GRANTS: usize = 16_384;
 
@@ -109,6 +114,11 @@ pub fn restrict(plan: &LandlockPlan) -> Result<RulesetStatus, SandboxError> {
         let is_dir = std::fs::metadata(path).is_ok_and(|m| m.is_dir());
         let access = if is_dir { handled } else { file_rights() & handled };
         ruleset = ruleset.add_rule(PathBeneath::new(fd, access)).map_err(landlock_err)?;
+    }
+    for device in DEVICE_WRITES {
+        // A machine without one has nothing to grant there.
+        let Ok(fd) = open_path(Path::new(device), true) else { continue };
+        ruleset = ruleset.add_rule(PathBeneath::new(fd, file_rights() & handled)).map_err(landlock_err)?;
     }
     if !hidden.is_empty() {
         for (path, _is_dir) in read_grants(&hidden)? {

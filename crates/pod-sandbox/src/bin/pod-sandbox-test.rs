@@ -1,5 +1,6 @@
-//! The crate's own copy of the re-exec helper, for its tests (the `pod`
-//! binary dispatches `pod __sandbox-exec STAGE` to the same function).
+//! The crate's own re-exec helper, for its tests: `pod-sandbox-test STAGE`
+//! is what `pod __sandbox-exec STAGE` is in the `pod` binary (both call
+//! `helper_main`).
 
 fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
