@@ -23,7 +23,7 @@ use crate::SandboxError;
 pub const DISABLE_ENV: &str = "POD_SANDBOX_DISABLE";
 
 /// A feature the sandbox may use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Feature {
     Landlock,

@@ -28,7 +28,6 @@ use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitCode, Stdio};
-use std::sync::{Arc, Mutex};
 
 use rustix::process::{Pid, Signal, WaitOptions};
 use rustix::thread::UnshareFlags;
@@ -318,27 +317,56 @@ fn keeper_setup(spec: &Spec) -> Result<(), SandboxError> {
     Ok(())
 }
 
-type Shared = Arc<Mutex<UnixStream>>;
-
-fn send(control: &Shared, event: &Event) {
-    let mut stream = match control.lock() {
-        Ok(s) => s,
-        Err(poisoned) => poisoned.into_inner(),
-    };
-    // The Pod may be gone (killed): the workload goes on without it.
-    let _ = write_frame(&mut *stream, event);
+/// One wake-up pipe per signal the keeper handles (signal-hook writes a
+/// byte into it from the handler; the poll loop reads it).
+struct SignalPipes {
+    term: UnixStream,
+    kill: UnixStream,
+    child: UnixStream,
 }
 
+fn signal_pipes() -> Result<SignalPipes, SandboxError> {
+    let pipe = |signal: i32| -> Result<UnixStream, SandboxError> {
+        let (read, write) = UnixStream::pair().map_err(SandboxError::io("cannot create a signal pipe"))?;
+        read.set_nonblocking(true).map_err(SandboxError::io("signal pipe"))?;
+        signal_hook::low_level::pipe::register(signal, write).map_err(SandboxError::io("cannot handle signals"))?;
+        Ok(read)
+    };
+    Ok(SignalPipes {
+        term: pipe(signal_hook::consts::SIGTERM)?,
+        kill: pipe(signal_hook::consts::SIGUSR1)?,
+        child: pipe(signal_hook::consts::SIGCHLD)?,
+    })
+}
+
+/// Empties a non-blocking wake-up pipe; true when it held anything.
+fn drained(pipe: &mut UnixStream) -> bool {
+    use std::io::Read;
+    let mut buf = [0u8; 64];
+    let mut any = false;
+    while let Ok(n) = pipe.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        any = true;
+    }
+    any
+}
+
+/// The keeper. Single-threaded on purpose: after `unshare(CLONE_NEWPID)` a
+/// process cannot create threads, so one poll loop serves the control
+/// socket, the signals, the init's reports and the reaping.
 fn keeper(spec: Spec, mut control: UnixStream) -> ExitCode {
+    use rustix::event::{poll, PollFd, PollFlags};
+    // Registered before any child exists, so no TERM finds the default
+    // action and no SIGCHLD is missed.
+    let mut signals = match signal_pipes() {
+        Ok(s) => s,
+        Err(e) => return report_failure(&mut control, &e),
+    };
     if let Err(e) = keeper_setup(&spec) {
         return report_failure(&mut control, &e);
     }
-    // Registered before any child exists, so no TERM finds the default.
-    let signals = match signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGUSR1])
-    {
-        Ok(s) => s,
-        Err(e) => return report_failure(&mut control, &SandboxError::io("cannot handle signals")(e)),
-    };
     let pidns = spec.namespaces.pid;
     let next = if pidns { Stage::Init } else { Stage::Exec };
     let (child, mut child_socket) = match spawn_stage(&spec, next) {
@@ -346,6 +374,7 @@ fn keeper(spec: Spec, mut control: UnixStream) -> ExitCode {
         Err(e) => return report_failure(&mut control, &e),
     };
     let child_pid = child.id();
+    drop(child);
     let started = if pidns {
         match read_frame::<InitEvent>(&mut child_socket) {
             Ok(Some(InitEvent::Started)) => Ok(()),
@@ -366,53 +395,113 @@ fn keeper(spec: Spec, mut control: UnixStream) -> ExitCode {
         init: pidns.then_some(child_pid),
         pid_namespace: if pidns { proc::pid_namespace(child_pid) } else { None },
     };
-    let writer = match control.try_clone() {
-        Ok(w) => Arc::new(Mutex::new(w)),
-        Err(e) => return report_failure(&mut control, &SandboxError::io("cannot clone the control socket")(e)),
-    };
-    send(&writer, &ready);
-
-    // Signals: end or kill the tree.
-    std::thread::spawn(move || relay_signals(signals, pidns.then_some(child_pid)));
-    let main_exit: Arc<Mutex<Option<ExitReport>>> = Arc::new(Mutex::new(None));
-    if pidns {
-        // The init reports the main process's exit; its own exit means the
-        // namespace is empty.
-        let writer = Arc::clone(&writer);
-        let main_exit = Arc::clone(&main_exit);
-        std::thread::spawn(move || {
-            while let Ok(Some(event)) = read_frame::<InitEvent>(&mut child_socket) {
-                if let InitEvent::Exited { exit } = event {
-                    if let Ok(mut slot) = main_exit.lock() {
-                        *slot = Some(exit);
+    // The Pod may be gone (killed): the workload goes on without it.
+    let mut pod_listening = write_frame(&mut control, &ready).is_ok();
+    let mut init_listening = pidns;
+    let mut narrowed = spec.narrowed.clone();
+    let mut main_exit: Option<ExitReport> = None;
+    loop {
+        let mut fds = vec![
+            PollFd::new(&signals.term, PollFlags::IN),
+            PollFd::new(&signals.kill, PollFlags::IN),
+            PollFd::new(&signals.child, PollFlags::IN),
+        ];
+        if pod_listening {
+            fds.push(PollFd::new(&control, PollFlags::IN));
+        }
+        if init_listening {
+            fds.push(PollFd::new(&child_socket, PollFlags::IN));
+        }
+        match poll(&mut fds, None) {
+            Ok(_) | Err(rustix::io::Errno::INTR) => {}
+            Err(e) => {
+                eprintln!("sandbox keeper: poll: {e}");
+                return ExitCode::from(EXIT_SETUP_FAILED);
+            }
+        }
+        let ready_at = |i: usize| fds.get(i).is_some_and(|f| !f.revents().is_empty());
+        let (term, kill, chld) = (ready_at(0), ready_at(1), ready_at(2));
+        let pod_ready = pod_listening && ready_at(3);
+        let init_ready = init_listening && ready_at(if pod_listening { 4 } else { 3 });
+        drop(fds);
+        if term && drained(&mut signals.term) {
+            relay_signal(false, pidns.then_some(child_pid));
+        }
+        if kill && drained(&mut signals.kill) {
+            relay_signal(true, pidns.then_some(child_pid));
+        }
+        if init_ready {
+            match read_frame::<InitEvent>(&mut child_socket) {
+                Ok(Some(InitEvent::Exited { exit })) => {
+                    main_exit.get_or_insert(exit);
+                    if pod_listening {
+                        pod_listening = write_frame(&mut control, &Event::Exited { exit }).is_ok();
                     }
-                    send(&writer, &Event::Exited { exit });
+                }
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => init_listening = false,
+            }
+        }
+        if pod_ready {
+            match read_frame::<Request>(&mut control) {
+                Ok(Some(request)) => {
+                    let reply = handle(&spec, &mut narrowed, request);
+                    pod_listening = write_frame(&mut control, &Event::Reply { reply }).is_ok();
+                }
+                Ok(None) | Err(_) => pod_listening = false,
+            }
+        }
+        if chld {
+            drained(&mut signals.child);
+            loop {
+                match rustix::process::wait(WaitOptions::NOHANG) {
+                    Ok(Some((pid, status))) => {
+                        if pid.as_raw_nonzero().get() as u32 == child_pid {
+                            let exit = ExitReport::of(status);
+                            if !pidns {
+                                main_exit.get_or_insert(exit);
+                                if pod_listening {
+                                    pod_listening = write_frame(&mut control, &Event::Exited { exit }).is_ok();
+                                }
+                            } else {
+                                // The namespace is empty once its init is
+                                // gone; its last report may still be queued.
+                                while let Ok(Some(InitEvent::Exited { exit })) = read_frame::<InitEvent>(&mut child_socket) {
+                                    main_exit.get_or_insert(exit);
+                                    if pod_listening {
+                                        pod_listening = write_frame(&mut control, &Event::Exited { exit }).is_ok();
+                                    }
+                                }
+                                main_exit.get_or_insert(exit);
+                            }
+                        }
+                    }
+                    Ok(None) | Err(rustix::io::Errno::INTR) => break,
+                    Err(_) => {
+                        // ECHILD: nobody left; the tree is gone.
+                        let code = main_exit.map_or(255, ExitReport::shell_code);
+                        return ExitCode::from(u8::try_from(code).unwrap_or(255));
+                    }
                 }
             }
-        });
+        }
     }
-    {
-        let writer = Arc::clone(&writer);
-        let main_exit = Arc::clone(&main_exit);
-        std::thread::spawn(move || {
-            let code = reap_until_empty(child_pid, |exit| {
-                if !pidns {
-                    send(&writer, &Event::Exited { exit });
+}
+
+fn handle(spec: &Spec, narrowed: &mut BTreeMap<String, Vec<MountOp>>, request: Request) -> Reply {
+    match request {
+        Request::Ping => Reply::Pong { keeper: std::process::id() },
+        Request::Narrow { id, rules } => narrow(spec, narrowed, id, &rules),
+        Request::Widen { id } => match narrowed.remove(&id) {
+            None => Reply::Widened { id },
+            Some(ops) => match mounts::undo_all(&ops) {
+                Ok(()) => Reply::Widened { id },
+                Err(e) => {
+                    narrowed.insert(id, ops);
+                    Reply::Error { code: e.code().into(), message: e.to_string() }
                 }
-                if let Ok(mut slot) = main_exit.lock() {
-                    slot.get_or_insert(exit);
-                }
-            });
-            let code = main_exit.lock().ok().and_then(|s| *s).map_or(code, ExitReport::shell_code);
-            std::process::exit(code);
-        });
-    }
-    drop(child);
-    serve_control(&spec, &mut control, &writer);
-    // The Pod closed the channel (or died): the workload goes on; the
-    // reaper thread ends this process when the tree is gone.
-    loop {
-        std::thread::park();
+            },
+        },
     }
 }
 
@@ -421,7 +510,9 @@ fn keeper(spec: Spec, mut control: UnixStream) -> ExitCode {
 fn reap_until_empty(main: u32, mut on_main: impl FnMut(ExitReport)) -> i32 {
     let mut code = 255;
     loop {
-        match rustix::process::waitpid(None, WaitOptions::empty()) {
+        // `wait`, not `waitpid(None)`: the latter only sees children of our
+        // process group, and a setsid'd orphan is in its own.
+        match rustix::process::wait(WaitOptions::empty()) {
             Ok(Some((pid, status))) => {
                 if pid.as_raw_nonzero().get() as u32 == main {
                     let exit = ExitReport::of(status);
@@ -467,56 +558,26 @@ fn signal_descendants(signal: Signal) -> usize {
 /// Most rounds of "kill every descendant" before the keeper gives up.
 const MAX_KILL_ROUNDS: usize = 10_000;
 
-fn relay_signals(mut signals: signal_hook::iterator::Signals, init: Option<u32>) {
-    for signal in signals.forever() {
-        let kill = signal == signal_hook::consts::SIGUSR1;
-        match init {
-            Some(init) => {
-                let Some(pid) = i32::try_from(init).ok().and_then(Pid::from_raw) else { continue };
-                // SIGKILL of the init ends the whole namespace.
-                let sig = if kill { Signal::KILL } else { Signal::TERM };
-                let _ = rustix::process::kill_process(pid, sig);
-            }
-            None if kill => {
-                for _ in 0..MAX_KILL_ROUNDS {
-                    if signal_descendants(Signal::KILL) == 0 {
-                        break;
-                    }
-                }
-            }
-            None => {
-                signal_descendants(Signal::TERM);
+/// SIGTERM (`kill` false): end the tree; SIGUSR1 (`kill` true): kill it.
+/// With a PID namespace, its init does it (SIGKILL of the init ends every
+/// process in it); else the keeper signals its descendants itself.
+fn relay_signal(kill: bool, init: Option<u32>) {
+    match init {
+        Some(init) => {
+            if let Some(pid) = i32::try_from(init).ok().and_then(Pid::from_raw) {
+                let _ = rustix::process::kill_process(pid, if kill { Signal::KILL } else { Signal::TERM });
             }
         }
-    }
-}
-
-fn serve_control(spec: &Spec, control: &mut UnixStream, writer: &Shared) {
-    let mut narrowed = spec.narrowed.clone();
-    loop {
-        let request = match read_frame::<Request>(control) {
-            Ok(Some(r)) => r,
-            Ok(None) => return,
-            Err(e) => {
-                send(writer, &Event::Reply { reply: Reply::Error { code: e.code().into(), message: e.to_string() } });
-                return;
+        None if kill => {
+            for _ in 0..MAX_KILL_ROUNDS {
+                if signal_descendants(Signal::KILL) == 0 {
+                    break;
+                }
             }
-        };
-        let reply = match request {
-            Request::Ping => Reply::Pong { keeper: std::process::id() },
-            Request::Narrow { id, rules } => narrow(spec, &mut narrowed, id, &rules),
-            Request::Widen { id } => match narrowed.remove(&id) {
-                None => Reply::Widened { id },
-                Some(ops) => match mounts::undo_all(&ops) {
-                    Ok(()) => Reply::Widened { id },
-                    Err(e) => {
-                        narrowed.insert(id, ops);
-                        Reply::Error { code: e.code().into(), message: e.to_string() }
-                    }
-                },
-            },
-        };
-        send(writer, &Event::Reply { reply });
+        }
+        None => {
+            signal_descendants(Signal::TERM);
+        }
     }
 }
 

@@ -85,6 +85,9 @@ pub fn launch(containment: &mut Containment, spec: LaunchSpec<'_>) -> Result<Wor
     let mut keeper = cmd
         .spawn()
         .map_err(SandboxError::io(format!("cannot start the sandbox helper {}", spec.helper.program.display())))?;
+    // Read now: the keeper waits for its spec, so it is alive; a workload
+    // that exits at once may take the keeper with it before `Ready` is read.
+    let keeper_id = ProcessId::of(keeper.id());
     let started = start(&mut control, &helper_spec);
     let (keeper_pid, workload_pid, init, pid_namespace) = match started {
         Ok(v) => v,
@@ -100,8 +103,11 @@ pub fn launch(containment: &mut Containment, spec: LaunchSpec<'_>) -> Result<Wor
         let _ = keeper.wait();
         return Err(SandboxError::Protocol(format!("the keeper says it is pid {keeper_pid}, not {}", keeper.id())));
     }
-    let keeper_id = ProcessId::of(keeper_pid)
-        .ok_or_else(|| SandboxError::Helper("the keeper exited right after the workload started".into()))?;
+    let Some(keeper_id) = keeper_id else {
+        let _ = keeper.kill();
+        let _ = keeper.wait();
+        return Err(SandboxError::Helper("the keeper vanished before it read its spec".into()));
+    };
     let init_id = init.and_then(ProcessId::of);
     containment.set_processes(keeper_id, init_id, pid_namespace);
     control.set_read_timeout(None).map_err(SandboxError::io("control socket"))?;
