@@ -81,7 +81,10 @@ pub struct Limit<'a> {
 }
 
 fn write_file(path: &Path, value: &str) -> Result<(), SandboxError> {
-    let mut f = std::fs::OpenOptions::new().write(true).open(path).map_err(SandboxError::io(format!("cannot open {}", path.display())))?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(SandboxError::io(format!("cannot open {}", path.display())))?;
     f.write_all(value.as_bytes()).map_err(SandboxError::io(format!("cannot write {value:?} to {}", path.display())))
 }
 
@@ -118,7 +121,9 @@ fn create_one(parent: &Path, tag: &str, leaf: &str, v2_controllers: &[&str]) -> 
                 return Ok(dir);
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(SandboxError::Io { what: format!("cannot create cgroup {}", dir.display()), source: e }),
+            Err(e) => {
+                return Err(SandboxError::Io { what: format!("cannot create cgroup {}", dir.display()), source: e })
+            }
         }
     }
     Err(SandboxError::Held(format!("cgroup {} kept vanishing while it was created", home.display())))
@@ -143,7 +148,10 @@ pub fn create(
         let dir = match (&limit.at, &set.v2) {
             (LimitAt::V2, Some(dir)) => dir.clone(),
             (LimitAt::V2, None) => {
-                return Err(SandboxError::Unsupported(format!("the v2 {} controller needs a v2 cgroup", limit.controller)))
+                return Err(SandboxError::Unsupported(format!(
+                    "the v2 {} controller needs a v2 cgroup",
+                    limit.controller
+                )))
             }
             (LimitAt::V1 { parent }, _) => {
                 let dir = match create_one(parent, tag, leaf, &[]) {
@@ -238,7 +246,9 @@ pub fn wait_empty(dir: &Path, timeout: Duration) -> Result<bool, SandboxError> {
         let ts = rustix::event::Timespec::try_from(left).unwrap_or(rustix::event::Timespec { tv_sec: 1, tv_nsec: 0 });
         match poll(&mut fds, Some(&ts)) {
             Ok(_) | Err(rustix::io::Errno::INTR) => {}
-            Err(e) => return Err(SandboxError::Io { what: format!("cannot poll {}", path.display()), source: e.into() }),
+            Err(e) => {
+                return Err(SandboxError::Io { what: format!("cannot poll {}", path.display()), source: e.into() })
+            }
         }
     }
 }

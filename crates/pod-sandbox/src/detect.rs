@@ -202,7 +202,8 @@ impl Support {
         if let Err(m) = &self.cgroup {
             for (slot, feature) in [(&mut self.pids, Feature::Pids), (&mut self.memory, Feature::Memory)] {
                 if matches!(slot, Ok(Controller::V2)) {
-                    *slot = Err(Missing { feature, reason: format!("the v2 controller needs a cgroup ({})", m.reason) });
+                    *slot =
+                        Err(Missing { feature, reason: format!("the v2 controller needs a cgroup ({})", m.reason) });
                 }
             }
         }
@@ -284,7 +285,9 @@ fn detect_machine() -> Support {
         if root {
             return Ok(());
         }
-        userns.clone().map_err(|m| Missing { feature, reason: format!("needs a user namespace when not root ({})", m.reason) })
+        userns
+            .clone()
+            .map_err(|m| Missing { feature, reason: format!("needs a user namespace when not root ({})", m.reason) })
     };
     let mountns = ns(Feature::Mountns, "mnt");
     let pidns = ns(Feature::Pidns, "pid");
@@ -295,17 +298,7 @@ fn detect_machine() -> Support {
     let cgroup = detect_cgroup_v2(root, &mounts, &memberships);
     let pids = detect_controller(root, "pids", &cgroup, &mounts, &memberships);
     let memory = detect_controller(root, "memory", &cgroup, &mounts, &memberships);
-    Support {
-        root,
-        landlock: detect_landlock(),
-        userns,
-        mountns,
-        pidns,
-        cgroup,
-        pids,
-        memory,
-        disabled: Vec::new(),
-    }
+    Support { root, landlock: detect_landlock(), userns, mountns, pidns, cgroup, pids, memory, disabled: Vec::new() }
 }
 
 /// The highest Landlock ABI whose features the kernel accepts, asked
@@ -571,7 +564,10 @@ mod tests {
 
     #[test]
     fn disable_names_are_checked() {
-        assert_eq!(parse_disable(Some("cgroup, landlock,,cgroup")).ok(), Some(vec![Feature::Cgroup, Feature::Landlock]));
+        assert_eq!(
+            parse_disable(Some("cgroup, landlock,,cgroup")).ok(),
+            Some(vec![Feature::Cgroup, Feature::Landlock])
+        );
         let err = parse_disable(Some("cgroups")).expect_err("typo");
         assert_eq!(
             err.to_string(),
@@ -604,6 +600,40 @@ mod tests {
             "the v2 controller needs a cgroup (disabled by POD_SANDBOX_DISABLE)"
         );
         assert!(s.memory.is_ok());
+    }
+
+    #[test]
+    fn doctor_lines_say_each_no_with_its_reason() {
+        let mut s = Support {
+            root: false,
+            landlock: Ok(Landlock { abi: 2 }),
+            userns: Err(Missing { feature: Feature::Userns, reason: "sysctl user.max_user_namespaces is 0".into() }),
+            mountns: Ok(()),
+            pidns: Ok(()),
+            cgroup: Ok(CgroupV2 {
+                mount: "/sys/fs/cgroup".into(),
+                parent: "/sys/fs/cgroup/user.slice/x.scope".into(),
+                grant: CgroupGrant::Delegated,
+                controllers: vec![],
+            }),
+            pids: Err(Missing { feature: Feature::Pids, reason: "v1: no pids hierarchy is mounted".into() }),
+            memory: Ok(Controller::V2),
+            disabled: vec![],
+        };
+        s.apply_disabled(&[Feature::Memory]);
+        assert_eq!(
+            s.report_lines().join("\n"),
+            "\
+user: not root
+landlock: yes (ABI 2; truncate(2) is not controlled (needs ABI 3); signals out of the sandbox not refused (needs ABI 6))
+userns: no (sysctl user.max_user_namespaces is 0)
+mountns: no (needs a user namespace when not root (sysctl user.max_user_namespaces is 0))
+pidns: no (needs a user namespace when not root (sysctl user.max_user_namespaces is 0))
+cgroup: yes (cgroup v2 at /sys/fs/cgroup, Pod cgroups under /sys/fs/cgroup/user.slice/x.scope (delegated to this user))
+pids: no (v1: no pids hierarchy is mounted)
+memory: no (disabled by POD_SANDBOX_DISABLE)
+simulated missing by POD_SANDBOX_DISABLE: memory"
+        );
     }
 
     #[test]

@@ -17,7 +17,10 @@ pub const MAX_FRAME: usize = 1 << 20;
 pub fn write_frame<T: Serialize>(out: &mut impl Write, value: &T) -> Result<(), SandboxError> {
     let body = serde_json::to_vec(value).map_err(|e| SandboxError::Protocol(format!("cannot encode a frame: {e}")))?;
     if body.len() > MAX_FRAME {
-        return Err(SandboxError::Protocol(format!("a frame of {} bytes is over the {MAX_FRAME}-byte limit", body.len())));
+        return Err(SandboxError::Protocol(format!(
+            "a frame of {} bytes is over the {MAX_FRAME}-byte limit",
+            body.len()
+        )));
     }
     let mut buf = Vec::with_capacity(body.len() + 4);
     buf.extend_from_slice(&(body.len() as u32).to_be_bytes());

@@ -157,9 +157,14 @@ pub enum Event {
 #[serde(tag = "request", rename_all = "snake_case")]
 pub enum Request {
     /// Take the write rules of `rules` away from the workload (child `id`).
-    Narrow { id: String, rules: Vec<ScopeRule> },
+    Narrow {
+        id: String,
+        rules: Vec<ScopeRule>,
+    },
     /// Give back what `Narrow { id }` took.
-    Widen { id: String },
+    Widen {
+        id: String,
+    },
     Ping,
 }
 
@@ -247,9 +252,11 @@ fn spawn_stage(spec: &Spec, stage: Stage) -> Result<(Child, UnixStream), Sandbox
     let (mut mine, theirs) = UnixStream::pair().map_err(SandboxError::io("cannot create a socketpair"))?;
     let mut cmd = spec.helper.command(stage);
     cmd.stdin(Stdio::from(OwnedFd::from(theirs))).stdout(Stdio::inherit()).stderr(Stdio::inherit());
-    let child = cmd
-        .spawn()
-        .map_err(SandboxError::io(format!("cannot start the {} stage ({})", stage.name(), spec.helper.program.display())))?;
+    let child = cmd.spawn().map_err(SandboxError::io(format!(
+        "cannot start the {} stage ({})",
+        stage.name(),
+        spec.helper.program.display()
+    )))?;
     let mut next = spec.clone();
     next.stage = stage;
     write_frame(&mut mine, &next)?;
@@ -466,7 +473,9 @@ fn keeper(spec: Spec, mut control: UnixStream) -> ExitCode {
                             } else {
                                 // The namespace is empty once its init is
                                 // gone; its last report may still be queued.
-                                while let Ok(Some(InitEvent::Exited { exit })) = read_frame::<InitEvent>(&mut child_socket) {
+                                while let Ok(Some(InitEvent::Exited { exit })) =
+                                    read_frame::<InitEvent>(&mut child_socket)
+                                {
                                     main_exit.get_or_insert(exit);
                                     if pod_listening {
                                         pod_listening = write_frame(&mut control, &Event::Exited { exit }).is_ok();
@@ -666,7 +675,10 @@ fn init(spec: Spec, mut keeper: UnixStream) -> ExitCode {
 fn exec(spec: Spec, mut parent: UnixStream) -> ExitCode {
     let program = &spec.workload;
     if let Err(e) = std::env::set_current_dir(&program.cwd) {
-        return report_failure(&mut parent, &SandboxError::io(format!("cannot change to {}", program.cwd.display()))(e));
+        return report_failure(
+            &mut parent,
+            &SandboxError::io(format!("cannot change to {}", program.cwd.display()))(e),
+        );
     }
     if let Some(plan) = &spec.landlock {
         if let Err(e) = enforce::restrict(plan) {

@@ -27,10 +27,12 @@ const MAX_DEPTH: usize = 4096;
 /// this runtime's cgroups; `supervised` are the records of workloads held
 /// by a supervisor instead (from the registry).
 pub fn workload_of(pid: u32, start_time: u64, home_tag: &str, supervised: &[ContainmentRecord]) -> Option<WorkloadId> {
-    let found = by_cgroup(pid, home_tag).or_else(|| supervised.iter().find(|r| supervises(r, pid)).map(|r| WorkloadId {
-        pod: r.pod.clone(),
-        instance: r.instance.clone(),
-    }));
+    let found = by_cgroup(pid, home_tag).or_else(|| {
+        supervised
+            .iter()
+            .find(|r| supervises(r, pid))
+            .map(|r| WorkloadId { pod: r.pod.clone(), instance: r.instance.clone() })
+    });
     // Read after the lookup: if the pid is still the same process, what we
     // read was about it.
     found.filter(|_| proc::is_same(pid, start_time))
@@ -48,9 +50,7 @@ fn supervises(record: &ContainmentRecord, pid: u32) -> bool {
         return true;
     }
     match record.mechanism {
-        Mechanism::PidNamespace => {
-            record.pid_namespace.is_some() && proc::pid_namespace(pid) == record.pid_namespace
-        }
+        Mechanism::PidNamespace => record.pid_namespace.is_some() && proc::pid_namespace(pid) == record.pid_namespace,
         Mechanism::Subreaper => {
             let mut up = pid;
             for _ in 0..MAX_DEPTH {

@@ -41,10 +41,16 @@ fn gaps(support: &Support, level: Level) -> Vec<String> {
         out.push(format!("Landlock ABI {}: renames and links across directories are refused even inside the write scope (ABI 2 allows them)", ll.abi));
     }
     if !ll.truncate() {
-        out.push(format!("Landlock ABI {}: truncate(2) outside the write scope is not prevented (needs ABI 3)", ll.abi));
+        out.push(format!(
+            "Landlock ABI {}: truncate(2) outside the write scope is not prevented (needs ABI 3)",
+            ll.abi
+        ));
     }
     if !ll.signal_scope() {
-        out.push(format!("Landlock ABI {}: the workload can signal processes outside it, its supervisor included (needs ABI 6)", ll.abi));
+        out.push(format!(
+            "Landlock ABI {}: the workload can signal processes outside it, its supervisor included (needs ABI 6)",
+            ll.abi
+        ));
     }
     out
 }
@@ -171,10 +177,14 @@ pub fn choose_containment(support: &Support, limits: &Limits) -> Result<Containm
         ))),
     };
     if let Some(n) = limits.max_pids.filter(|n| *n < MIN_MAX_PIDS) {
-        return Err(SandboxError::BadRequest(format!("--max-pids {n} is below {MIN_MAX_PIDS}, the fewest a workload and its helpers run with")));
+        return Err(SandboxError::BadRequest(format!(
+            "--max-pids {n} is below {MIN_MAX_PIDS}, the fewest a workload and its helpers run with"
+        )));
     }
     if let Some(n) = limits.memory_bytes.filter(|n| *n < MIN_MEMORY_BYTES) {
-        return Err(SandboxError::BadRequest(format!("--memory {n} is below {MIN_MEMORY_BYTES} bytes, the least a workload starts with")));
+        return Err(SandboxError::BadRequest(format!(
+            "--memory {n} is below {MIN_MEMORY_BYTES} bytes, the least a workload starts with"
+        )));
     }
     let pids = controller(limits.max_pids.is_some(), &support.pids, "--max-pids")?;
     let memory = controller(limits.memory_bytes.is_some(), &support.memory, "--memory")?;
@@ -254,10 +264,13 @@ mod tests {
         s.apply_disabled(&[Feature::Landlock]);
         let c = choose_level(&s, &policy(vec![]), None, None).expect("off");
         assert_eq!(c.level, Level::Off);
-        assert_eq!(c.notes, vec![
-            "not full: landlock: disabled by POD_SANDBOX_DISABLE",
-            "not landlock: landlock: disabled by POD_SANDBOX_DISABLE",
-        ]);
+        assert_eq!(
+            c.notes,
+            vec![
+                "not full: landlock: disabled by POD_SANDBOX_DISABLE",
+                "not landlock: landlock: disabled by POD_SANDBOX_DISABLE",
+            ]
+        );
     }
 
     #[test]
@@ -281,7 +294,10 @@ mod tests {
     #[test]
     fn a_child_is_never_weaker_than_its_parent() {
         let err = choose_level(&everything(), &policy(vec![]), Some(Level::Off), Some(Level::Full)).expect_err("off");
-        assert_eq!(err.to_string(), "--enforce off is weaker than the parent's level full; a child is never enforced less than its parent");
+        assert_eq!(
+            err.to_string(),
+            "--enforce off is weaker than the parent's level full; a child is never enforced less than its parent"
+        );
         let mut s = everything();
         s.apply_disabled(&[Feature::Mountns]);
         let err = choose_level(&s, &policy(vec![]), None, Some(Level::Full)).expect_err("weaker");
@@ -296,10 +312,13 @@ mod tests {
         let mut s = everything();
         s.landlock = Ok(Landlock { abi: 2 });
         let c = choose_level(&s, &policy(vec![]), Some(Level::Landlock), None).expect("landlock");
-        assert_eq!(c.notes, vec![
-            "Landlock ABI 2: truncate(2) outside the write scope is not prevented (needs ABI 3)",
-            "Landlock ABI 2: the workload can signal processes outside it, its supervisor included (needs ABI 6)",
-        ]);
+        assert_eq!(
+            c.notes,
+            vec![
+                "Landlock ABI 2: truncate(2) outside the write scope is not prevented (needs ABI 3)",
+                "Landlock ABI 2: the workload can signal processes outside it, its supervisor included (needs ABI 6)",
+            ]
+        );
     }
 
     #[test]
@@ -308,7 +327,8 @@ mod tests {
         let c = choose_containment(&s, &Limits { max_pids: Some(50), memory_bytes: None }).expect("pids v1");
         assert_eq!(c.mechanism, Mechanism::Cgroup);
         assert!(matches!(c.pids, Some(Controller::V1 { .. })));
-        let err = choose_containment(&s, &Limits { max_pids: None, memory_bytes: Some(1 << 30) }).expect_err("no memory");
+        let err =
+            choose_containment(&s, &Limits { max_pids: None, memory_bytes: Some(1 << 30) }).expect_err("no memory");
         assert_eq!(err.to_string(), "--memory needs the memory controller, which this machine does not offer: v1: no memory hierarchy is mounted");
         let mut s = everything();
         s.apply_disabled(&[Feature::Cgroup]);
@@ -316,6 +336,9 @@ mod tests {
         s.apply_disabled(&[Feature::Pidns]);
         let c = choose_containment(&s, &Limits::default()).expect("subreaper");
         assert_eq!(c.mechanism, Mechanism::Subreaper);
-        assert_eq!(c.notes, vec!["no cgroup: disabled by POD_SANDBOX_DISABLE", "no PID namespace: disabled by POD_SANDBOX_DISABLE"]);
+        assert_eq!(
+            c.notes,
+            vec!["no cgroup: disabled by POD_SANDBOX_DISABLE", "no PID namespace: disabled by POD_SANDBOX_DISABLE"]
+        );
     }
 }

@@ -16,9 +16,9 @@ use std::path::{Path, PathBuf};
 
 use rustix::fs::{Mode, OFlags, StatVfsMountFlags, CWD};
 use rustix::mount::{
-    fsconfig_create, fsconfig_set_string, fsmount, fsopen, mount_change, mount_remount, move_mount, open_tree,
-    unmount, FsMountFlags, FsOpenFlags, MountAttrFlags, MountFlags, MountPropagationFlags, MoveMountFlags,
-    OpenTreeFlags, UnmountFlags,
+    fsconfig_create, fsconfig_set_string, fsmount, fsopen, mount_change, mount_remount, move_mount, open_tree, unmount,
+    FsMountFlags, FsOpenFlags, MountAttrFlags, MountFlags, MountPropagationFlags, MoveMountFlags, OpenTreeFlags,
+    UnmountFlags,
 };
 
 use crate::policy::MountOp;
@@ -75,8 +75,12 @@ fn mounts_within(target: &Path) -> Vec<PathBuf> {
 }
 
 fn clone_tree(path: &Path) -> Result<OwnedFd, SandboxError> {
-    open_tree(CWD, path, OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC | OpenTreeFlags::AT_RECURSIVE)
-        .map_err(SandboxError::errno(format!("cannot clone the mounts at {}", path.display())))
+    open_tree(
+        CWD,
+        path,
+        OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC | OpenTreeFlags::AT_RECURSIVE,
+    )
+    .map_err(SandboxError::errno(format!("cannot clone the mounts at {}", path.display())))
 }
 
 fn attach(tree: &OwnedFd, target: &Path) -> Result<(), SandboxError> {
@@ -155,8 +159,9 @@ fn read_only(target: &Path, recursive: bool) -> Result<(), SandboxError> {
 fn hide(target: &Path, is_dir: bool, recursive: bool) -> Result<(), SandboxError> {
     if !is_dir {
         let fs = empty_fs("0555")?;
-        let file = rustix::fs::openat(fs.as_fd(), "hidden", OFlags::CREATE | OFlags::WRONLY | OFlags::CLOEXEC, Mode::empty())
-            .map_err(SandboxError::errno("cannot create the empty file"))?;
+        let file =
+            rustix::fs::openat(fs.as_fd(), "hidden", OFlags::CREATE | OFlags::WRONLY | OFlags::CLOEXEC, Mode::empty())
+                .map_err(SandboxError::errno("cannot create the empty file"))?;
         drop(file);
         let tree = open_tree(fs.as_fd(), "hidden", OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC)
             .map_err(SandboxError::errno("cannot clone the empty file"))?;

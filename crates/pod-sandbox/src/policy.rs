@@ -171,11 +171,8 @@ pub fn plan(level: Level, policy: &Policy) -> Result<Plan, String> {
     // A cap covering a grant drops the grant; one cutting into it is a
     // carve-out (a mount at `full`, refused at `landlock`).
     let mut dropped = vec![false; grants.len()];
-    let caps = policy
-        .deny
-        .iter()
-        .map(|d| (None, d))
-        .chain(policy.layers.iter().flat_map(|(c, rules)| {
+    let caps =
+        policy.deny.iter().map(|d| (None, d)).chain(policy.layers.iter().flat_map(|(c, rules)| {
             rules.iter().filter(|r| r.permission == Permission::Write).map(move |r| (Some(c), r))
         }));
     for (child, cap) in caps {

@@ -5,6 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use pod_sandbox::detect::Feature;
 use pod_sandbox::{Level, Limits, SandboxError};
 use scope::{PodName, ScopeRule};
 
@@ -52,9 +53,9 @@ write /dev/null: ok
 write TMPDIR: ok
 ";
 
-fn writes_bounded_at(level: Level) {
+fn writes_bounded_at(level: Level, disable: &[Feature]) {
     let fx = Fixture::new();
-    let run = start(&fx, "helper", level, &fx.policy(vec![]), &[], Limits::default(), AGENT);
+    let run = start(&fx, "helper", level, &fx.policy(vec![]), disable, Limits::default(), AGENT);
     let got = attempts(&fx, WRITES);
     quit(&fx);
     assert_eq!(got, EXPECTED);
@@ -65,14 +66,28 @@ fn writes_bounded_at(level: Level) {
 #[test]
 fn a_workload_writes_exactly_inside_its_scope_at_landlock() {
     if require(&["landlock", "cgroup"]) {
-        writes_bounded_at(Level::Landlock);
+        writes_bounded_at(Level::Landlock, &[]);
     }
 }
 
 #[test]
 fn a_workload_writes_exactly_inside_its_scope_at_full() {
     if require(&["landlock", "mountns", "cgroup"]) {
-        writes_bounded_at(Level::Full);
+        writes_bounded_at(Level::Full, &[]);
+    }
+}
+
+#[test]
+fn a_workload_under_the_pid_namespace_supervisor_is_bounded_the_same() {
+    if require(&["landlock", "mountns", "pidns"]) {
+        writes_bounded_at(Level::Full, &[Feature::Cgroup]);
+    }
+}
+
+#[test]
+fn a_workload_under_the_subreaper_is_bounded_the_same() {
+    if require(&["landlock"]) {
+        writes_bounded_at(Level::Landlock, &[Feature::Cgroup, Feature::Pidns]);
     }
 }
 
@@ -110,14 +125,10 @@ write next to them: ok
     finish(run);
 }
 
-#[test]
-fn narrowing_takes_write_from_the_running_workload_and_widening_gives_it_back() {
-    if !require(&["landlock", "mountns", "cgroup"]) {
-        return;
-    }
+fn narrowing_and_widening(disable: &[Feature]) {
     let fx = Fixture::new();
     let deny = vec![ScopeRule::write(p(&fx.repo.join("vendor")))];
-    let run = start(&fx, "lead", Level::Full, &fx.policy(deny), &[], Limits::default(), AGENT);
+    let run = start(&fx, "lead", Level::Full, &fx.policy(deny), disable, Limits::default(), AGENT);
     let child = PodName::new("docs-writer").expect("name");
     let docs = vec![ScopeRule::write(p(&fx.repo.join("docs")))];
     let probe = [
@@ -137,6 +148,20 @@ fn narrowing_takes_write_from_the_running_workload_and_widening_gives_it_back() 
     assert_eq!(narrowed, "docs: denied\nsrc: ok\nvendor (base deny): denied\n");
     assert_eq!(widened, before);
     finish(run);
+}
+
+#[test]
+fn narrowing_takes_write_from_the_running_workload_and_widening_gives_it_back() {
+    if require(&["landlock", "mountns", "cgroup"]) {
+        narrowing_and_widening(&[]);
+    }
+}
+
+#[test]
+fn narrowing_works_the_same_under_the_pid_namespace_supervisor() {
+    if require(&["landlock", "mountns", "pidns"]) {
+        narrowing_and_widening(&[Feature::Cgroup]);
+    }
 }
 
 fn busy(fx: &Fixture, holder: &str) -> (SandboxError, String) {
@@ -215,7 +240,15 @@ fn a_workload_cannot_undo_the_mounts() {
         return;
     }
     let fx = Fixture::new();
-    let run = start(&fx, "lead", Level::Full, &fx.policy(vec![ScopeRule::read(p(&fx.repo.join("secrets")))]), &[], Limits::default(), AGENT);
+    let run = start(
+        &fx,
+        "lead",
+        Level::Full,
+        &fx.policy(vec![ScopeRule::read(p(&fx.repo.join("secrets")))]),
+        &[],
+        Limits::default(),
+        AGENT,
+    );
     let got = attempts(
         &fx,
         &[

@@ -12,7 +12,7 @@ use std::process::{ExitCode, Stdio};
 
 use pod_sandbox::detect::Feature;
 use pod_sandbox::{
-    choose_containment, choose_level, launch, Containment, ContainmentKey, HelperCommand, Level, Limits, LaunchSpec,
+    choose_containment, choose_level, launch, Containment, ContainmentKey, HelperCommand, LaunchSpec, Level, Limits,
     Policy, Program, Support,
 };
 use serde::Deserialize;
@@ -37,13 +37,15 @@ fn stand_in() -> Result<(), String> {
     support.apply_disabled(&s.disable);
     let choice = choose_level(&support, &s.policy, Some(s.level), None).map_err(|e| e.to_string())?;
     let cchoice = choose_containment(&support, &Limits::default()).map_err(|e| e.to_string())?;
-    let key = ContainmentKey { home: s.home, pod: scope::PodName::new(&s.pod).map_err(|e| e.to_string())?, instance: s.instance };
-    let mut containment = Containment::create(&support, &cchoice, &key, &Limits::default()).map_err(|e| e.to_string())?;
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(&s.log).map_err(|e| e.to_string())?;
-    let helper = HelperCommand {
-        program: std::env::current_exe().map_err(|e| e.to_string())?,
-        args: vec![],
+    let key = ContainmentKey {
+        home: s.home,
+        pod: scope::PodName::new(&s.pod).map_err(|e| e.to_string())?,
+        instance: s.instance,
     };
+    let mut containment =
+        Containment::create(&support, &cchoice, &key, &Limits::default()).map_err(|e| e.to_string())?;
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(&s.log).map_err(|e| e.to_string())?;
+    let helper = HelperCommand { program: std::env::current_exe().map_err(|e| e.to_string())?, args: vec![] };
     let spec = LaunchSpec {
         helper,
         program: s.program,

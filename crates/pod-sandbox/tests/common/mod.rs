@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use pod_sandbox::detect::Feature;
 use pod_sandbox::{
-    choose_containment, choose_level, launch, Containment, ContainmentKey, HelperCommand, Level, Limits, LaunchSpec,
+    choose_containment, choose_level, launch, Containment, ContainmentKey, HelperCommand, LaunchSpec, Level, Limits,
     Policy, Program, Support, Workload,
 };
 use scope::{PodName, ScopePath, ScopeRule};
@@ -147,7 +147,15 @@ pub struct Running {
 
 /// Creates the containment and launches `script` at `level` (the support
 /// as detected, minus `disable`).
-pub fn start(fx: &Fixture, pod: &str, level: Level, policy: &Policy, disable: &[Feature], limits: Limits, script: &str) -> Running {
+pub fn start(
+    fx: &Fixture,
+    pod: &str,
+    level: Level,
+    policy: &Policy,
+    disable: &[Feature],
+    limits: Limits,
+    script: &str,
+) -> Running {
     let mut support = Support::detect().expect("detect");
     support.apply_disabled(disable);
     let choice = choose_level(&support, policy, Some(level), None).expect("level");
