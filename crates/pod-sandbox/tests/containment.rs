@@ -101,9 +101,19 @@ fn a_fork_bomb_under_max_pids_50_is_contained() {
 /// Starts a stand-in Pod process that launches `script` and prints its
 /// containment record; returns it and the record.
 fn stand_in(fx: &Fixture, disable: &[Feature], script: &str) -> (std::process::Child, ContainmentRecord) {
+    stand_in_as(fx, disable, script, "landlock", None)
+}
+
+fn stand_in_as(
+    fx: &Fixture,
+    disable: &[Feature],
+    script: &str,
+    level: &str,
+    uid: Option<u32>,
+) -> (std::process::Child, ContainmentRecord) {
     let body = serde_json::json!({
         "policy": fx.policy(vec![]),
-        "level": "landlock",
+        "level": level,
         "disable": disable,
         "home": fx.home,
         "pod": "orphaned",
@@ -111,12 +121,13 @@ fn stand_in(fx: &Fixture, disable: &[Feature], script: &str) -> (std::process::C
         "program": program(fx, script),
         "log": fx.log,
     });
-    let mut pod = std::process::Command::new(env!("CARGO_BIN_EXE_pod-sandbox-test"))
-        .arg("pod")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("stand-in");
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_pod-sandbox-test"));
+    cmd.arg("pod").stdin(Stdio::piped()).stdout(Stdio::piped());
+    if let Some(uid) = uid {
+        use std::os::unix::process::CommandExt;
+        cmd.uid(uid).gid(uid);
+    }
+    let mut pod = cmd.spawn().expect("stand-in");
     {
         use std::io::Write;
         let mut stdin = pod.stdin.take().expect("stdin");
@@ -178,4 +189,52 @@ fn the_exit_of_the_main_process_is_reported_with_its_code() {
     let status = run.workload.reap().expect("reap");
     assert_eq!(status.code(), Some(7), "the keeper exits with the workload's code");
     finish(run);
+}
+
+/// The unprivileged path: a Pod process that is not root gets no cgroup
+/// (none is delegated to it here), so a PID-namespace supervisor inside a
+/// user namespace, and level `full` through that user namespace.
+#[test]
+fn an_unprivileged_pod_gets_full_enforcement_through_a_user_namespace() {
+    if !require(&["root", "landlock"]) {
+        return;
+    }
+    const NOBODY: u32 = 65534;
+    let fx = Fixture::new();
+    for entry in walk(fx.dir.path()) {
+        std::os::unix::fs::lchown(&entry, Some(NOBODY), Some(NOBODY)).expect("chown");
+    }
+    let (mut pod, record) = stand_in_as(&fx, &[], AGENT, "full", Some(NOBODY));
+    assert_eq!(record.mechanism, Mechanism::PidNamespace);
+    let got = attempts(
+        &fx,
+        &[
+            ("create inside", "echo new > $R/docs/new"),
+            ("create outside", "echo new > $O/new"),
+            ("read data/", "cat $H/data/store"),
+            ("run as", "test $(id -u) = 65534"),
+        ],
+    );
+    quit(&fx);
+    assert_eq!(got, "create inside: ok\ncreate outside: denied\nread data/: denied\nrun as: ok\n");
+    let containment = Containment::from_record(record);
+    containment.terminate(Duration::from_millis(500)).expect("terminate");
+    assert!(!containment.is_populated().expect("populated"));
+    pod.kill().expect("kill the stand-in");
+    pod.wait().expect("reap");
+    containment.remove().expect("remove");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = vec![dir.to_path_buf()];
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                out.extend(walk(&e.path()));
+            } else {
+                out.push(e.path());
+            }
+        }
+    }
+    out
 }
