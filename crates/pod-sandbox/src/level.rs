@@ -7,7 +7,7 @@
 
 use serde::Serialize;
 
-use crate::detect::{Controller, Feature, Missing, Support};
+use crate::detect::{Controller, Missing, Support};
 use crate::policy::{plan, Level, Plan, Policy};
 use crate::SandboxError;
 
@@ -196,15 +196,6 @@ pub fn best_level(support: &Support) -> Level {
     [Level::Full, Level::Landlock].into_iter().find(|l| machine_lacks(support, *l).is_none()).unwrap_or(Level::Off)
 }
 
-/// The feature a level needs first, for messages.
-pub fn needs(level: Level) -> &'static [Feature] {
-    match level {
-        Level::Off => &[],
-        Level::Landlock => &[Feature::Landlock],
-        Level::Full => &[Feature::Landlock, Feature::Mountns],
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -212,7 +203,7 @@ mod tests {
     use scope::{ScopePath, ScopeRule};
 
     use super::*;
-    use crate::detect::{CgroupGrant, CgroupV2, Landlock};
+    use crate::detect::{CgroupGrant, CgroupV2, Feature, Landlock};
 
     fn p(s: &str) -> ScopePath {
         ScopePath::new(s).expect("path")
