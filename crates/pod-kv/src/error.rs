@@ -286,7 +286,7 @@ pub enum KvError {
     NotInLayer { who: String, lead: String, reach: Reach },
     #[error("the operator has no /peer/self slot: it never acts as a member (write /peer/MEMBER/... with --override)")]
     NoSlot,
-    #[error("{key} is at {}, not at the expected {}", version_or_absent(*actual), version_or_absent(Some(*expected)))]
+    #[error("{key} {}", mismatch(*expected, *actual))]
     VersionMismatch { key: String, expected: u64, actual: Option<u64> },
     #[error("lease {name} is held by {holder}{} for another {remaining_ms} ms", if *yours { " (you; a lease is not re-entrant)" } else { "" })]
     LeaseHeld { name: String, holder: String, remaining_ms: u64, yours: bool },
@@ -361,10 +361,11 @@ fn reach_rule(reach: Reach) -> &'static str {
     }
 }
 
-fn version_or_absent(version: Option<u64>) -> String {
-    match version {
-        None | Some(0) => "absent (version 0)".to_string(),
-        Some(v) => format!("version {v}"),
+fn mismatch(expected: u64, actual: Option<u64>) -> String {
+    match (expected, actual) {
+        (_, None) => format!("is absent, not at the expected version {expected}"),
+        (0, Some(v)) => format!("is at version {v}, not absent as expected (version 0)"),
+        (_, Some(v)) => format!("is at version {v}, not at the expected version {expected}"),
     }
 }
 
