@@ -111,3 +111,24 @@ fn the_whole_table_of_codes_and_messages() {
     let text: String = samples().iter().map(|e| format!("{:<32} exit {:<3} {e}\n", e.code(), e.exit_code())).collect();
     insta::assert_snapshot!(text);
 }
+
+#[test]
+fn the_docs_list_every_code_with_its_exit_code() {
+    let docs = include_str!("../../../docs/coordination.md");
+    let section = docs.split("## Exit codes and error codes").nth(1).expect("the docs have the exit-code section");
+    let section = section.split("\n## ").next().unwrap_or(section);
+    for (code, kind) in CODES {
+        let quoted = format!("`{code}`");
+        assert!(section.contains(&quoted), "docs/coordination.md does not list {code}");
+        // In the table, a code sits in the row of its exit code; the key and
+        // pattern codes are spelled out below it, under `kv.key_*` and
+        // `kv.pattern_*` of the exit-2 row.
+        match section.lines().find(|l| l.starts_with("| ") && l.contains(&quoted)) {
+            Some(row) => assert!(row.starts_with(&format!("| {} |", kind.exit_code())), "{code} is in the row {row}"),
+            None => assert!(
+                *kind == Kind::BadInput && (code.starts_with("kv.key_") || code.starts_with("kv.pattern_")),
+                "{code} is listed outside the table"
+            ),
+        }
+    }
+}
