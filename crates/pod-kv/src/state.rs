@@ -241,6 +241,10 @@ impl Layer {
         self.grants.values()
     }
 
+    pub fn lease_count(&self) -> usize {
+        self.grants.len()
+    }
+
     pub fn grant_count(&self) -> usize {
         self.grants.len()
     }

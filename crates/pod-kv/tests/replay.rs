@@ -3,14 +3,15 @@
 //! those commits read back from their encoding; a commit applied over any
 //! prefix of itself (what a crash leaves in sled) gives the same layer as
 //! applying it once; each key's version only grows, across deletes; a
-//! damaged commit is refused whole.
+//! damaged commit is refused whole; a write wakes only the waiters of its own
+//! key that it satisfies.
 
 mod common;
 
 use std::collections::BTreeMap;
 
 use common::*;
-use pod_kv::{Caller, Change, Commit, Entry, Event, Expect, Key, Layer, Op, Partition, Writer};
+use pod_kv::{Caller, Change, Commit, Entry, Event, Expect, Key, Layer, Op, Outcome, Partition, Wanted, Writer};
 use proptest::prelude::*;
 
 const KEYS: &[&str] = &["/shared/a", "/shared/b/c", "/ref/r", "/peer/self/x", "/peer/self/y", "/peer/w1/z"];
@@ -65,7 +66,27 @@ fn drive(steps: &[Step]) -> Result<(World, Vec<Layer>), TestCaseError> {
     for step in steps {
         let before = w.commits.len();
         match step {
-            Step::Call(who, op) => drop(w.run(&callers[*who], op, &at(now))),
+            Step::Call(who, op) => {
+                let waits = w.core.waits().clone();
+                let (out, wakes) = w.run(&callers[*who], op, &at(now));
+                // A write wakes only waiters of its own key that it satisfies.
+                for wake in &wakes {
+                    let waiter = waits.get(wake.ticket).expect("a woken waiter was waiting");
+                    match (&waiter.wanted, &wake.answer, &out) {
+                        (
+                            Wanted::Key { key, min_version },
+                            Ok(Outcome::Found(f)),
+                            Ok(Outcome::Written { key: written, version }),
+                        ) => {
+                            prop_assert_eq!(key, written);
+                            prop_assert_eq!(&f.key, written);
+                            prop_assert!(*version >= *min_version && f.version == *version);
+                        }
+                        (Wanted::Lease { .. }, Ok(Outcome::Granted(_)) | Err(_), _) => {}
+                        other => prop_assert!(false, "unexpected wake {:?}", other),
+                    }
+                }
+            }
             Step::Advance(ms) => {
                 now += ms;
                 w.event(&Event::Tick, &at(now));

@@ -86,7 +86,7 @@ pub(super) fn acquire(
         return Ok(Outcome::Queued { ticket });
     }
     debug_assert!(draft.lease_queue(&name).is_empty(), "lease {name} is free with callers queued");
-    if draft.layer().grant(&name).is_none() && draft.layer().grants().count() >= MAX_LEASES {
+    if draft.layer().grant(&name).is_none() && draft.layer().lease_count() >= MAX_LEASES {
         return Err(KvError::TooManyLeases);
     }
     let grant = grant_to(draft, name, holder, ttl_ms, now);
