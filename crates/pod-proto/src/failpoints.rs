@@ -7,11 +7,16 @@
 //! or `registry`) abort the process on the spot: a real crash, no unwinding,
 //! no cleanup. Each armed point fires once per runtime directory (a marker
 //! file records it), so the processes a user starts to recover, which
-//! inherit the same environment, run through. Release builds carry no
+//! inherit the same environment, run through. Markers live in
+//! `run/failpoints/`, apart from the Pods' and the registry's files. Release builds carry no
 //! failpoints at all (the macro expands to nothing without the feature).
 
 /// The environment variable `arm` reads.
 pub const ENV: &str = "POD_FAILPOINTS";
+
+/// The folder of `run/` where fired points leave their markers
+/// (`<role>.<point>.fired`).
+pub const MARKERS_DIR: &str = "failpoints";
 
 /// Arms this process's crash points; returns how many were armed.
 #[cfg(feature = "failpoints")]
@@ -32,16 +37,18 @@ pub fn arm(role: &str) -> Result<usize, String> {
         };
         let hits = Arc::new(AtomicUsize::new(0));
         let name = point.to_string();
-        let marker = crate::RuntimeDirs::from_env()
-            .map_err(|e| e.to_string())?
-            .run
-            .join(format!("failpoint.{role}.{point}.fired"));
+        let markers = crate::RuntimeDirs::from_env().map_err(|e| e.to_string())?.run.join(MARKERS_DIR);
+        crate::paths::ensure_private_dir(&markers).map_err(|e| e.to_string())?;
+        let marker = markers.join(format!("{role}.{point}.fired"));
         fail::cfg_callback(point, move || {
             if hits.fetch_add(1, Ordering::SeqCst) + 1 != nth {
                 return;
             }
             // Fire once: the first process to get here creates the marker.
-            if std::fs::OpenOptions::new().write(true).create_new(true).open(&marker).is_ok() {
+            if std::os::unix::fs::OpenOptionsExt::mode(std::fs::OpenOptions::new().write(true).create_new(true), 0o600)
+                .open(&marker)
+                .is_ok()
+            {
                 eprintln!("failpoint {name}: aborting (hit {nth})");
                 std::process::abort();
             }

@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::io;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -332,6 +333,7 @@ fn spawn_daemon(dirs: &RuntimeDirs, daemon: &DaemonCommand) -> Result<(), Client
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(0o600) // owner-only, like every file of the runtime
         .open(&log_path)
         .map_err(|e| ClientError::Start(format!("cannot open {}: {e}", log_path.display())))?;
     let log_err = log.try_clone().map_err(|e| ClientError::Start(format!("cannot duplicate the log handle: {e}")))?;

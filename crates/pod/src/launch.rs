@@ -7,6 +7,7 @@
 //! So `pod start` and `pod spawn` return exactly when the Pod serves, and a
 //! failure is reported in the Pod's own words.
 
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
@@ -62,6 +63,7 @@ pub async fn launch(request: &LaunchRequest, log_file: &PathBuf) -> Result<Launc
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(0o600)
         .open(log_file)
         .map_err(|e| WireError::new("launch.io", format!("cannot open {}: {e}", log_file.display())))?;
     let mut command = Command::new(exe);

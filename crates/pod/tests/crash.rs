@@ -168,11 +168,11 @@ fn armed(h: &Home, p: &CrashPoint, args: &[&str]) -> common::Run {
 }
 
 fn lead_proc(h: &Home) -> Option<Proc> {
-    std::fs::read_to_string(h.run_dir("lead").join("pid")).ok().and_then(|t| t.trim().parse().ok()).map(Proc::of)
+    common::pid_in(&h.run_dir("lead").join("pid")).map(Proc::of)
 }
 
 fn registry_proc(h: &Home) -> Option<Proc> {
-    std::fs::read_to_string(h.home.join("run/registry.lock")).ok().and_then(|t| t.trim().parse().ok()).map(Proc::of)
+    h.registry_pid().map(Proc::of)
 }
 
 /// After the crash: bring back what died, as a user would.
@@ -243,7 +243,7 @@ fn run_point(p: &CrashPoint) -> bool {
     }
     // The marker proves the point fired (and aborted: it is written just
     // before the abort); the process must be gone.
-    let fired = h.home.join("run").join(format!("failpoint.{}.{}.fired", p.role, p.point)).exists();
+    let fired = h.home.join("run/failpoints").join(format!("{}.{}.fired", p.role, p.point)).exists();
     if !fired {
         let log = std::fs::read_to_string(h.run_dir("lead").join("pod.log")).unwrap_or_default();
         eprintln!("[{what}] the point did not fire; lead's log:\n{log}");

@@ -33,7 +33,7 @@ fn stopping_a_top_level_pod_stops_its_tree_bottom_up() {
     let ls = h.json(&["ls", "--json"]);
     assert!(ls.as_array().expect("ls").iter().all(|p| p["state"] == "stopped"), "{ls}");
     h.must(&["rm", "grand"]);
-    assert!(!h.home.join("data/grand").exists());
+    assert!(!h.data_dir("grand").exists());
 }
 
 #[test]

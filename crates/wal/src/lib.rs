@@ -36,7 +36,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind, Write};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 /// Bytes reserved for each of the two header slots.
@@ -297,6 +297,7 @@ fn create(path: &Path, options: WalOptions) -> Result<File, WalError> {
         .write(true)
         .create(true)
         .truncate(true)
+        .mode(0o600)
         .open(&tmp)
         .map_err(io("create it", &tmp))?;
     let reserved = options.fill == Fill::Reserve

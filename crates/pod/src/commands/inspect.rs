@@ -40,7 +40,7 @@ pub async fn ls(json: bool) -> Result<ExitCode, WireError> {
             PodSummary { name: a.name, state, parent: a.parent, pid: Some(a.pid).filter(|p| *p != 0) },
         );
     }
-    if let Ok(entries) = std::fs::read_dir(&dirs.data) {
+    if let Ok(entries) = std::fs::read_dir(dirs.pods_data()) {
         for entry in entries.flatten() {
             let Ok(name) = PodName::new(entry.file_name().to_string_lossy().into_owned()) else { continue };
             if entry.path().join("log").exists() && !pods.contains_key(&name) {
@@ -217,6 +217,9 @@ struct CheckView {
 pub async fn check(name: &str, path: &std::path::Path, write: bool, json: bool) -> Result<ExitCode, WireError> {
     let name = pod_name(name)?;
     let paths = PodPaths::new(&dirs()?, &name);
+    if path.as_os_str().is_empty() {
+        return Err(WireError::new("path.empty", "an empty path names no file; write `.` for the current directory"));
+    }
     let absolute = cwd()?.join(path);
     let resolved = scope::resolve(&absolute).map_err(|e| WireError::new(e.code(), e.to_string()))?;
     let wanted = if write { Permission::Write } else { Permission::Read };

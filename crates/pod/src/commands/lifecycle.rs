@@ -24,7 +24,7 @@ pub async fn start(args: StartArgs) -> Result<ExitCode, WireError> {
     let manifest = args
         .manifest
         .as_deref()
-        .map(|m| Manifest::load(&cwd.join(m)))
+        .map(|m| Manifest::load_arg(m, &cwd))
         .transpose()
         .map_err(|e| WireError::new(e.code(), e.to_string()))?;
     let from_manifest = manifest.as_ref().and_then(|m| m.name.clone());

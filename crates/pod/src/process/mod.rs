@@ -267,13 +267,33 @@ async fn serve(
     cwd: Option<String>,
     tx: mpsc::Sender<OwnerMsg>,
 ) -> Result<Started, WireError> {
-    let pid = std::process::id();
     let listener = pod_proto::server::bind(&paths.socket()).await.map_err(|e| e.to_wire())?;
-    std::fs::write(paths.pid_file(), format!("{pid}\n")).map_err(wire("pod.io"))?;
+    write_pid_file(&paths)?;
     if let Some(command) = owner.workload.clone() {
         owner.set_workload(workload::start(&command, &paths, cwd.as_deref(), tx)?);
     }
     Ok(Started { owner, listener, log, lock })
+}
+
+/// `run/pods/NAME/pid`: this process's pid and start time, written whole
+/// (temporary file, rename) so a reader never sees half of it.
+fn write_pid_file(paths: &PodPaths) -> Result<(), WireError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let pid = std::process::id();
+    let start_time = watch::start_time_of(pid)
+        .ok_or_else(|| WireError::new("pod.io", "cannot read this process's own start time from /proc"))?;
+    let record = crate::layout::PidRecord { pid, start_time };
+    let tmp = paths.run_dir.join(".pid.tmp");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(wire("pod.io"))?;
+    file.write_all(record.render().as_bytes()).map_err(wire("pod.io"))?;
+    drop(file);
+    std::fs::rename(&tmp, paths.pid_file()).map_err(wire("pod.io"))
 }
 
 /// A new Pod's name must not already have a history here.
@@ -430,10 +450,12 @@ async fn append(log: &Arc<SessionLog>, events: Vec<Event>) -> Result<(), WireErr
 /// SIGKILL).
 fn take_lock(paths: &PodPaths, name: &PodName) -> Result<std::fs::File, WireError> {
     use rustix::fs::{flock, FlockOperation};
+    use std::os::unix::fs::OpenOptionsExt;
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
+        .mode(0o600)
         .open(paths.lock_file())
         .map_err(wire("pod.io"))?;
     flock(&file, FlockOperation::NonBlockingLockExclusive)

@@ -89,12 +89,16 @@ impl Home {
     }
 
     pub fn run_dir(&self, pod: &str) -> PathBuf {
-        self.home.join("run").join(pod)
+        self.home.join("run/pods").join(pod)
     }
 
+    pub fn data_dir(&self, pod: &str) -> PathBuf {
+        self.home.join("data/pods").join(pod)
+    }
+
+    /// The Pod process's pid, from its pid file (`PID START_TIME`).
     pub fn pid(&self, pod: &str) -> u32 {
-        let text = std::fs::read_to_string(self.run_dir(pod).join("pid")).expect("pid file");
-        text.trim().parse().expect("pid")
+        pid_in(&self.run_dir(pod).join("pid")).expect("pid file")
     }
 
     /// `pod check NAME PATH --write` exits 0.
@@ -138,21 +142,29 @@ impl Home {
 impl Drop for Home {
     fn drop(&mut self) {
         // Leave nothing running: every Pod of this home, then its registry.
-        if let Ok(entries) = std::fs::read_dir(self.home.join("run")) {
+        if let Ok(entries) = std::fs::read_dir(self.home.join("run/pods")) {
             for e in entries.flatten() {
-                if let Some(pid) =
-                    std::fs::read_to_string(e.path().join("pid")).ok().and_then(|t| t.trim().parse().ok())
-                {
+                if let Some(pid) = pid_in(&e.path().join("pid")) {
                     signal(pid, rustix::process::Signal::KILL);
                 }
             }
         }
-        if let Some(pid) =
-            std::fs::read_to_string(self.home.join("run/registry.lock")).ok().and_then(|t| t.trim().parse().ok())
-        {
+        if let Some(pid) = self.registry_pid() {
             signal(pid, rustix::process::Signal::KILL);
         }
     }
+}
+
+impl Home {
+    /// The registry daemon's pid, from its lock file.
+    pub fn registry_pid(&self) -> Option<u32> {
+        pid_in(&self.home.join("run/registry/lock"))
+    }
+}
+
+/// The first word of a pid or lock file.
+pub fn pid_in(file: &Path) -> Option<u32> {
+    std::fs::read_to_string(file).ok()?.split_whitespace().next()?.parse().ok()
 }
 
 pub fn signal(pid: u32, sig: rustix::process::Signal) {
