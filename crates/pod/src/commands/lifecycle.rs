@@ -99,6 +99,7 @@ pub async fn stop(name: &str) -> Result<ExitCode, WireError> {
     let Some(alloc) = registry.get(&name).await? else {
         return Err(not_running(&paths, &name));
     };
+    fail::fail_point!("stop.after_lookup");
     if let Some(parent) = &alloc.parent {
         let parent_paths = PodPaths::new(&dirs, parent);
         match PodClient::call_once(
