@@ -116,8 +116,11 @@ impl Gate {
             PodRequest::Shutdown => Action::Shutdown,
             PodRequest::ChildShutDown { .. } => Action::ChildShutDown,
         };
+        // A test holds a callback here (off the runtime's workers, which
+        // must go on serving) to force it after a racing StopPod.
+        #[cfg(feature = "failpoints")]
         if action == Action::ChildShutDown {
-            fail::fail_point!("callback.received");
+            let _ = tokio::task::spawn_blocking(|| fail::fail_point!("callback.received")).await;
         }
         if !matches!(action, Action::Ping | Action::ChildShutDown) {
             let caller = match &self.caller {

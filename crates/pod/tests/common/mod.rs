@@ -26,7 +26,7 @@ pub struct Run {
 }
 
 impl Run {
-    fn from(out: Output) -> Run {
+    pub fn from_output(out: Output) -> Run {
         Run {
             code: out.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -68,7 +68,7 @@ impl Home {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        Run::from(cmd.output().expect("run pod"))
+        Run::from_output(cmd.output().expect("run pod"))
     }
 
     /// Runs `pod ARGS` and insists it succeeds.
