@@ -178,7 +178,8 @@ enum ParseError {
 /// TOML's own rendering spans several lines (a source excerpt); errors here
 /// are one line: where, then what.
 fn describe(text: &str, e: &toml::de::Error) -> String {
-    let what = e.message().split_whitespace().collect::<Vec<_>>().join(" ");
+    // The parser's words may quote the manifest (a bad value): escaped, cut.
+    let what = scope::sanitize(&e.message().split_whitespace().collect::<Vec<_>>().join(" "), 200);
     match e.span() {
         Some(span) => {
             let before = &text[..span.start.min(text.len())];
@@ -239,6 +240,7 @@ mod tests {
             ("name = \"Bad Name\"", "name:"),
             ("workload = []", "empty command"),
             ("[[allow]]\npath = \"\"\npermission = \"write\"", "empty"),
+            ("[[allow]]\npath = \"/a\"\npermission = \"\\u001b[2J\"", "\\u{1b}[2J"),
         ] {
             let e = parse(text).unwrap_err();
             assert!(e.contains(needle), "{text:?}: {e}");

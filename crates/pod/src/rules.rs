@@ -19,8 +19,9 @@ pub struct RuleSpec {
 
 #[derive(Debug, thiserror::Error)]
 pub enum RulesError {
-    #[error("path {path}: {source}")]
-    Resolve { path: Echoed, source: ResolveError },
+    /// Every resolve error names the path itself.
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
     #[error("path {0} is not valid UTF-8; scope paths must be UTF-8")]
     NotUtf8(Echoed),
     #[error("an empty path names no file; write `.` for the current directory")]
@@ -30,7 +31,7 @@ pub enum RulesError {
 impl RulesError {
     pub fn code(&self) -> &'static str {
         match self {
-            RulesError::Resolve { source, .. } => source.code(),
+            RulesError::Resolve(source) => source.code(),
             RulesError::NotUtf8(_) => "path.not_utf8",
             RulesError::Empty => "path.empty",
         }
@@ -64,8 +65,7 @@ impl RuleSpec {
 
     /// Resolves symlinks and normalizes: the rule that is checked and stored.
     pub fn resolve(&self) -> Result<ScopeRule, RulesError> {
-        let target = scope::resolve(&self.path)
-            .map_err(|source| RulesError::Resolve { path: Echoed::new(&self.path.to_string_lossy()), source })?;
+        let target = scope::resolve(&self.path).map_err(RulesError::Resolve)?;
         Ok(ScopeRule::new(target, self.permission, self.recursive))
     }
 }

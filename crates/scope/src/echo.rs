@@ -65,6 +65,25 @@ impl fmt::Debug for Echoed {
     }
 }
 
+/// A message that may quote input (a parser's error): control characters
+/// escaped in place, the whole cut after `max` characters. Unlike [`Echo`]
+/// it adds no quotes, for text that is not one input.
+pub fn sanitize(text: &str, max: usize) -> String {
+    let mut out = String::with_capacity(text.len().min(max + 16));
+    for (n, c) in text.chars().enumerate() {
+        if n == max {
+            out.push_str("...");
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Does `text` hold a character a terminal or a line-based reader would
 /// act on (C0 and C1 controls, DEL)?
 pub fn has_control(text: &str) -> bool {
@@ -80,6 +99,12 @@ mod tests {
         assert_eq!(Echo("a\nb\u{1b}[31m\"c").to_string(), r#""a\nb\u{1b}[31m\"c""#);
         assert!(has_control("a\tb") && has_control("\u{7f}") && has_control("\u{85}"));
         assert!(!has_control("plain/päth"));
+    }
+
+    #[test]
+    fn sanitize_escapes_in_place_and_cuts() {
+        assert_eq!(sanitize("unknown variant `\u{1b}[2J`\n", 100), "unknown variant `\\u{1b}[2J`\\n");
+        assert_eq!(sanitize("abcdef", 3), "abc...");
     }
 
     #[test]

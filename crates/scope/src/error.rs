@@ -11,10 +11,10 @@ pub enum PathError {
     Empty,
     #[error("path {0} is not absolute (scope paths must start with '/')")]
     NotAbsolute(Echoed),
-    #[error("path contains a NUL byte, which no file name can hold")]
-    Nul,
-    #[error("path is {len} bytes long; the limit is {max}")]
-    TooLong { len: usize, max: usize },
+    #[error("path {0} contains a NUL byte, which no file name can hold")]
+    Nul(Echoed),
+    #[error("path {path} is {len} bytes long; the limit is {max}")]
+    TooLong { path: Echoed, len: usize, max: usize },
     #[error("path {0} is not valid UTF-8; scope paths must be UTF-8")]
     NotUtf8(Echoed),
     #[error("path {0} holds a control character (newline, tab, escape, ...); scope paths may not")]
@@ -26,7 +26,7 @@ impl PathError {
         match self {
             PathError::Empty => "path.empty",
             PathError::NotAbsolute(_) => "path.not_absolute",
-            PathError::Nul => "path.nul",
+            PathError::Nul(_) => "path.nul",
             PathError::TooLong { .. } => "path.too_long",
             PathError::NotUtf8(_) => "path.not_utf8",
             PathError::ControlChar(_) => "path.control_char",

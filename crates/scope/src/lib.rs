@@ -22,7 +22,7 @@ mod resolve;
 mod rule;
 mod scope;
 
-pub use echo::{has_control, Echo, Echoed, MAX_ECHO_CHARS};
+pub use echo::{has_control, sanitize, Echo, Echoed, MAX_ECHO_CHARS};
 pub use error::{NameError, PathError, ResolveError, ScopeError};
 pub use name::{PodName, RESERVED as RESERVED_NAMES};
 pub use path::ScopePath;

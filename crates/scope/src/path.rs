@@ -26,10 +26,10 @@ impl ScopePath {
             return Err(PathError::Empty);
         }
         if raw.as_bytes().contains(&0) {
-            return Err(PathError::Nul);
+            return Err(PathError::Nul(Echoed::new(raw)));
         }
         if raw.len() > MAX_PATH_BYTES {
-            return Err(PathError::TooLong { len: raw.len(), max: MAX_PATH_BYTES });
+            return Err(PathError::TooLong { path: Echoed::new(raw), len: raw.len(), max: MAX_PATH_BYTES });
         }
         if has_control(raw) {
             return Err(PathError::ControlChar(Echoed::new(raw)));

@@ -230,6 +230,60 @@ pub fn poll_until(mut cond: impl FnMut() -> bool) -> bool {
     true
 }
 
+impl Home {
+    /// `text` with this test's folders and process numbers replaced by
+    /// placeholders, so whole messages can be snapshotted.
+    pub fn redact(&self, text: &str) -> String {
+        let root = self.home.parent().expect("root").to_string_lossy().into_owned();
+        let text = text.replace(&self.home.to_string_lossy().into_owned(), "[home]");
+        let text = text.replace(&self.repo.to_string_lossy().into_owned(), "[repo]");
+        let text = text.replace(&root, "[tmp]");
+        redact_numbers_after(&text, &["process ", "pid ", "(pid ", "uid "])
+    }
+}
+
+/// Replaces the digits following each of `words` with `[n]`.
+pub fn redact_numbers_after(text: &str, words: &[&str]) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    'outer: while !rest.is_empty() {
+        for w in words {
+            if let Some(after) = rest.strip_prefix(w) {
+                let digits = after.bytes().take_while(u8::is_ascii_digit).count();
+                if digits > 0 {
+                    out.push_str(w);
+                    out.push_str("[n]");
+                    rest = &after[digits..];
+                    continue 'outer;
+                }
+            }
+        }
+        let ch = rest.chars().next().expect("non-empty");
+        out.push(ch);
+        rest = &rest[ch.len_utf8()..];
+    }
+    out
+}
+
+/// Whether a test that needs `need` (e.g. `root`) can run. Without it the
+/// test is skipped with a printed reason, unless `POD_TEST_REQUIRE` names
+/// the need (CI sets it for what it provides): then it fails.
+pub fn available(need: &str, present: bool) -> bool {
+    if present {
+        return true;
+    }
+    let required = std::env::var("POD_TEST_REQUIRE").unwrap_or_default();
+    if required.split(',').map(str::trim).any(|r| r == need || r == "all") {
+        panic!("this test needs {need}, which POD_TEST_REQUIRE demands, and it is missing");
+    }
+    eprintln!("skipped: this test needs {need} (set POD_TEST_REQUIRE={need} to make its absence fail)");
+    false
+}
+
+pub fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
 pub fn layer_names(scope: &Value) -> Vec<String> {
     scope["layers"].as_object().map(|m| m.keys().cloned().collect()).unwrap_or_default()
 }
