@@ -34,13 +34,21 @@ pub async fn ls(json: bool) -> Result<ExitCode, WireError> {
     let registry = Registry::connect(&dirs).await?;
     let mut pods: BTreeMap<PodName, PodSummary> = BTreeMap::new();
     for a in registry.list().await? {
-        let state = match a.state {
-            pod_registry::AllocState::Live => "running",
-            pod_registry::AllocState::Reserved => "starting",
+        let (state, problem) = match a.state {
+            pod_registry::AllocState::Reserved => ("starting", None),
+            pod_registry::AllocState::Live if crate::process::watch::start_time_of(a.pid) == Some(a.start_time) => {
+                ("running", None)
+            }
+            // Its process is gone and the registry has not swept it yet: a
+            // crash, which `pod resume` recovers, unless its log is damaged.
+            pod_registry::AllocState::Live => match stopped_state(&PodPaths::new(&dirs, &a.name)) {
+                ("stopped", problem) => ("crashed", problem),
+                other => other,
+            },
         };
         pods.insert(
             a.name.clone(),
-            PodSummary { name: a.name, state, parent: a.parent, pid: Some(a.pid).filter(|p| *p != 0), problem: None },
+            PodSummary { name: a.name, state, parent: a.parent, pid: Some(a.pid).filter(|p| *p != 0), problem },
         );
     }
     if let Ok(entries) = std::fs::read_dir(dirs.pods_data()) {
