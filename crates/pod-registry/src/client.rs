@@ -3,7 +3,7 @@
 //! `Client::connect` starts the daemon on demand: when the socket is absent
 //! or refuses, it spawns `pod-registry serve` (next to the current
 //! executable, or `$POD_REGISTRY_BIN`) in its own session with output to
-//! `run/registry.log`, then retries for a bounded time. Two clients doing so
+//! `run/registry/log`, then retries for a bounded time. Two clients doing so
 //! at once end with one daemon: the daemon's lock decides, the loser exits.
 
 use std::collections::BTreeMap;

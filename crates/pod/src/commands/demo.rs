@@ -104,7 +104,7 @@ pub fn run(dir: Option<&Path>) -> Result<ExitCode, WireError> {
     }
     // The registry daemon this demo started on demand goes too.
     if let Some(pid) =
-        std::fs::read_to_string(demo.home.join("run/registry.lock")).ok().and_then(|t| t.trim().parse().ok())
+        std::fs::read_to_string(demo.home.join("run/registry/lock")).ok().and_then(|t| t.trim().parse().ok())
     {
         if let Err(e) = signal_and_wait(pid, rustix::process::Signal::TERM) {
             tracing::warn!(pid, error = %e, "could not stop the demo's registry daemon");
