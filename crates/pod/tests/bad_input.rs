@@ -172,6 +172,9 @@ fn run_measured(h: &Home, args: &[&str]) -> (i32, u64, String, Duration) {
 fn measured_child() {
     let args = std::env::var(MEASURE_ARGS)
         .unwrap_or_else(|_| panic!("{MEASURE_ARGS} is not set: this test is the child process of another"));
+    // Reaped by wait4 below, not by std's handle (which would not give the
+    // rusage).
+    #[allow(clippy::zombie_processes)]
     let child = std::process::Command::new(POD).args(args.split('\u{1f}')).spawn().expect("start pod");
     let (status, rusage) = wait4(child.id() as libc::pid_t);
     let code = if libc::WIFEXITED(status) { libc::WEXITSTATUS(status) } else { -1 };

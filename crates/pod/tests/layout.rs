@@ -217,7 +217,7 @@ fn folders_of_another_user_are_refused() {
     let h = Home::new();
     h.must(&["ls"]);
     let nobody = Some(rustix::fs::Uid::from_raw(65534));
-    rustix::fs::chown(&h.home.join("data"), nobody, None).expect("chown");
+    rustix::fs::chown(h.home.join("data"), nobody, None).expect("chown");
     let run = h.pod(&["ls"]);
     assert_eq!(run.code, 2, "{run:?}");
     insta::assert_snapshot!(h.redact(run.stderr.trim_end()));

@@ -103,7 +103,6 @@ fn log_follow_streams_new_events() {
         }
     }
     assert_eq!(kinds, ["pod.scope", "child.removed", "pod.scope", "pod.stopped"]);
-    drop(next_event);
     assert!(lines.next().is_none(), "follow ends after the last record");
     let out = follow.wait_with_output().expect("wait");
     assert!(out.status.success(), "follow failed: {}", String::from_utf8_lossy(&out.stderr));
