@@ -61,12 +61,16 @@ fn a_shutdown_ends_within_its_bound_without_the_registry() {
     let (h, registry, lead, _docs) = frozen_registry();
     let started = Instant::now();
     signal(lead.pid, Signal::TERM);
-    wait_until("lead exits", || !lead.alive());
+    // Longer than the common bound: this is the bound under test.
+    let limit = SHUTDOWN_WAIT + 2 * STOP_GRACE + Duration::from_secs(5);
+    while lead.alive() && started.elapsed() < limit + Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let took = started.elapsed();
     // It waited for the registry (docs's reclaim, then the release) up to
     // the bound, and not longer than the bound plus the workload's stop.
     assert!(took >= SHUTDOWN_WAIT - Duration::from_secs(1), "gave up after {took:?}");
-    assert!(took <= SHUTDOWN_WAIT + 2 * STOP_GRACE + Duration::from_secs(5), "took {took:?}");
+    assert!(!lead.alive() && took <= limit, "took {took:?}");
     recovers(&h, registry);
 }
 

@@ -191,8 +191,25 @@ async fn startup(request: LaunchRequest, tx: mpsc::Sender<OwnerMsg>) -> Result<S
     paths.ensure().map_err(|e| WireError::new(e.code(), e.to_string()))?;
     let lock = take_lock(&paths, &name)?;
     // From here on this process is recognized as the Pod's own (its calls
-    // to its parent, see `caller.rs`).
+    // to its parent, see `caller.rs`). A failed start takes it back: the
+    // record must never outlive the process it names.
     write_pid_file(&paths)?;
+    let pid_file = paths.pid_file();
+    let started = startup_locked(request, paths, lock, tx).await;
+    if started.is_err() {
+        if let Err(e) = std::fs::remove_file(&pid_file) {
+            tracing::warn!(error = %e, "cannot remove the pid file of a failed start");
+        }
+    }
+    started
+}
+
+async fn startup_locked(
+    request: LaunchRequest,
+    paths: PodPaths,
+    lock: std::fs::File,
+    tx: mpsc::Sender<OwnerMsg>,
+) -> Result<Started, WireError> {
     let opening = std::time::Instant::now();
     let log_dir = paths.session_log();
     let log = tokio::task::spawn_blocking(move || SessionLog::open(&log_dir, LogOptions::default()))

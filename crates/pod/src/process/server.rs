@@ -133,7 +133,14 @@ impl Gate {
             };
             let mut decision = decide(&caller, action, &self.name, None, self.peer.pid);
             if decision == Decision::NeedAncestors {
-                let ancestors = ancestors(&self.registry, &self.name).await?;
+                let ancestors = match (&caller, self.peer_is_os_parent()) {
+                    // The Pod process that started this one (the kernel says
+                    // so: it is our parent process) is an ancestor: no need
+                    // to ask the registry (which a stopping tree may not
+                    // reach).
+                    (Caller::Pod(parent), true) => vec![parent.clone()],
+                    _ => ancestors(&self.registry, &self.name).await?,
+                };
                 decision = decide(&caller, action, &self.name, Some(&ancestors), self.peer.pid);
             }
             match decision {
@@ -148,6 +155,14 @@ impl Gate {
             PodRequest::Check { path, permission } => Ok(PodRequest::Check { path: resolve(path).await?, permission }),
             other => Ok(other),
         }
+    }
+}
+
+impl Gate {
+    /// Is the caller the very process that started this Pod process?
+    fn peer_is_os_parent(&self) -> bool {
+        let Some(ppid) = rustix::process::getppid().map(|p| p.as_raw_nonzero().get() as u32) else { return false };
+        crate::process::watch::start_time_of(ppid).is_some_and(|start| self.peer.is(ppid, start))
     }
 }
 

@@ -144,12 +144,23 @@ impl Drop for Home {
         // Leave nothing running: every Pod of this home, then its registry.
         if let Ok(entries) = std::fs::read_dir(self.home.join("run/pods")) {
             for e in entries.flatten() {
-                if let Some(pid) = pid_in(&e.path().join("pid")) {
-                    signal(pid, rustix::process::Signal::KILL);
+                // `PID START_TIME`: only that very process, never a reused pid.
+                let record = std::fs::read_to_string(e.path().join("pid")).unwrap_or_default();
+                let mut words = record.split_whitespace().map(|w| w.parse::<u64>().ok());
+                if let (Some(Some(pid)), Some(Some(start))) = (words.next(), words.next()) {
+                    if alive_as(pid as u32, start) {
+                        signal(pid as u32, rustix::process::Signal::KILL);
+                    }
                 }
             }
         }
-        if let Some(pid) = self.registry_pid() {
+        // The lock names the daemon only while a daemon holds it.
+        let lock = self.home.join("run/registry/lock");
+        let held = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&lock)
+            .is_ok_and(|f| rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err());
+        if let Some(pid) = self.registry_pid().filter(|_| held) {
             signal(pid, rustix::process::Signal::KILL);
         }
     }
