@@ -35,7 +35,11 @@ fn attempts(h: &Home) -> String {
         script.push_str(&format!("run {}\n", line.replacen("pod", POD, 1)));
     }
     script.push_str(&format!("touch {}\n", h.repo.join(".attempted").display()));
-    script.push_str(&format!("while [ ! -e {} ]; do sleep 0.02; done\n", h.repo.join(".done").display()));
+    // Bounded, so a failed test leaves no process behind for long.
+    script.push_str(&format!(
+        "for i in $(seq 3000); do [ -e {} ] && break; sleep 0.02; done\n",
+        h.repo.join(".done").display()
+    ));
     script
 }
 

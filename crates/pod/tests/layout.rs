@@ -162,8 +162,8 @@ fn walk(dir: &Path, out: &mut Vec<(PathBuf, u32, bool)>) {
 fn everything_created_is_owner_only() {
     let h = Home::new();
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o022));
-    h.must(&["start", "lead", "--write", ".", "--", "sh", "-c", "echo hello; exec sleep 600"]);
-    h.must(&["spawn", "docs", "--parent", "lead", "--write", "docs", "--", "sh", "-c", "echo hi >&2; exec sleep 600"]);
+    h.must(&["start", "lead", "--write", ".", "--", "sh", "-c", "echo hello; exec sleep 60"]);
+    h.must(&["spawn", "docs", "--parent", "lead", "--write", "docs", "--", "sh", "-c", "echo hi >&2; exec sleep 60"]);
     h.must(&["spawn", "tests", "--parent", "lead", "--write", "tests"]);
     h.must(&["stop", "tests"]);
     h.kill9("lead");

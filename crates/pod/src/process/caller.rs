@@ -1,7 +1,8 @@
 //! Who is calling a Pod's socket, from the kernel's answers only.
 //!
 //! The kernel says which process connected (`SO_PEERCRED`: its pid; its
-//! start time is read from `/proc` as soon as the connection is accepted).
+//! start time is read from `/proc` as soon as the connection is handed to
+//! the Pod, right after the accept and the handshake).
 //! This module says which Pod's workload that process belongs to, or that
 //! it belongs to none (the operator, a user at a terminal): the one
 //! decision [`identify`] makes. Nothing a caller sends (a frame field,
@@ -34,7 +35,7 @@ const MAX_DEPTH: usize = 4096;
 pub struct Peer {
     pub pid: u32,
     pub uid: u32,
-    /// Read right after the connection was accepted; `None` when the
+    /// Read right after the accept and handshake; `None` when the
     /// process was already gone.
     pub start_time: Option<u64>,
 }

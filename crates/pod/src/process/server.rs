@@ -40,8 +40,9 @@ pub struct ConnectionContext {
 /// A request already read is always answered, even during shutdown, so a
 /// caller of `Shutdown` or `StopChild` gets its reply before the exit.
 pub async fn handle_connection(mut conn: Connection, cred: PeerCred, ctx: ConnectionContext) {
-    // Right after the accept, while the connecting process is the one the
-    // kernel named (a pid is an identity only with its start time).
+    // Right after the accept and handshake, while the connecting process is
+    // the one the kernel named (a pid is an identity only with its start
+    // time).
     let peer = Peer::from_cred(cred);
     let ConnectionContext { name, dirs, registry, owner, log, mut closing, done: _done } = ctx;
     let mut gate = Gate { name, dirs, registry, peer, caller: None };
