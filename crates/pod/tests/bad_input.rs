@@ -341,6 +341,18 @@ fn empty_paths_are_refused_on_the_wire() {
     insta::assert_snapshot!(lines.join("\n"));
 }
 
+/// A frame that names no request (here an unknown one, with a 100 KB name)
+/// gets one bounded line back, with nothing of it unescaped.
+#[test]
+fn a_garbled_frame_is_refused_in_a_bounded_line() {
+    let h = home();
+    let socket = h.run_dir("lead").join("sock");
+    let name = format!("\u{1b}[2J{}", "A".repeat(100_000));
+    let garbled = std::collections::BTreeMap::from([(name, 0u8)]);
+    let e = raw_call(&socket, &garbled).expect_err("refused");
+    insta::assert_snapshot!(format!("{} [{}]", e.message, e.code));
+}
+
 /// `check` sent raw, with a path the caller did not resolve, is answered
 /// for where the path really points, as `pod check` answers.
 #[test]
