@@ -32,6 +32,7 @@ enum Suite {
 }
 
 fn main() -> std::process::ExitCode {
+    pod_proto::paths::private_umask();
     // The `pod` suite starts Pod processes and the registry from this very
     // binary, as the `pod` binary would.
     if pod_suite::is_runtime_invocation() {

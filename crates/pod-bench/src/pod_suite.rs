@@ -89,7 +89,7 @@ pub fn run(args: &Args) -> Result<Value, String> {
     let figures = runtime.block_on(measure(args, &root_path, &home));
     // Stop the registry daemon this run started.
     if let Some(pid) =
-        std::fs::read_to_string(home.join("run/registry.lock")).ok().and_then(|t| t.trim().parse::<i32>().ok())
+        std::fs::read_to_string(home.join("run/registry/lock")).ok().and_then(|t| t.trim().parse::<i32>().ok())
     {
         if let Some(pid) = rustix::process::Pid::from_raw(pid) {
             let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
@@ -198,7 +198,7 @@ async fn measure(args: &Args, root: &Path, home: &Path) -> Result<Value, String>
     for victim in victims {
         victim.wait_or_kill(EXIT_WAIT).await;
     }
-    let run_dir = home.join("run").join(big.as_str());
+    let run_dir = home.join("run/pods").join(big.as_str());
     let t = Instant::now();
     let resumed =
         launch(&LaunchRequest { name: big.clone(), mode: LaunchMode::Resume, cwd: None }, &run_dir.join("pod.log"))

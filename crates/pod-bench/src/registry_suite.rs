@@ -483,7 +483,9 @@ struct Daemon {
 impl Daemon {
     fn start(home: &Path) -> Result<Daemon, String> {
         let exe = std::env::current_exe().map_err(|e| format!("current exe: {e}"))?;
-        let log = std::fs::File::create(home.join("run/registry.log")).map_err(|e| format!("daemon log: {e}"))?;
+        let dirs = dirs_for(home);
+        dirs.ensure().map_err(|e| e.to_string())?;
+        let log = std::fs::File::create(dirs.registry_log()).map_err(|e| format!("daemon log: {e}"))?;
         let child = Command::new(exe)
             .arg("registry")
             .arg("--serve-daemon")

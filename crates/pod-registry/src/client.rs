@@ -3,7 +3,7 @@
 //! `Client::connect` starts the daemon on demand: when the socket is absent
 //! or refuses, it spawns `pod-registry serve` (next to the current
 //! executable, or `$POD_REGISTRY_BIN`) in its own session with output to
-//! `run/registry.log`, then retries for a bounded time. Two clients doing so
+//! `run/registry/log`, then retries for a bounded time. Two clients doing so
 //! at once end with one daemon: the daemon's lock decides, the loser exits.
 //!
 //! [`Link`] is the one call path that survives daemon restarts and idle
@@ -15,6 +15,7 @@
 
 use std::collections::BTreeMap;
 use std::io;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -507,6 +508,7 @@ fn spawn_daemon(dirs: &RuntimeDirs, daemon: &DaemonCommand) -> Result<(), Client
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(0o600) // owner-only, like every file of the runtime
         .open(&log_path)
         .map_err(|e| ClientError::Start(format!("cannot open {}: {e}", log_path.display())))?;
     let log_err = log.try_clone().map_err(|e| ClientError::Start(format!("cannot duplicate the log handle: {e}")))?;

@@ -37,6 +37,7 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
+    pod_proto::paths::private_umask();
     daemon::init_tracing();
     let cli = Cli::parse();
     if let Err(e) = pod_proto::failpoints::arm("registry") {

@@ -7,14 +7,15 @@
 //! So `pod start` and `pod spawn` return exactly when the Pod serves, and a
 //! failure is reported in the Pod's own words.
 
-use std::path::PathBuf;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
 use pod_proto::WireError;
-use scope::{PodName, ScopeRule};
+use scope::{Echo, PodName, ScopeRule};
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 
 /// Longest a launcher waits for a new Pod to report ready.
@@ -54,60 +55,104 @@ pub struct Launched {
     pub child: Child,
 }
 
+/// A Pod process started and not yet ready: its pid is known at once, so
+/// a parent can record it (and recognize the child's own calls) while the
+/// wait for readiness runs elsewhere.
+pub struct Starting {
+    child: Child,
+    pid: u32,
+    body: Vec<u8>,
+    log_file: PathBuf,
+}
+
 /// Starts `pod __pod` for `request` and waits (bounded) for its outcome.
 /// The process's stderr goes to `log_file`.
-pub async fn launch(request: &LaunchRequest, log_file: &PathBuf) -> Result<Launched, WireError> {
+pub async fn launch(request: &LaunchRequest, log_file: &Path) -> Result<Launched, WireError> {
+    start(request, log_file)?.ready().await
+}
+
+/// Starts `pod __pod` for `request`, without waiting for it.
+pub fn start(request: &LaunchRequest, log_file: &Path) -> Result<Starting, WireError> {
     let exe = std::env::current_exe()
         .map_err(|e| WireError::new("launch.exe", format!("cannot find the pod binary: {e}")))?;
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(0o600)
         .open(log_file)
         .map_err(|e| WireError::new("launch.io", format!("cannot open {}: {e}", log_file.display())))?;
+    let body = serde_json::to_vec(request).map_err(|e| WireError::new("launch.encode", e.to_string()))?;
     let mut command = Command::new(exe);
     command.arg("__pod").arg(request.name.as_str());
     command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::from(log));
-    let mut child =
+    let child =
         command.spawn().map_err(|e| WireError::new("launch.spawn", format!("cannot start the pod process: {e}")))?;
-    let body = serde_json::to_vec(request).map_err(|e| WireError::new("launch.encode", e.to_string()))?;
-    let outcome = async {
-        let mut stdin = child.stdin.take().ok_or_else(|| WireError::new("launch.io", "no stdin pipe"))?;
-        stdin
-            .write_all(&body)
-            .await
-            .map_err(|e| WireError::new("launch.io", format!("cannot send the launch request: {e}")))?;
-        drop(stdin);
-        let stdout = child.stdout.take().ok_or_else(|| WireError::new("launch.io", "no stdout pipe"))?;
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .await
-            .map_err(|e| WireError::new("launch.io", format!("cannot read the pod's answer: {e}")))?;
-        if line.trim().is_empty() {
-            return Err(WireError::new(
-                "launch.died",
-                format!("the pod process exited before it was ready; see {}", log_file.display()),
-            ));
-        }
-        serde_json::from_str::<LaunchOutcome>(&line)
-            .map_err(|e| WireError::new("launch.garbled", format!("the pod process answered {line:?}: {e}")))
-    };
-    match tokio::time::timeout(READY_TIMEOUT, outcome).await {
-        Ok(Ok(LaunchOutcome::Ready { pid, socket })) => Ok(Launched { pid, socket, child }),
-        Ok(Ok(LaunchOutcome::Failed(e))) => {
-            reap(&mut child).await;
-            Err(e)
-        }
-        Ok(Err(e)) => {
-            reap(&mut child).await;
-            Err(e)
-        }
-        Err(_) => {
-            reap(&mut child).await;
-            Err(WireError::new("launch.timeout", format!("the pod was not ready within {READY_TIMEOUT:?}")))
+    let pid = child.id().ok_or_else(|| WireError::new("launch.died", "the pod process was gone at once"))?;
+    Ok(Starting { child, pid, body, log_file: log_file.to_path_buf() })
+}
+
+impl Starting {
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Kills and reaps a Pod process that is not wanted after all (its
+    /// spawn failed before the launch request was sent).
+    pub async fn abandon(mut self) {
+        reap(&mut self.child).await;
+    }
+
+    /// Sends the launch request and waits, at most [`READY_TIMEOUT`], for
+    /// the Pod's one-line outcome. A Pod that fails or times out is killed
+    /// and reaped.
+    pub async fn ready(mut self) -> Result<Launched, WireError> {
+        let Starting { child, pid: _, body, log_file } = &mut self;
+        let outcome = async {
+            let mut stdin = child.stdin.take().ok_or_else(|| WireError::new("launch.io", "no stdin pipe"))?;
+            stdin
+                .write_all(body)
+                .await
+                .map_err(|e| WireError::new("launch.io", format!("cannot send the launch request: {e}")))?;
+            drop(stdin);
+            let stdout = child.stdout.take().ok_or_else(|| WireError::new("launch.io", "no stdout pipe"))?;
+            let mut line = String::new();
+            BufReader::new(stdout)
+                .take(MAX_OUTCOME_BYTES)
+                .read_line(&mut line)
+                .await
+                .map_err(|e| WireError::new("launch.io", format!("cannot read the pod's answer: {e}")))?;
+            if line.trim().is_empty() {
+                return Err(WireError::new(
+                    "launch.died",
+                    format!("the pod process exited before it was ready; see {}", log_file.display()),
+                ));
+            }
+            serde_json::from_str::<LaunchOutcome>(&line).map_err(|e| {
+                WireError::new("launch.garbled", format!("the pod process answered {}: {e}", Echo(line.trim_end())))
+            })
+        };
+        let result = tokio::time::timeout(READY_TIMEOUT, outcome).await;
+        let Starting { mut child, .. } = self;
+        match result {
+            Ok(Ok(LaunchOutcome::Ready { pid, socket })) => Ok(Launched { pid, socket, child }),
+            Ok(Ok(LaunchOutcome::Failed(e))) => {
+                reap(&mut child).await;
+                Err(e)
+            }
+            Ok(Err(e)) => {
+                reap(&mut child).await;
+                Err(e)
+            }
+            Err(_) => {
+                reap(&mut child).await;
+                Err(WireError::new("launch.timeout", format!("the pod was not ready within {READY_TIMEOUT:?}")))
+            }
         }
     }
 }
+
+/// Largest outcome line read from a starting Pod.
+const MAX_OUTCOME_BYTES: u64 = 64 << 10;
 
 /// Kills (if still running) and waits for a launch that failed, so no
 /// half-started Pod is left behind.

@@ -24,6 +24,7 @@ use commands::{demo, inspect, lifecycle, registry};
 
 /// The `pod` binary: parses `std::env::args` and runs the command.
 pub fn main() -> ExitCode {
+    pod_proto::paths::private_umask();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) if matches!(e.kind(), clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion) => {

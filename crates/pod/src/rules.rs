@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-use scope::{Permission, ResolveError, ScopeRule};
+use scope::{Echoed, Permission, ResolveError, ScopeRule};
 
 /// A rule as the user wrote it, made absolute but not yet resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,17 +19,21 @@ pub struct RuleSpec {
 
 #[derive(Debug, thiserror::Error)]
 pub enum RulesError {
-    #[error("path {path:?}: {source}")]
-    Resolve { path: String, source: ResolveError },
-    #[error("path {0:?} is not valid UTF-8; scope paths must be UTF-8")]
-    NotUtf8(String),
+    /// Every resolve error names the path itself.
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
+    #[error("path {0} is not valid UTF-8; scope paths must be UTF-8")]
+    NotUtf8(Echoed),
+    #[error("an empty path names no file; write `.` for the current directory")]
+    Empty,
 }
 
 impl RulesError {
     pub fn code(&self) -> &'static str {
         match self {
-            RulesError::Resolve { source, .. } => source.code(),
+            RulesError::Resolve(source) => source.code(),
             RulesError::NotUtf8(_) => "path.not_utf8",
+            RulesError::Empty => "path.empty",
         }
     }
 }
@@ -38,7 +42,10 @@ impl RuleSpec {
     /// `raw` joined to nothing: it must already be absolute or be joined by
     /// the caller. A trailing `/*` makes the rule non-recursive.
     pub fn new(raw: &Path, permission: Permission, recursive: bool) -> Result<RuleSpec, RulesError> {
-        let text = raw.to_str().ok_or_else(|| RulesError::NotUtf8(raw.to_string_lossy().into_owned()))?;
+        let text = raw.to_str().ok_or_else(|| RulesError::NotUtf8(Echoed::new(&raw.to_string_lossy())))?;
+        if text.is_empty() {
+            return Err(RulesError::Empty);
+        }
         let (path, recursive) = match text.strip_suffix("/*") {
             Some(dir) if !dir.is_empty() => (PathBuf::from(dir), false),
             Some(_) => (PathBuf::from("/"), false),
@@ -47,15 +54,18 @@ impl RuleSpec {
         Ok(RuleSpec { path, permission, recursive })
     }
 
-    /// Parses a command-line path relative to `cwd`.
+    /// Parses a command-line path relative to `cwd`. An empty argument is
+    /// refused (joined, it would silently name `cwd` itself).
     pub fn from_arg(arg: &str, cwd: &Path, permission: Permission) -> Result<RuleSpec, RulesError> {
+        if arg.is_empty() {
+            return Err(RulesError::Empty);
+        }
         RuleSpec::new(&cwd.join(arg), permission, true)
     }
 
     /// Resolves symlinks and normalizes: the rule that is checked and stored.
     pub fn resolve(&self) -> Result<ScopeRule, RulesError> {
-        let target = scope::resolve(&self.path)
-            .map_err(|source| RulesError::Resolve { path: self.path.to_string_lossy().into_owned(), source })?;
+        let target = scope::resolve(&self.path).map_err(RulesError::Resolve)?;
         Ok(ScopeRule::new(target, self.permission, self.recursive))
     }
 }
@@ -73,6 +83,12 @@ mod tests {
         assert_eq!((r.path.as_path(), r.recursive), (Path::new("/work/src"), false));
         let r = RuleSpec::from_arg("/abs/**", cwd, Permission::Read).unwrap();
         assert_eq!((r.path.as_path(), r.recursive), (Path::new("/abs"), true));
+    }
+
+    #[test]
+    fn an_empty_path_is_refused() {
+        let e = RuleSpec::from_arg("", Path::new("/work"), Permission::Write).unwrap_err();
+        assert_eq!(e.code(), "path.empty");
     }
 
     #[test]

@@ -33,7 +33,7 @@ fn stopping_a_top_level_pod_stops_its_tree_bottom_up() {
     let ls = h.json(&["ls", "--json"]);
     assert!(ls.as_array().expect("ls").iter().all(|p| p["state"] == "stopped"), "{ls}");
     h.must(&["rm", "grand"]);
-    assert!(!h.home.join("data/grand").exists());
+    assert!(!h.data_dir("grand").exists());
 }
 
 #[test]
@@ -82,16 +82,28 @@ fn log_follow_streams_new_events() {
         .spawn()
         .expect("pod log --follow");
     let mut lines = BufReader::new(follow.stdout.take().expect("stdout")).lines();
-    let first = lines.next().expect("a line").expect("read");
-    assert!(first.contains("pod.created"), "{first}");
-    assert!(lines.next().expect("a line").expect("read").contains("pod.scope"));
+    // Each line is one record: `{"seq", "timestamp_ms", "event": {...}}`.
+    let mut next_event = || -> serde_json::Value {
+        let line = lines.next().expect("a line").expect("read");
+        serde_json::from_str::<serde_json::Value>(&line).expect("a JSON record")["event"].clone()
+    };
+    assert_eq!(next_event()["kind"], "pod.created");
+    assert_eq!(next_event()["kind"], "pod.scope");
     h.must(&["spawn", "docs", "--parent", "lead", "--write", "docs"]);
-    let next = lines.next().expect("a line").expect("read");
-    assert!(next.contains("child.spawned") && next.contains("docs"), "{next}");
+    let spawned = next_event();
+    assert_eq!((spawned["kind"].as_str(), spawned["name"].as_str()), (Some("child.spawned"), Some("docs")));
     h.must(&["stop", "lead"]);
     // The Pod stopped: follow prints its last records and ends by itself.
-    let rest: Vec<String> = lines.map(|l| l.expect("read")).collect();
-    assert!(rest.last().is_some_and(|l| l.contains("pod.stopped")), "{rest:?}");
+    let mut kinds = Vec::new();
+    loop {
+        let event = next_event();
+        kinds.push(event["kind"].as_str().expect("kind").to_string());
+        if event["kind"] == "pod.stopped" {
+            break;
+        }
+    }
+    assert_eq!(kinds, ["pod.scope", "child.removed", "pod.scope", "pod.stopped"]);
+    assert!(lines.next().is_none(), "follow ends after the last record");
     let out = follow.wait_with_output().expect("wait");
     assert!(out.status.success(), "follow failed: {}", String::from_utf8_lossy(&out.stderr));
 }

@@ -23,7 +23,7 @@ fn a_retried_reclaim_with_a_grandchild_keeps_registry_and_scope_equal() {
     h.must(&["spawn", "leaf", "--parent", "mid", "--write", "a/b"]);
     h.kill9("mid");
     wait_until("lead adopts leaf", || layer_names(&h.scope("lead")) == vec!["leaf".to_string()]);
-    let log = std::fs::read_to_string(h.home.join("run/registry.log")).expect("registry log");
+    let log = std::fs::read_to_string(h.dirs().registry_log()).expect("registry log");
     assert!(
         log.contains("failpoint registry.before_reparenting_reply: aborting"),
         "the answer was not lost; registry log:\n{log}"

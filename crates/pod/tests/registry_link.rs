@@ -5,7 +5,6 @@
 mod common;
 
 use common::{kill9, wait_until, Home};
-use pod_proto::RuntimeDirs;
 use pod_registry::{Client, ClientError};
 use scope::{PodName, ScopePath, ScopeRule};
 
@@ -14,7 +13,7 @@ use scope::{PodName, ScopePath, ScopeRule};
 /// the lock may be between holders (truncated, or naming a dead daemon):
 /// wait (bounded) until it names a daemon that runs.
 fn kill_registry(h: &Home) {
-    let lock = h.home.join("run/registry.lock");
+    let lock = h.dirs().registry_lock();
     let mut pid = 0;
     wait_until("a registry daemon runs", || {
         pid = std::fs::read_to_string(&lock).ok().and_then(|t| t.trim().parse().ok()).unwrap_or(0);
@@ -23,10 +22,6 @@ fn kill_registry(h: &Home) {
         pid != 0 && common::Proc::of(pid).alive() && String::from_utf8_lossy(&cmdline).contains("registry")
     });
     kill9(pid);
-}
-
-fn dirs(h: &Home) -> RuntimeDirs {
-    RuntimeDirs { run: h.home.join("run"), data: h.home.join("data") }
 }
 
 fn n(s: &str) -> PodName {
@@ -65,7 +60,7 @@ fn an_idle_pod_spawns_after_the_registry_closed_its_connection() {
     let h = Home::new();
     // The daemon is started on demand by the lead and inherits this.
     h.pod_env(&["start", "lead", "--write", "."], &[("POD_TEST_IDLE_TIMEOUT_MS", "200")]);
-    let log = h.home.join("run/registry.log");
+    let log = h.dirs().registry_log();
     wait_until("the registry closes the lead's idle connection", || {
         std::fs::read_to_string(&log).unwrap_or_default().contains("closing an idle connection")
     });
@@ -89,7 +84,7 @@ fn a_strangers_frames_about_live_pods_are_refused() {
     let rule = |rel: &str| ScopeRule::write(ScopePath::new(&h.path(rel)).expect("path"));
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let refusals: Vec<String> = runtime.block_on(async {
-        let mut c = Client::connect_running(&dirs(&h)).await.expect("connect");
+        let mut c = Client::connect_running(&h.dirs()).await.expect("connect");
         let stranger = |r: Result<_, ClientError>| match r {
             Ok(answer) => panic!("a stranger's frame was accepted: {answer:?}"),
             Err(ClientError::Refused(w)) => format!("{} [{}]", w.message, w.code),
@@ -188,7 +183,7 @@ fn a_pod_whose_allocation_vanishes_fails_closed() {
     assert!(h.can_write("lead", "src/x"));
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     runtime.block_on(async {
-        let mut c = Client::connect_running(&dirs(&h)).await.expect("connect");
+        let mut c = Client::connect_running(&h.dirs()).await.expect("connect");
         c.release(&n("lead")).await.expect("the starter may release its pod");
     });
     wait_until("lead fails closed", || !h.can_write("lead", "src/x"));
@@ -216,7 +211,7 @@ fn a_pod_given_a_layer_it_cannot_explain_fails_closed() {
     let docs = ScopeRule::write(ScopePath::new(&h.path("docs")).expect("path"));
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     runtime.block_on(async {
-        let mut c = Client::connect_running(&dirs(&h)).await.expect("connect");
+        let mut c = Client::connect_running(&h.dirs()).await.expect("connect");
         c.delegate(&n("lead"), &n("ghost"), &[docs], &[]).await.expect("the starter may delegate for its pod");
     });
     wait_until("lead fails closed", || !h.can_write("lead", "src/x"));
@@ -247,7 +242,7 @@ fn a_sweep_behind_the_pods_back_is_explained_not_fenced() {
     h.kill9("mid");
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let gone = runtime.block_on(async {
-        let mut c = Client::connect_running(&dirs(&h)).await.expect("connect");
+        let mut c = Client::connect_running(&h.dirs()).await.expect("connect");
         c.sweep().await.expect("sweep")
     });
     // The daemon's own periodic sweep may have got there first.

@@ -1,6 +1,7 @@
 //! Typed errors of the scope model. Each has a stable `code()` so that the
 //! same failure reads the same across IPC, logs and the command line.
 
+use crate::echo::Echoed;
 use crate::{PodName, ScopeRule};
 
 /// Why a string is not an acceptable scope path.
@@ -8,14 +9,16 @@ use crate::{PodName, ScopeRule};
 pub enum PathError {
     #[error("path is empty")]
     Empty,
-    #[error("path {0:?} is not absolute (scope paths must start with '/')")]
-    NotAbsolute(String),
-    #[error("path contains a NUL byte, which no file name can hold")]
-    Nul,
-    #[error("path is {len} bytes long; the limit is {max}")]
-    TooLong { len: usize, max: usize },
-    #[error("path {0:?} is not valid UTF-8; scope paths must be UTF-8")]
-    NotUtf8(String),
+    #[error("path {0} is not absolute (scope paths must start with '/')")]
+    NotAbsolute(Echoed),
+    #[error("path {0} contains a NUL byte, which no file name can hold")]
+    Nul(Echoed),
+    #[error("path {path} is {len} bytes long; the limit is {max}")]
+    TooLong { path: Echoed, len: usize, max: usize },
+    #[error("path {0} is not valid UTF-8; scope paths must be UTF-8")]
+    NotUtf8(Echoed),
+    #[error("path {0} holds a control character (newline, tab, escape, ...); scope paths may not")]
+    ControlChar(Echoed),
 }
 
 impl PathError {
@@ -23,9 +26,10 @@ impl PathError {
         match self {
             PathError::Empty => "path.empty",
             PathError::NotAbsolute(_) => "path.not_absolute",
-            PathError::Nul => "path.nul",
+            PathError::Nul(_) => "path.nul",
             PathError::TooLong { .. } => "path.too_long",
             PathError::NotUtf8(_) => "path.not_utf8",
+            PathError::ControlChar(_) => "path.control_char",
         }
     }
 }
@@ -35,12 +39,14 @@ impl PathError {
 pub enum NameError {
     #[error("pod name is empty")]
     Empty,
-    #[error("pod name {name:?} is {len} bytes long; the limit is {max}")]
-    TooLong { name: String, len: usize, max: usize },
-    #[error("pod name {name:?} has {ch:?} at position {pos}; only a-z, 0-9, '.', '_' and '-' are allowed")]
-    BadChar { name: String, ch: char, pos: usize },
-    #[error("pod name {0:?} must start with a letter or a digit")]
-    BadStart(String),
+    #[error("pod name {name} is {len} bytes long; the limit is {max}")]
+    TooLong { name: Echoed, len: usize, max: usize },
+    #[error("pod name {name} has {ch:?} at position {pos}; only a-z, 0-9, '.', '_' and '-' are allowed")]
+    BadChar { name: Echoed, ch: char, pos: usize },
+    #[error("pod name {0} must start with a letter or a digit")]
+    BadStart(Echoed),
+    #[error("pod name {0:?} is reserved (the coordination store uses it for the caller's own slot); choose another")]
+    Reserved(&'static str),
 }
 
 impl NameError {
@@ -50,6 +56,7 @@ impl NameError {
             NameError::TooLong { .. } => "name.too_long",
             NameError::BadChar { .. } => "name.bad_char",
             NameError::BadStart(_) => "name.bad_start",
+            NameError::Reserved(_) => "name.reserved",
         }
     }
 }
@@ -59,11 +66,11 @@ impl NameError {
 pub enum ResolveError {
     #[error(transparent)]
     Path(#[from] PathError),
-    #[error("too many symbolic links while resolving {path:?} (limit {max})")]
-    SymlinkLoop { path: String, max: usize },
-    #[error("cannot resolve {path:?}: {source}")]
+    #[error("too many symbolic links while resolving {path} (limit {max})")]
+    SymlinkLoop { path: Echoed, max: usize },
+    #[error("cannot resolve {path}: {source}")]
     Io {
-        path: String,
+        path: Echoed,
         #[source]
         source: std::io::Error,
     },

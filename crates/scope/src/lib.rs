@@ -13,6 +13,7 @@
 //! where it really points. Every other function works on already normalized
 //! [`ScopePath`]s.
 
+mod echo;
 mod error;
 mod name;
 mod path;
@@ -21,8 +22,9 @@ mod resolve;
 mod rule;
 mod scope;
 
+pub use echo::{has_control, sanitize, Echo, Echoed, MAX_ECHO_CHARS};
 pub use error::{NameError, PathError, ResolveError, ScopeError};
-pub use name::PodName;
+pub use name::{PodName, RESERVED as RESERVED_NAMES};
 pub use path::ScopePath;
 pub use region::Region;
 pub use resolve::resolve;

@@ -5,7 +5,13 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::echo::Echoed;
 use crate::{limits::MAX_NAME_BYTES, NameError};
+
+/// Names no Pod may take: `self` is the coordination store's alias for the
+/// caller's own slot (`/peer/self/...`), so a Pod named `self` would make
+/// that key ambiguous.
+pub const RESERVED: &[&str] = &["self"];
 
 /// A validated Pod name: 1-64 bytes of `[a-z0-9._-]`, starting with a letter
 /// or a digit. Deserializing validates too, so a stored name is re-checked
@@ -19,16 +25,19 @@ impl PodName {
         let name = name.into();
         let first = name.chars().next().ok_or(NameError::Empty)?;
         if name.len() > MAX_NAME_BYTES {
-            return Err(NameError::TooLong { len: name.len(), max: MAX_NAME_BYTES, name });
+            return Err(NameError::TooLong { len: name.len(), max: MAX_NAME_BYTES, name: Echoed::new(&name) });
         }
         if let Some((pos, ch)) = name
             .char_indices()
             .find(|&(_, c)| !(c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-')))
         {
-            return Err(NameError::BadChar { name, ch, pos });
+            return Err(NameError::BadChar { name: Echoed::new(&name), ch, pos });
         }
         if !(first.is_ascii_lowercase() || first.is_ascii_digit()) {
-            return Err(NameError::BadStart(name));
+            return Err(NameError::BadStart(Echoed::new(&name)));
+        }
+        if let Some(reserved) = RESERVED.iter().find(|r| **r == name) {
+            return Err(NameError::Reserved(reserved));
         }
         Ok(PodName(name))
     }
@@ -91,6 +100,8 @@ mod tests {
         assert_eq!(PodName::new("-a").unwrap_err().code(), "name.bad_start");
         assert_eq!(PodName::new(".").unwrap_err().code(), "name.bad_start");
         assert_eq!(PodName::new("..").unwrap_err().code(), "name.bad_start");
+        assert_eq!(PodName::new("self").unwrap_err().code(), "name.reserved");
+        assert!(PodName::new("self2").is_ok());
     }
 
     #[test]

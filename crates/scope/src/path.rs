@@ -6,6 +6,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::echo::{has_control, Echoed};
 use crate::{limits::MAX_PATH_BYTES, PathError};
 
 /// An absolute, lexically normalized, UTF-8 path: starts with `/`, has no
@@ -25,13 +26,16 @@ impl ScopePath {
             return Err(PathError::Empty);
         }
         if raw.as_bytes().contains(&0) {
-            return Err(PathError::Nul);
+            return Err(PathError::Nul(Echoed::new(raw)));
         }
         if raw.len() > MAX_PATH_BYTES {
-            return Err(PathError::TooLong { len: raw.len(), max: MAX_PATH_BYTES });
+            return Err(PathError::TooLong { path: Echoed::new(raw), len: raw.len(), max: MAX_PATH_BYTES });
+        }
+        if has_control(raw) {
+            return Err(PathError::ControlChar(Echoed::new(raw)));
         }
         if !raw.starts_with('/') {
-            return Err(PathError::NotAbsolute(raw.to_string()));
+            return Err(PathError::NotAbsolute(Echoed::new(raw)));
         }
         let mut parts: Vec<&str> = Vec::new();
         for part in raw.split('/') {
@@ -174,6 +178,8 @@ mod tests {
         assert_eq!(norm("a/b"), "ERR path.not_absolute");
         assert_eq!(norm("./a"), "ERR path.not_absolute");
         assert_eq!(norm("/a\0b"), "ERR path.nul");
+        assert_eq!(norm("/a\nb"), "ERR path.control_char");
+        assert_eq!(norm("/a\u{1b}[2J"), "ERR path.control_char");
         assert_eq!(norm(&format!("/{}", "x".repeat(MAX_PATH_BYTES))), "ERR path.too_long");
     }
 

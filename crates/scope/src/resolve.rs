@@ -4,6 +4,7 @@
 
 use std::path::{Component, Path, PathBuf};
 
+use crate::echo::Echoed;
 use crate::{PathError, ResolveError, ScopePath};
 
 /// Most symlinks followed while resolving one path (Linux's `MAXSYMLINKS`).
@@ -14,7 +15,7 @@ const MAX_SYMLINK_HOPS: usize = 40;
 /// yet), and the part that does not exist is appended lexically. The result is
 /// normalized and is what scope checks should run on.
 pub fn resolve(path: &Path) -> Result<ScopePath, ResolveError> {
-    let text = path.to_str().ok_or_else(|| PathError::NotUtf8(path.to_string_lossy().into_owned()))?;
+    let text = path.to_str().ok_or_else(|| PathError::NotUtf8(Echoed::new(&path.to_string_lossy())))?;
     // Validate the spelling first, so limits and NUL are refused before I/O.
     ScopePath::new(text)?;
     let mut hops = 0;
@@ -36,10 +37,10 @@ pub fn resolve(path: &Path) -> Result<ScopePath, ResolveError> {
             Ok(meta) if meta.file_type().is_symlink() => {
                 hops += 1;
                 if hops > MAX_SYMLINK_HOPS {
-                    return Err(ResolveError::SymlinkLoop { path: text.to_string(), max: MAX_SYMLINK_HOPS });
+                    return Err(ResolveError::SymlinkLoop { path: Echoed::new(text), max: MAX_SYMLINK_HOPS });
                 }
                 let target = std::fs::read_link(&candidate)
-                    .map_err(|source| ResolveError::Io { path: candidate.to_string_lossy().into_owned(), source })?;
+                    .map_err(|source| ResolveError::Io { path: Echoed::new(&candidate.to_string_lossy()), source })?;
                 if target.is_absolute() {
                     resolved = PathBuf::from("/");
                 }
@@ -51,11 +52,11 @@ pub fn resolve(path: &Path) -> Result<ScopePath, ResolveError> {
                 resolved = candidate;
             }
             Err(source) => {
-                return Err(ResolveError::Io { path: candidate.to_string_lossy().into_owned(), source });
+                return Err(ResolveError::Io { path: Echoed::new(&candidate.to_string_lossy()), source });
             }
         }
     }
-    let text = resolved.to_str().ok_or_else(|| PathError::NotUtf8(resolved.to_string_lossy().into_owned()))?;
+    let text = resolved.to_str().ok_or_else(|| PathError::NotUtf8(Echoed::new(&resolved.to_string_lossy())))?;
     Ok(ScopePath::new(text)?)
 }
 

@@ -68,7 +68,7 @@ pub enum LogError {
     UnsupportedSchema { seq: u64, version: u16, supported: u16 },
     #[error("the session log holds an impossible history: {source}")]
     ImpossibleHistory { source: FoldError },
-    #[error("checkpoint at record {seq} passes its checksum but does not match the records it summarizes")]
+    #[error("corrupt session log: checkpoint at record {seq} passes its checksum but does not match the records it summarizes")]
     CheckpointMismatch { seq: u64 },
     #[error("append refused, nothing written: {source}")]
     Refused { source: FoldError },
@@ -88,19 +88,28 @@ pub enum LogError {
     Failed { cause: String },
     #[error("corrupt session log: records {} to {durable} were durable and are gone (the store ends at record {have})", have + 1)]
     Truncated { have: u64, durable: u64 },
+    #[error("corrupt session log: record {seq} is lost: the write-ahead entry holding it (at byte {offset} of the write-ahead file) is damaged, and records up to {later} after it survive")]
+    WalDamaged { seq: u64, offset: u64, later: u64 },
+    #[error("corrupt session log: {what} cannot be read ({message})")]
+    Unreadable { what: &'static str, message: String },
 }
 
 impl LogError {
-    /// Stable machine-readable code.
+    /// Stable machine-readable code. Every kind of damage to what was
+    /// stored is `log.corrupt` (the message and [`LogError::damage`] say
+    /// which kind); it is never taken for an empty or unknown log.
     pub fn code(&self) -> &'static str {
         match self {
-            LogError::CorruptRecord { .. } => "log.corrupt_record",
-            LogError::BrokenChain { .. } => "log.broken_chain",
-            LogError::MissingRecord { .. } => "log.missing_record",
-            LogError::BadKey { .. } => "log.bad_key",
+            LogError::CorruptRecord { .. }
+            | LogError::BrokenChain { .. }
+            | LogError::MissingRecord { .. }
+            | LogError::BadKey { .. }
+            | LogError::CheckpointMismatch { .. }
+            | LogError::Truncated { .. }
+            | LogError::WalDamaged { .. }
+            | LogError::Unreadable { .. } => "log.corrupt",
             LogError::UnsupportedSchema { .. } => "log.unsupported_schema",
             LogError::ImpossibleHistory { .. } => "log.impossible_history",
-            LogError::CheckpointMismatch { .. } => "log.checkpoint_mismatch",
             LogError::Refused { .. } => "log.refused",
             LogError::EmptyBatch => "log.empty_batch",
             LogError::BatchTooLarge { .. } => "log.batch_too_large",
@@ -109,8 +118,23 @@ impl LogError {
             LogError::Encode { .. } => "log.encode",
             LogError::Storage { .. } => "log.storage",
             LogError::Failed { .. } => "log.failed",
-            LogError::Truncated { .. } => "log.truncated",
         }
+    }
+
+    /// Which kind of damage this is, when the log's stored bytes are
+    /// damaged (code `log.corrupt`); `None` for every other error.
+    pub fn damage(&self) -> Option<&'static str> {
+        Some(match self {
+            LogError::CorruptRecord { .. } => "corrupt_record",
+            LogError::BrokenChain { .. } => "broken_chain",
+            LogError::MissingRecord { .. } => "missing_record",
+            LogError::BadKey { .. } => "bad_key",
+            LogError::CheckpointMismatch { .. } => "checkpoint_mismatch",
+            LogError::Truncated { .. } => "truncated",
+            LogError::WalDamaged { .. } => "wal_damaged",
+            LogError::Unreadable { .. } => "unreadable",
+            _ => return None,
+        })
     }
 
     /// The first bad sequence number, for errors about stored records.
@@ -123,6 +147,7 @@ impl LogError {
             | LogError::CheckpointMismatch { seq } => Some(*seq),
             LogError::BadKey { after } => Some(after + 1),
             LogError::Truncated { have, .. } => Some(have + 1),
+            LogError::WalDamaged { seq, .. } => Some(*seq),
             LogError::ImpossibleHistory { source } => Some(source.seq()),
             _ => None,
         }

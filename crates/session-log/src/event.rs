@@ -129,7 +129,7 @@ mod tests {
         }
         let body = rmp_serde::to_vec_named(&Bad { kind: "child.removed", name: 7 }).unwrap();
         let err = decode_body(9, &body).unwrap_err();
-        assert_eq!((err.code(), err.seq()), ("log.corrupt_record", Some(9)));
+        assert_eq!((err.code(), err.damage(), err.seq()), ("log.corrupt", Some("corrupt_record"), Some(9)));
     }
 
     #[test]

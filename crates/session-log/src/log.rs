@@ -35,7 +35,7 @@ use crate::limits::{
     DEFAULT_CHECKPOINT_EVERY, DEFAULT_WAL_BYTES, MAX_BATCH_EVENTS, MAX_RECORD_BYTES, OPEN_LOCK_WAIT_MS,
 };
 use crate::{checkpoint, trees, Event, LogError, PodState, Record};
-use wal::{Appended, Fill, Wal, WalOptions};
+use wal::{Appended, Fill, Recovered, Wal, WalError, WalOptions};
 
 /// sled's page cache per Pod. Small: a log is mostly written, and read back
 /// in order once at resume.
@@ -162,26 +162,25 @@ impl SessionLog {
             .flush_every_ms(None)
             .cache_capacity(CACHE_BYTES);
         let db = open_db(&config)?;
-        let records = db.open_tree(trees::RECORDS).map_err(|e| LogError::storage("open the records", e))?;
-        let checkpoints = db.open_tree(trees::CHECKPOINTS).map_err(|e| LogError::storage("open the checkpoints", e))?;
+        let records = db.open_tree(trees::RECORDS).map_err(|e| sled_error("open the records", e))?;
+        let checkpoints = db.open_tree(trees::CHECKPOINTS).map_err(|e| sled_error("open the checkpoints", e))?;
         let db_file = File::open(dir.join("db")).map_err(|e| LogError::storage("open sled's file", e))?;
         // sled may just have created its files; make their names durable.
         File::open(dir).and_then(|d| d.sync_all()).map_err(|e| LogError::storage("sync the log directory", e))?;
         let wal_options = WalOptions { bytes: options.wal_bytes, fill: Fill::Reserve };
-        let (wal, recovered) =
-            Wal::open(&dir.join("wal"), wal_options).map_err(|e| LogError::storage("open the write-ahead log", e))?;
+        let (wal, recovered) = Wal::open(&dir.join("wal"), wal_options).map_err(|e| match e {
+            WalError::Corrupt { .. } => LogError::Unreadable { what: "the write-ahead file", message: e.to_string() },
+            e => LogError::storage("open the write-ahead log", e),
+        })?;
         let stored = last_stored_seq(&records)?;
         if stored < recovered.stored_through {
             return Err(LogError::Truncated { have: stored, durable: recovered.stored_through });
         }
-        for entry in &recovered.entries {
-            for (seq, bytes) in decode_wal_entry(entry)? {
-                if seq > stored {
-                    records
-                        .insert(key(seq), bytes)
-                        .map_err(|e| LogError::storage("restore records from the write-ahead log", e))?;
-                }
-            }
+        let restore = records_to_restore(stored, &recovered)?;
+        for (seq, bytes) in restore {
+            records
+                .insert(key(seq), bytes)
+                .map_err(|e| LogError::storage("restore records from the write-ahead log", e))?;
         }
         let log = SessionLog {
             db,
@@ -211,7 +210,9 @@ impl SessionLog {
         // nothing the header does not already vouch for: a clean open
         // writes nothing.
         let durable_seq = last_stored_seq(&log.records)?;
-        if !recovered.entries.is_empty() {
+        // After damage the lap must start again even if nothing was put
+        // back: appends would otherwise land before entries that are there.
+        if !recovered.entries.is_empty() || recovered.damage.is_some() {
             log.store_all(durable_seq, &mut HashSet::new())?;
         }
         log.lock().durable_seq = durable_seq;
@@ -611,7 +612,7 @@ fn open_db(config: &sled::Config) -> Result<sled::Db, LogError> {
                 std::thread::sleep(pause);
                 pause = (pause * 2).min(Duration::from_millis(50));
             }
-            other => return other.map_err(|e| LogError::storage("open", e)),
+            other => return other.map_err(|e| sled_error("open", e)),
         }
     }
 }
@@ -699,6 +700,49 @@ impl Drop for SessionLog {
         if let Err(e) = self.store_all(last_seq, &mut synced) {
             tracing::warn!(error = %e, "could not flush the session log on close; the next open replays it");
         }
+    }
+}
+
+/// The records the write-ahead file holds that sled (which ends at
+/// `stored`) lacks, in order. After a damaged entry, the entries found
+/// beyond it count only if nothing is missing in between: a record that
+/// was acknowledged and is in neither place is `log.corrupt` naming it,
+/// and nothing is written.
+fn records_to_restore(stored: u64, recovered: &Recovered) -> Result<Vec<(u64, Vec<u8>)>, LogError> {
+    let mut restore = Vec::new();
+    let mut have = stored;
+    for entry in &recovered.entries {
+        for (seq, bytes) in decode_wal_entry(entry)? {
+            if seq > have {
+                restore.push((seq, bytes));
+                have = seq;
+            }
+        }
+    }
+    let Some(damage) = &recovered.damage else { return Ok(restore) };
+    let later = damage.later.last().map_or(have, |e| e.seq);
+    for entry in &damage.later {
+        for (seq, bytes) in decode_wal_entry(entry)? {
+            if seq <= have {
+                continue;
+            }
+            if seq != have + 1 {
+                return Err(LogError::WalDamaged { seq: have + 1, offset: damage.offset, later });
+            }
+            restore.push((seq, bytes));
+            have = seq;
+        }
+    }
+    tracing::warn!(offset = damage.offset, "a damaged write-ahead entry held only records sled has; going on");
+    Ok(restore)
+}
+
+/// sled's own word that its files are damaged is `log.corrupt`; other
+/// failures are storage errors.
+fn sled_error(op: &'static str, e: sled::Error) -> LogError {
+    match e {
+        sled::Error::Corruption { .. } => LogError::Unreadable { what: "sled's store", message: e.to_string() },
+        e => LogError::storage(op, e),
     }
 }
 

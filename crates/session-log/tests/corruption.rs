@@ -52,9 +52,12 @@ fn checksum_of(stored: &[u8]) -> Vec<u8> {
     wire.4.into_vec()
 }
 
-fn assert_refused(dir: &Path, code: &str, seq: u64) {
+/// Every reader refuses with `log.corrupt`, the kind of damage, and its seq.
+fn assert_refused(dir: &Path, damage: &str, seq: u64) {
     let log = SessionLog::open(dir, options(0)).unwrap();
-    let check = |what: &str, e: LogError| assert_eq!((e.code(), e.seq()), (code, Some(seq)), "{what}: {e}");
+    let check = |what: &str, e: LogError| {
+        assert_eq!((e.code(), e.damage(), e.seq()), ("log.corrupt", Some(damage), Some(seq)), "{what}: {e}")
+    };
     check("verify", log.verify().unwrap_err());
     check("replay", log.replay().unwrap_err());
     let read: Vec<_> = log.read_from(1).collect();
@@ -88,7 +91,7 @@ fn a_flipped_byte_is_named() {
         v[mid] ^= 0x01;
         t.insert(k(5), v).unwrap();
     });
-    assert_refused(dir.path(), "log.corrupt_record", 5);
+    assert_refused(dir.path(), "corrupt_record", 5);
 }
 
 #[test]
@@ -98,7 +101,7 @@ fn a_deleted_record_is_named() {
     with_tree(dir.path(), trees::RECORDS, |t| {
         t.remove(k(5)).unwrap();
     });
-    assert_refused(dir.path(), "log.missing_record", 5);
+    assert_refused(dir.path(), "missing_record", 5);
 }
 
 #[test]
@@ -110,7 +113,7 @@ fn swapped_records_are_named() {
         t.insert(k(5), six).unwrap();
         t.insert(k(6), five).unwrap();
     });
-    assert_refused(dir.path(), "log.corrupt_record", 5);
+    assert_refused(dir.path(), "corrupt_record", 5);
 }
 
 /// Someone who knows the format rewrites record 5 with a valid checksum: the
@@ -125,7 +128,7 @@ fn a_resealed_record_breaks_the_chain() {
         let body = rmp_serde::to_vec_named(&spawned("intruder")).unwrap();
         t.insert(k(5), seal(5, FIXED_MS, &prev, &body)).unwrap();
     });
-    assert_refused(dir.path(), "log.broken_chain", 6);
+    assert_refused(dir.path(), "broken_chain", 6);
 }
 
 #[test]
@@ -180,7 +183,7 @@ fn verify_finds_what_replay_skips() {
     let log = SessionLog::open(dir.path(), options(4)).unwrap();
     assert_eq!(log.replay().unwrap(), full);
     let e = log.verify().unwrap_err();
-    assert_eq!((e.code(), e.seq()), ("log.missing_record", Some(2)));
+    assert_eq!((e.code(), e.damage(), e.seq()), ("log.corrupt", Some("missing_record"), Some(2)));
 }
 
 /// A checkpoint resealed with a wrong state passes its checksum: `verify`
@@ -206,7 +209,8 @@ fn a_lying_checkpoint_fails_verify() {
     });
     let log = SessionLog::open(dir.path(), options(4)).unwrap();
     let e = log.verify().unwrap_err();
-    assert_eq!((e.code(), e.seq()), ("log.checkpoint_mismatch", Some(8)));
+    assert_eq!((e.code(), e.damage(), e.seq()), ("log.corrupt", Some("checkpoint_mismatch"), Some(8)));
+    insta::assert_snapshot!("lying_checkpoint", e);
 }
 
 /// Records that were durable (the write-ahead header says sled held them)
@@ -221,6 +225,114 @@ fn a_truncated_store_is_refused() {
         t.remove(k(10)).unwrap();
     });
     let err = SessionLog::open(dir.path(), options(0)).err().expect("refused");
-    assert_eq!((err.code(), err.seq()), ("log.truncated", Some(9)), "{err}");
-    assert!(err.to_string().contains("records 9 to 10 were durable"), "{err}");
+    assert_eq!((err.code(), err.damage(), err.seq()), ("log.corrupt", Some("truncated"), Some(9)), "{err}");
+    insta::assert_snapshot!("truncated_store", err);
+}
+
+/// The child process of the write-ahead tests below: appends a created
+/// record and nine more, one batch each, then dies without closing the log
+/// (as kill -9 would leave it: every batch in the write-ahead file, sled
+/// never flushed).
+#[test]
+#[ignore = "the child process of a_flipped_byte_in_the_write_ahead_file_is_corrupt"]
+fn killed_writer() {
+    let dir = std::env::var(KILLED_WRITER_DIR)
+        .unwrap_or_else(|_| panic!("{KILLED_WRITER_DIR} is not set: this test is the child process of another"));
+    let log = SessionLog::open(&dir, options(0)).unwrap();
+    log.append(vec![created()]).unwrap();
+    for i in 0..9 {
+        log.append(vec![spawned(&format!("c{i}"))]).unwrap();
+    }
+    std::process::abort();
+}
+
+const KILLED_WRITER_DIR: &str = "SESSION_LOG_KILLED_WRITER_DIR";
+
+/// A log left by a killed writer: ten records, all of them only in the
+/// write-ahead file.
+fn killed_log() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let status = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--ignored", "--exact", "killed_writer", "--nocapture", "--test-threads=1"])
+        .env(KILLED_WRITER_DIR, dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(!status.success(), "the writer must die, not exit");
+    dir
+}
+
+/// Flips one bit of the write-ahead file at `at`.
+fn flip_wal(dir: &Path, at: u64) {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::OpenOptions::new().read(true).write(true).open(dir.join("wal")).unwrap();
+    let mut byte = [0u8];
+    file.read_exact_at(&mut byte, at).unwrap();
+    file.write_all_at(&[byte[0] ^ 0x04], at).unwrap();
+}
+
+#[test]
+fn a_log_left_by_a_killed_writer_is_whole() {
+    let dir = killed_log();
+    let log = SessionLog::open(dir.path(), options(0)).unwrap();
+    assert_eq!(log.replay().unwrap().last_seq, 10);
+}
+
+/// An acknowledged record whose write-ahead entry is damaged, while later
+/// entries are whole, is lost history: opening refuses with `log.corrupt`
+/// naming it, and writes nothing (the file is as it was).
+#[test]
+fn a_flipped_byte_in_the_write_ahead_file_is_corrupt() {
+    // The first entry holds record 1; a byte of its payload, then of its
+    // length: either way the first lost record is 1.
+    for at in [wal::ENTRIES_START + wal::ENTRY_OVERHEAD + 5, wal::ENTRIES_START + 1] {
+        let dir = killed_log();
+        flip_wal(dir.path(), at);
+        let before = std::fs::read(dir.path().join("wal")).unwrap();
+        let err = SessionLog::open(dir.path(), options(0)).err().expect("refused");
+        assert_eq!((err.code(), err.damage(), err.seq()), ("log.corrupt", Some("wal_damaged"), Some(1)), "{err}");
+        insta::assert_snapshot!("wal_damaged_first_entry", err);
+        assert_eq!(std::fs::read(dir.path().join("wal")).unwrap(), before, "a refused open writes nothing");
+    }
+}
+
+/// Where each entry of the current lap starts, read by hand from the
+/// format in the `wal` crate (`len: u32 LE | crc | seq | payload`).
+fn entry_offsets(dir: &Path) -> Vec<u64> {
+    let bytes = std::fs::read(dir.join("wal")).unwrap();
+    let mut at = wal::ENTRIES_START as usize;
+    let mut offsets = Vec::new();
+    loop {
+        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+        if len == 0 {
+            return offsets;
+        }
+        offsets.push(at as u64);
+        at += wal::ENTRY_OVERHEAD as usize + len;
+    }
+}
+
+/// Damage to the last entry of a lap cannot be told from a write torn by
+/// a crash (which was never acknowledged): the log ends before it. The
+/// documented limit of the write-ahead file.
+#[test]
+fn a_damaged_last_entry_is_taken_for_a_torn_write() {
+    let dir = killed_log();
+    let offsets = entry_offsets(dir.path());
+    assert_eq!(offsets.len(), 10, "one entry per batch");
+    flip_wal(dir.path(), offsets[9] + wal::ENTRY_OVERHEAD + 5);
+    let log = SessionLog::open(dir.path(), options(0)).unwrap();
+    assert_eq!(log.replay().unwrap().last_seq, 9);
+}
+
+/// Once a reopen has made the entries durable in sled and started a new
+/// lap, the old entries are leftovers: damage there changes nothing.
+#[test]
+fn damage_to_a_finished_lap_changes_nothing() {
+    let dir = killed_log();
+    drop(SessionLog::open(dir.path(), options(0)).unwrap());
+    flip_wal(dir.path(), wal::ENTRIES_START + wal::ENTRY_OVERHEAD + 5);
+    let log = SessionLog::open(dir.path(), options(0)).unwrap();
+    assert_eq!(log.replay().unwrap().last_seq, 10);
 }

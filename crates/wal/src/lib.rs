@@ -31,12 +31,22 @@
 //! and every `seq` in it is above the last lap's, so leftovers of the last
 //! lap are never read as current, with no need to erase them.
 //!
+//! Where reading stopped, a torn write (the last entry of a crash) and a
+//! damaged entry (a flipped byte in an entry that was acknowledged) look
+//! the same. They are told apart by what follows: nothing is ever written
+//! after a torn entry (the owner starts a new lap when it reopens), so a
+//! whole entry with a higher `seq` further on proves that an acknowledged
+//! entry before it was damaged. [`Wal::open`] looks for one and reports it
+//! as [`Damage`], with every entry it finds after the damage, so the owner
+//! can tell what is lost. A damaged last entry cannot be told from a torn
+//! one and is taken for torn.
+//!
 //! Deliberately absent: any knowledge of what a payload means, threads,
 //! and buffering. A call returns when its bytes are durable or failed.
 
 use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind, Write};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 /// Bytes reserved for each of the two header slots.
@@ -108,9 +118,27 @@ pub struct Entry {
 pub struct Recovered {
     /// The store was durable through this `seq` when the lap began.
     pub stored_through: u64,
-    /// The entries written since, in order; their `seq`s are all higher.
+    /// The entries written since, in order, up to the first one that is
+    /// torn or damaged; their `seq`s are all higher.
     pub entries: Vec<Entry>,
+    /// An entry of this lap that is damaged although a later one is whole.
+    pub damage: Option<Damage>,
 }
+
+/// A damaged entry in the middle of a lap (see the module comment).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Damage {
+    /// Where the damaged entry starts in the file.
+    pub offset: u64,
+    /// The whole entries found after it (each run in order), all with a
+    /// higher `seq` than the last entry before the damage.
+    pub later: Vec<Entry>,
+}
+
+/// Most checksum work (bytes) spent looking for whole entries after a bad
+/// one; a file this tool wrote never needs more than its own size, and a
+/// hostile one cannot make an open slow.
+const DAMAGE_SCAN_BYTES: u64 = 64 << 20;
 
 pub struct Wal {
     file: File,
@@ -178,9 +206,13 @@ impl Wal {
                 path: path.to_path_buf(),
                 why: "neither header slot is valid".into(),
             })?;
-        let entries = parse(&content[ENTRIES_START as usize..], header.stored_through);
-        let end = ENTRIES_START + entries.iter().map(|e| ENTRY_OVERHEAD + e.payload.len() as u64).sum::<u64>();
+        let region = &content[ENTRIES_START as usize..];
+        let entries = parse(region, header.stored_through);
+        let used = entries.iter().map(|e| ENTRY_OVERHEAD + e.payload.len() as u64).sum::<u64>();
+        let end = ENTRIES_START + used;
         let last_seq = entries.last().map_or(header.stored_through, |e| e.seq);
+        let later = find_later(region, used as usize, last_seq);
+        let damage = (!later.is_empty()).then_some(Damage { offset: end, later });
         let wal = Wal {
             file,
             path: path.to_path_buf(),
@@ -190,7 +222,7 @@ impl Wal {
             end,
             last_seq,
         };
-        Ok((wal, Recovered { stored_through: header.stored_through, entries }))
+        Ok((wal, Recovered { stored_through: header.stored_through, entries, damage }))
     }
 
     /// The `seq` of the last entry written (or the store's durable point if
@@ -284,6 +316,44 @@ fn parse(region: &[u8], stored_through: u64) -> Vec<Entry> {
     entries
 }
 
+/// Whole entries after the point `from` where reading stopped, with a
+/// `seq` above `last` (so never leftovers of an earlier lap, whose `seq`s
+/// are all lower). Every byte offset is tried, since a damaged length says
+/// nothing about where the next entry starts.
+fn find_later(region: &[u8], from: usize, last: u64) -> Vec<Entry> {
+    let overhead = ENTRY_OVERHEAD as usize;
+    let mut found: Vec<Entry> = Vec::new();
+    let mut budget = DAMAGE_SCAN_BYTES;
+    let mut at = from + 1;
+    while at + overhead <= region.len() {
+        let floor = found.last().map_or(last, |e| e.seq);
+        let head = &region[at..at + overhead];
+        let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+        let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+        let seq = u64::from_le_bytes([head[8], head[9], head[10], head[11], head[12], head[13], head[14], head[15]]);
+        let fits = len > 0 && len <= region.len() - at - overhead;
+        if !fits || seq <= floor {
+            at += 1;
+            continue;
+        }
+        if budget < len as u64 {
+            break;
+        }
+        budget -= len as u64;
+        let payload = &region[at + overhead..at + overhead + len];
+        if checksum(seq, payload) != crc {
+            at += 1;
+            continue;
+        }
+        // A whole entry: take the run it starts, then look on after it.
+        let run = parse(&region[at..], seq - 1);
+        let used: usize = run.iter().map(|e| overhead + e.payload.len()).sum();
+        found.extend(run);
+        at += used.max(1);
+    }
+    found
+}
+
 /// Creates the file under a temporary name, gives it its blocks, writes
 /// the first header, syncs, and renames it into place: a crash never
 /// leaves a log without a header.
@@ -297,6 +367,7 @@ fn create(path: &Path, options: WalOptions) -> Result<File, WalError> {
         .write(true)
         .create(true)
         .truncate(true)
+        .mode(0o600)
         .open(&tmp)
         .map_err(io("create it", &tmp))?;
     let reserved = options.fill == Fill::Reserve

@@ -15,7 +15,7 @@ fn entries_come_back_in_order_after_reopen() {
     for fill in [Fill::Zeros, Fill::Reserve] {
         let dir = tempfile::tempdir().expect("tempdir");
         let (mut wal, r) = open(dir.path(), WalOptions { fill, ..SMALL });
-        assert_eq!(r, Recovered { stored_through: 0, entries: Vec::new() });
+        assert_eq!(r, Recovered { stored_through: 0, entries: Vec::new(), damage: None });
         for seq in [1, 2, 5] {
             assert_eq!(wal.append(seq, format!("commit {seq}").as_bytes()).expect("append"), Appended::Durable);
         }
@@ -53,23 +53,57 @@ fn an_empty_new_lap_returns_nothing() {
     wal.stored_through(1).expect("stored");
     drop(wal);
     let (wal, r) = open(dir.path(), SMALL);
-    assert_eq!(r, Recovered { stored_through: 1, entries: Vec::new() });
+    assert_eq!(r, Recovered { stored_through: 1, entries: Vec::new(), damage: None });
     assert_eq!(wal.last_seq(), 1);
 }
 
 #[test]
-fn a_torn_or_corrupt_entry_ends_the_log() {
+fn a_damaged_entry_ends_the_log_and_what_follows_it_is_reported() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (mut wal, _) = open(dir.path(), SMALL);
     for seq in 1..=3 {
         wal.append(seq, &[0xAB; 64]).expect("append");
     }
     drop(wal);
+    let second = ENTRIES_START + ENTRY_OVERHEAD + 64;
+    // One byte inside the second entry's payload, then in its length: the
+    // third entry is found either way.
+    for at in [second + ENTRY_OVERHEAD + 10, second + 1] {
+        let file = OpenOptions::new().read(true).write(true).open(dir.path().join("wal")).expect("open");
+        let mut byte = [0u8];
+        file.read_exact_at(&mut byte, at).expect("read");
+        file.write_all_at(&[byte[0] ^ 0x01], at).expect("flip");
+        drop(file);
+        let (_, r) = open(dir.path(), SMALL);
+        assert_eq!(seqs(&r), [1]);
+        let damage = r.damage.expect("damage reported");
+        assert_eq!(damage.offset, second);
+        assert_eq!(damage.later.iter().map(|e| e.seq).collect::<Vec<_>>(), [3]);
+        // Put it back for the next case.
+        let file = OpenOptions::new().write(true).open(dir.path().join("wal")).expect("open");
+        file.write_all_at(&byte, at).expect("restore");
+    }
+}
+
+#[test]
+fn a_torn_last_entry_is_not_damage() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut wal, _) = open(dir.path(), SMALL);
+    for seq in 1..=5 {
+        wal.append(seq, &[seq as u8; 100]).expect("append");
+    }
+    wal.stored_through(5).expect("stored");
+    wal.append(6, &[6; 40]).expect("append");
+    wal.append(7, &[7; 40]).expect("append");
+    drop(wal);
+    // Entry 7 torn: half of it never reached the disk. The older lap's
+    // entries after it have lower seqs: leftovers, not later entries.
     let file = OpenOptions::new().write(true).open(dir.path().join("wal")).expect("open");
-    // One byte inside the second entry's payload.
-    file.write_all_at(&[0xAC], ENTRIES_START + ENTRY_OVERHEAD + 64 + ENTRY_OVERHEAD + 10).expect("flip");
+    file.write_all_at(&[0; 20], ENTRIES_START + 2 * ENTRY_OVERHEAD + 40 + 30).expect("tear");
     drop(file);
-    assert_eq!(seqs(&open(dir.path(), SMALL).1), [1]);
+    let (_, r) = open(dir.path(), SMALL);
+    assert_eq!(seqs(&r), [6]);
+    assert_eq!(r.damage, None);
 }
 
 #[test]

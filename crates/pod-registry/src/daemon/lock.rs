@@ -1,4 +1,4 @@
-//! One daemon per registry: an exclusive `flock` on `run/registry.lock`.
+//! One daemon per registry: an exclusive `flock` on `run/registry/lock`.
 //!
 //! The kernel drops the lock when the holder dies, however it dies, so a
 //! crashed daemon never blocks its successor, and two daemons started at

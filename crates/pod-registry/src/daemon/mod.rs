@@ -96,7 +96,7 @@ async fn serve(dirs: &RuntimeDirs) -> Result<Served, DaemonError> {
 }
 
 /// Logging as the daemon does it: `RUST_LOG` (default `info`) to stderr,
-/// which `serve --detach` callers point at `run/registry.log`. Shared with
+/// which `serve --detach` callers point at `run/registry/log`. Shared with
 /// anything that hosts the daemon (the bench), so it measures the same work.
 pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

@@ -47,13 +47,15 @@ impl Demo {
     }
 
     fn kill9(&self, name: &str) -> Result<(), WireError> {
-        let pid_file = self.home.join("run").join(name).join("pid");
+        let pid_file = self.home.join("run/pods").join(name).join("pid");
         let text = std::fs::read_to_string(&pid_file)
             .map_err(|e| WireError::new("demo.pid", format!("cannot read {}: {e}", pid_file.display())))?;
+        // `PID START_TIME` (see `layout::PidRecord`).
         let pid: i32 = text
-            .trim()
-            .parse()
-            .map_err(|_| WireError::new("demo.pid", format!("bad pid file {}", pid_file.display())))?;
+            .split_whitespace()
+            .next()
+            .and_then(|w| w.parse().ok())
+            .ok_or_else(|| WireError::new("demo.pid", format!("bad pid file {}", pid_file.display())))?;
         println!("\n$ kill -9 {pid}    # {name}");
         signal_and_wait(pid, rustix::process::Signal::KILL)
             .map_err(|e| WireError::new("demo.kill", format!("cannot kill {name} (pid {pid}): {e}")))
@@ -104,7 +106,7 @@ pub fn run(dir: Option<&Path>) -> Result<ExitCode, WireError> {
     }
     // The registry daemon this demo started on demand goes too.
     if let Some(pid) =
-        std::fs::read_to_string(demo.home.join("run/registry.lock")).ok().and_then(|t| t.trim().parse().ok())
+        std::fs::read_to_string(demo.home.join("run/registry/lock")).ok().and_then(|t| t.trim().parse().ok())
     {
         if let Err(e) = signal_and_wait(pid, rustix::process::Signal::TERM) {
             tracing::warn!(pid, error = %e, "could not stop the demo's registry daemon");

@@ -24,6 +24,9 @@ struct PodSummary {
     state: &'static str,
     parent: Option<PodName>,
     pid: Option<u32>,
+    /// Why a Pod is marked `corrupt`: its session log's error, whole.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    problem: Option<String>,
 }
 
 pub async fn ls(json: bool) -> Result<ExitCode, WireError> {
@@ -31,20 +34,29 @@ pub async fn ls(json: bool) -> Result<ExitCode, WireError> {
     let registry = Registry::connect(&dirs).await?;
     let mut pods: BTreeMap<PodName, PodSummary> = BTreeMap::new();
     for a in registry.list().await? {
-        let state = match a.state {
-            pod_registry::AllocState::Live => "running",
-            pod_registry::AllocState::Reserved => "starting",
+        let (state, problem) = match a.state {
+            pod_registry::AllocState::Reserved => ("starting", None),
+            pod_registry::AllocState::Live if crate::process::watch::start_time_of(a.pid) == Some(a.start_time) => {
+                ("running", None)
+            }
+            // Its process is gone and the registry has not swept it yet: a
+            // crash, which `pod resume` recovers, unless its log is damaged.
+            pod_registry::AllocState::Live => match stopped_state(&PodPaths::new(&dirs, &a.name)) {
+                ("stopped", problem) => ("crashed", problem),
+                other => other,
+            },
         };
         pods.insert(
             a.name.clone(),
-            PodSummary { name: a.name, state, parent: a.parent, pid: Some(a.pid).filter(|p| *p != 0) },
+            PodSummary { name: a.name, state, parent: a.parent, pid: Some(a.pid).filter(|p| *p != 0), problem },
         );
     }
-    if let Ok(entries) = std::fs::read_dir(&dirs.data) {
+    if let Ok(entries) = std::fs::read_dir(dirs.pods_data()) {
         for entry in entries.flatten() {
             let Ok(name) = PodName::new(entry.file_name().to_string_lossy().into_owned()) else { continue };
             if entry.path().join("log").exists() && !pods.contains_key(&name) {
-                pods.insert(name.clone(), PodSummary { name, state: "stopped", parent: None, pid: None });
+                let (state, problem) = stopped_state(&PodPaths::new(&dirs, &name));
+                pods.insert(name.clone(), PodSummary { name, state, parent: None, pid: None, problem });
             }
         }
     }
@@ -57,8 +69,30 @@ pub async fn ls(json: bool) -> Result<ExitCode, WireError> {
             let pid = p.pid.map_or("-".to_string(), |p| p.to_string());
             println!("{:<24} {:<9} {:<24} {pid}", p.name.as_str(), p.state, parent);
         }
+        for p in pods.values() {
+            if let Some(problem) = &p.problem {
+                println!("{}: {problem}", p.name);
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A Pod the registry does not list: `stopped` if its log replays,
+/// `corrupt` (with the error) if it is damaged, `exiting` while its
+/// process still holds it.
+fn stopped_state(paths: &PodPaths) -> (&'static str, Option<String>) {
+    if crate::commands::lifecycle::lock_held(paths) {
+        return ("exiting", None);
+    }
+    let replayed = SessionLog::open(paths.session_log(), LogOptions::default()).and_then(|log| log.replay());
+    match replayed {
+        Ok(_) => ("stopped", None),
+        Err(e) if e.damage().is_some() || e.code() == "log.impossible_history" => {
+            ("corrupt", Some(format!("{e} [{}]", e.code())))
+        }
+        Err(e) => ("stopped", Some(format!("{e} [{}]", e.code()))),
+    }
 }
 
 #[derive(Serialize)]
@@ -217,6 +251,9 @@ struct CheckView {
 pub async fn check(name: &str, path: &std::path::Path, write: bool, json: bool) -> Result<ExitCode, WireError> {
     let name = pod_name(name)?;
     let paths = PodPaths::new(&dirs()?, &name);
+    if path.as_os_str().is_empty() {
+        return Err(WireError::new("path.empty", "an empty path names no file; write `.` for the current directory"));
+    }
     let absolute = cwd()?.join(path);
     let resolved = scope::resolve(&absolute).map_err(|e| WireError::new(e.code(), e.to_string()))?;
     let wanted = if write { Permission::Write } else { Permission::Read };

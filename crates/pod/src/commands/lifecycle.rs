@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use pod_proto::{ProtoError, WireError};
 use scope::Permission;
+use session_log::{LogOptions, SessionLog};
 
 use crate::cli::{SpawnArgs, StartArgs};
 use crate::client::PodClient;
@@ -24,7 +25,7 @@ pub async fn start(args: StartArgs) -> Result<ExitCode, WireError> {
     let manifest = args
         .manifest
         .as_deref()
-        .map(|m| Manifest::load(&cwd.join(m)))
+        .map(|m| Manifest::load_arg(m, &cwd))
         .transpose()
         .map_err(|e| WireError::new(e.code(), e.to_string()))?;
     let from_manifest = manifest.as_ref().and_then(|m| m.name.clone());
@@ -99,6 +100,7 @@ pub async fn stop(name: &str) -> Result<ExitCode, WireError> {
     let Some(alloc) = registry.get(&name).await? else {
         return Err(not_running(&paths, &name));
     };
+    fail::fail_point!("stop.after_lookup");
     if let Some(parent) = &alloc.parent {
         let parent_paths = PodPaths::new(&dirs, parent);
         match PodClient::call_once(
@@ -227,10 +229,24 @@ pub async fn call_pod(paths: &PodPaths, name: &scope::PodName, request: &PodRequ
 }
 
 pub fn not_running(paths: &PodPaths, name: &scope::PodName) -> WireError {
-    if paths.session_log().exists() {
-        WireError::new("pod.not_running", format!("pod {name} is not running (`pod resume {name}` brings it back)"))
-    } else {
-        WireError::new("pod.unknown", format!("no pod named {name} here"))
+    if !paths.session_log().exists() {
+        return WireError::new("pod.unknown", format!("no pod named {name} here"));
+    }
+    // A child is not resumed but spawned again by its parent: say so. Its
+    // log says whose child it was (read only when nobody holds it).
+    let parent = (!lock_held(paths))
+        .then(|| SessionLog::open(paths.session_log(), LogOptions::default()).and_then(|log| log.replay()).ok())
+        .flatten()
+        .and_then(|state| state.identity)
+        .and_then(|identity| identity.parent);
+    match parent {
+        Some(parent) => WireError::new(
+            "pod.not_running",
+            format!("pod {name} is not running; it was a child of {parent} (`pod spawn {name} --parent {parent}` starts it again)"),
+        ),
+        None => {
+            WireError::new("pod.not_running", format!("pod {name} is not running (`pod resume {name}` brings it back)"))
+        }
     }
 }
 

@@ -15,8 +15,19 @@ use scope::{Permission, PodName, ScopeRule};
 use crate::layout::PodPaths;
 use crate::rules::RuleSpec;
 
+/// The runtime directories, created or checked, with a POD_HOME of the old
+/// layout moved into this one first (see `layout::migrate_old_layout`).
 pub fn dirs() -> Result<RuntimeDirs, WireError> {
     let dirs = RuntimeDirs::from_env().map_err(|e| WireError::new(e.code(), e.to_string()))?;
+    if let Some(moved) = crate::layout::migrate_old_layout(&dirs)? {
+        eprintln!(
+            "pod: moved {} pod(s) of the old layout to {} and {} (the registry's files to {})",
+            moved.pods.len(),
+            dirs.pods_run().display(),
+            dirs.pods_data().display(),
+            dirs.registry_run().display()
+        );
+    }
     dirs.ensure().map_err(|e| WireError::new(e.code(), e.to_string()))?;
     Ok(dirs)
 }

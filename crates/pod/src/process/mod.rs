@@ -7,6 +7,8 @@
 //! report ready on stdout. Any failure before "ready" undoes what was taken
 //! and is reported as the launch error.
 
+pub mod authorize;
+pub mod caller;
 pub mod owner;
 pub mod server;
 pub mod watch;
@@ -96,17 +98,21 @@ async fn run(request: LaunchRequest) -> (std::process::ExitCode, Option<std::fs:
         Ok(s) => s,
         Err(e) => return (report_failure(e), None),
     };
-    let Started { owner, listener, log, lock } = started;
+    let Started { mut owner, listener, log, lock } = started;
     let socket = owner.paths.socket().to_string_lossy().into_owned();
     let pid_file = owner.paths.pid_file();
     if let Err(e) = owner.start_watching() {
         tracing::error!(error = %e, "cannot watch this pod's allocation; registry changes go unnoticed");
     }
+    let (hurry_tx, hurry_rx) = tokio::sync::watch::channel(false);
+    owner.set_hurry(hurry_rx);
+    let (name, dirs, registry) = (owner.name.clone(), owner.paths.dirs.clone(), owner.registry());
     let owner_task = tokio::spawn(owner.run(rx));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let (closing_tx, closing_rx) = tokio::sync::watch::channel(false);
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
-    let ctx = server::ConnectionContext { owner: tx.clone(), log, closing: closing_rx, done: done_tx };
+    let ctx =
+        server::ConnectionContext { name, dirs, registry, owner: tx.clone(), log, closing: closing_rx, done: done_tx };
     let server = tokio::spawn(pod_proto::server::serve(
         listener,
         async move {
@@ -114,7 +120,7 @@ async fn run(request: LaunchRequest) -> (std::process::ExitCode, Option<std::fs:
         },
         move |conn, peer| server::handle_connection(conn, peer, ctx.clone()),
     ));
-    spawn_signal_handler(tx.clone());
+    spawn_signal_handler(tx.clone(), hurry_tx);
     report(&LaunchOutcome::Ready { pid: std::process::id(), socket });
     drop(tx);
     if let Err(e) = owner_task.await {
@@ -136,23 +142,32 @@ async fn run(request: LaunchRequest) -> (std::process::ExitCode, Option<std::fs:
     (std::process::ExitCode::SUCCESS, Some(lock))
 }
 
-/// SIGTERM and SIGINT are a clean shutdown. The handlers are registered
-/// here, synchronously, before the Pod reports ready: a signal that arrives
-/// right after `pod start` returns must not find the default action (death
-/// without a callback) still in place.
-fn spawn_signal_handler(tx: mpsc::Sender<OwnerMsg>) {
+/// SIGTERM and SIGINT are a clean shutdown; a second one stops waiting
+/// (children and workload are killed, failed reclaims are not retried).
+/// The handlers are registered here, synchronously, before the Pod reports
+/// ready: a signal that arrives right after `pod start` returns must not
+/// find the default action (death without a callback) still in place.
+fn spawn_signal_handler(tx: mpsc::Sender<OwnerMsg>, hurry: tokio::sync::watch::Sender<bool>) {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
         tracing::error!("cannot install signal handlers; SIGTERM will kill the pod uncleanly");
         return;
     };
     tokio::spawn(async move {
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
-        if tx.send(OwnerMsg::Terminate).await.is_err() {
-            tracing::debug!("owner already gone at SIGTERM");
+        for msg in [OwnerMsg::Terminate, OwnerMsg::TerminateNow] {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            let now = matches!(msg, OwnerMsg::TerminateNow);
+            if now {
+                tracing::warn!("second signal: the shutdown stops waiting");
+                hurry.send_replace(true);
+            }
+            if tx.send(msg).await.is_err() {
+                tracing::debug!("owner already gone at a signal");
+                return;
+            }
         }
     });
 }
@@ -175,6 +190,26 @@ async fn startup(request: LaunchRequest, tx: mpsc::Sender<OwnerMsg>) -> Result<S
     let paths = PodPaths::new(&dirs, &name);
     paths.ensure().map_err(|e| WireError::new(e.code(), e.to_string()))?;
     let lock = take_lock(&paths, &name)?;
+    // From here on this process is recognized as the Pod's own (its calls
+    // to its parent, see `caller.rs`). A failed start takes it back: the
+    // record must never outlive the process it names.
+    write_pid_file(&paths)?;
+    let pid_file = paths.pid_file();
+    let started = startup_locked(request, paths, lock, tx).await;
+    if started.is_err() {
+        if let Err(e) = std::fs::remove_file(&pid_file) {
+            tracing::warn!(error = %e, "cannot remove the pid file of a failed start");
+        }
+    }
+    started
+}
+
+async fn startup_locked(
+    request: LaunchRequest,
+    paths: PodPaths,
+    lock: std::fs::File,
+    tx: mpsc::Sender<OwnerMsg>,
+) -> Result<Started, WireError> {
     let opening = std::time::Instant::now();
     let log_dir = paths.session_log();
     let log = tokio::task::spawn_blocking(move || SessionLog::open(&log_dir, LogOptions::default()))
@@ -267,13 +302,32 @@ async fn serve(
     cwd: Option<String>,
     tx: mpsc::Sender<OwnerMsg>,
 ) -> Result<Started, WireError> {
-    let pid = std::process::id();
     let listener = pod_proto::server::bind(&paths.socket()).await.map_err(|e| e.to_wire())?;
-    std::fs::write(paths.pid_file(), format!("{pid}\n")).map_err(wire("pod.io"))?;
     if let Some(command) = owner.workload.clone() {
         owner.set_workload(workload::start(&command, &paths, cwd.as_deref(), tx)?);
     }
     Ok(Started { owner, listener, log, lock })
+}
+
+/// `run/pods/NAME/pid`: this process's pid and start time, written whole
+/// (temporary file, rename) so a reader never sees half of it.
+fn write_pid_file(paths: &PodPaths) -> Result<(), WireError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let pid = std::process::id();
+    let start_time = watch::start_time_of(pid)
+        .ok_or_else(|| WireError::new("pod.io", "cannot read this process's own start time from /proc"))?;
+    let record = crate::layout::PidRecord { pid, start_time };
+    let tmp = paths.run_dir.join(".pid.tmp");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(wire("pod.io"))?;
+    file.write_all(record.render().as_bytes()).map_err(wire("pod.io"))?;
+    drop(file);
+    std::fs::rename(&tmp, paths.pid_file()).map_err(wire("pod.io"))
 }
 
 /// A new Pod's name must not already have a history here.
@@ -323,7 +377,12 @@ async fn resume(
         .map_err(wire("pod.internal"))?
         .map_err(|e| WireError::new(e.code(), e.to_string()))?;
     let Some(identity) = state.identity.clone() else {
-        return Err(WireError::new("pod.unknown", format!("no pod named {name} has a session log here")));
+        // Damage is `log.corrupt` before this point: an empty history is a
+        // Pod that never finished starting, so nothing of it was acknowledged.
+        return Err(WireError::new(
+            "pod.empty_log",
+            format!("{name}'s session log holds nothing: it never finished starting; `pod rm {name}` forgets it"),
+        ));
     };
     if let Some(parent) = &identity.parent {
         return Err(WireError::new(
@@ -423,10 +482,12 @@ async fn append(log: &Arc<SessionLog>, events: Vec<Event>) -> Result<(), WireErr
 /// SIGKILL).
 fn take_lock(paths: &PodPaths, name: &PodName) -> Result<std::fs::File, WireError> {
     use rustix::fs::{flock, FlockOperation};
+    use std::os::unix::fs::OpenOptionsExt;
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
+        .mode(0o600)
         .open(paths.lock_file())
         .map_err(wire("pod.io"))?;
     flock(&file, FlockOperation::NonBlockingLockExclusive)

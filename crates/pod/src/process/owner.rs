@@ -4,37 +4,79 @@
 //! message and runs to completion before the next one starts, so the scope,
 //! the children, the registry, the session log and `spawned_pods.json` are
 //! always changed in the same order by the same code. Long waits (a child
-//! that is stopping, a process exit) happen in helper tasks that report back
-//! with a message; the owner itself only awaits short registry calls and
-//! durable log appends.
+//! that is starting or stopping, a process exit, a retry's backoff) happen
+//! in helper tasks that report back with a message; the owner itself only
+//! awaits short registry calls and durable log appends, so it keeps
+//! answering ping, status, check and callbacks meanwhile.
+//!
+//! Every wait is bounded. A reclaim that fails (the registry is away) is
+//! retried with backoff for [`RECLAIM_RETRY_FOR`]; a shutdown ends at the
+//! latest [`SHUTDOWN_WAIT`] after it began (plus the workload's stop), and
+//! a second SIGTERM ends it at once.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use pod_proto::{PeerCred, WireError};
+use pod_proto::WireError;
+use rustix::process::Signal;
 use scope::{PodName, Scope};
 use session_log::{ChildRecord, Event, RemovalReason, SessionLog};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch as watch_channel};
+use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::client::PodClient;
 use crate::core::{Adoption, PodCore};
+use crate::launch::{Launched, Starting};
 use crate::layout::PodPaths;
 use crate::mirror::{self, MirroredChild};
+use crate::process::caller::Peer;
 use crate::process::watch::{self, PidFd};
 use crate::protocol::{ChildStatus, PodReply, PodRequest, PodStatus, SpawnRequest};
 use crate::registry_link::Registry;
 
 /// Longest a stopping child gets to exit before it is killed and reclaimed.
 pub const STOP_GRACE: Duration = Duration::from_secs(5);
+/// How long a failed reclaim is retried before its callers get the error
+/// (the child then stays recorded, and a later stop or the prune on resume
+/// takes it back).
+pub const RECLAIM_RETRY_FOR: Duration = Duration::from_secs(30);
+/// Longest a shutdown waits for its children's stops and reclaims and for
+/// the registry's release; the workload's stop (at most twice
+/// [`STOP_GRACE`]) comes after.
+pub const SHUTDOWN_WAIT: Duration = Duration::from_secs(30);
+/// Longest the ShutDown callback (and the registry lookup of whom to call)
+/// may take; past it the parent notices the exit instead.
+pub const CALLBACK_WAIT: Duration = Duration::from_secs(5);
+/// First and longest pause between reclaim retries.
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(2);
 
 pub type Responder = oneshot::Sender<Result<PodReply, WireError>>;
+
+/// Returns once a second signal set the hurry flag; never without one.
+async fn hurried(hurry: &mut Option<watch_channel::Receiver<bool>>) {
+    match hurry {
+        Some(h) => {
+            if h.wait_for(|now| *now).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending::<()>().await,
+    }
+}
 
 pub enum OwnerMsg {
     Request {
         request: PodRequest,
-        peer: PeerCred,
+        peer: Peer,
+        reply: Responder,
+    },
+    /// A child's launch ended (ready, or failed and reaped).
+    Launched {
+        name: PodName,
+        outcome: Result<Launched, WireError>,
         reply: Responder,
     },
     /// A child process is gone (seen by its OS parent or a pidfd).
@@ -46,11 +88,17 @@ pub enum OwnerMsg {
     StopFinished {
         name: PodName,
     },
+    /// Time to try the reclaims that failed again.
+    RetryReclaims,
+    /// The shutdown's bound is reached.
+    ShutdownDeadline,
     WorkloadExited {
         status: String,
     },
     /// SIGTERM or SIGINT.
     Terminate,
+    /// A second SIGTERM or SIGINT: stop waiting.
+    TerminateNow,
     /// The registry changed this Pod's allocation (or it vanished): the
     /// owner compares it with what the Pod holds (see `check_allocation`).
     AllocationChanged,
@@ -65,6 +113,22 @@ enum ShutdownOrigin {
     Signal,
 }
 
+/// A child whose process is gone (or was stopped) but whose reclaim
+/// failed: retried until it succeeds or [`RECLAIM_RETRY_FOR`] passed.
+struct Unreclaimed {
+    reason: RemovalReason,
+    since: Instant,
+    error: WireError,
+}
+
+struct Shutdown {
+    origin: ShutdownOrigin,
+    waiters: Vec<Responder>,
+    deadline: Instant,
+    /// A second signal: finish without waiting any more.
+    now: bool,
+}
+
 pub struct Owner {
     pub name: PodName,
     pub parent: Option<PodName>,
@@ -73,24 +137,37 @@ pub struct Owner {
     /// The durable state (scope and children); changed only by adopting a
     /// plan from `core` after its events are logged.
     pub core: PodCore,
-    /// Pid and start time of children whose process is known (spawned
+    /// Pid and start time of children whose process is known (started
     /// here, seen alive on resume, or adopted); a child without one cannot
     /// call back.
     pids: BTreeMap<PodName, (u32, u64)>,
     log: Arc<SessionLog>,
     registry: Registry,
     tx: mpsc::Sender<OwnerMsg>,
+    /// Children whose launch has not ended yet.
+    launching: BTreeSet<PodName>,
     stopping: BTreeMap<PodName, Vec<Responder>>,
-    shutdown: Option<(ShutdownOrigin, Vec<Responder>)>,
+    unreclaimed: BTreeMap<PodName, Unreclaimed>,
+    retry_pending: bool,
+    retry_pause: Duration,
+    /// A registry call was given up mid-way (the shutdown's bound, a second
+    /// signal): the rest of the shutdown does without the registry.
+    registry_abandoned: bool,
+    shutdown: Option<Shutdown>,
+    /// Set by a second signal, so that waits inside the shutdown itself
+    /// (the release's retries) end too.
+    hurry: Option<watch_channel::Receiver<bool>>,
     /// The workload's process, held from its start.
     workload_process: Option<PidFd>,
     /// Why this Pod failed closed, once it did: every check is then denied
     /// and spawns are refused.
     fenced: Option<String>,
-    /// Children between the registry's delegate and the end of their spawn
-    /// (or its undoing): the registry may hold a layer for one that the
-    /// scope does not have yet, which is no reason to fence.
-    spawning: std::collections::BTreeSet<PodName>,
+    /// Children between the registry's delegate and the moment their layer
+    /// is in the scope (or the delegate is undone): the registry may hold a
+    /// layer for one that the scope does not have yet, which is no reason
+    /// to fence. The wait for a child's readiness comes after (the child is
+    /// then in `launching`, its layer in both), so it needs no exception.
+    spawning: BTreeSet<PodName>,
 }
 
 impl Owner {
@@ -116,8 +193,14 @@ impl Owner {
             log,
             registry,
             tx,
+            launching: BTreeSet::new(),
             stopping: BTreeMap::new(),
+            unreclaimed: BTreeMap::new(),
+            retry_pending: false,
+            retry_pause: RETRY_FIRST,
+            registry_abandoned: false,
             shutdown: None,
+            hurry: None,
             workload_process: None,
             fenced: None,
             spawning: Default::default(),
@@ -135,6 +218,16 @@ impl Owner {
 
     pub fn set_workload(&mut self, process: Option<PidFd>) {
         self.workload_process = process;
+    }
+
+    /// The flag a second signal sets (see [`OwnerMsg::TerminateNow`]).
+    pub fn set_hurry(&mut self, hurry: watch_channel::Receiver<bool>) {
+        self.hurry = Some(hurry);
+    }
+
+    /// A handle on the registry client this Pod uses.
+    pub fn registry(&self) -> Registry {
+        self.registry.clone()
     }
 
     /// Records the pid of a child that survived a resume and watches it.
@@ -158,6 +251,7 @@ impl Owner {
         while let Some(msg) = rx.recv().await {
             match msg {
                 OwnerMsg::Request { request, peer, reply } => self.handle(request, peer, reply).await,
+                OwnerMsg::Launched { name, outcome, reply } => self.launched(name, outcome, reply).await,
                 OwnerMsg::ChildExited { name, pid } => {
                     let known_pid = self.pids.get(&name).map(|(pid, _)| *pid);
                     if known_pid == Some(pid) {
@@ -167,13 +261,17 @@ impl Owner {
                         } else {
                             RemovalReason::Lost
                         };
-                        self.reclaim_logged(&name, reason).await;
+                        self.reclaim_or_retry(&name, reason).await;
                     }
                     self.finish_stop(&name);
                 }
                 OwnerMsg::StopFinished { name } => {
-                    self.reclaim_logged(&name, RemovalReason::Stopped).await;
+                    self.reclaim_or_retry(&name, RemovalReason::Stopped).await;
                     self.finish_stop(&name);
+                }
+                OwnerMsg::RetryReclaims => self.retry_reclaims().await,
+                OwnerMsg::ShutdownDeadline => {
+                    tracing::warn!(?SHUTDOWN_WAIT, children = self.core.children.len(), "shutdown bound reached");
                 }
                 OwnerMsg::WorkloadExited { status } => {
                     tracing::info!(%status, "workload exited; the pod shuts down");
@@ -181,21 +279,40 @@ impl Owner {
                     self.begin_shutdown(ShutdownOrigin::Workload, None).await;
                 }
                 OwnerMsg::Terminate => self.begin_shutdown(ShutdownOrigin::Signal, None).await,
+                OwnerMsg::TerminateNow => {
+                    self.begin_shutdown(ShutdownOrigin::Signal, None).await;
+                    if let Some(shutdown) = &mut self.shutdown {
+                        shutdown.now = true;
+                    }
+                    self.kill_children();
+                }
                 OwnerMsg::AllocationChanged => self.check_allocation().await,
             }
-            if self.shutdown.is_some() && self.core.children.is_empty() {
-                self.finish_shutdown().await;
-                return;
+            if let Some(shutdown) = &self.shutdown {
+                let give_up = shutdown.now || Instant::now() >= shutdown.deadline;
+                if self.core.children.is_empty() || give_up {
+                    if !self.core.children.is_empty() {
+                        tracing::warn!(
+                            children = ?self.child_names(),
+                            "shutting down with children not reclaimed; they stay recorded and a resume prunes them"
+                        );
+                    }
+                    self.finish_shutdown().await;
+                    return;
+                }
             }
         }
     }
 
-    async fn handle(&mut self, request: PodRequest, peer: PeerCred, reply: Responder) {
+    async fn handle(&mut self, request: PodRequest, peer: Peer, reply: Responder) {
         let span = tracing::info_span!("request", pod = %self.name, peer_pid = peer.pid);
         self.answer(request, peer, reply).instrument(span).await
     }
 
-    async fn answer(&mut self, request: PodRequest, peer: PeerCred, reply: Responder) {
+    /// Authorization was decided before the request got here (see
+    /// `server.rs`), except the ShutDown callback's, which needs what only
+    /// the owner knows: the child's pid and start time.
+    async fn answer(&mut self, request: PodRequest, peer: Peer, reply: Responder) {
         let answer = match request {
             PodRequest::Ping => Ok(PodReply::Pong { name: self.name.clone(), pid: std::process::id() }),
             PodRequest::Status => Ok(PodReply::Status(self.status())),
@@ -212,7 +329,10 @@ impl Owner {
                     decided_by: verdict.decided_by.to_string(),
                 })
             }
-            PodRequest::Spawn(request) => self.spawn(request).await,
+            PodRequest::Spawn(request) => {
+                self.spawn(request, reply).await;
+                return;
+            }
             PodRequest::StopChild { child } => {
                 if !self.core.children.contains_key(&child) {
                     // Not (or no longer) ours: the CLI found it under us in
@@ -229,17 +349,18 @@ impl Owner {
                 self.begin_shutdown(origin, Some(reply)).await;
                 return;
             }
-            PodRequest::ChildShutDown { child } => match self.pids.get(&child).map(|(pid, _)| *pid) {
-                Some(pid) if pid == peer.pid => {
-                    let reclaimed = self.reclaim_logged(&child, RemovalReason::ShutDown).await;
+            PodRequest::ChildShutDown { child } => match self.pids.get(&child).copied() {
+                Some((pid, start_time)) if peer.is(pid, start_time) => {
+                    let reclaimed = self.reclaim_or_retry(&child, RemovalReason::ShutDown).await;
                     self.finish_stop(&child);
                     Ok(PodReply::Stopped { reclaimed })
                 }
-                Some(_) => Err(WireError::new(
+                Some((pid, _)) => Err(WireError::new(
                     "pod.not_the_child",
                     format!(
-                        "a shutdown callback for {child} must come from {child}'s own process (caller pid {})",
-                        peer.pid
+                        "a shutdown callback for {child} must come from {child}'s own process (pid {pid} as started); the caller is process {}{}",
+                        peer.pid,
+                        if peer.pid == pid { " with another start time" } else { "" }
                     ),
                 )),
                 None if self.core.children.contains_key(&child) => Err(WireError::new(
@@ -255,11 +376,14 @@ impl Owner {
         }
     }
 
-    fn is_parent(&self, peer: &PeerCred) -> bool {
+    fn is_parent(&self, peer: &Peer) -> bool {
         // Our OS parent is the Pod that spawned us; a Shutdown from it means
         // it reclaims us itself, so no callback. (An adoptive parent is not
         // our OS parent: it gets a callback, which its reclaim absorbs.)
-        self.parent.is_some() && rustix::process::getppid().map(|p| p.as_raw_nonzero().get() as u32) == Some(peer.pid)
+        let Some(ppid) = rustix::process::getppid().map(|p| p.as_raw_nonzero().get() as u32) else {
+            return false;
+        };
+        self.parent.is_some() && watch::start_time_of(ppid).is_some_and(|start| peer.is(ppid, start))
     }
 
     fn status(&self) -> PodStatus {
@@ -284,9 +408,35 @@ impl Owner {
     }
 
     /// Spawn: local check, registry delegate, one durable log batch, mirror,
-    /// start the child and wait for it. Anything failing after the delegate
-    /// is undone through the reclaim operation.
-    async fn spawn(&mut self, request: SpawnRequest) -> Result<PodReply, WireError> {
+    /// start the child. Its readiness is awaited by a helper task, which
+    /// reports with [`OwnerMsg::Launched`]; the reply goes out then.
+    /// Anything failing after the delegate is undone through the reclaim
+    /// operation.
+    async fn spawn(&mut self, request: SpawnRequest, reply: Responder) {
+        let child = request.child.clone();
+        let starting = match self.start_child(request).await {
+            Ok(starting) => starting,
+            Err(e) => {
+                if reply.send(Err(e)).is_err() {
+                    tracing::debug!("spawn caller went away");
+                }
+                return;
+            }
+        };
+        let tx = self.tx.clone();
+        let span = tracing::info_span!("launch", pod = %self.name, %child);
+        tokio::spawn(
+            async move {
+                let outcome = starting.ready().await;
+                if tx.send(OwnerMsg::Launched { name: child, outcome, reply }).await.is_err() {
+                    tracing::debug!("owner gone before a launch ended");
+                }
+            }
+            .instrument(span),
+        );
+    }
+
+    async fn start_child(&mut self, request: SpawnRequest) -> Result<Starting, WireError> {
         if self.shutdown.is_some() {
             return Err(WireError::new("pod.shutting_down", format!("{} is shutting down", self.name)));
         }
@@ -310,7 +460,7 @@ impl Owner {
         spawned
     }
 
-    async fn spawn_delegated(&mut self, request: SpawnRequest) -> Result<PodReply, WireError> {
+    async fn spawn_delegated(&mut self, request: SpawnRequest) -> Result<Starting, WireError> {
         let child = request.child.clone();
         let child_paths = PodPaths::new(&self.paths.dirs, &child);
         let socket = child_paths.socket().to_string_lossy().into_owned();
@@ -327,7 +477,7 @@ impl Owner {
         }
         fail::fail_point!("spawn.after_delegate");
         match self.spawn_after_delegate(&request, &socket, &child_paths).await {
-            Ok(reply) => Ok(reply),
+            Ok(starting) => Ok(starting),
             Err(e) => {
                 tracing::warn!(%child, error = %e, "spawn failed after delegate; reclaiming");
                 self.reclaim_logged(&child, RemovalReason::Lost).await;
@@ -341,7 +491,7 @@ impl Owner {
         request: &SpawnRequest,
         socket: &str,
         child_paths: &PodPaths,
-    ) -> Result<PodReply, WireError> {
+    ) -> Result<Starting, WireError> {
         let child = request.child.clone();
         let callback = self.paths.socket().to_string_lossy().into_owned();
         let plan = self
@@ -362,22 +512,54 @@ impl Owner {
             },
             cwd: request.cwd.clone(),
         };
-        let launched = crate::launch::launch(&launch, &child_paths.pod_log()).await?;
-        let pid = launched.pid;
+        let starting = crate::launch::start(&launch, &child_paths.pod_log())?;
         // Our unreaped child: its pid cannot be reused yet, so this start
-        // time is its own. None means it already exited: the spawn failed.
-        let start_time = watch::start_time_of(pid).ok_or_else(|| {
-            WireError::new("launch.exited", format!("{child} (pid {pid}) exited right after it reported ready"))
-        })?;
+        // time is its own, and its callbacks can be recognized from now on.
+        // None means it is already gone: the spawn failed (never a start
+        // time of 0).
+        let pid = starting.pid();
+        let Some(start_time) = watch::start_time_of(pid) else {
+            starting.abandon().await;
+            return Err(WireError::new(
+                "launch.exited",
+                format!("{child} (pid {pid}) was gone before its start time could be read"),
+            ));
+        };
         self.pids.insert(child.clone(), (pid, start_time));
-        fail::fail_point!("spawn.after_child_start");
-        watch::watch_os_child(child.clone(), pid, launched.child, self.tx.clone());
-        Ok(PodReply::Spawned { child, pid, socket: launched.socket })
+        self.launching.insert(child);
+        Ok(starting)
+    }
+
+    /// The end of a launch: the child serves (it is watched from now on, and
+    /// a stop asked for meanwhile starts), or it failed and is reclaimed.
+    async fn launched(&mut self, child: PodName, outcome: Result<Launched, WireError>, reply: Responder) {
+        self.launching.remove(&child);
+        let answer = match outcome {
+            Ok(launched) => {
+                fail::fail_point!("spawn.after_child_start");
+                let pid = launched.pid;
+                watch::watch_os_child(child.clone(), pid, launched.child, self.tx.clone());
+                if self.stopping.contains_key(&child) && self.core.children.contains_key(&child) {
+                    self.begin_stop(&child);
+                }
+                Ok(PodReply::Spawned { child, pid, socket: launched.socket })
+            }
+            Err(e) => {
+                tracing::warn!(%child, error = %e, "child did not start; reclaiming");
+                self.reclaim_or_retry(&child, RemovalReason::Lost).await;
+                self.finish_stop(&child);
+                Err(e)
+            }
+        };
+        if reply.send(answer).is_err() {
+            tracing::debug!("spawn caller went away");
+        }
     }
 
     /// StopPod: tell the child to shut down (it stops its own children
     /// first), give it a bounded time, then reclaim whether or not it
-    /// answered. The reply goes out when the reclaim is done.
+    /// answered. The reply goes out when the reclaim is done. A child still
+    /// starting is stopped once its launch ends.
     async fn stop_child(&mut self, child: &PodName, reply: Option<Responder>) {
         let first = !self.stopping.contains_key(child);
         let waiters = self.stopping.entry(child.clone()).or_default();
@@ -385,10 +567,21 @@ impl Owner {
         if !first {
             return;
         }
-        let Some(record) = self.core.children.get(child) else {
+        if !self.core.children.contains_key(child) {
             self.finish_stop(child);
             return;
-        };
+        }
+        if self.unreclaimed.contains_key(child) {
+            // Already gone; its reclaim is being retried.
+            return;
+        }
+        if !self.launching.contains(child) {
+            self.begin_stop(child);
+        }
+    }
+
+    fn begin_stop(&self, child: &PodName) {
+        let Some(record) = self.core.children.get(child) else { return };
         let socket = record.socket.clone();
         // Held before asking it to stop: once it exits and is reaped, its
         // pid may name another process, which must never get our SIGKILL.
@@ -396,8 +589,13 @@ impl Owner {
         let tx = self.tx.clone();
         let name = child.clone();
         tokio::spawn(async move {
-            if let Err(e) = PodClient::call_at(&socket, &PodRequest::Shutdown).await {
-                tracing::info!(child = %name, error = %e, "child did not take the shutdown request");
+            // The child answers when its own shutdown is done; past the
+            // grace it is killed (its own children are then noticed and
+            // adopted by us, the registry reparenting them).
+            match tokio::time::timeout(STOP_GRACE, PodClient::call_at(&socket, &PodRequest::Shutdown)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::info!(child = %name, error = %e, "child did not take the shutdown request"),
+                Err(_) => tracing::warn!(child = %name, ?STOP_GRACE, "child did not finish its shutdown in time"),
             }
             if let Some(process) = process {
                 process.wait_or_kill(STOP_GRACE).await;
@@ -408,13 +606,33 @@ impl Owner {
         });
     }
 
+    /// Answers the callers of a stop once the child is reclaimed, or with
+    /// the error once its reclaim's retries gave up.
     fn finish_stop(&mut self, child: &PodName) {
-        if self.core.children.contains_key(child) {
+        let outcome = if !self.core.children.contains_key(child) {
+            Ok(PodReply::Stopped { reclaimed: true })
+        } else if let Some(failed) = self.unreclaimed.get(child).filter(|u| u.since.elapsed() >= RECLAIM_RETRY_FOR) {
+            Err(WireError::new(
+                failed.error.code.clone(),
+                format!("{child} stopped but its reclaim failed for {RECLAIM_RETRY_FOR:?} ({}); it stays recorded until a later stop or the prune on resume", failed.error.message),
+            ))
+        } else {
             return;
-        }
+        };
         for waiter in self.stopping.remove(child).unwrap_or_default() {
-            if waiter.send(Ok(PodReply::Stopped { reclaimed: true })).is_err() {
+            if waiter.send(outcome.clone()).is_err() {
                 tracing::debug!("stop caller went away");
+            }
+        }
+    }
+
+    /// Kills every child whose process is known, at once (a second
+    /// signal: nobody waits for a grace period any more).
+    fn kill_children(&self) {
+        for (child, (pid, start)) in &self.pids {
+            if let Some(process) = PidFd::open(*pid, *start) {
+                tracing::warn!(%child, pid, "second signal: killing the child");
+                process.signal(Signal::KILL);
             }
         }
     }
@@ -517,10 +735,96 @@ impl Owner {
         }
     }
 
+    /// Reclaim of a child that is gone: a failure is retried with backoff
+    /// (see [`OwnerMsg::RetryReclaims`]), so a stop's callers and a
+    /// shutdown are answered when the registry is back, within a bound.
+    async fn reclaim_or_retry(&mut self, child: &PodName, reason: RemovalReason) -> bool {
+        let outcome = match self.shutdown.as_ref().map(|s| (s.deadline, s.now)) {
+            None => self.reclaim(child, reason).await,
+            Some((_, true)) => Err(WireError::new("pod.shutting_down", "a second signal: no more reclaims")),
+            Some((deadline, false)) => {
+                let mut hurry = self.hurry.clone();
+                let reclaim = self.reclaim(child, reason);
+                tokio::select! {
+                    outcome = reclaim => outcome,
+                    () = tokio::time::sleep_until(deadline) => Err(WireError::new("pod.shutting_down", "the shutdown's bound passed during the reclaim")),
+                    () = hurried(&mut hurry) => Err(WireError::new("pod.shutting_down", "a second signal during the reclaim")),
+                }
+            }
+        };
+        if outcome.as_ref().is_err_and(|e| e.code == "pod.shutting_down") {
+            // Abandoned mid-call: the registry connection may still carry
+            // its answer, so it is not used again by this process.
+            self.registry_abandoned = true;
+        }
+        match outcome {
+            Ok(changed) => {
+                self.unreclaimed.remove(child);
+                changed
+            }
+            Err(e) => {
+                if self.core.children.contains_key(child) {
+                    tracing::warn!(%child, error = %e, "reclaim failed; retrying");
+                    let since = self.unreclaimed.get(child).map_or_else(Instant::now, |u| u.since);
+                    self.unreclaimed.insert(child.clone(), Unreclaimed { reason, since, error: e });
+                    self.schedule_retry();
+                }
+                false
+            }
+        }
+    }
+
+    fn schedule_retry(&mut self) {
+        if self.retry_pending {
+            return;
+        }
+        self.retry_pending = true;
+        let pause = self.retry_pause;
+        self.retry_pause = (pause * 2).min(RETRY_MAX);
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(pause).await;
+            if tx.send(OwnerMsg::RetryReclaims).await.is_err() {
+                tracing::debug!("owner gone before a reclaim retry");
+            }
+        });
+    }
+
+    async fn retry_reclaims(&mut self) {
+        self.retry_pending = false;
+        let due: Vec<(PodName, RemovalReason)> = self.unreclaimed.iter().map(|(n, u)| (n.clone(), u.reason)).collect();
+        for (child, reason) in due {
+            self.reclaim_or_retry(&child, reason).await;
+            if let Some(failed) = self.unreclaimed.get(&child) {
+                if failed.since.elapsed() >= RECLAIM_RETRY_FOR {
+                    tracing::error!(%child, error = %failed.error, "reclaim retries gave up; the child stays recorded");
+                    self.finish_stop(&child);
+                    self.unreclaimed.remove(&child);
+                }
+            } else {
+                self.finish_stop(&child);
+            }
+        }
+        if self.unreclaimed.is_empty() {
+            self.retry_pause = RETRY_FIRST;
+        } else {
+            self.schedule_retry();
+        }
+    }
+
     async fn begin_shutdown(&mut self, origin: ShutdownOrigin, reply: Option<Responder>) {
         match &mut self.shutdown {
-            Some((_, waiters)) => waiters.extend(reply),
-            None => self.shutdown = Some((origin, reply.into_iter().collect())),
+            Some(shutdown) => shutdown.waiters.extend(reply),
+            None => {
+                let deadline = Instant::now() + SHUTDOWN_WAIT;
+                self.shutdown = Some(Shutdown { origin, waiters: reply.into_iter().collect(), deadline, now: false });
+                let tx = self.tx.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep_until(deadline).await;
+                    // The owner may be gone already: nothing to say then.
+                    let _ = tx.send(OwnerMsg::ShutdownDeadline).await;
+                });
+            }
         }
         for child in self.child_names() {
             self.stop_child(&child, None).await;
@@ -528,23 +832,23 @@ impl Owner {
     }
 
     async fn finish_shutdown(&mut self) {
-        let Some((origin, waiters)) = self.shutdown.take() else { return };
-        let span = tracing::info_span!("shutdown", pod = %self.name, ?origin);
-        self.shut_down(origin, waiters).instrument(span).await
+        let Some(shutdown) = self.shutdown.take() else { return };
+        let span = tracing::info_span!("shutdown", pod = %self.name, origin = ?shutdown.origin);
+        self.shut_down(shutdown).instrument(span).await
     }
 
-    async fn shut_down(&mut self, origin: ShutdownOrigin, waiters: Vec<Responder>) {
+    async fn shut_down(&mut self, shutdown: Shutdown) {
+        let Shutdown { origin, waiters, deadline, now } = shutdown;
         if let Some(workload) = self.workload_process.take() {
+            if now {
+                workload.signal(Signal::KILL);
+            }
             workload.terminate(STOP_GRACE).await;
         }
         match &self.parent {
-            None => {
-                if let Err(e) = self.registry.release(&self.name).await.map(drop) {
-                    tracing::error!(error = %e, "registry release failed");
-                }
-            }
+            None => self.release_within(deadline, now).await,
             Some(_) if origin == ShutdownOrigin::Parent => {}
-            Some(_) => self.call_back_parent().await,
+            Some(_) => self.call_back_parent(now).await,
         }
         if let Err(e) = self.append(vec![Event::PodStopped]).await {
             tracing::error!(error = %e, "could not record pod.stopped");
@@ -556,23 +860,74 @@ impl Owner {
         }
     }
 
+    /// A top-level Pod gives its allocation back, retrying with backoff
+    /// until `deadline` (not at all after a second signal). If it never
+    /// gets through, the registry's sweep forgets the allocation once this
+    /// process is gone.
+    async fn release_within(&mut self, deadline: Instant, now: bool) {
+        if now || self.registry_abandoned {
+            tracing::warn!("shutting down without releasing the allocation; the registry's sweep forgets it once this process is gone");
+            return;
+        }
+        let mut pause = RETRY_FIRST;
+        loop {
+            let mut hurry = self.hurry.clone();
+            let released = tokio::select! {
+                released = self.registry.release(&self.name) => released,
+                () = tokio::time::sleep_until(deadline) => Err(WireError::new("pod.shutting_down", "the shutdown's bound passed")),
+                () = hurried(&mut hurry) => Err(WireError::new("pod.shutting_down", "a second signal")),
+            };
+            let Err(e) = released else { return };
+            if e.code == "pod.shutting_down" {
+                tracing::error!(error = %e, "registry release abandoned; the registry's sweep forgets this pod once it is gone");
+                return;
+            }
+            let hurry = now || self.hurry.as_ref().is_some_and(|h| *h.borrow());
+            if hurry || Instant::now() + pause >= deadline {
+                tracing::error!(error = %e, "registry release failed; the registry's sweep forgets this pod once it is gone");
+                return;
+            }
+            tracing::warn!(error = %e, ?pause, "registry release failed; retrying");
+            let mut hurry = self.hurry.clone();
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                () = hurried(&mut hurry) => {}
+            }
+            pause = (pause * 2).min(RETRY_MAX);
+        }
+    }
+
     /// The ShutDown callback. The parent to call is the registry's current
     /// record (a reparented Pod calls its adoptive parent); if it cannot be
     /// reached, its resume prunes this Pod.
-    async fn call_back_parent(&self) {
-        let parent = match self.registry.get(&self.name).await {
-            Ok(Some(alloc)) => alloc.parent,
-            Ok(None) => None,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot look up the parent for the callback");
-                self.parent.clone()
+    async fn call_back_parent(&self, now: bool) {
+        let parent = if now || self.registry_abandoned {
+            self.parent.clone()
+        } else {
+            match tokio::time::timeout(CALLBACK_WAIT, self.registry.get(&self.name)).await {
+                Ok(Ok(Some(alloc))) => alloc.parent,
+                Ok(Ok(None)) => None,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "cannot look up the parent for the callback");
+                    self.parent.clone()
+                }
+                Err(_) => {
+                    tracing::warn!(?CALLBACK_WAIT, "the registry did not say who the parent is in time");
+                    self.parent.clone()
+                }
             }
         };
         let Some(parent) = parent else { return };
         let socket = PodPaths::new(&self.paths.dirs, &parent).socket();
         let request = PodRequest::ChildShutDown { child: self.name.clone() };
-        if let Err(e) = PodClient::call_at(&socket.to_string_lossy(), &request).await {
-            tracing::warn!(%parent, error = %e, "shutdown callback not delivered; the parent reclaims on resume or exit");
+        match tokio::time::timeout(CALLBACK_WAIT, PodClient::call_at(&socket.to_string_lossy(), &request)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(%parent, error = %e, "shutdown callback not delivered; the parent reclaims on resume or exit")
+            }
+            Err(_) => {
+                tracing::warn!(%parent, ?CALLBACK_WAIT, "shutdown callback not answered in time; the parent reclaims when it notices the exit")
+            }
         }
     }
 

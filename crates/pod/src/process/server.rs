@@ -1,16 +1,23 @@
-//! The Pod's socket: each connection reads requests and forwards them to the
-//! owner task, except log reads, which only read the durable log and so are
-//! served here without holding up mutations.
+//! The Pod's socket: each connection authorizes its requests (who the
+//! caller is comes from the kernel, see `caller.rs`; what it may do is
+//! `authorize.rs`) and forwards them to the owner task, except log reads,
+//! which only read the durable log and so are served here without holding
+//! up mutations. A `Check` is answered for the path as it resolves here
+//! (symlinks followed), whatever the caller resolved.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use pod_proto::{Connection, PeerCred, WireError};
+use pod_proto::{Connection, PeerCred, RuntimeDirs, WireError};
+use scope::PodName;
 use session_log::SessionLog;
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::process::authorize::{decide, Action, Decision};
+use crate::process::caller::{identify, Caller, Peer};
 use crate::process::owner::OwnerMsg;
 use crate::protocol::{PodReply, PodRequest, MAX_LOG_PAGE};
+use crate::registry_link::Registry;
 
 /// Longest a `Log` request may wait for new records.
 pub const MAX_LOG_WAIT: Duration = Duration::from_secs(30);
@@ -20,6 +27,9 @@ pub const MAX_LOG_WAIT: Duration = Duration::from_secs(30);
 /// whose drop tells the process this task is done).
 #[derive(Clone)]
 pub struct ConnectionContext {
+    pub name: PodName,
+    pub dirs: RuntimeDirs,
+    pub registry: Registry,
     pub owner: mpsc::Sender<OwnerMsg>,
     pub log: Arc<SessionLog>,
     pub closing: watch::Receiver<bool>,
@@ -29,8 +39,13 @@ pub struct ConnectionContext {
 /// Serves one connection until the peer closes it or the Pod shuts down.
 /// A request already read is always answered, even during shutdown, so a
 /// caller of `Shutdown` or `StopChild` gets its reply before the exit.
-pub async fn handle_connection(mut conn: Connection, peer: PeerCred, ctx: ConnectionContext) {
-    let ConnectionContext { owner, log, mut closing, done: _done } = ctx;
+pub async fn handle_connection(mut conn: Connection, cred: PeerCred, ctx: ConnectionContext) {
+    // Right after the accept and handshake, while the connecting process is
+    // the one the kernel named (a pid is an identity only with its start
+    // time).
+    let peer = Peer::from_cred(cred);
+    let ConnectionContext { name, dirs, registry, owner, log, mut closing, done: _done } = ctx;
+    let mut gate = Gate { name, dirs, registry, peer, caller: None };
     loop {
         let next = tokio::select! {
             next = conn.read_frame::<PodRequest>() => next,
@@ -40,9 +55,26 @@ pub async fn handle_connection(mut conn: Connection, peer: PeerCred, ctx: Connec
             Ok(Some(r)) => r,
             Ok(None) => return,
             Err(e) => {
+                // A decoder's words may quote the frame (an unknown variant
+                // name of any length): escaped and cut, like every echo.
+                let e = match e {
+                    pod_proto::ProtoError::BadFrame(why) => pod_proto::ProtoError::BadFrame(scope::sanitize(&why, 200)),
+                    other => other,
+                };
                 tracing::info!(error = %e, code = e.code(), "bad request frame; closing");
                 conn.refuse(&e).await;
                 return;
+            }
+        };
+        let request = match gate.admit(request).await {
+            Ok(request) => request,
+            Err(refusal) => {
+                tracing::info!(code = %refusal.code, peer_pid = peer.pid, "{}", refusal.message);
+                if let Err(e) = conn.write_frame(&Err::<PodReply, _>(refusal)).await {
+                    tracing::debug!(error = %e, "refusal not delivered");
+                    return;
+                }
+                continue;
             }
         };
         let answer = match request {
@@ -67,6 +99,109 @@ pub async fn handle_connection(mut conn: Connection, peer: PeerCred, ctx: Connec
             return;
         }
     }
+}
+
+/// A connection's authorization: its caller, identified once (on the
+/// first request that needs it), and the decision for each request.
+struct Gate {
+    name: PodName,
+    dirs: RuntimeDirs,
+    registry: Registry,
+    peer: Peer,
+    caller: Option<Caller>,
+}
+
+impl Gate {
+    /// The request if its caller may make it (a `Check` with its path
+    /// resolved here), else the refusal.
+    async fn admit(&mut self, request: PodRequest) -> Result<PodRequest, WireError> {
+        let action = match &request {
+            PodRequest::Ping => Action::Ping,
+            PodRequest::Status | PodRequest::Check { .. } | PodRequest::Log { .. } => Action::Inspect,
+            PodRequest::Spawn(_) => Action::Spawn,
+            PodRequest::StopChild { child } => Action::StopChild(child),
+            PodRequest::Shutdown => Action::Shutdown,
+            PodRequest::ChildShutDown { .. } => Action::ChildShutDown,
+        };
+        // A test holds a callback here (off the runtime's workers, which
+        // must go on serving) to force it after a racing StopPod.
+        #[cfg(feature = "failpoints")]
+        if action == Action::ChildShutDown {
+            let _ = tokio::task::spawn_blocking(|| fail::fail_point!("callback.received")).await;
+        }
+        if !matches!(action, Action::Ping | Action::ChildShutDown) {
+            let caller = match &self.caller {
+                Some(c) => c.clone(),
+                None => {
+                    let c = identify(&self.peer, &self.dirs)?;
+                    tracing::debug!(peer_pid = self.peer.pid, caller = ?c, "caller identified");
+                    self.caller.insert(c).clone()
+                }
+            };
+            let mut decision = decide(&caller, action, &self.name, None, self.peer.pid);
+            if decision == Decision::NeedAncestors {
+                let ancestors = match (&caller, self.peer_is_os_parent()) {
+                    // The Pod process that started this one (the kernel says
+                    // so: it is our parent process) is an ancestor: no need
+                    // to ask the registry (which a stopping tree may not
+                    // reach).
+                    (Caller::Pod(parent), true) => vec![parent.clone()],
+                    _ => ancestors(&self.registry, &self.name).await?,
+                };
+                decision = decide(&caller, action, &self.name, Some(&ancestors), self.peer.pid);
+            }
+            match decision {
+                Decision::Allowed => {}
+                Decision::Refused(e) => return Err(e),
+                Decision::NeedAncestors => {
+                    return Err(WireError::new("pod.internal", "authorization asked for ancestors twice"))
+                }
+            }
+        }
+        match request {
+            PodRequest::Check { path, permission } => Ok(PodRequest::Check { path: resolve(path).await?, permission }),
+            other => Ok(other),
+        }
+    }
+}
+
+impl Gate {
+    /// Is the caller the very process that started this Pod process?
+    fn peer_is_os_parent(&self) -> bool {
+        let Some(ppid) = rustix::process::getppid().map(|p| p.as_raw_nonzero().get() as u32) else { return false };
+        crate::process::watch::start_time_of(ppid).is_some_and(|start| self.peer.is(ppid, start))
+    }
+}
+
+/// This Pod's ancestors, nearest first, as the registry records them now
+/// (a reparented Pod's adoptive parent included).
+async fn ancestors(registry: &Registry, me: &PodName) -> Result<Vec<PodName>, WireError> {
+    let unknown = |e: WireError| {
+        WireError::new(
+            "auth.lineage_unknown",
+            format!("cannot tell {me}'s ancestors to decide this request: {}", e.message),
+        )
+    };
+    let mut out: Vec<PodName> = Vec::new();
+    let mut current = me.clone();
+    while out.len() < scope::limits::MAX_LAYERS {
+        let Some(parent) = registry.get(&current).await.map_err(unknown)?.and_then(|a| a.parent) else { break };
+        if parent == *me || out.contains(&parent) {
+            break;
+        }
+        out.push(parent.clone());
+        current = parent;
+    }
+    Ok(out)
+}
+
+/// The path a `Check` names, resolved through symlinks here, as the CLI
+/// resolves it: a raw request answers for where the path really points.
+async fn resolve(path: scope::ScopePath) -> Result<scope::ScopePath, WireError> {
+    tokio::task::spawn_blocking(move || scope::resolve(std::path::Path::new(path.as_str())))
+        .await
+        .map_err(|e| WireError::new("pod.internal", format!("path resolution failed: {e}")))?
+        .map_err(|e| WireError::new(e.code(), e.to_string()))
 }
 
 /// Most `Log` long-polls waiting at once; more wait for a slot (without

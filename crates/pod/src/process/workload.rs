@@ -2,6 +2,7 @@
 //! `POD_SOCKET` and `POD_HOME` in its environment, so it can call `pod`
 //! itself. When it exits, its Pod shuts down.
 
+use std::os::unix::fs::OpenOptionsExt;
 use std::process::Stdio;
 
 use pod_proto::WireError;
@@ -22,6 +23,7 @@ pub fn start(
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(0o600)
         .open(paths.workload_log())
         .map_err(|e| WireError::new("pod.io", format!("cannot open {}: {e}", paths.workload_log().display())))?;
     let err_log = log.try_clone().map_err(|e| WireError::new("pod.io", e.to_string()))?;

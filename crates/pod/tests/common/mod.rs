@@ -26,7 +26,7 @@ pub struct Run {
 }
 
 impl Run {
-    fn from(out: Output) -> Run {
+    pub fn from_output(out: Output) -> Run {
         Run {
             code: out.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -68,7 +68,7 @@ impl Home {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        Run::from(cmd.output().expect("run pod"))
+        Run::from_output(cmd.output().expect("run pod"))
     }
 
     /// Runs `pod ARGS` and insists it succeeds.
@@ -89,12 +89,22 @@ impl Home {
     }
 
     pub fn run_dir(&self, pod: &str) -> PathBuf {
-        self.home.join("run").join(pod)
+        self.home.join("run/pods").join(pod)
     }
 
+    /// The runtime's two roots in this home (`run/`, `data/`), whose
+    /// methods name the registry's files.
+    pub fn dirs(&self) -> pod_proto::RuntimeDirs {
+        pod_proto::RuntimeDirs { run: self.home.join("run"), data: self.home.join("data") }
+    }
+
+    pub fn data_dir(&self, pod: &str) -> PathBuf {
+        self.home.join("data/pods").join(pod)
+    }
+
+    /// The Pod process's pid, from its pid file (`PID START_TIME`).
     pub fn pid(&self, pod: &str) -> u32 {
-        let text = std::fs::read_to_string(self.run_dir(pod).join("pid")).expect("pid file");
-        text.trim().parse().expect("pid")
+        pid_in(&self.run_dir(pod).join("pid")).expect("pid file")
     }
 
     /// `pod check NAME PATH --write` exits 0.
@@ -138,21 +148,40 @@ impl Home {
 impl Drop for Home {
     fn drop(&mut self) {
         // Leave nothing running: every Pod of this home, then its registry.
-        if let Ok(entries) = std::fs::read_dir(self.home.join("run")) {
+        if let Ok(entries) = std::fs::read_dir(self.home.join("run/pods")) {
             for e in entries.flatten() {
-                if let Some(pid) =
-                    std::fs::read_to_string(e.path().join("pid")).ok().and_then(|t| t.trim().parse().ok())
-                {
-                    signal(pid, rustix::process::Signal::KILL);
+                // `PID START_TIME`: only that very process, never a reused pid.
+                let record = std::fs::read_to_string(e.path().join("pid")).unwrap_or_default();
+                let mut words = record.split_whitespace().map(|w| w.parse::<u64>().ok());
+                if let (Some(Some(pid)), Some(Some(start))) = (words.next(), words.next()) {
+                    if alive_as(pid as u32, start) {
+                        signal(pid as u32, rustix::process::Signal::KILL);
+                    }
                 }
             }
         }
-        if let Some(pid) =
-            std::fs::read_to_string(self.home.join("run/registry.lock")).ok().and_then(|t| t.trim().parse().ok())
-        {
+        // The lock names the daemon only while a daemon holds it.
+        let lock = self.dirs().registry_lock();
+        let held = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&lock)
+            .is_ok_and(|f| rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err());
+        if let Some(pid) = self.registry_pid().filter(|_| held) {
             signal(pid, rustix::process::Signal::KILL);
         }
     }
+}
+
+impl Home {
+    /// The registry daemon's pid, from its lock file.
+    pub fn registry_pid(&self) -> Option<u32> {
+        pid_in(&self.dirs().registry_lock())
+    }
+}
+
+/// The first word of a pid or lock file.
+pub fn pid_in(file: &Path) -> Option<u32> {
+    std::fs::read_to_string(file).ok()?.split_whitespace().next()?.parse().ok()
 }
 
 pub fn signal(pid: u32, sig: rustix::process::Signal) {
@@ -216,6 +245,60 @@ pub fn poll_until(mut cond: impl FnMut() -> bool) -> bool {
         pause = (pause * 2).min(Duration::from_millis(100));
     }
     true
+}
+
+impl Home {
+    /// `text` with this test's folders and process numbers replaced by
+    /// placeholders, so whole messages can be snapshotted.
+    pub fn redact(&self, text: &str) -> String {
+        let root = self.home.parent().expect("root").to_string_lossy().into_owned();
+        let text = text.replace(&self.home.to_string_lossy().into_owned(), "[home]");
+        let text = text.replace(&self.repo.to_string_lossy().into_owned(), "[repo]");
+        let text = text.replace(&root, "[tmp]");
+        redact_numbers_after(&text, &["process ", "pid ", "(pid ", "uid "])
+    }
+}
+
+/// Replaces the digits following each of `words` with `[n]`.
+pub fn redact_numbers_after(text: &str, words: &[&str]) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    'outer: while !rest.is_empty() {
+        for w in words {
+            if let Some(after) = rest.strip_prefix(w) {
+                let digits = after.bytes().take_while(u8::is_ascii_digit).count();
+                if digits > 0 {
+                    out.push_str(w);
+                    out.push_str("[n]");
+                    rest = &after[digits..];
+                    continue 'outer;
+                }
+            }
+        }
+        let ch = rest.chars().next().expect("non-empty");
+        out.push(ch);
+        rest = &rest[ch.len_utf8()..];
+    }
+    out
+}
+
+/// Whether a test that needs `need` (e.g. `root`) can run. Without it the
+/// test is skipped with a printed reason, unless `POD_TEST_REQUIRE` names
+/// the need (CI sets it for what it provides): then it fails.
+pub fn available(need: &str, present: bool) -> bool {
+    if present {
+        return true;
+    }
+    let required = std::env::var("POD_TEST_REQUIRE").unwrap_or_default();
+    if required.split(',').map(str::trim).any(|r| r == need || r == "all") {
+        panic!("this test needs {need}, which POD_TEST_REQUIRE demands, and it is missing");
+    }
+    eprintln!("skipped: this test needs {need} (set POD_TEST_REQUIRE={need} to make its absence fail)");
+    false
+}
+
+pub fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
 }
 
 pub fn layer_names(scope: &Value) -> Vec<String> {

@@ -1,0 +1,172 @@
+//! Who is calling a Pod's socket, from the kernel's answers only.
+//!
+//! The kernel says which process connected (`SO_PEERCRED`: its pid; its
+//! start time is read from `/proc` as soon as the connection is handed to
+//! the Pod, right after the accept and the handshake).
+//! This module says which Pod's workload that process belongs to, or that
+//! it belongs to none (the operator, a user at a terminal): the one
+//! decision [`identify`] makes. Nothing a caller sends (a frame field,
+//! `POD_NAME`) takes part in it.
+//!
+//! Today the answer comes from the process tree: a process belongs to the
+//! Pod whose Pod process is its nearest ancestor (itself included), where a
+//! Pod process is one whose pid and start time are the ones its Pod wrote
+//! in `run/pods/NAME/pid` (`/proc/PID/cmdline` only says which record to
+//! compare with). Every step up is checked by start time, so an ancestor
+//! that exited and whose pid was reused is never taken for a Pod. Limits,
+//! until containment by cgroups replaces this function: a process that
+//! leaves its Pod's tree (a daemon that double-forks and is reparented to
+//! init or a subreaper) is taken for the operator, and a pid file is a
+//! file the same user can write.
+
+use std::io;
+
+use pod_proto::{PeerCred, RuntimeDirs, WireError};
+use scope::PodName;
+
+use crate::layout::{PidRecord, PodPaths};
+
+/// Most steps up the process tree before giving up (a tree that deep is
+/// not one this runtime built).
+const MAX_DEPTH: usize = 4096;
+
+/// The process on the other end of a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer {
+    pub pid: u32,
+    pub uid: u32,
+    /// Read right after the accept and handshake; `None` when the
+    /// process was already gone.
+    pub start_time: Option<u64>,
+}
+
+impl Peer {
+    /// The kernel's credentials, completed with the process's start time.
+    pub fn from_cred(cred: PeerCred) -> Peer {
+        let start_time = stat(cred.pid).ok().flatten().map(|s| s.start_time);
+        Peer { pid: cred.pid, uid: cred.uid, start_time }
+    }
+
+    /// Is this the process `pid` that started at `start_time`?
+    pub fn is(&self, pid: u32, start_time: u64) -> bool {
+        self.pid == pid && self.start_time == Some(start_time)
+    }
+}
+
+/// Whose rights a caller has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// A process outside every Pod: the user. May run every command.
+    Operator,
+    /// A process of this Pod's tree: its Pod process, its workload, or
+    /// anything they started that stayed in the tree.
+    Pod(PodName),
+}
+
+/// Which Pod's workload `peer` belongs to, if any. The seam containment
+/// replaces: everything that authorizes asks here.
+pub fn identify(peer: &Peer, dirs: &RuntimeDirs) -> Result<Caller, WireError> {
+    let unknown = |why: String| {
+        WireError::new("auth.caller_unknown", format!("cannot tell which pod process {} belongs to: {why}", peer.pid))
+    };
+    let Some(mut start_time) = peer.start_time else {
+        return Err(unknown("it exited right after it connected".into()));
+    };
+    let mut pid = peer.pid;
+    for _ in 0..MAX_DEPTH {
+        if let Some(name) = pod_process(pid, start_time, dirs) {
+            return Ok(Caller::Pod(name));
+        }
+        let me = stat(pid)
+            .map_err(|e| unknown(format!("/proc/{pid}/stat: {e}")))?
+            .filter(|s| s.start_time == start_time)
+            .ok_or_else(|| unknown(format!("process {pid} exited while its ancestry was read")))?;
+        if me.ppid == 0 {
+            return Ok(Caller::Operator);
+        }
+        let parent = stat(me.ppid)
+            .map_err(|e| unknown(format!("/proc/{}/stat: {e}", me.ppid)))?
+            .ok_or_else(|| unknown(format!("the parent {} of process {pid} exited while it was read", me.ppid)))?;
+        // A parent starts before its child. A later start means the parent
+        // died and its pid went to another process between the two reads.
+        if parent.start_time > start_time {
+            return Err(unknown(format!("the parent of process {pid} exited while it was read")));
+        }
+        pid = me.ppid;
+        start_time = parent.start_time;
+    }
+    Err(unknown(format!("its process tree is deeper than {MAX_DEPTH}")))
+}
+
+/// The Pod `pid` is the Pod process of, if it is one: its command line is
+/// `... __pod NAME` and `NAME`'s pid file names this very process.
+fn pod_process(pid: u32, start_time: u64, dirs: &RuntimeDirs) -> Option<PodName> {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let mut args = cmdline.split(|b| *b == 0);
+    args.next()?;
+    if args.next()? != b"__pod" {
+        return None;
+    }
+    let name = PodName::new(std::str::from_utf8(args.next()?).ok()?).ok()?;
+    let record = PidRecord::read(&PodPaths::new(dirs, &name))?;
+    (record == PidRecord { pid, start_time }).then_some(name)
+}
+
+/// The two fields of `/proc/PID/stat` the walk needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stat {
+    ppid: u32,
+    start_time: u64,
+}
+
+/// `None` when there is no such process, or only its zombie.
+fn stat(pid: u32) -> io::Result<Option<Stat>> {
+    let text = match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    parse_stat(&text).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+/// Fields are counted after the last `)`, since the command name (field
+/// 2) may hold spaces and parentheses: state is field 3, the parent's pid
+/// field 4, the start time field 22.
+fn parse_stat(text: &str) -> Result<Option<Stat>, String> {
+    let close = text.rfind(')').ok_or("no ')' after the command name")?;
+    let fields: Vec<&str> = text[close + 1..].split_whitespace().collect();
+    let field = |n: usize| fields.get(n - 3).copied().ok_or(format!("fewer than {n} fields"));
+    if matches!(field(3)?, "Z" | "X") {
+        return Ok(None);
+    }
+    let ppid = field(4)?.parse().map_err(|e| format!("parent pid: {e}"))?;
+    let start_time = field(22)?.parse().map_err(|e| format!("start time: {e}"))?;
+    Ok(Some(Stat { ppid, start_time }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_fields_are_counted_after_the_name() {
+        let line = "42 (a (b) c) S 7 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 777 19 20";
+        assert_eq!(parse_stat(line), Ok(Some(Stat { ppid: 7, start_time: 777 })));
+        let zombie = "42 (x) Z 7 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 777 19 20";
+        assert_eq!(parse_stat(zombie), Ok(None));
+        assert!(parse_stat("42 (x) S 1").is_err());
+    }
+
+    #[test]
+    fn a_process_outside_every_pod_is_the_operator() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dirs = RuntimeDirs { run: tmp.path().join("run"), data: tmp.path().join("data") };
+        let cred =
+            pod_proto::peer::peer_cred_of(std::os::unix::net::UnixStream::pair().expect("pair").0).expect("peercred");
+        let peer = Peer::from_cred(cred);
+        assert!(peer.start_time.is_some());
+        assert_eq!(identify(&peer, &dirs), Ok(Caller::Operator));
+        let gone = Peer { start_time: None, ..peer };
+        assert_eq!(identify(&gone, &dirs).map_err(|e| e.code), Err("auth.caller_unknown".into()));
+    }
+}

@@ -1,0 +1,85 @@
+//! Who may do what on a Pod's socket, decided from the kernel's answers
+//! (the caller's pid and start time, then its process tree), never from
+//! what it sends or its environment: a process in Pod W's workload may
+//! spawn children of W and stop or inspect W and its descendants, nothing
+//! else; a process outside every Pod (this test) is the operator and may do
+//! everything; a ShutDown callback is taken only from the child's own
+//! process.
+
+mod common;
+
+use common::{wait_until, Home, POD};
+
+/// The commands W's workload tries, each as `$ COMMAND`, its stderr, and
+/// its exit code. `env -u POD_NAME` shows that the environment plays no
+/// part.
+fn attempts(h: &Home) -> String {
+    let lines = [
+        "pod stop lead",
+        "pod stop sib",
+        "env -u POD_NAME pod stop sib",
+        "pod spawn x --parent lead --write a/b",
+        "pod spawn x --parent sib --write tests/x",
+        "pod scope lead",
+        "pod check sib tests/t",
+        "pod spawn w1 --write a/x",
+        "pod check w1 a/x/f --write",
+        "pod stop w1",
+    ];
+    let out = h.repo.join(".attempts");
+    let mut script = format!("OUT={}\n", out.display());
+    script.push_str(
+        "run() { echo \"\\$ $*\" >> \"$OUT\"; \"$@\" >/dev/null 2>> \"$OUT\"; echo \"exit $?\" >> \"$OUT\"; }\n",
+    );
+    for line in lines {
+        script.push_str(&format!("run {}\n", line.replacen("pod", POD, 1)));
+    }
+    script.push_str(&format!("touch {}\n", h.repo.join(".attempted").display()));
+    // Bounded, so a failed test leaves no process behind for long.
+    script.push_str(&format!(
+        "for i in $(seq 3000); do [ -e {} ] && break; sleep 0.02; done\n",
+        h.repo.join(".done").display()
+    ));
+    script
+}
+
+#[test]
+fn a_workload_acts_on_its_own_pod_and_descendants_only() {
+    let h = Home::new();
+    h.must(&["start", "lead", "--write", "."]);
+    h.must(&["spawn", "sib", "--parent", "lead", "--write", "tests"]);
+    let script = attempts(&h);
+    let run = h.pod(&["spawn", "w", "--parent", "lead", "--write", "a", "--", "sh", "-c", &script]);
+    assert!(run.ok(), "{run:?}");
+    wait_until("the workload tried everything", || h.repo.join(".attempted").exists());
+    let text = std::fs::read_to_string(h.repo.join(".attempts")).expect("attempts");
+    insta::assert_snapshot!(h.redact(&text).replace(POD, "pod"));
+    // Nothing it was refused happened.
+    for pod in ["lead", "sib", "w"] {
+        assert!(h.allocation(pod).is_some_and(|a| a["state"] == "live"), "{pod} must still run");
+    }
+    assert!(h.allocation("x").is_none());
+    assert!(h.allocation("w1").is_none(), "w stopped its own child");
+    assert_eq!(common::layer_names(&h.scope("lead")), vec!["sib", "w"]);
+    // The operator may do what the workload may not.
+    h.must(&["stop", "sib"]);
+    h.must(&["spawn", "x", "--parent", "lead", "--write", "src"]);
+    std::fs::write(h.repo.join(".done"), b"").expect("done");
+}
+
+/// The ShutDown callback names a child; the Pod takes it only from that
+/// child's own process, whatever the frame says.
+#[test]
+fn a_shutdown_callback_from_another_process_is_refused() {
+    let h = Home::new();
+    h.must(&["start", "lead", "--write", "."]);
+    h.must(&["spawn", "sib", "--parent", "lead", "--write", "tests"]);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let socket = h.run_dir("lead").join("sock");
+    let request = pod::protocol::PodRequest::ChildShutDown { child: scope::PodName::new("sib").expect("name") };
+    let answer = runtime.block_on(pod::client::PodClient::call_at(&socket.to_string_lossy(), &request));
+    let refusal = answer.expect_err("refused");
+    insta::assert_snapshot!(h.redact(&format!("{} [{}]", refusal.message, refusal.code)));
+    assert_eq!(common::layer_names(&h.scope("lead")), vec!["sib"], "nothing reclaimed");
+    assert!(h.allocation("sib").is_some_and(|a| a["state"] == "live"));
+}

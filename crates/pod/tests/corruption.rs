@@ -1,0 +1,45 @@
+//! A Pod whose session log is damaged is reported as such by every command
+//! that reads it (`log.corrupt`, naming the first bad record), never taken
+//! for a Pod without history; `pod ls` marks it.
+
+mod common;
+
+use std::os::unix::fs::FileExt;
+
+use common::Home;
+
+/// Where the write-ahead file's entries start, and an entry's header size
+/// (`wal::ENTRIES_START`, `wal::ENTRY_OVERHEAD`).
+const ENTRIES_START: u64 = 8192;
+const ENTRY_OVERHEAD: u64 = 16;
+
+#[test]
+fn a_flipped_byte_in_a_session_log_s_write_ahead_file_is_log_corrupt() {
+    let h = Home::new();
+    h.must(&["start", "lead", "--write", "."]);
+    h.must(&["spawn", "docs", "--parent", "lead", "--write", "docs"]);
+    h.must(&["spawn", "tests", "--parent", "lead", "--write", "tests"]);
+    // Killed: every acknowledged batch is in the write-ahead file only.
+    h.kill9("lead");
+    let wal = h.data_dir("lead").join("log/wal");
+    let file = std::fs::OpenOptions::new().read(true).write(true).open(&wal).expect("wal");
+    let at = ENTRIES_START + ENTRY_OVERHEAD + 5;
+    let mut byte = [0u8];
+    file.read_exact_at(&mut byte, at).expect("read");
+    file.write_all_at(&[byte[0] ^ 0x01], at).expect("flip");
+    drop(file);
+    let before = std::fs::read(&wal).expect("wal");
+    let mut lines = Vec::new();
+    for args in [&["resume", "lead"][..], &["log", "lead"], &["scope", "lead"]] {
+        let run = h.pod(args);
+        assert_eq!((run.code, run.stderr.lines().count()), (2, 1), "{args:?}: {run:?}");
+        lines.push(h.redact(run.stderr.trim_end()));
+    }
+    insta::assert_snapshot!(lines.join("\n"));
+    assert_eq!(std::fs::read(&wal).expect("wal"), before, "nothing was rewritten");
+    let ls = h.json(&["ls", "--json"]);
+    let mut lead = ls.as_array().expect("list").iter().find(|p| p["name"] == "lead").expect("lead listed").clone();
+    lead["pid"] = "[pid]".into();
+    lead["problem"] = h.redact(lead["problem"].as_str().unwrap_or_default()).into();
+    insta::assert_json_snapshot!("ls_marks_it", lead);
+}

@@ -1,0 +1,133 @@
+//! Interleavings forced with held points (`role:point!hold` in
+//! `POD_FAILPOINTS`: the process waits at the point until the test releases
+//! it), each asserting which of two racing paths ran:
+//! - StopPod against the child's ShutDown callback, in both orders;
+//! - a Pod answering ping, status and check while a spawn waits for its
+//!   child to be ready.
+//!
+//! Needs the `failpoints` feature: `cargo test -p pod --features failpoints
+//! --test races`.
+#![cfg(feature = "failpoints")]
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{wait_until, Home, POD};
+
+/// `pod ARGS` started in the background with `POD_FAILPOINTS=spec`.
+fn background(h: &Home, args: &[&str], spec: &str) -> Child {
+    Command::new(POD)
+        .args(args)
+        .env("POD_HOME", &h.home)
+        .env("POD_FAILPOINTS", spec)
+        .env_remove("POD_NAME")
+        .current_dir(&h.repo)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start pod")
+}
+
+fn finish(child: Child) -> common::Run {
+    common::Run::from_output(child.wait_with_output().expect("wait"))
+}
+
+fn marker(h: &Home, role: &str, point: &str, what: &str) -> std::path::PathBuf {
+    h.home.join("run/failpoints").join(format!("{role}.{point}.{what}"))
+}
+
+fn wait_held(h: &Home, role: &str, point: &str) {
+    let held = marker(h, role, point, "held");
+    wait_until(&format!("{role} held at {point}"), || held.exists());
+}
+
+fn release(h: &Home, role: &str, point: &str) {
+    std::fs::write(marker(h, role, point, "release"), b"").expect("release");
+}
+
+/// The reasons `lead` recorded for removing `child`.
+fn removals(h: &Home, child: &str) -> Vec<String> {
+    h.events("lead")
+        .iter()
+        .filter(|e| e["kind"] == "child.removed" && e["name"] == child)
+        .map(|e| e["reason"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+fn start_with_flagged_child(h: &Home, lead_env: &[(&str, &str)]) -> std::path::PathBuf {
+    let started = h.pod_env(&["start", "lead", "--write", "."], lead_env);
+    assert!(started.ok(), "{started:?}");
+    let flag = h.repo.join("docs/.done");
+    let script = format!("while [ ! -e {} ]; do sleep 0.01; done", flag.display());
+    h.must(&["spawn", "docs", "--parent", "lead", "--write", "docs", "--", "sh", "-c", &script]);
+    flag
+}
+
+/// The callback wins: `pod stop docs` has looked docs up (its parent is
+/// lead) and is held there; docs's workload exits, docs calls back, lead
+/// reclaims it (`shut_down`); then the held StopPod reaches lead, which
+/// finds docs gone and reclaims nothing.
+#[test]
+fn stop_after_the_callback_finds_the_child_reclaimed() {
+    let h = Home::new();
+    let flag = start_with_flagged_child(&h, &[]);
+    let stop = background(&h, &["stop", "docs"], "cli:stop.after_lookup!hold");
+    wait_held(&h, "cli", "stop.after_lookup");
+    std::fs::write(&flag, b"").expect("flag");
+    wait_until("lead reclaims docs on its callback", || !removals(&h, "docs").is_empty());
+    release(&h, "cli", "stop.after_lookup");
+    let stop = finish(stop);
+    assert!(stop.ok(), "{stop:?}");
+    assert_eq!(stop.stdout, "docs had already stopped; lead has its scope back\n");
+    assert_eq!(removals(&h, "docs"), vec!["shut_down"], "the callback's reclaim ran, once");
+    assert!(h.can_write("lead", "docs/a"));
+}
+
+/// The StopPod wins: docs's callback is held as lead receives it; the
+/// StopPod reclaims docs (`stopped`) once docs, its callback unanswered,
+/// exits; the callback, released, finds docs gone.
+#[test]
+fn the_callback_after_a_stop_finds_the_child_reclaimed() {
+    let h = Home::new();
+    let flag = start_with_flagged_child(&h, &[("POD_FAILPOINTS", "lead:callback.received!hold")]);
+    std::fs::write(&flag, b"").expect("flag");
+    wait_held(&h, "lead", "callback.received");
+    let stop = h.pod(&["stop", "docs"]);
+    assert!(stop.ok(), "{stop:?}");
+    assert_eq!(stop.stdout, "stopped docs; lead has its scope back\n");
+    assert_eq!(removals(&h, "docs"), vec!["stopped"], "the StopPod's reclaim ran");
+    release(&h, "lead", "callback.received");
+    // The late callback changes nothing: lead still answers, docs is
+    // removed once.
+    wait_until("lead serves after the late callback", || h.can_write("lead", "docs/a"));
+    assert_eq!(removals(&h, "docs"), vec!["stopped"]);
+}
+
+/// A spawn waits for its child's readiness outside lead's owner task: while
+/// docs is held before it takes its allocation, lead answers status and
+/// check at once; the spawn finishes when docs goes on.
+#[test]
+fn a_pod_answers_while_a_spawn_waits_for_its_child() {
+    let h = Home::new();
+    // Armed in lead's environment, which docs inherits.
+    let started = h.pod_env(&["start", "lead", "--write", "."], &[("POD_FAILPOINTS", "docs:spawn.before_adopt!hold")]);
+    assert!(started.ok(), "{started:?}");
+    let spawn = background(&h, &["spawn", "docs", "--parent", "lead", "--write", "docs"], "");
+    wait_held(&h, "docs", "spawn.before_adopt");
+    let started = Instant::now();
+    let scope = h.scope("lead");
+    assert!(scope["layers"]["docs"].is_array(), "the spawn is recorded: {scope}");
+    assert!(!h.can_write("lead", "docs/a"), "docs's region is delegated while it starts");
+    assert!(h.can_write("lead", "src/a"));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "lead took {:?} to answer while a spawn waited",
+        started.elapsed()
+    );
+    release(&h, "docs", "spawn.before_adopt");
+    let spawn = finish(spawn);
+    assert!(spawn.ok(), "{spawn:?}");
+    assert!(h.allocation("docs").is_some_and(|a| a["state"] == "live"));
+}
