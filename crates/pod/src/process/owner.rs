@@ -1074,10 +1074,18 @@ async fn watch_allocation(mut watcher: crate::registry_link::Watcher, name: PodN
                 if tx.send(OwnerMsg::AllocationChanged).await.is_err() {
                     return;
                 }
+                // Said once the owner has it queued: whatever reaches the
+                // owner after this line is handled after the check.
                 match rec {
-                    Some(rec) => after = rec.fence,
+                    Some(rec) => {
+                        tracing::info!(fence = rec.fence, "the registry reports a change of this pod's allocation");
+                        after = rec.fence;
+                    }
                     // Gone: the owner fails closed (or is shutting down).
-                    None => return,
+                    None => {
+                        tracing::info!("the registry reports this pod's allocation gone");
+                        return;
+                    }
                 }
             }
             Err(e) => {
