@@ -24,6 +24,8 @@ use pod_registry::{AllocState, Allocation};
 use scope::PodName;
 
 const DIR_ENV: &str = "POD_REGISTRY_STORE_CRASH_DIR";
+/// For `commits_then_abort_child`: how many commits to make before the abort.
+const COMMITS_ENV: &str = "POD_REGISTRY_STORE_COMMITS";
 const KILLS: usize = 25;
 /// Bytes of padding per record: three records make a commit of ~12 KiB.
 const PAD: usize = MAX_FIELD_BYTES - 64;
@@ -180,4 +182,105 @@ fn a_store_that_lost_durable_commits_is_refused() {
     let err = SledStore::open(dir.path()).err().expect("refused");
     assert_eq!(err.code(), "registry.corrupt", "{err}");
     insta::assert_snapshot!(err.to_string().replace(&dir.path().to_string_lossy().into_owned(), "[dir]"));
+}
+
+#[test]
+#[ignore = "the child process of the damaged-entry tests"]
+fn commits_then_abort_child() {
+    let dir = std::env::var(DIR_ENV)
+        .unwrap_or_else(|_| panic!("{DIR_ENV} is not set: this test is the child process of another, not run alone"));
+    let commits: u64 = std::env::var(COMMITS_ENV).unwrap().parse().unwrap();
+    let mut store = SledStore::open(Path::new(&dir)).unwrap();
+    for k in 1..=commits {
+        let (a, b) = (record("a", k), record("b", k));
+        store.commit(&[Change::Put(&a), Change::Put(&b)], k + 1).unwrap();
+    }
+    // A real crash: no close, no checkpoint; the commits are durable in
+    // the write-ahead log only.
+    std::process::abort();
+}
+
+/// Runs `commits_then_abort_child` on `dir` and waits for its abort.
+fn commit_then_crash(dir: &Path, commits: u64) {
+    let status = Command::new(std::env::current_exe().unwrap())
+        .args(["commits_then_abort_child", "--exact", "--nocapture", "--ignored", "--test-threads=1"])
+        .env(DIR_ENV, dir)
+        .env(COMMITS_ENV, commits.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(!status.success(), "the child did not abort");
+}
+
+/// Where each entry of the write-ahead log's current lap starts (the
+/// format of the `wal` crate: `len: u32 | crc32: u32 | seq: u64 | payload`
+/// from `ENTRIES_START`), up to the first that is not there.
+fn entry_offsets(wal: &[u8]) -> Vec<(u64, usize)> {
+    let mut out = Vec::new();
+    let mut at = wal::ENTRIES_START as usize;
+    while at + wal::ENTRY_OVERHEAD as usize <= wal.len() {
+        let len = u32::from_le_bytes(wal[at..at + 4].try_into().unwrap()) as usize;
+        let seq = u64::from_le_bytes(wal[at + 8..at + 16].try_into().unwrap());
+        if len == 0 {
+            break;
+        }
+        out.push((seq, at));
+        at += wal::ENTRY_OVERHEAD as usize + len;
+    }
+    out
+}
+
+/// Flips one byte in the payload of commit `seq`'s entry.
+fn flip_commit(dir: &Path, seq: u64) {
+    let path = dir.join("wal");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let (_, at) = *entry_offsets(&bytes).iter().find(|(s, _)| *s == seq).expect("the commit's entry");
+    bytes[at + wal::ENTRY_OVERHEAD as usize + 1] ^= 0x40;
+    std::fs::write(&path, bytes).unwrap();
+}
+
+/// Commits 1 to 5 are acknowledged (durable in the write-ahead log only),
+/// the process crashes, and a byte of commit 3 flips on disk: the store
+/// does not open as if the log ended at commit 2 (losing 3, 4 and 5); it
+/// refuses with `registry.corrupt` naming commit 3 and where it is, writes
+/// nothing, and refuses again the same way.
+#[test]
+fn a_damaged_commit_with_whole_ones_after_it_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    commit_then_crash(dir.path(), 5);
+    // sled had none of them made durable; take away what the killed
+    // process may have left of it, so that only the log holds them.
+    std::fs::remove_dir_all(dir.path().join("sled")).unwrap();
+    flip_commit(dir.path(), 3);
+    let wal_before = std::fs::read(dir.path().join("wal")).unwrap();
+    let err = SledStore::open(dir.path()).err().expect("refused");
+    assert_eq!(err.code(), "registry.corrupt", "{err}");
+    let line = err.to_string().replace(&dir.path().to_string_lossy().into_owned(), "[dir]");
+    insta::assert_snapshot!(line, @"stored registry data is corrupt: the write-ahead log [dir]/wal is damaged at byte 24466: commit 3 is in neither the log nor sled (sled holds commits up to 0; whole commits up to 5 follow the damage)");
+    assert_eq!(std::fs::read(dir.path().join("wal")).unwrap(), wal_before, "a refused open wrote to the log");
+    let again = SledStore::open(dir.path()).err().expect("refused again");
+    assert_eq!(again.to_string(), err.to_string());
+}
+
+/// The same damage when sled holds every commit already (a crash after
+/// sled was made durable, before the log's header said so): nothing
+/// acknowledged is lost, so the store opens with commit 5, and a later
+/// open finds a fresh lap.
+#[test]
+fn a_damaged_commit_sled_holds_already_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    commit_then_crash(dir.path(), 5);
+    let crashed_log = std::fs::read(dir.path().join("wal")).unwrap();
+    // A clean open and close puts commits 1 to 5 in sled, durably...
+    drop(SledStore::open(dir.path()).unwrap());
+    // ...and the log as the crash left it, its header older than sled.
+    std::fs::write(dir.path().join("wal"), crashed_log).unwrap();
+    flip_commit(dir.path(), 3);
+    let store = SledStore::open(dir.path()).unwrap();
+    assert_eq!(contents(&store), (5, 5, Vec::new()));
+    assert_eq!(store.load().unwrap().next_fence, 6);
+    drop(store);
+    let store = SledStore::open(dir.path()).unwrap();
+    assert_eq!(contents(&store), (5, 5, Vec::new()));
 }

@@ -13,7 +13,10 @@
 //! exactly that), and `m/head` is written after a commit's records, so
 //! whatever sled recovered holds every commit up to the one `m/head` names;
 //! opening replays the log's later entries. Records are written whole, so
-//! applying a commit again changes nothing.
+//! applying a commit again changes nothing. A damaged entry with whole
+//! ones after it (an acknowledged commit altered on disk) is never taken
+//! for the end of the log: the store refuses to open (`registry.corrupt`,
+//! naming the commit and where) unless sled holds that commit already.
 //!
 //! When the log is full, the commit goes to sled as one atomic batch
 //! followed by sled's flush and an `fdatasync` (sled's flush alone ends in
@@ -111,18 +114,9 @@ impl SledStore {
                 recovered.stored_through
             )));
         }
+        let damaged = recovered.damage.is_some();
+        let pending = commits_to_replay(&wal_path, head.seq, recovered)?;
         let mut store = SledStore { db, sled_dir, sled_log, wal, head, unsettled: None };
-        let mut pending = recovered.entries.into_iter().skip_while(|e| e.seq <= head.seq).peekable();
-        if let Some(first) = pending.peek() {
-            if first.seq != head.seq + 1 {
-                return Err(RegistryError::Corrupt(format!(
-                    "{} resumes at commit {} but sled holds commits up to {}",
-                    wal_path.display(),
-                    first.seq,
-                    head.seq
-                )));
-            }
-        }
         // The log holds these until the checkpoint below: plain writes.
         for entry in pending {
             let commit: Commit = decode_body(&format!("commit {} in the write-ahead log", entry.seq), &entry.payload)?;
@@ -132,7 +126,10 @@ impl SledStore {
         // for already; otherwise what a killed daemon left in the page
         // cache, and what was just replayed, must be made durable before a
         // new lap can overwrite the entries that hold it.
-        if !store.wal.lap_is_empty() {
+        // After damage the lap must start again even if nothing was
+        // replayed: appends would otherwise land before whole entries of
+        // the old lap, which a later open would take for new ones.
+        if !store.wal.lap_is_empty() || damaged {
             store.checkpoint()?;
         }
         tracing::info!(last_commit = store.head.seq, "registry store open");
@@ -283,6 +280,58 @@ fn decode_record(key: &[u8], value: &[u8]) -> Result<Allocation, RegistryError> 
 
 fn encode_head(head: Head) -> Vec<u8> {
     [head.seq.to_be_bytes(), head.next_fence.to_be_bytes()].concat()
+}
+
+/// The commits the write-ahead log holds beyond sled (which holds commits
+/// up to `stored`), in order, each one after the other. After a damaged
+/// entry, the whole entries found beyond it count only if nothing is
+/// missing in between (sled may hold the damaged commit already); a commit
+/// that was acknowledged and is in neither place makes the store refuse to
+/// open, naming it, before anything is written.
+fn commits_to_replay(
+    wal_path: &Path,
+    stored: u64,
+    recovered: wal::Recovered,
+) -> Result<Vec<wal::Entry>, RegistryError> {
+    let mut have = stored;
+    let mut pending = Vec::new();
+    for entry in recovered.entries {
+        if entry.seq <= have {
+            continue;
+        }
+        if entry.seq != have + 1 {
+            return Err(RegistryError::Corrupt(format!(
+                "{} resumes at commit {} but sled holds commits up to {}",
+                wal_path.display(),
+                entry.seq,
+                have
+            )));
+        }
+        have = entry.seq;
+        pending.push(entry);
+    }
+    let Some(damage) = recovered.damage else { return Ok(pending) };
+    let last_later = damage.later.last().map_or(have, |e| e.seq);
+    for entry in damage.later {
+        if entry.seq <= have {
+            continue;
+        }
+        if entry.seq != have + 1 {
+            return Err(RegistryError::Corrupt(format!(
+                "the write-ahead log {} is damaged at byte {}: commit {} is in neither the log nor sled (sled holds commits up to {stored}; whole commits up to {last_later} follow the damage)",
+                wal_path.display(),
+                damage.offset,
+                have + 1,
+            )));
+        }
+        have = entry.seq;
+        pending.push(entry);
+    }
+    tracing::warn!(
+        offset = damage.offset,
+        "a damaged write-ahead entry held only commits sled has; replaying the whole ones after it"
+    );
+    Ok(pending)
 }
 
 fn read_head(db: &sled::Db) -> Result<Head, RegistryError> {
