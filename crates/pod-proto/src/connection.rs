@@ -147,7 +147,7 @@ impl Connection {
             return Err(ProtoError::VersionMismatch { ours: PROTOCOL_VERSION, theirs: hello.protocol });
         }
         if hello.client.len() > MAX_CLIENT_NAME_BYTES {
-            return Err(ProtoError::BadFrame(format!(
+            return Err(ProtoError::bad_frame(format!(
                 "client description is {} bytes; the limit is {MAX_CLIENT_NAME_BYTES}",
                 hello.client.len()
             )));

@@ -28,6 +28,7 @@ impl WireError {
 pub enum ProtoError {
     #[error("frame of {len} bytes is larger than the limit of {max} bytes")]
     FrameTooLarge { len: u64, max: usize },
+    /// Made by [`ProtoError::bad_frame`], which bounds and escapes it.
     #[error("frame body cannot be decoded: {0}")]
     BadFrame(String),
     #[error("connection closed in the middle of a frame ({got} of {expected} bytes)")]
@@ -58,7 +59,18 @@ pub enum ProtoError {
     Remote(WireError),
 }
 
+/// Most characters of a decoder's words a `proto.bad_frame` message keeps
+/// (a decoder quotes the frame: an unknown variant name of any length).
+pub const MAX_BAD_FRAME_CHARS: usize = 200;
+
 impl ProtoError {
+    /// A frame that cannot be decoded, saying why in at most
+    /// [`MAX_BAD_FRAME_CHARS`] characters, control characters escaped: what
+    /// the peer sent is echoed to it, to logs and to terminals.
+    pub fn bad_frame(why: impl std::fmt::Display) -> ProtoError {
+        ProtoError::BadFrame(scope::sanitize(&why.to_string(), MAX_BAD_FRAME_CHARS))
+    }
+
     pub fn code(&self) -> &str {
         match self {
             ProtoError::FrameTooLarge { .. } => "proto.frame_too_large",
@@ -106,6 +118,14 @@ mod tests {
             assert_eq!(e.code(), code);
             assert_eq!(e.to_wire().code, code);
         }
+    }
+
+    #[test]
+    fn a_bad_frame_echoes_bounded_and_escaped() {
+        let why = format!("unknown variant `\u{1b}[2J{}`\n", "A".repeat(100_000));
+        let shown = ProtoError::bad_frame(&why).to_string();
+        let expected = format!("frame body cannot be decoded: unknown variant `\\u{{1b}}[2J{}...", "A".repeat(179));
+        assert_eq!(shown, expected);
     }
 
     #[test]

@@ -21,7 +21,7 @@ pub const HEADER_BYTES: usize = 4;
 /// must refuse.
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, ProtoError> {
     let mut out = vec![0u8; HEADER_BYTES];
-    rmp_serde::encode::write_named(&mut out, value).map_err(|e| ProtoError::BadFrame(e.to_string()))?;
+    rmp_serde::encode::write_named(&mut out, value).map_err(ProtoError::bad_frame)?;
     let len = out.len() - HEADER_BYTES;
     if len > MAX_FRAME_BYTES {
         return Err(ProtoError::FrameTooLarge { len: len as u64, max: MAX_FRAME_BYTES });
@@ -33,7 +33,7 @@ pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, ProtoError> {
 
 /// Decodes one frame body.
 pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, ProtoError> {
-    rmp_serde::from_slice(body).map_err(|e| ProtoError::BadFrame(e.to_string()))
+    rmp_serde::from_slice(body).map_err(ProtoError::bad_frame)
 }
 
 /// The body length announced by a prefix, if it is within the limit.

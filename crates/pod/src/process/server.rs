@@ -55,12 +55,8 @@ pub async fn handle_connection(mut conn: Connection, cred: PeerCred, ctx: Connec
             Ok(Some(r)) => r,
             Ok(None) => return,
             Err(e) => {
-                // A decoder's words may quote the frame (an unknown variant
-                // name of any length): escaped and cut, like every echo.
-                let e = match e {
-                    pod_proto::ProtoError::BadFrame(why) => pod_proto::ProtoError::BadFrame(scope::sanitize(&why, 200)),
-                    other => other,
-                };
+                // A decoder's words are bounded and escaped where they are
+                // made (`ProtoError::bad_frame`), on every server.
                 tracing::info!(error = %e, code = e.code(), "bad request frame; closing");
                 conn.refuse(&e).await;
                 return;
