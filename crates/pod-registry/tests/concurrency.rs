@@ -44,10 +44,23 @@ async fn thirty_two_clients_race_and_exactly_one_wins_each_round() {
     for (round, outcomes) in per_round.iter().enumerate() {
         let winners: Vec<&String> = outcomes.iter().filter_map(|o| o.as_ref().ok()).collect();
         assert_eq!(winners.len(), 1, "round {round}: winners {winners:?}");
-        let winner = format!("pod {},", winners[0]);
-        for (code, message) in outcomes.iter().filter_map(|o| o.as_ref().err()) {
-            assert_eq!(code, "registry.write_conflict", "round {round}: {message}");
-            assert!(message.contains(&winner), "round {round}: {message} does not name {winner}");
+        // Every loser's whole line names the winner and the winner's rule:
+        // the targets lie on one chain, so the region both cover is the
+        // deeper one.
+        let target = |pod: &str| {
+            let i: usize = pod.rsplit_once("-c").and_then(|(_, i)| i.parse().ok()).expect("racer index");
+            format!("/race/r{round}{}", "/a".repeat(i % 8))
+        };
+        let theirs = target(winners[0]);
+        for (i, outcome) in outcomes.iter().enumerate() {
+            let Err((code, message)) = outcome else { continue };
+            let mine = format!("/race/r{round}{}", "/a".repeat(i % 8));
+            let deeper = if mine.len() > theirs.len() { &mine } else { &theirs };
+            let expected = format!(
+                "write {mine}/** conflicts with pod {}, which holds write {theirs}/** (both cover {deeper}/**)",
+                winners[0]
+            );
+            assert_eq!((code.as_str(), message), ("registry.write_conflict", &expected), "round {round}");
         }
     }
 }
