@@ -52,6 +52,8 @@ fn invalid_and_duplicate_names_are_refused() {
         vec!["start", "-x", "--write", "tests"],
         vec!["start", &long, "--write", "tests"],
         vec!["start", "self", "--write", "tests"],
+        vec!["start", "operator", "--write", "tests"],
+        vec!["spawn", "operator", "--parent", "lead", "--write", "src/two"],
         vec!["spawn", "../etc", "--parent", "lead", "--write", "src/two"],
         vec!["start", "lead", "--write", "tests"],
         vec!["spawn", "one", "--parent", "lead", "--write", "src/two"],

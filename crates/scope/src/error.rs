@@ -45,8 +45,8 @@ pub enum NameError {
     BadChar { name: Echoed, ch: char, pos: usize },
     #[error("pod name {0} must start with a letter or a digit")]
     BadStart(Echoed),
-    #[error("pod name {0:?} is reserved (the coordination store uses it for the caller's own slot); choose another")]
-    Reserved(&'static str),
+    #[error("pod name {name:?} is reserved ({why}); choose another")]
+    Reserved { name: &'static str, why: &'static str },
 }
 
 impl NameError {
@@ -56,7 +56,7 @@ impl NameError {
             NameError::TooLong { .. } => "name.too_long",
             NameError::BadChar { .. } => "name.bad_char",
             NameError::BadStart(_) => "name.bad_start",
-            NameError::Reserved(_) => "name.reserved",
+            NameError::Reserved { .. } => "name.reserved",
         }
     }
 }

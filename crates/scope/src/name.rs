@@ -8,10 +8,12 @@ use serde::{Deserialize, Serialize};
 use crate::echo::Echoed;
 use crate::{limits::MAX_NAME_BYTES, NameError};
 
-/// Names no Pod may take: `self` is the coordination store's alias for the
-/// caller's own slot (`/peer/self/...`), so a Pod named `self` would make
-/// that key ambiguous.
-pub const RESERVED: &[&str] = &["self"];
+/// Names no Pod may take, each with why: the coordination store uses them
+/// with a meaning of their own, so a Pod of that name would be ambiguous.
+pub const RESERVED: &[(&str, &str)] = &[
+    ("self", "the coordination store's alias for the caller's own slot, /peer/self"),
+    ("operator", "the coordination store's name for the operator, as in written_by: operator"),
+];
 
 /// A validated Pod name: 1-64 bytes of `[a-z0-9._-]`, starting with a letter
 /// or a digit. Deserializing validates too, so a stored name is re-checked
@@ -36,8 +38,8 @@ impl PodName {
         if !(first.is_ascii_lowercase() || first.is_ascii_digit()) {
             return Err(NameError::BadStart(Echoed::new(&name)));
         }
-        if let Some(reserved) = RESERVED.iter().find(|r| **r == name) {
-            return Err(NameError::Reserved(reserved));
+        if let Some(&(reserved, why)) = RESERVED.iter().find(|(r, _)| *r == name) {
+            return Err(NameError::Reserved { name: reserved, why });
         }
         Ok(PodName(name))
     }
@@ -101,7 +103,8 @@ mod tests {
         assert_eq!(PodName::new(".").unwrap_err().code(), "name.bad_start");
         assert_eq!(PodName::new("..").unwrap_err().code(), "name.bad_start");
         assert_eq!(PodName::new("self").unwrap_err().code(), "name.reserved");
-        assert!(PodName::new("self2").is_ok());
+        assert_eq!(PodName::new("operator").unwrap_err().code(), "name.reserved");
+        assert!(PodName::new("self2").is_ok() && PodName::new("operators").is_ok());
     }
 
     #[test]
