@@ -1,51 +1,74 @@
-//! Process liveness from `/proc`: a pid alone is not an identity (pids are
+//! Process identity from `/proc`: a pid alone is not an identity (pids are
 //! reused), a pid plus its start time is.
+//!
+//! This is the one reader of "who is this process" for the registry (its
+//! authorization, `auth::Kernel`; liveness for the sweep) and for the Pods
+//! (the Pod socket's caller walk, `pod::process::caller`; child watches),
+//! so the two never disagree about a process: the same fields, the same
+//! zombie rule, the same bounds. A read that fails is an error, never taken
+//! for a dead process.
 
-use std::io;
+use std::io::{self, Read};
 
-/// Start time (clock ticks since boot, field 22 of `/proc/<pid>/stat`) of a
-/// running process; `None` when there is no such process or it is a zombie
-/// (it has exited and only waits to be reaped).
-pub fn start_time(pid: u32) -> io::Result<Option<u64>> {
-    let text = match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(t) => t,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e),
-    };
+/// Longest `/proc` file read. A stat line is a few hundred bytes; a command
+/// line may be long, and only its first words are ever needed.
+const MAX_PROC_FILE: u64 = 64 * 1024;
+
+/// What `/proc/<pid>/stat` says about a running process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stat {
+    /// The parent's pid (0 for the kernel's own first processes).
+    pub ppid: u32,
+    /// Clock ticks since boot (field 22).
+    pub start_time: u64,
+}
+
+/// The process `pid`: `None` when there is no such process or it is a
+/// zombie (it has exited and only waits to be reaped).
+pub fn stat(pid: u32) -> io::Result<Option<Stat>> {
+    let Some(text) = read_bounded(&format!("/proc/{pid}/stat"))? else { return Ok(None) };
+    let text = String::from_utf8_lossy(&text);
     parse_stat(&text).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("/proc/{pid}/stat: {e}")))
 }
 
-/// Start time and parent pid of a running process (not a zombie).
-pub fn info(pid: u32) -> io::Result<Option<(u64, u32)>> {
-    let text = match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(t) => t,
+/// Start time of a running process (see [`stat`]).
+pub fn start_time(pid: u32) -> io::Result<Option<u64>> {
+    Ok(stat(pid)?.map(|s| s.start_time))
+}
+
+/// The first [`MAX_PROC_FILE`] bytes of a process's command line (its
+/// arguments, each ending in a NUL); `None` when there is no such process.
+pub fn cmdline(pid: u32) -> io::Result<Option<Vec<u8>>> {
+    read_bounded(&format!("/proc/{pid}/cmdline"))
+}
+
+fn read_bounded(path: &str) -> io::Result<Option<Vec<u8>>> {
+    let file = match std::fs::File::open(path) {
+        Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
-    parse_stat_full(&text).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("/proc/{pid}/stat: {e}")))
+    let mut bytes = Vec::new();
+    file.take(MAX_PROC_FILE).read_to_end(&mut bytes)?;
+    Ok(Some(bytes))
 }
 
 /// Parses a stat line. The command name (field 2) is in parentheses and may
 /// itself contain spaces and parentheses, so fields are counted from the
-/// last `)`.
-fn parse_stat(text: &str) -> Result<Option<u64>, String> {
-    parse_stat_full(text).map(|found| found.map(|(start, _)| start))
-}
-
-/// (start time, parent pid) from a stat line.
-fn parse_stat_full(text: &str) -> Result<Option<(u64, u32)>, String> {
+/// last `)`: state is field 3, the parent's pid field 4, the start time
+/// field 22.
+fn parse_stat(text: &str) -> Result<Option<Stat>, String> {
     let close = text.rfind(')').ok_or("no ')' after the command name")?;
-    let mut fields = text[close + 1..].split_whitespace();
-    let state = fields.next().ok_or("no state field")?;
-    if state == "Z" || state == "X" {
+    let fields: Vec<&str> = text[close + 1..].split_whitespace().collect();
+    let field = |n: usize| fields.get(n - 3).copied().ok_or(format!("fewer than {n} fields"));
+    if matches!(field(3)?, "Z" | "X") {
         return Ok(None);
     }
-    // Field 3 is the state, field 4 the parent pid; field 22 is 18 further.
-    let raw_parent = fields.next().ok_or("no parent pid field")?;
-    let parent = raw_parent.parse::<u32>().map_err(|e| format!("parent pid {raw_parent:?}: {e}"))?;
-    let raw = fields.nth(17).ok_or("fewer than 22 fields")?;
-    let start = raw.parse::<u64>().map_err(|e| format!("start time {raw:?}: {e}"))?;
-    Ok(Some((start, parent)))
+    let raw_parent = field(4)?;
+    let ppid = raw_parent.parse::<u32>().map_err(|e| format!("parent pid {raw_parent:?}: {e}"))?;
+    let raw = field(22)?;
+    let start_time = raw.parse::<u64>().map_err(|e| format!("start time {raw:?}: {e}"))?;
+    Ok(Some(Stat { ppid, start_time }))
 }
 
 /// The kernel as the registry's authorization sees it (`auth::Kernel`).
@@ -53,8 +76,8 @@ pub struct ProcKernel;
 
 impl crate::auth::Kernel for ProcKernel {
     fn process(&self, pid: u32) -> crate::auth::Seen {
-        match info(pid) {
-            Ok(Some((start, parent))) => crate::auth::Seen::Running { start, parent },
+        match stat(pid) {
+            Ok(Some(s)) => crate::auth::Seen::Running { start: s.start_time, parent: s.ppid },
             Ok(None) => crate::auth::Seen::Gone,
             Err(e) => {
                 tracing::warn!(pid, error = %e, "cannot read process facts; counting it as running");
@@ -68,14 +91,14 @@ impl crate::auth::Kernel for ProcKernel {
 /// it, read from the kernel.
 pub fn caller(pid: u32) -> Result<crate::auth::Caller, String> {
     use crate::auth::{Caller, ProcId};
-    let (start, parent) = info(pid)
+    let me = stat(pid)
         .map_err(|e| e.to_string())?
         .ok_or_else(|| format!("process {pid} exited before it could be identified"))?;
-    let parent = match parent {
+    let parent = match me.ppid {
         0 | 1 => None,
-        p => info(p).ok().flatten().map(|(start, _)| ProcId { pid: p, start }),
+        p => stat(p).ok().flatten().map(|s| ProcId { pid: p, start: s.start_time }),
     };
-    Ok(Caller { process: ProcId { pid, start }, parent })
+    Ok(Caller { process: ProcId { pid, start: me.start_time }, parent })
 }
 
 /// Is the process `pid` that was started at `start` still running?
@@ -97,12 +120,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_names_with_spaces_and_parens() {
-        let line = "42 (a (b) c) S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 777 19 20";
-        assert_eq!(parse_stat(line), Ok(Some(777)));
-        let zombie = "42 (x) Z 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 777 19 20";
+    fn fields_are_counted_after_the_name() {
+        let line = "42 (a (b) c) S 7 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 777 19 20";
+        assert_eq!(parse_stat(line), Ok(Some(Stat { ppid: 7, start_time: 777 })));
+        let zombie = "42 (x) Z 7 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 777 19 20";
         assert_eq!(parse_stat(zombie), Ok(None));
         assert!(parse_stat("42 (x) S 1 2").is_err());
+        assert!(parse_stat("42 x S 1").is_err());
     }
 
     #[test]
@@ -111,5 +135,9 @@ mod tests {
         let start = start_time(me).expect("readable").expect("running");
         assert!(is_alive(me, start));
         assert!(!is_alive(me, start + 1));
+        let parent = stat(me).expect("readable").expect("running").ppid;
+        assert_eq!(Some(parent), rustix::process::getppid().map(|p| p.as_raw_nonzero().get() as u32));
+        let args = cmdline(me).expect("readable").expect("running");
+        assert!(args.ends_with(b"\0"), "{args:?}");
     }
 }

@@ -112,8 +112,8 @@ fn start_time_for(pid: u32, caller: &Caller) -> Result<u64, RegistryError> {
     if pid == caller.process.pid {
         return Ok(caller.process.start);
     }
-    match proc::info(pid) {
-        Ok(Some((start, parent))) if parent == caller.process.pid => Ok(start),
+    match proc::stat(pid) {
+        Ok(Some(s)) if s.ppid == caller.process.pid => Ok(s.start_time),
         Ok(Some(_)) => Err(RegistryError::PidNotCaller { pid, caller_pid: caller.process.pid }),
         Ok(None) => Err(RegistryError::NoSuchProcess { pid }),
         Err(e) => Err(RegistryError::BadRequest(format!("cannot read the start time of pid {pid}: {e}"))),

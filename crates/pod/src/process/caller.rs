@@ -8,6 +8,10 @@
 //! decision [`identify`] makes. Nothing a caller sends (a frame field,
 //! `POD_NAME`) takes part in it.
 //!
+//! Every fact about a process comes from `pod_registry::proc`, the reader
+//! the registry's authorization uses too, so the Pod and the registry never
+//! disagree about who a process is.
+//!
 //! Today the answer comes from the process tree: a process belongs to the
 //! Pod whose Pod process is its nearest ancestor (itself included), where a
 //! Pod process is one whose pid and start time are the ones its Pod wrote
@@ -19,9 +23,8 @@
 //! init or a subreaper) is taken for the operator, and a pid file is a
 //! file the same user can write.
 
-use std::io;
-
 use pod_proto::{PeerCred, RuntimeDirs, WireError};
+use pod_registry::proc::stat;
 use scope::PodName;
 
 use crate::layout::{PidRecord, PodPaths};
@@ -101,7 +104,7 @@ pub fn identify(peer: &Peer, dirs: &RuntimeDirs) -> Result<Caller, WireError> {
 /// The Pod `pid` is the Pod process of, if it is one: its command line is
 /// `... __pod NAME` and `NAME`'s pid file names this very process.
 fn pod_process(pid: u32, start_time: u64, dirs: &RuntimeDirs) -> Option<PodName> {
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let cmdline = pod_registry::proc::cmdline(pid).ok()??;
     let mut args = cmdline.split(|b| *b == 0);
     args.next()?;
     if args.next()? != b"__pod" {
@@ -112,50 +115,9 @@ fn pod_process(pid: u32, start_time: u64, dirs: &RuntimeDirs) -> Option<PodName>
     (record == PidRecord { pid, start_time }).then_some(name)
 }
 
-/// The two fields of `/proc/PID/stat` the walk needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Stat {
-    ppid: u32,
-    start_time: u64,
-}
-
-/// `None` when there is no such process, or only its zombie.
-fn stat(pid: u32) -> io::Result<Option<Stat>> {
-    let text = match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(t) => t,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    parse_stat(&text).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
-}
-
-/// Fields are counted after the last `)`, since the command name (field
-/// 2) may hold spaces and parentheses: state is field 3, the parent's pid
-/// field 4, the start time field 22.
-fn parse_stat(text: &str) -> Result<Option<Stat>, String> {
-    let close = text.rfind(')').ok_or("no ')' after the command name")?;
-    let fields: Vec<&str> = text[close + 1..].split_whitespace().collect();
-    let field = |n: usize| fields.get(n - 3).copied().ok_or(format!("fewer than {n} fields"));
-    if matches!(field(3)?, "Z" | "X") {
-        return Ok(None);
-    }
-    let ppid = field(4)?.parse().map_err(|e| format!("parent pid: {e}"))?;
-    let start_time = field(22)?.parse().map_err(|e| format!("start time: {e}"))?;
-    Ok(Some(Stat { ppid, start_time }))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn stat_fields_are_counted_after_the_name() {
-        let line = "42 (a (b) c) S 7 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 777 19 20";
-        assert_eq!(parse_stat(line), Ok(Some(Stat { ppid: 7, start_time: 777 })));
-        let zombie = "42 (x) Z 7 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 777 19 20";
-        assert_eq!(parse_stat(zombie), Ok(None));
-        assert!(parse_stat("42 (x) S 1").is_err());
-    }
 
     #[test]
     fn a_process_outside_every_pod_is_the_operator() {
