@@ -176,15 +176,22 @@ impl Client {
             Err(ClientError::Proto(e)) if is_absent(&e) => {}
             other => return other,
         }
-        spawn_daemon(dirs, daemon)?;
+        let mut started = spawn_daemon(dirs, daemon)?;
         let deadline = tokio::time::Instant::now() + START_TIMEOUT;
         let mut respawn_at = tokio::time::Instant::now() + RESPAWN_EVERY;
         let mut backoff = Duration::from_millis(1);
         loop {
             match Client::connect_running(dirs).await {
                 Err(ClientError::Proto(e)) if is_absent(&e) && tokio::time::Instant::now() < deadline => {
+                    // The daemon we started refused to serve (a damaged
+                    // store, a layout it refuses): say why at once rather
+                    // than wait and start it again. One that exits 0 lost
+                    // the lock to another, which is about to serve.
+                    if let Some(status) = started.failed() {
+                        return Err(refusal_of_daemon(status, &dirs.registry_log()));
+                    }
                     if tokio::time::Instant::now() >= respawn_at {
-                        spawn_daemon(dirs, daemon)?;
+                        started = spawn_daemon(dirs, daemon)?;
                         respawn_at = tokio::time::Instant::now() + RESPAWN_EVERY;
                     }
                     tokio::time::sleep(backoff).await;
@@ -502,7 +509,69 @@ impl DaemonCommand {
     }
 }
 
-fn spawn_daemon(dirs: &RuntimeDirs, daemon: &DaemonCommand) -> Result<(), ClientError> {
+/// A daemon this client started, and how it ended once it did.
+struct Started(std::sync::mpsc::Receiver<std::process::ExitStatus>);
+
+impl Started {
+    /// Its exit status, if it has exited with a failure.
+    fn failed(&self) -> Option<std::process::ExitStatus> {
+        self.0.try_recv().ok().filter(|status| !status.success())
+    }
+}
+
+/// Most bytes read from the end of the daemon's log for its last line.
+const LOG_TAIL_BYTES: u64 = 4096;
+/// Most characters of that line repeated in an error.
+const MAX_LAST_LINE_CHARS: usize = 400;
+
+/// Why a daemon this client started exited without serving, in its own
+/// words: the last line of its log, which is its error line (`PROGRAM:
+/// MESSAGE [CODE]`), so the code it refused with (`registry.corrupt`, a
+/// layout's code, ...) is the one the caller gets. Bounded and escaped.
+fn refusal_of_daemon(status: std::process::ExitStatus, log: &Path) -> ClientError {
+    let line = last_line(log).unwrap_or_default();
+    let words = line.split_once(": ").map_or(
+        line.as_str(),
+        |(program, rest)| {
+            if program.contains(' ') {
+                line.as_str()
+            } else {
+                rest
+            }
+        },
+    );
+    let coded = words.strip_suffix(']').and_then(|w| w.rsplit_once(" [")).filter(|(_, code)| {
+        !code.is_empty() && code.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'_')
+    });
+    let log = log.display();
+    match coded {
+        Some((message, code)) => ClientError::Refused(WireError::new(
+            code,
+            format!(
+                "the registry daemon did not start: {} (its log: {log})",
+                scope::sanitize(message, MAX_LAST_LINE_CHARS)
+            ),
+        )),
+        None => ClientError::Start(format!(
+            "the daemon exited ({status}) without serving: {} (its log: {log})",
+            scope::sanitize(&line, MAX_LAST_LINE_CHARS)
+        )),
+    }
+}
+
+/// The last line of a log, read from at most its last [`LOG_TAIL_BYTES`].
+fn last_line(log: &Path) -> Option<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::File::open(log).ok()?;
+    let len = file.metadata().ok()?.len();
+    file.seek(SeekFrom::Start(len.saturating_sub(LOG_TAIL_BYTES))).ok()?;
+    let mut bytes = Vec::new();
+    file.take(LOG_TAIL_BYTES).read_to_end(&mut bytes).ok()?;
+    let text = String::from_utf8_lossy(&bytes);
+    text.lines().rev().find(|l| !l.trim().is_empty()).map(|l| l.trim().to_string())
+}
+
+fn spawn_daemon(dirs: &RuntimeDirs, daemon: &DaemonCommand) -> Result<Started, ClientError> {
     let bin = &daemon.program;
     let log_path = dirs.registry_log();
     let log = std::fs::OpenOptions::new()
@@ -525,7 +594,13 @@ fn spawn_daemon(dirs: &RuntimeDirs, daemon: &DaemonCommand) -> Result<(), Client
         .map_err(|e| ClientError::Start(format!("cannot run {}: {e}", bin.display())))?;
     tracing::info!(pid = child.id(), bin = %bin.display(), "started the registry daemon");
     // The daemon stays our child until it exits; reap it then so it never
-    // lingers as a zombie.
-    std::thread::spawn(move || child.wait());
-    Ok(())
+    // lingers as a zombie, and say how it ended.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        if let Ok(status) = child.wait() {
+            // The client may have stopped waiting long ago.
+            let _ = tx.send(status);
+        }
+    });
+    Ok(Started(rx))
 }

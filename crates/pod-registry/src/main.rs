@@ -58,7 +58,7 @@ fn main() -> ExitCode {
             }
             match daemon::run(&dirs) {
                 Ok(Served::AlreadyRunning | Served::Stopped) => ExitCode::SUCCESS,
-                Err(e) => fail(&e.to_string()),
+                Err(e) => fail(&format!("{e} [{}]", e.code())),
             }
         }
         Cmd::Ls { json } => match tokio::runtime::Builder::new_current_thread()

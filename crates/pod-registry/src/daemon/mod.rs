@@ -33,6 +33,19 @@ pub enum DaemonError {
     Io(#[from] std::io::Error),
 }
 
+impl DaemonError {
+    /// The stable code of what stopped the daemon (`registry.corrupt` for
+    /// a damaged store, the layout's own codes, ...).
+    pub fn code(&self) -> &str {
+        match self {
+            DaemonError::Dirs(e) => e.code(),
+            DaemonError::Registry(e) => e.code(),
+            DaemonError::Listen(e) => e.code(),
+            DaemonError::Io(_) => "registry.daemon",
+        }
+    }
+}
+
 /// How `serve` ended.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Served {

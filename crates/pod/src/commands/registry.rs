@@ -18,7 +18,7 @@ pub fn serve(args: &ServeArgs) -> Result<ExitCode, WireError> {
         (Some(run), Some(data)) => pod_proto::RuntimeDirs { run: run.clone(), data: data.clone() },
         _ => dirs()?,
     };
-    pod_registry::daemon::run(&dirs).map_err(|e| WireError::new("registry.daemon", e.to_string()))?;
+    pod_registry::daemon::run(&dirs).map_err(|e| WireError::new(e.code(), e.to_string()))?;
     Ok(ExitCode::SUCCESS)
 }
 
