@@ -59,6 +59,7 @@ pub fn check(state: &State, claim: &Claim<'_>) -> Result<(), RegistryError> {
                         holder: holder.clone(),
                         holder_rule: holder_rule.clone(),
                         overlap,
+                        holder_node: q.rec.node.clone(),
                     },
                 ));
             }

@@ -5,6 +5,8 @@
 use pod_proto::WireError;
 use scope::{NameError, PathError, PodName, Region, ScopeError, ScopeRule};
 
+use crate::record::NodeName;
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RegistryError {
     #[error("invalid {field}: {source}")]
@@ -25,8 +27,15 @@ pub enum RegistryError {
     DuplicateName(PodName),
     #[error("session {session:?} is already held by live pod {holder}")]
     SessionTaken { session: String, holder: PodName },
-    #[error("{rule} conflicts with pod {holder}, which holds {holder_rule} (both cover {overlap})")]
-    WriteConflict { rule: ScopeRule, holder: PodName, holder_rule: ScopeRule, overlap: Region },
+    #[error("{rule} conflicts with pod {holder}{}, which holds {holder_rule} (both cover {overlap})", on_node(.holder_node.as_ref()))]
+    WriteConflict {
+        rule: ScopeRule,
+        holder: PodName,
+        holder_rule: ScopeRule,
+        overlap: Region,
+        /// The holder's node, on a registry shared through etcd.
+        holder_node: Option<NodeName>,
+    },
     #[error("no pod named {0} is registered")]
     UnknownPod(PodName),
     #[error("{child} is not a child of {parent} (its parent is {actual})")]
@@ -69,6 +78,20 @@ pub enum RegistryError {
     NotFormerChild { child: PodName, parent: PodName },
     #[error("request {id} is older than the last request of its stream ({last}); its answer is no longer known")]
     StaleRequest { id: String, last: u64 },
+    #[error("fenced: {0}")]
+    Fenced(String),
+    #[error("pod {pod} is on node {node}; only that node's registry changes its allocation")]
+    OtherNode { pod: PodName, node: NodeName },
+    #[error("etcd cannot be reached: {0}")]
+    EtcdUnavailable(String),
+    #[error("the change needs more operations than etcd takes in one transaction ({0}); raise etcd's --max-txn-ops")]
+    TxnTooLarge(String),
+    #[error("bad registry configuration: {0}")]
+    Config(String),
+}
+
+fn on_node(node: Option<&NodeName>) -> String {
+    node.map_or_else(String::new, |n| format!(" on node {n}"))
 }
 
 impl RegistryError {
@@ -98,6 +121,11 @@ impl RegistryError {
             RegistryError::CallerUnknown(_) => "registry.caller_unknown",
             RegistryError::NotFormerChild { .. } => "registry.not_former_child",
             RegistryError::StaleRequest { .. } => "registry.stale_request",
+            RegistryError::Fenced(_) => "registry.fenced",
+            RegistryError::OtherNode { .. } => "registry.other_node",
+            RegistryError::EtcdUnavailable(_) => "registry.etcd_unavailable",
+            RegistryError::TxnTooLarge(_) => "registry.txn_too_large",
+            RegistryError::Config(_) => "registry.bad_config",
         }
     }
 
