@@ -120,8 +120,15 @@ impl Cluster {
         format!("http://127.0.0.1:{}", self.members[i].client_port)
     }
 
-    /// The member that leads now, asking each running member in turn.
+    /// The member that leads now, asking each running member in turn (on
+    /// a thread of its own, so callers may be async or not).
     pub fn leader(&self) -> Result<usize, String> {
+        std::thread::scope(|scope| {
+            scope.spawn(|| self.ask_leader()).join().unwrap_or_else(|_| Err("the leader query panicked".into()))
+        })
+    }
+
+    fn ask_leader(&self) -> Result<usize, String> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

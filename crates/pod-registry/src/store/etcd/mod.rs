@@ -126,7 +126,7 @@ pub(crate) fn decode<T: for<'a> Deserialize<'a>>(what: &str, value: &[u8]) -> Re
 
 /// An allocation as stored at `key`: its fence is the key's mod revision,
 /// its token the create revision.
-pub(crate) fn decode_record(kv: &etcd_client::KeyValue) -> Result<(Allocation, u64), RegistryError> {
+pub fn decode_record(kv: &etcd_client::KeyValue) -> Result<(Allocation, u64), RegistryError> {
     let key = String::from_utf8_lossy(kv.key()).into_owned();
     let mut rec: Allocation = decode(&key, kv.value())?;
     if keys::pod_name(kv.key()) != Some(rec.name.as_str()) {
