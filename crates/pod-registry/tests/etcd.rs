@@ -57,7 +57,8 @@ impl Node {
     }
 
     async fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.home.dirs.registry_log()).expect("log");
+        let log =
+            std::fs::OpenOptions::new().create(true).append(true).open(self.home.dirs.registry_log()).expect("log");
         let child = Command::new(BIN)
             .arg("serve")
             .env("POD_HOME", self.home.path())
@@ -140,7 +141,8 @@ async fn check_cluster(nodes: &[&Node], endpoints: &[String], what: &str) -> BTr
     let next = records.iter().map(|a| a.fence).max().unwrap_or(0) + 1;
     let state = pod_registry::state::State::from_records(records, next).expect("a consistent table");
     for held in state.iter() {
-        let claim = Claim { name: &held.rec.name, allow: &held.rec.allow, caps: held.rec.write_caps().collect(), skip: None };
+        let claim =
+            Claim { name: &held.rec.name, allow: &held.rec.allow, caps: held.rec.write_caps().collect(), skip: None };
         if let Err(e) = conflict::check(&state, &claim) {
             panic!("{what}: two writers: {e}");
         }
@@ -157,7 +159,11 @@ async fn nodes_racing_for_the_same_paths_get_one_winner_and_the_losers_name_it_a
     let tmp = tempfile::tempdir().expect("tmp");
     let Some(etcd) = cluster(tmp.path()) else { return };
     let eps = etcd.endpoints();
-    let nodes = [Node::start("n1", eps.clone(), 10).await, Node::start("n2", eps.clone(), 10).await, Node::start("n3", eps.clone(), 10).await];
+    let nodes = [
+        Node::start("n1", eps.clone(), 10).await,
+        Node::start("n2", eps.clone(), 10).await,
+        Node::start("n3", eps.clone(), 10).await,
+    ];
     const ROUNDS: usize = 20;
     for racers in [2usize, 3] {
         let barrier = Arc::new(Barrier::new(racers));
@@ -209,7 +215,13 @@ async fn nodes_racing_for_the_same_paths_get_one_winner_and_the_losers_name_it_a
 /// One client of one node delegating and reclaiming children of its lead
 /// until told to stop; errors (etcd electing a leader) are counted, not
 /// fatal: the next step goes on.
-async fn churn(dirs: pod_proto::RuntimeDirs, lead: String, journal: Journal, stop: Arc<AtomicBool>, errors: Arc<AtomicUsize>) {
+async fn churn(
+    dirs: pod_proto::RuntimeDirs,
+    lead: String,
+    journal: Journal,
+    stop: Arc<AtomicBool>,
+    errors: Arc<AtomicUsize>,
+) {
     let mut c = Client::connect_running(&dirs).await.expect("connect");
     for k in 0.. {
         if stop.load(Ordering::SeqCst) {
@@ -220,7 +232,9 @@ async fn churn(dirs: pod_proto::RuntimeDirs, lead: String, journal: Journal, sto
             journal.in_flight.lock().expect("lock").insert(name.clone(), step);
             loop {
                 let res = match step {
-                    Step::Delegate => c.delegate(&n(&lead), &n(&name), &[w(&format!("/load/{lead}/{k}"))], &[]).await.map(drop),
+                    Step::Delegate => {
+                        c.delegate(&n(&lead), &n(&name), &[w(&format!("/load/{lead}/{k}"))], &[]).await.map(drop)
+                    }
                     Step::Reclaim => c.reclaim(&n(&lead), &n(&name)).await.map(drop),
                 };
                 match res {
@@ -287,7 +301,13 @@ async fn kill_9_of_the_etcd_leader_under_load_loses_nothing_acknowledged_and_wor
         for j in 0..3 {
             let lead = format!("lead{i}{j}");
             node.client().await.register(&reg(&lead, vec![w(&format!("/load/{lead}"))])).await.expect("lead");
-            tasks.push(tokio::spawn(churn(node.home.dirs.clone(), lead, journal.clone(), stop.clone(), errors.clone())));
+            tasks.push(tokio::spawn(churn(
+                node.home.dirs.clone(),
+                lead,
+                journal.clone(),
+                stop.clone(),
+                errors.clone(),
+            )));
         }
     }
     wait_count(&journal, 60).await;
@@ -353,7 +373,10 @@ async fn a_node_frozen_past_its_ttl_loses_its_paths_only_at_expiry_and_is_fenced
     let node_record = etcd_client.get(node_a.clone(), None).await.expect("read").kvs().len();
     assert_eq!(node_record, 0, "b was granted a's path while a's lease lived");
     assert!(refusals > 0, "b was refused while a's lease lived");
-    assert!(waited >= Duration::from_millis(ttl * 1000 * 2 / 3), "granted after {waited:?}, before a's lease could expire");
+    assert!(
+        waited >= Duration::from_millis(ttl * 1000 * 2 / 3),
+        "granted after {waited:?}, before a's lease could expire"
+    );
     assert_eq!(granted.node.as_ref().map(|n| n.as_str()), Some("b"));
     let y_before = in_etcd(&eps).await.get("y").cloned().expect("y in etcd");
 
@@ -402,9 +425,7 @@ async fn kill_9_of_a_nodes_registry_and_a_restart_within_the_ttl_lose_and_double
     let first = a.client().await.call(&request).await.expect("first");
     let journal = Journal::default();
     let tasks: Vec<_> = (0..4)
-        .map(|_| {
-            tokio::spawn(delegate_reclaim_until_error(a.home.dirs.clone(), "lead".into(), journal.clone()))
-        })
+        .map(|_| tokio::spawn(delegate_reclaim_until_error(a.home.dirs.clone(), "lead".into(), journal.clone())))
         .collect();
     wait_count(&journal, 40).await;
     let before = in_etcd(&eps).await;
@@ -415,7 +436,11 @@ async fn kill_9_of_a_nodes_registry_and_a_restart_within_the_ttl_lose_and_double
     a.spawn().await;
     let table = check_cluster(&[&a, &b], &eps, "after a's registry restarted").await;
     let by_name: Vec<Allocation> = table.values().cloned().collect();
-    check_journal(&by_name.iter().filter(|r| r.name.as_str() != "once").cloned().collect::<Vec<_>>(), &journal, "after the restart");
+    check_journal(
+        &by_name.iter().filter(|r| r.name.as_str() != "once").cloned().collect::<Vec<_>>(),
+        &journal,
+        "after the restart",
+    );
     // The lease was taken back: records untouched since the kill kept their
     // fences (and so their keys, tokens and lease).
     for name in ["lead", "once"] {
