@@ -518,6 +518,7 @@ impl Daemon {
     }
 
     /// SIGKILL (reaped): the node stops keeping its lease alive.
+    #[cfg(feature = "etcd")]
     pub(crate) fn kill9(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

@@ -27,15 +27,12 @@ pub enum RegistryError {
     DuplicateName(PodName),
     #[error("session {session:?} is already held by live pod {holder}")]
     SessionTaken { session: String, holder: PodName },
-    #[error("{rule} conflicts with pod {holder}{}, which holds {holder_rule} (both cover {overlap})", on_node(.holder_node.as_ref()))]
-    WriteConflict {
-        rule: ScopeRule,
-        holder: PodName,
-        holder_rule: ScopeRule,
-        overlap: Region,
-        /// The holder's node, on a registry shared through etcd.
-        holder_node: Option<NodeName>,
-    },
+    #[error("{rule} conflicts with pod {holder}, which holds {holder_rule} (both cover {overlap})")]
+    WriteConflict { rule: ScopeRule, holder: PodName, holder_rule: ScopeRule, overlap: Region },
+    /// A write conflict on a registry shared through etcd: the holder's
+    /// node is named too (same code as `WriteConflict`).
+    #[error("{} conflicts with pod {} on node {}, which holds {} (both cover {})", .0.rule, .0.holder, .0.node, .0.holder_rule, .0.overlap)]
+    NodeConflict(Box<NodeConflict>),
     #[error("no pod named {0} is registered")]
     UnknownPod(PodName),
     #[error("{child} is not a child of {parent} (its parent is {actual})")]
@@ -90,8 +87,14 @@ pub enum RegistryError {
     Config(String),
 }
 
-fn on_node(node: Option<&NodeName>) -> String {
-    node.map_or_else(String::new, |n| format!(" on node {n}"))
+/// What `RegistryError::NodeConflict` names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeConflict {
+    pub rule: ScopeRule,
+    pub holder: PodName,
+    pub node: NodeName,
+    pub holder_rule: ScopeRule,
+    pub overlap: Region,
 }
 
 impl RegistryError {
@@ -102,7 +105,7 @@ impl RegistryError {
             RegistryError::BadRequest(_) => "registry.bad_request",
             RegistryError::DuplicateName(_) => "registry.duplicate_name",
             RegistryError::SessionTaken { .. } => "registry.session_taken",
-            RegistryError::WriteConflict { .. } => "registry.write_conflict",
+            RegistryError::WriteConflict { .. } | RegistryError::NodeConflict(_) => "registry.write_conflict",
             RegistryError::UnknownPod(_) => "registry.unknown_pod",
             RegistryError::NotParent { .. } => "registry.not_parent",
             RegistryError::NotLive(_) => "registry.not_live",

@@ -453,6 +453,7 @@ fn depends_on_the_view(e: &RegistryError) -> bool {
     matches!(
         e,
         RegistryError::WriteConflict { .. }
+            | RegistryError::NodeConflict(_)
             | RegistryError::DuplicateName(_)
             | RegistryError::UnknownPod(_)
             | RegistryError::SessionTaken { .. }
