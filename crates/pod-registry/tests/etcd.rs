@@ -108,9 +108,20 @@ impl Drop for Node {
 }
 
 /// Everything etcd holds under the registry's prefix: allocations by name.
+/// (Retried, bounded: a member that was just restarted may refuse at first.)
 async fn in_etcd(endpoints: &[String]) -> BTreeMap<String, Allocation> {
-    let mut c = pod_registry::store::etcd::connect(endpoints).await.expect("connect to etcd");
-    let resp = c.get(keys::pods(), Some(etcd_client::GetOptions::new().with_prefix())).await.expect("read etcd");
+    let deadline = Instant::now() + BOUND;
+    let resp = loop {
+        let read = async {
+            let mut c = pod_registry::store::etcd::connect(endpoints).await.map_err(|e| e.to_string())?;
+            c.get(keys::pods(), Some(etcd_client::GetOptions::new().with_prefix())).await.map_err(|e| e.to_string())
+        };
+        match read.await {
+            Ok(resp) => break resp,
+            Err(e) => assert!(Instant::now() < deadline, "cannot read etcd: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     resp.kvs()
         .iter()
         .map(|kv| pod_registry::store::etcd::decode_record(kv).expect("record").0)
@@ -428,11 +439,12 @@ async fn kill_9_of_a_nodes_registry_and_a_restart_within_the_ttl_lose_and_double
         .map(|_| tokio::spawn(delegate_reclaim_until_error(a.home.dirs.clone(), "lead".into(), journal.clone())))
         .collect();
     wait_count(&journal, 40).await;
-    let before = in_etcd(&eps).await;
     a.kill9();
     for t in tasks {
         t.await.expect("client");
     }
+    // What etcd holds with a's daemon dead (nothing can change it now).
+    let before = in_etcd(&eps).await;
     a.spawn().await;
     let table = check_cluster(&[&a, &b], &eps, "after a's registry restarted").await;
     let by_name: Vec<Allocation> = table.values().cloned().collect();

@@ -44,6 +44,7 @@ pub struct Feed {
     /// The writer asks for a progress report (to learn that nothing it
     /// waits for is missing).
     progress: Arc<Notify>,
+    own_deletes: super::OwnDeletes,
 }
 
 /// Why the watch loop stopped.
@@ -59,8 +60,9 @@ impl Feed {
         through: u64,
         published: watch::Sender<u64>,
         progress: Arc<Notify>,
+        own_deletes: super::OwnDeletes,
     ) -> Feed {
-        Feed { client, config, through, published, progress }
+        Feed { client, config, through, published, progress, own_deletes }
     }
 
     /// Runs for the daemon's life. `changed` is told the names whose
@@ -209,7 +211,12 @@ impl Feed {
         for bad in &applied.bad {
             tracing::error!(error = %bad, revision, "skipping a record that fails validation");
         }
-        for rec in &applied.lost {
+        let mut own = self.own_deletes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let lost: Vec<&crate::Allocation> =
+            applied.lost.iter().filter(|r| own.get(&r.name).is_none_or(|at| *at < r.fence)).collect();
+        own.retain(|_, at| *at > revision);
+        drop(own);
+        for rec in lost {
             let reason = format!(
                 "its allocation went with node {}'s etcd lease (deleted at revision {revision}); its paths may be another Pod's now",
                 self.config.node

@@ -91,7 +91,13 @@ pub struct EtcdStore {
     lease: Arc<LeaseCell>,
     through: watch::Receiver<u64>,
     progress: Arc<Notify>,
+    own_deletes: OwnDeletes,
 }
+
+/// Names this node deleted, with the revision, until the feed has passed
+/// it: the feed may see such a delete before the writer applied it, and
+/// must not take it for a lost lease.
+pub(crate) type OwnDeletes = Arc<std::sync::Mutex<rustc_hash::FxHashMap<scope::PodName, u64>>>;
 
 /// An opened store, with the view it loaded and the tasks that keep both
 /// current (the daemon runs them).
@@ -231,7 +237,15 @@ impl EtcdStore {
         }
         let (through_tx, through) = watch::channel(revision);
         let progress = Arc::new(Notify::new());
-        let feed = Feed::new(client.clone(), config.clone(), revision, through_tx, Arc::clone(&progress));
+        let own_deletes = OwnDeletes::default();
+        let feed = Feed::new(
+            client.clone(),
+            config.clone(),
+            revision,
+            through_tx,
+            Arc::clone(&progress),
+            Arc::clone(&own_deletes),
+        );
         let keeper = Keeper::new(client.clone(), config.clone(), instance, Arc::clone(&cell));
         let store = EtcdStore {
             client,
@@ -240,6 +254,7 @@ impl EtcdStore {
             lease: Arc::clone(&cell),
             through,
             progress,
+            own_deletes,
         };
         tracing::info!(node = %config.node, lease = lease, allocations = state.len(), revision, "etcd store open");
         Ok(Opened { store, state, feed, keeper, lease: cell })
@@ -414,7 +429,14 @@ impl SharedStore for EtcdStore {
         let mut pause = Duration::from_millis(20);
         loop {
             match self.run_txn(built.txn.clone()) {
-                Ok(resp) => return self.judge(&resp, &built, m, held.node_token, resent),
+                Ok(resp) => {
+                    let outcome = self.judge(&resp, &built, m, held.node_token, resent)?;
+                    if let Outcome::Committed { revision } = outcome {
+                        let mut own = self.own_deletes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                        own.extend(m.deletes.iter().map(|r| (r.name.clone(), revision)));
+                    }
+                    return Ok(outcome);
+                }
                 Err(e) if too_large(&e) => return Err(RegistryError::TxnTooLarge(e.to_string())),
                 Err(e) => {
                     // The answer may have been lost after etcd applied it;
