@@ -6,6 +6,15 @@
 mod floor;
 mod log_suite;
 mod pod_suite;
+#[cfg(feature = "etcd")]
+mod registry_etcd;
+#[cfg(not(feature = "etcd"))]
+mod registry_etcd {
+    //! Without the `etcd` feature there is no etcd store to measure.
+    pub fn run(_: &crate::registry_suite::Args) -> Result<serde_json::Value, String> {
+        Err("this pod-bench was built without etcd support: cargo run --release -p pod-bench --features etcd -- registry --store etcd".into())
+    }
+}
 mod registry_suite;
 mod scope_suite;
 mod stats;

@@ -27,23 +27,33 @@ use crate::stats::{quantile, rss_mb};
 pub struct Args {
     /// Allocations registered before anything is timed.
     #[arg(long, default_value_t = 1000)]
-    n: usize,
+    pub n: usize,
     /// Timed delegate + reclaim pairs (one client, sequential).
     #[arg(long, default_value_t = 1000)]
-    rounds: usize,
+    pub rounds: usize,
     /// Delegate + reclaim pairs per client in the 32-client run.
     #[arg(long, default_value_t = 200)]
-    concurrent_pairs: usize,
+    pub concurrent_pairs: usize,
     /// Where the temporary POD_HOME goes; default: `$CARGO_TARGET_DIR` or
     /// `./target`, so that it sits on the disk the project builds on.
     #[arg(long)]
-    dir: Option<PathBuf>,
+    pub dir: Option<PathBuf>,
     /// Internal: serve a registry for this POD_HOME instead of benchmarking.
     #[arg(long, hide = true)]
     serve_daemon: Option<PathBuf>,
     /// Print one line of JSON.
     #[arg(long)]
     pub json: bool,
+    /// `sled` (the embedded registry) or `etcd` (a table shared through a
+    /// throwaway three-member etcd on loopback, or `--etcd`).
+    #[arg(long, default_value = "sled")]
+    pub store: String,
+    /// With `--store etcd`: an etcd cluster to use instead (client URLs).
+    #[arg(long)]
+    pub etcd: Option<String>,
+    /// With `--store etcd`: the lease TTL of the nodes, in seconds.
+    #[arg(long, default_value_t = 2)]
+    pub lease_ttl: u64,
 }
 
 const CLIENTS: usize = 32;
@@ -53,19 +63,19 @@ const CHECK_SAMPLES: usize = 5000;
 const CHECK_BLOCK: usize = 100;
 const POPULATE_CLIENTS: usize = 16;
 
-fn dirs_for(home: &Path) -> RuntimeDirs {
+pub(crate) fn dirs_for(home: &Path) -> RuntimeDirs {
     RuntimeDirs { run: home.join("run"), data: home.join("data") }
 }
 
-fn name(s: &str) -> Result<PodName, String> {
+pub(crate) fn name(s: &str) -> Result<PodName, String> {
     PodName::new(s).map_err(|e| e.to_string())
 }
 
-fn write(p: &str) -> Result<ScopeRule, String> {
+pub(crate) fn write(p: &str) -> Result<ScopeRule, String> {
     Ok(ScopeRule::write(ScopePath::new(p).map_err(|e| e.to_string())?))
 }
 
-fn registration(pod: &str, target: &str) -> Result<Registration, String> {
+pub(crate) fn registration(pod: &str, target: &str) -> Result<Registration, String> {
     Ok(Registration {
         name: Some(name(pod)?),
         pid: std::process::id(),
@@ -74,7 +84,7 @@ fn registration(pod: &str, target: &str) -> Result<Registration, String> {
     })
 }
 
-fn us(start: Instant) -> u64 {
+pub(crate) fn us(start: Instant) -> u64 {
     start.elapsed().as_micros() as u64
 }
 
@@ -99,6 +109,11 @@ pub fn run(args: &Args) -> Result<Value, String> {
     if args.rounds == 0 || args.concurrent_pairs == 0 {
         return Err("--rounds and --concurrent-pairs must be at least 1".into());
     }
+    match args.store.as_str() {
+        "sled" => {}
+        "etcd" => return crate::registry_etcd::run(args),
+        other => return Err(format!("--store {other:?}: the stores are sled and etcd")),
+    }
     let base = match &args.dir {
         Some(d) => d.clone(),
         None => std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| PathBuf::from("target"), PathBuf::from),
@@ -110,7 +125,7 @@ pub fn run(args: &Args) -> Result<Value, String> {
         .map_err(|e| format!("cannot create a temp dir in {}: {e}", base.display()))?;
     let dirs = dirs_for(tmp.path());
     dirs.ensure().map_err(|e| e.to_string())?;
-    let mut daemon = Daemon::start(tmp.path())?;
+    let mut daemon = Daemon::start(tmp.path(), &[])?;
     let result = sequential_rt.block_on(sequential(args, &dirs, tmp.path())).and_then(|(samples, floors)| {
         let cpu_before = cpu_us(daemon.pid())?;
         let own = concurrent_rt.block_on(concurrent(&dirs, args.concurrent_pairs, Layout::OwnParent))?;
@@ -123,7 +138,7 @@ pub fn run(args: &Args) -> Result<Value, String> {
     result
 }
 
-async fn connect(dirs: &RuntimeDirs) -> Result<Client, String> {
+pub(crate) async fn connect(dirs: &RuntimeDirs) -> Result<Client, String> {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         match Client::connect_running(dirs).await {
@@ -378,13 +393,13 @@ fn report(args: &Args, samples: Samples, floors: Floors, throughput: &Throughput
     })
 }
 
-fn round2(x: f64) -> f64 {
+pub(crate) fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
 
 /// `n` top-level Pods with disjoint write scopes, registered by several
 /// clients at once so group commit keeps set-up short.
-async fn populate(dirs: &RuntimeDirs, n: usize) -> Result<(), String> {
+pub(crate) async fn populate(dirs: &RuntimeDirs, n: usize) -> Result<(), String> {
     let mut tasks = Vec::new();
     for t in 0..POPULATE_CLIENTS {
         let dirs = dirs.clone();
@@ -405,7 +420,7 @@ async fn populate(dirs: &RuntimeDirs, n: usize) -> Result<(), String> {
 
 /// How the 32 concurrent clients are parented.
 #[derive(Clone, Copy)]
-enum Layout {
+pub(crate) enum Layout {
     /// Each client is its own parent Pod (32 leads, one helper at a time).
     OwnParent,
     /// All 32 clients delegate under one parent, whose record then holds up
@@ -415,7 +430,7 @@ enum Layout {
 
 /// 32 clients delegating and reclaiming children as fast as answers come
 /// back; total operations per second.
-async fn concurrent(dirs: &RuntimeDirs, pairs: usize, layout: Layout) -> Result<u64, String> {
+pub(crate) async fn concurrent(dirs: &RuntimeDirs, pairs: usize, layout: Layout) -> Result<u64, String> {
     let tag = match layout {
         Layout::OwnParent => "own",
         Layout::SharedParent => "shared",
@@ -476,12 +491,13 @@ fn cpu_us(pid: u32) -> Result<u64, String> {
 }
 
 /// The daemon process; stopped with SIGTERM (killed if that fails).
-struct Daemon {
+pub(crate) struct Daemon {
     child: Child,
 }
 
 impl Daemon {
-    fn start(home: &Path) -> Result<Daemon, String> {
+    /// Serves the registry of `home`, with `env` set (the etcd settings).
+    pub(crate) fn start(home: &Path, env: &[(&str, String)]) -> Result<Daemon, String> {
         let exe = std::env::current_exe().map_err(|e| format!("current exe: {e}"))?;
         let dirs = dirs_for(home);
         dirs.ensure().map_err(|e| e.to_string())?;
@@ -490,6 +506,7 @@ impl Daemon {
             .arg("registry")
             .arg("--serve-daemon")
             .arg(home)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -498,11 +515,18 @@ impl Daemon {
         Ok(Daemon { child })
     }
 
-    fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
-    fn stop(&mut self) {
+    /// SIGKILL (reaped): the node stops keeping its lease alive.
+    #[cfg(feature = "etcd")]
+    pub(crate) fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub(crate) fn stop(&mut self) {
         let stopped = rustix::process::Pid::from_raw(self.child.id() as i32)
             .map(|pid| rustix::process::kill_process(pid, rustix::process::Signal::TERM).is_ok())
             .unwrap_or(false);

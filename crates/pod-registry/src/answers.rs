@@ -199,6 +199,18 @@ impl Answers {
         changes
     }
 
+    /// Takes in an entry this registry wrote that reached it another way
+    /// (a shared store's change feed, after a commit whose answer was
+    /// lost): kept only if it is newer than the stream's entry, and given a
+    /// fresh use number.
+    pub fn adopt(&mut self, stream: StreamId, mut rem: Remembered) {
+        if self.by_stream.get(&stream).is_some_and(|held| held.seq >= rem.seq) {
+            return;
+        }
+        rem.used = self.next_use;
+        self.apply(AnswerChange::Put(stream, Box::new(rem)));
+    }
+
     pub fn apply(&mut self, change: AnswerChange) {
         match change {
             AnswerChange::Put(stream, rem) => {

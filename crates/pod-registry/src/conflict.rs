@@ -52,15 +52,22 @@ pub fn check(state: &State, claim: &Claim<'_>) -> Result<(), RegistryError> {
             }
             let depth = state.depth(holder);
             if found.as_ref().is_none_or(|(d, _)| depth > *d) {
-                found = Some((
-                    depth,
-                    RegistryError::WriteConflict {
+                let error = match &q.rec.node {
+                    None => RegistryError::WriteConflict {
                         rule: rule.clone(),
                         holder: holder.clone(),
                         holder_rule: holder_rule.clone(),
                         overlap,
                     },
-                ));
+                    Some(node) => RegistryError::NodeConflict(Box::new(crate::error::NodeConflict {
+                        rule: rule.clone(),
+                        holder: holder.clone(),
+                        node: node.clone(),
+                        holder_rule: holder_rule.clone(),
+                        overlap,
+                    })),
+                };
+                found = Some((depth, error));
             }
         }
     }

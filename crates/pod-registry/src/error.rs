@@ -5,6 +5,8 @@
 use pod_proto::WireError;
 use scope::{NameError, PathError, PodName, Region, ScopeError, ScopeRule};
 
+use crate::record::NodeName;
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RegistryError {
     #[error("invalid {field}: {source}")]
@@ -27,6 +29,10 @@ pub enum RegistryError {
     SessionTaken { session: String, holder: PodName },
     #[error("{rule} conflicts with pod {holder}, which holds {holder_rule} (both cover {overlap})")]
     WriteConflict { rule: ScopeRule, holder: PodName, holder_rule: ScopeRule, overlap: Region },
+    /// A write conflict on a registry shared through etcd: the holder's
+    /// node is named too (same code as `WriteConflict`).
+    #[error("{} conflicts with pod {} on node {}, which holds {} (both cover {})", .0.rule, .0.holder, .0.node, .0.holder_rule, .0.overlap)]
+    NodeConflict(Box<NodeConflict>),
     #[error("no pod named {0} is registered")]
     UnknownPod(PodName),
     #[error("{child} is not a child of {parent} (its parent is {actual})")]
@@ -69,6 +75,26 @@ pub enum RegistryError {
     NotFormerChild { child: PodName, parent: PodName },
     #[error("request {id} is older than the last request of its stream ({last}); its answer is no longer known")]
     StaleRequest { id: String, last: u64 },
+    #[error("fenced: {0}")]
+    Fenced(String),
+    #[error("pod {pod} is on node {node}; only that node's registry changes its allocation")]
+    OtherNode { pod: PodName, node: NodeName },
+    #[error("etcd cannot be reached: {0}")]
+    EtcdUnavailable(String),
+    #[error("the change needs more operations than etcd takes in one transaction ({0}); raise etcd's --max-txn-ops")]
+    TxnTooLarge(String),
+    #[error("bad registry configuration: {0}")]
+    Config(String),
+}
+
+/// What `RegistryError::NodeConflict` names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeConflict {
+    pub rule: ScopeRule,
+    pub holder: PodName,
+    pub node: NodeName,
+    pub holder_rule: ScopeRule,
+    pub overlap: Region,
 }
 
 impl RegistryError {
@@ -79,7 +105,7 @@ impl RegistryError {
             RegistryError::BadRequest(_) => "registry.bad_request",
             RegistryError::DuplicateName(_) => "registry.duplicate_name",
             RegistryError::SessionTaken { .. } => "registry.session_taken",
-            RegistryError::WriteConflict { .. } => "registry.write_conflict",
+            RegistryError::WriteConflict { .. } | RegistryError::NodeConflict(_) => "registry.write_conflict",
             RegistryError::UnknownPod(_) => "registry.unknown_pod",
             RegistryError::NotParent { .. } => "registry.not_parent",
             RegistryError::NotLive(_) => "registry.not_live",
@@ -98,6 +124,11 @@ impl RegistryError {
             RegistryError::CallerUnknown(_) => "registry.caller_unknown",
             RegistryError::NotFormerChild { .. } => "registry.not_former_child",
             RegistryError::StaleRequest { .. } => "registry.stale_request",
+            RegistryError::Fenced(_) => "registry.fenced",
+            RegistryError::OtherNode { .. } => "registry.other_node",
+            RegistryError::EtcdUnavailable(_) => "registry.etcd_unavailable",
+            RegistryError::TxnTooLarge(_) => "registry.txn_too_large",
+            RegistryError::Config(_) => "registry.bad_config",
         }
     }
 

@@ -9,18 +9,23 @@
 //! - [`record`], [`state`], [`index`], [`conflict`], [`ops`]: pure. Each
 //!   operation is a function from the current [`state::State`] and a request
 //!   to a [`state::Plan`] (records to write and delete) and a reply. No I/O.
-//! - [`store`]: the narrow persistence seam ([`store::Store`]), sled today.
+//! - [`store`]: the persistence seam ([`store::Store`]): sled, the embedded
+//!   default; etcd (feature `etcd`), a table shared by many nodes.
+//! - [`preconditions`]: what a plan read, which guards a shared store's
+//!   transaction. Pure.
 //! - [`daemon`]: sockets, the group-commit writer, the lock, signals.
 //! - [`client`]: what the Pod runtime and the command line call.
 
 pub mod answers;
 pub mod auth;
 pub mod client;
+pub mod config;
 pub mod conflict;
 pub mod daemon;
 pub mod error;
 pub mod index;
 pub mod ops;
+pub mod preconditions;
 pub mod proc;
 pub mod record;
 pub mod state;
@@ -29,8 +34,8 @@ pub mod wire;
 
 pub use client::{Client, ClientError};
 pub use error::RegistryError;
-pub use record::{AllocState, Allocation};
-pub use wire::{CheckReply, Reclaimed, Reply, Request, RequestId, StreamId, Survivor, WireRule};
+pub use record::{AllocState, Allocation, NodeName};
+pub use wire::{CheckReply, LeaseView, Reclaimed, Reply, Request, RequestId, StreamId, Survivor, WireRule};
 
 /// Every limit of the registry, in one place so docs and errors agree.
 pub mod limits {

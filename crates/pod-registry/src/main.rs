@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use pod_proto::RuntimeDirs;
+use pod_registry::config::{Config, Settings};
 use pod_registry::daemon::{self, Served};
 use pod_registry::{Allocation, Client};
 
@@ -28,6 +29,19 @@ enum Cmd {
         /// Data directory, given together with --run-dir.
         #[arg(long, requires = "run_dir")]
         data_dir: Option<std::path::PathBuf>,
+        /// Share one table with other nodes through etcd: its client URLs,
+        /// comma-separated (default: POD_ETCD; without either, the embedded
+        /// registry).
+        #[arg(long)]
+        etcd: Option<String>,
+        /// This node's name in the shared table (default: POD_NODE, else the
+        /// host name).
+        #[arg(long)]
+        node: Option<String>,
+        /// Seconds a node's allocations outlive its last keepalive (default:
+        /// POD_LEASE_TTL, else 10; 2..=3600).
+        #[arg(long)]
+        lease_ttl: Option<String>,
     },
     /// List every allocation.
     Ls {
@@ -51,12 +65,17 @@ fn main() -> ExitCode {
         (_, Err(e)) => return fail(&e.to_string()),
     };
     match cli.command {
-        Cmd::Serve { detach, .. } => {
+        Cmd::Serve { detach, etcd, node, lease_ttl, .. } => {
+            let flags = Settings { etcd, node, lease_ttl };
+            let config = match Config::from_settings(flags.or(Settings::from_env())) {
+                Ok(c) => c,
+                Err(e) => return fail(&format!("{e} [{}]", e.code())),
+            };
             if detach {
                 // Fails only when already a group leader; then we are detached enough.
                 let _ = rustix::process::setsid();
             }
-            match daemon::run(&dirs) {
+            match daemon::run_with(&dirs, &config) {
                 Ok(Served::AlreadyRunning | Served::Stopped) => ExitCode::SUCCESS,
                 Err(e) => fail(&format!("{e} [{}]", e.code())),
             }

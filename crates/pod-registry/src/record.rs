@@ -1,6 +1,6 @@
 //! The allocation record: everything the registry knows about one Pod.
 //!
-//! This is the unit that is stored, replicated (later, in etcd) and fenced;
+//! This is the unit that is stored, replicated (in etcd, when the registry is shared) and fenced;
 //! its shape is part of the registry's durable format.
 
 use std::collections::BTreeMap;
@@ -52,6 +52,53 @@ pub struct Allocation {
     /// it was restored, its registration re-adopts it. Then it is cleared.
     #[serde(default)]
     pub former_parent: Option<PodName>,
+    /// The node (machine) whose registry holds this allocation, on a
+    /// registry shared through etcd; `None` on the embedded one. Only that
+    /// node's registry changes it. Last, and left out when absent, so the
+    /// embedded store's records encode as they always did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<NodeName>,
+}
+
+/// A node's name: like a Pod name, 1-64 bytes of `[a-z0-9._-]` starting
+/// with a letter or digit (a host name, lowercased).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct NodeName(String);
+
+impl NodeName {
+    pub fn new(name: impl Into<String>) -> Result<NodeName, String> {
+        let name = name.into();
+        match PodName::new(name.clone()) {
+            Ok(_) => Ok(NodeName(name)),
+            Err(_) => {
+                Err(format!("node name {name:?} is not 1-64 bytes of [a-z0-9._-] starting with a letter or digit"))
+            }
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for NodeName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl TryFrom<String> for NodeName {
+    type Error = String;
+    fn try_from(s: String) -> Result<NodeName, String> {
+        NodeName::new(s)
+    }
+}
+
+impl From<NodeName> for String {
+    fn from(n: NodeName) -> String {
+        n.0
+    }
 }
 
 impl Allocation {

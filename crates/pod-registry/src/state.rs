@@ -13,7 +13,7 @@ use scope::{PodName, Scope};
 use crate::answers::{AnswerChange, Answers, Remembered, StreamId};
 use crate::index::WriteIndex;
 use crate::limits::MAX_DEPTH;
-use crate::record::{AllocState, Allocation};
+use crate::record::{AllocState, Allocation, NodeName};
 use crate::RegistryError;
 
 /// A record with its scope already built (the scope is what answers checks
@@ -37,6 +37,10 @@ impl Held {
 /// The outcome of one operation, not yet applied.
 #[derive(Debug, Default)]
 pub struct Plan {
+    /// The fence counter when the plan was made: the plan handed out
+    /// `first_fence..next_fence` (a shared store turns them into the
+    /// revision of its transaction).
+    pub first_fence: u64,
     pub puts: Vec<Held>,
     pub deletes: Vec<PodName>,
     pub next_fence: u64,
@@ -52,7 +56,7 @@ pub struct PlanBuilder {
 
 impl PlanBuilder {
     pub fn new(state: &State) -> PlanBuilder {
-        PlanBuilder { plan: Plan { next_fence: state.next_fence, ..Plan::default() } }
+        PlanBuilder { plan: Plan { first_fence: state.next_fence, next_fence: state.next_fence, ..Plan::default() } }
     }
 
     /// Queues `rec` (whose scope is `scope`) for writing. Asserts the
@@ -92,6 +96,48 @@ pub struct State {
     next_fence: u64,
     /// The last answer of every request stream (see `answers`).
     answers: Answers,
+    /// What a registry shared with other nodes (etcd) adds; empty on the
+    /// embedded one.
+    shared: Shared,
+}
+
+/// A node's view of a shared table: whose node this is, each record's
+/// fencing token (the create revision of its key; its fence is the key's
+/// mod revision), the revision the view is complete through, and the
+/// node's own Pods that lost their claim.
+#[derive(Debug, Default, Clone)]
+pub struct Shared {
+    local: Option<NodeName>,
+    tokens: FxHashMap<PodName, u64>,
+    /// Every change up to this revision is applied (the change feed's
+    /// position); the node's own commits may be ahead of it.
+    through: u64,
+    /// Names deleted at a revision above `through`, so that an older put
+    /// arriving late from the feed does not bring them back.
+    tombstones: FxHashMap<PodName, u64>,
+    /// The node's own Pods whose allocation went with a lost lease and
+    /// could not be claimed again: why. Requests about them are
+    /// `registry.fenced`.
+    fenced: BTreeMap<PodName, String>,
+}
+
+/// What applying changes from the shared store did.
+#[derive(Debug, Default)]
+pub struct Applied {
+    pub changed: Vec<PodName>,
+    /// The node's own records that were deleted by someone else: its lease
+    /// was lost and etcd removed them.
+    pub lost: Vec<Allocation>,
+    pub bad: Vec<String>,
+}
+
+/// One revision's worth of changes from the shared store: records as
+/// stored (fence = mod revision) with their tokens, and deleted names.
+#[derive(Debug, Default, Clone)]
+pub struct Remote {
+    pub revision: u64,
+    pub puts: Vec<(Allocation, u64)>,
+    pub deletes: Vec<PodName>,
 }
 
 impl State {
@@ -134,6 +180,49 @@ impl State {
 
     pub fn get(&self, name: &PodName) -> Option<&Held> {
         self.pods.get(name)
+    }
+
+    /// This node, on a shared registry (`None`: the embedded one).
+    pub fn local_node(&self) -> Option<&NodeName> {
+        self.shared.local.as_ref()
+    }
+
+    /// Makes this the view of node `node` of a shared table.
+    pub fn set_local_node(&mut self, node: NodeName) {
+        self.shared.local = Some(node);
+    }
+
+    /// Whether `rec` belongs to another node (only that node changes it).
+    pub fn is_remote(&self, rec: &Allocation) -> bool {
+        rec.node.is_some() && rec.node.as_ref() != self.shared.local.as_ref()
+    }
+
+    /// The fencing token of `name` (the create revision of its key; 0 on
+    /// the embedded registry).
+    pub fn token(&self, name: &PodName) -> u64 {
+        self.shared.tokens.get(name).copied().unwrap_or(0)
+    }
+
+    /// The revision every change up to which is applied (0: embedded).
+    pub fn through(&self) -> u64 {
+        self.shared.through
+    }
+
+    /// Why the node's own Pod `name` is fenced, if it is.
+    pub fn fenced(&self, name: &PodName) -> Option<&str> {
+        self.shared.fenced.get(name).map(String::as_str)
+    }
+
+    pub fn fenced_pods(&self) -> impl Iterator<Item = (&PodName, &str)> {
+        self.shared.fenced.iter().map(|(n, r)| (n, r.as_str()))
+    }
+
+    pub fn fence_pod(&mut self, name: PodName, reason: String) {
+        self.shared.fenced.insert(name, reason);
+    }
+
+    pub fn unfence_pod(&mut self, name: &PodName) {
+        self.shared.fenced.remove(name);
     }
 
     pub fn len(&self) -> usize {
@@ -205,6 +294,115 @@ impl State {
             .filter(|(c, _)| self.pods.get(*c).is_some_and(|h| h.rec.parent.as_ref() == Some(name)))
             .map(|(c, rules)| (c.clone(), rules.clone()))
             .collect()
+    }
+
+    /// Applies `plan`, which a shared store committed at `revision`: the
+    /// fences the plan handed out become that revision (every key a
+    /// transaction writes has it as its mod revision), records it created
+    /// get it as their token, and names it deleted are remembered until
+    /// the feed has passed it.
+    pub fn apply_committed(&mut self, mut plan: Plan, revision: u64) {
+        let (from, to) = (plan.first_fence, plan.next_fence);
+        let remap = |f: u64| if (from..to).contains(&f) { revision } else { f };
+        for held in &mut plan.puts {
+            held.rec.fence = remap(held.rec.fence);
+            if !self.pods.contains_key(&held.rec.name) {
+                self.shared.tokens.insert(held.rec.name.clone(), revision);
+            }
+            self.shared.tombstones.remove(&held.rec.name);
+        }
+        for change in &mut plan.answers {
+            if let AnswerChange::Put(_, rem) = change {
+                rem.reply.map_fences(remap);
+            }
+        }
+        for name in &plan.deletes {
+            self.shared.tokens.remove(name);
+            self.shared.tombstones.insert(name.clone(), revision);
+        }
+        plan.next_fence = plan.next_fence.max(revision + 1).max(self.next_fence);
+        self.apply(plan);
+    }
+
+    /// Applies one revision of changes from the shared store's feed. Each
+    /// key is applied only if it is newer than what is held (the node's
+    /// own commits are applied when they commit, and arrive here again):
+    /// a put older than the record's fence or than a later delete is
+    /// skipped, and so is a delete older than the record. Returns the
+    /// names whose records changed, the node's own records deleted behind
+    /// its back (only a lost lease does that), and records that failed
+    /// validation (skipped), with the reason.
+    pub fn apply_remote(&mut self, batch: Remote) -> Applied {
+        let mut applied = Applied::default();
+        let Applied { changed, lost, bad } = &mut applied;
+        for name in batch.deletes {
+            let Some(held) = self.pods.get(&name) else { continue };
+            if held.rec.fence > batch.revision {
+                continue;
+            }
+            if !self.is_remote(&held.rec) && self.shared.local.is_some() {
+                lost.push(held.rec.clone());
+            }
+            self.remove(&name);
+            self.shared.tokens.remove(&name);
+            self.shared.tombstones.insert(name.clone(), batch.revision);
+            changed.push(name);
+        }
+        for (rec, token) in batch.puts {
+            let fence = rec.fence;
+            let held_newer = self.pods.get(&rec.name).is_some_and(|h| h.rec.fence >= fence);
+            let deleted_later = self.shared.tombstones.get(&rec.name).is_some_and(|d| *d >= fence);
+            if held_newer || deleted_later {
+                continue;
+            }
+            let name = rec.name.clone();
+            match Held::from_record(rec) {
+                Ok(held) => {
+                    self.remove(&name);
+                    self.insert(held);
+                    self.shared.tokens.insert(name.clone(), token);
+                    changed.push(name);
+                }
+                Err(e) => bad.push(format!("{name}: {e}")),
+            }
+        }
+        self.advance(batch.revision);
+        applied
+    }
+
+    /// A remembered answer of this node read back from the shared store.
+    pub fn adopt_answer(&mut self, stream: StreamId, rem: Remembered) {
+        self.answers.adopt(stream, rem);
+    }
+
+    /// Everything up to `revision` is applied: the feed's position moves
+    /// (never back) and tombstones it passed are dropped.
+    pub fn advance(&mut self, revision: u64) {
+        if revision <= self.shared.through {
+            return;
+        }
+        self.shared.through = revision;
+        self.shared.tombstones.retain(|_, d| *d > revision);
+        self.next_fence = self.next_fence.max(revision + 1);
+    }
+
+    /// Brings the view in line with a full read of the shared store at
+    /// `revision` (after a compaction, a broken watch, or the periodic
+    /// reconcile): records read are applied as puts; records held that
+    /// the read lacks and that are not newer than it are gone, so their
+    /// deletes are applied. Returns the names that changed.
+    pub fn resync(&mut self, records: Vec<(Allocation, u64)>, revision: u64) -> Applied {
+        let present: BTreeSet<PodName> = records.iter().map(|(r, _)| r.name.clone()).collect();
+        let gone: Vec<PodName> = self
+            .pods
+            .values()
+            .filter(|h| h.rec.fence <= revision && !present.contains(&h.rec.name))
+            .map(|h| h.rec.name.clone())
+            .collect();
+        let mut applied = self.apply_remote(Remote { revision, puts: records, deletes: gone });
+        applied.changed.sort();
+        applied.changed.dedup();
+        applied
     }
 
     pub fn apply(&mut self, plan: Plan) {

@@ -107,6 +107,17 @@ pub enum Request {
         name: String,
         after_fence: u64,
     },
+    /// [`Request::Watch`], also answered as soon as the node's lease
+    /// deadline differs from `deadline_after` (renewed or lost; 0: the
+    /// caller knows none), and answered with [`Reply::WatchedLease`]. A
+    /// Pod on a registry shared through etcd holds this one, so it keeps
+    /// its node's lease deadline itself and stops granting at it even
+    /// when the daemon is frozen.
+    WatchLease {
+        name: String,
+        after_fence: u64,
+        deadline_after: u64,
+    },
 }
 
 /// Every successful answer.
@@ -132,6 +143,52 @@ pub enum Reply {
     },
     /// The watched allocation now (`None`: it is gone).
     Watched(Option<Allocation>),
+    /// The answer to [`Request::WatchLease`]: the allocation now, and the
+    /// node's lease (`None`: the embedded registry, which has none).
+    WatchedLease {
+        record: Option<Allocation>,
+        lease: Option<LeaseView>,
+    },
+}
+
+/// A node's etcd lease as its Pods keep it.
+///
+/// `deadline_ms` is on CLOCK_BOOTTIME (which counts suspend too, and which
+/// every process of the machine reads alike): the send time of the last
+/// keepalive etcd answered, plus the TTL it granted, minus `margin_ms`.
+/// etcd measures the lease from when it received that keepalive, which is
+/// later, so no other node can be granted this node's paths before
+/// `deadline_ms + margin_ms`. A Pod stops granting at `deadline_ms`
+/// (checks denied with `registry.lease_lost`) unless a newer deadline
+/// arrived; the daemon refuses writes at the same instant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseView {
+    pub node: crate::record::NodeName,
+    /// 0 when the lease is lost (then `lost` says why).
+    pub deadline_ms: u64,
+    pub ttl_ms: u64,
+    pub margin_ms: u64,
+    pub lost: Option<String>,
+}
+
+impl Reply {
+    /// Rewrites every fence the reply carries (a shared store turns the
+    /// fences a plan handed out into its transaction's revision).
+    pub fn map_fences(&mut self, f: impl Fn(u64) -> u64) {
+        match self {
+            Reply::Allocation(a) => a.fence = f(a.fence),
+            Reply::Found(Some(a)) | Reply::Watched(Some(a)) => a.fence = f(a.fence),
+            Reply::Delegated { parent_fence, child } => {
+                *parent_fence = f(*parent_fence);
+                child.fence = f(child.fence);
+            }
+            Reply::Reclaimed(r) => r.parent_fence = r.parent_fence.map(&f),
+            Reply::Page { allocations, .. } => allocations.iter_mut().for_each(|a| a.fence = f(a.fence)),
+            Reply::WatchedLease { record: Some(a), .. } => a.fence = f(a.fence),
+            Reply::Found(None) | Reply::Watched(None) | Reply::WatchedLease { record: None, .. } => {}
+            Reply::Check(_) | Reply::Swept { .. } => {}
+        }
+    }
 }
 
 /// The result of reclaim and release.
@@ -190,7 +247,7 @@ pub enum Command {
     Mutate(Op),
     Query(Query),
     Sweep,
-    Watch { name: PodName, after_fence: u64 },
+    Watch { name: PodName, after_fence: u64, deadline_after: Option<u64> },
 }
 
 fn name(field: &'static str, raw: &str) -> Result<PodName, RegistryError> {
@@ -248,6 +305,7 @@ impl Request {
             | Request::Check { .. }
             | Request::BySession { .. }
             | Request::Watch { .. }
+            | Request::WatchLease { .. }
             | Request::Sweep => true,
             Request::Register { .. }
             | Request::Delegate { .. }
@@ -339,8 +397,13 @@ impl Request {
             Request::BySession { session } => Command::Query(Query::BySession(field("session id", session)?)),
             Request::Sweep => Command::Sweep,
             Request::Watch { name: n, after_fence } => {
-                Command::Watch { name: name("watched pod name", n)?, after_fence: *after_fence }
+                Command::Watch { name: name("watched pod name", n)?, after_fence: *after_fence, deadline_after: None }
             }
+            Request::WatchLease { name: n, after_fence, deadline_after } => Command::Watch {
+                name: name("watched pod name", n)?,
+                after_fence: *after_fence,
+                deadline_after: Some(*deadline_after),
+            },
         })
     }
 }

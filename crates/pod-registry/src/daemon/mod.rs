@@ -13,7 +13,9 @@ use tokio::sync::RwLock;
 
 pub use lock::holder_pid;
 pub use session::Ctx;
-use writer::Writer;
+use writer::{Backend, Writer};
+
+pub use crate::config::Config;
 
 use crate::limits::SWEEP_INTERVAL;
 use crate::state::State;
@@ -55,31 +57,42 @@ pub enum Served {
     Stopped,
 }
 
-/// Runs the daemon until SIGTERM or SIGINT, on a runtime of its own: two
-/// worker threads, which the writer needs (a commit blocks the worker of
-/// the request that leads it, and the other keeps serving).
+/// Runs the daemon until SIGTERM or SIGINT, with the store `POD_ETCD`,
+/// `POD_NODE` and `POD_LEASE_TTL` name (the embedded one without them).
 pub fn run(dirs: &RuntimeDirs) -> Result<Served, DaemonError> {
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    runtime.block_on(serve(dirs))
+    run_with(dirs, &Config::from_env()?)
 }
 
-async fn serve(dirs: &RuntimeDirs) -> Result<Served, DaemonError> {
+/// Runs the daemon on a runtime of its own: two worker threads, which the
+/// writer needs (a commit blocks the worker of the request that leads it,
+/// and the other keeps serving).
+pub fn run_with(dirs: &RuntimeDirs, config: &Config) -> Result<Served, DaemonError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    runtime.block_on(serve(dirs, config))
+}
+
+async fn serve(dirs: &RuntimeDirs, config: &Config) -> Result<Served, DaemonError> {
     dirs.ensure()?;
     let Some(lock) = lock::try_lock(&dirs.registry_lock())? else {
         tracing::info!("another registry daemon holds the lock; exiting");
         return Ok(Served::AlreadyRunning);
     };
-    let store = SledStore::open(&dirs.registry_data())?;
-    let stored = store.load()?;
-    let state = State::from_stored(stored.records, stored.answers, stored.next_fence)?;
-    tracing::info!(allocations = state.len(), "registry loaded");
-    let state = Arc::new(RwLock::new(state));
-
-    let writer = Arc::new(Writer::new(Arc::clone(&state), Box::new(store)));
+    let (state, backend, tasks) = match &config.shared {
+        None => {
+            let store = SledStore::open(&dirs.registry_data())?;
+            let stored = store.load()?;
+            let state = State::from_stored(stored.records, stored.answers, stored.next_fence)?;
+            (Arc::new(RwLock::new(state)), Backend::Owned(Box::new(store)), None)
+        }
+        Some(shared) => open_shared(shared, dirs).await?,
+    };
+    tracing::info!(allocations = state.read().await.len(), "registry loaded");
+    let writer = Arc::new(Writer::new(Arc::clone(&state), backend));
+    let lease = tasks.map(|t| t.start(Arc::clone(&state), Arc::clone(&writer)));
 
     let listener = pod_proto::server::bind(&dirs.registry_socket()).await?;
     tracing::info!(socket = %dirs.registry_socket().display(), "serving");
-    let ctx = Arc::new(Ctx { state, writer: Arc::clone(&writer) });
+    let ctx = Arc::new(Ctx { state, writer: Arc::clone(&writer), lease });
     let sweeper = tokio::spawn(sweep_periodically(Arc::clone(&ctx)));
 
     let mut term = signal(SignalKind::terminate())?;
@@ -126,4 +139,57 @@ async fn sweep_periodically(ctx: Arc<Ctx>) {
             tracing::warn!(error = %e, "periodic sweep failed");
         }
     }
+}
+
+/// The node's lease, as watchers report it.
+#[cfg(feature = "etcd")]
+pub type Lease = Arc<crate::store::etcd::LeaseCell>;
+/// Without the `etcd` feature there is never a lease.
+#[cfg(not(feature = "etcd"))]
+pub type Lease = std::convert::Infallible;
+
+/// The tasks a shared store runs beside the writer, started once the
+/// writer exists (the feed wakes its watchers).
+#[cfg(feature = "etcd")]
+struct SharedTasks {
+    feed: crate::store::etcd::Feed,
+    keeper: crate::store::etcd::Keeper,
+    lease: Lease,
+}
+
+#[cfg(not(feature = "etcd"))]
+enum SharedTasks {}
+
+#[cfg(feature = "etcd")]
+impl SharedTasks {
+    fn start(self, state: Arc<RwLock<State>>, writer: Arc<Writer>) -> Lease {
+        tokio::spawn(self.keeper.run());
+        tokio::spawn(self.feed.run(state, move |names| writer.watched().notify(names)));
+        self.lease
+    }
+}
+
+#[cfg(not(feature = "etcd"))]
+impl SharedTasks {
+    fn start(self, _: Arc<RwLock<State>>, _: Arc<Writer>) -> Lease {
+        match self {}
+    }
+}
+
+#[cfg(feature = "etcd")]
+async fn open_shared(
+    shared: &crate::config::Shared,
+    dirs: &RuntimeDirs,
+) -> Result<(Arc<RwLock<State>>, Backend, Option<SharedTasks>), DaemonError> {
+    let opened = crate::store::etcd::EtcdStore::open(shared, &dirs.registry_data()).await?;
+    let tasks = SharedTasks { feed: opened.feed, keeper: opened.keeper, lease: opened.lease };
+    Ok((Arc::new(RwLock::new(opened.state)), Backend::Shared(Box::new(opened.store)), Some(tasks)))
+}
+
+#[cfg(not(feature = "etcd"))]
+async fn open_shared(
+    _: &crate::config::Shared,
+    _: &RuntimeDirs,
+) -> Result<(Arc<RwLock<State>>, Backend, Option<SharedTasks>), DaemonError> {
+    Err(RegistryError::Config("this registry was built without etcd support (cargo feature `etcd`)".into()).into())
 }

@@ -26,6 +26,8 @@ use crate::{proc, RegistryError};
 pub struct Ctx {
     pub state: Arc<RwLock<State>>,
     pub writer: Arc<Writer>,
+    /// The node's lease, on a registry shared through etcd.
+    pub lease: Option<super::Lease>,
 }
 
 impl Ctx {
@@ -44,7 +46,10 @@ impl Ctx {
                 self.writer.submit(Submission { op, id, caller: Some(caller) }).await
             }
             Command::Sweep => self.sweep().await,
-            Command::Watch { name, after_fence } => Ok(self.watch(&name, after_fence).await),
+            Command::Watch { name, after_fence, deadline_after: None } => Ok(self.watch(&name, after_fence).await),
+            Command::Watch { name, after_fence, deadline_after: Some(deadline) } => {
+                Ok(self.watch_lease(&name, after_fence, deadline).await)
+            }
         }
     }
 
@@ -58,7 +63,7 @@ impl Ctx {
         let deadline = tokio::time::Instant::now() + WATCH_WAIT;
         let reply = loop {
             changes.mark_unchanged();
-            let now = self.state.read().await.get(name).map(|h| h.rec.clone());
+            let now = self.visible(name).await;
             if now.as_ref().is_none_or(|rec| rec.fence > after_fence) {
                 break Reply::Watched(now);
             }
@@ -71,19 +76,75 @@ impl Ctx {
         reply
     }
 
+    /// [`Ctx::watch`], also answered when the node's lease deadline is no
+    /// longer `deadline_after` (renewed or lost), with the lease.
+    async fn watch_lease(&self, name: &PodName, after_fence: u64, deadline_after: u64) -> Reply {
+        let _release = Release(self.writer.watched(), name);
+        let mut changes = self.writer.watched().subscribe(name);
+        let mut lease = self.lease_changes();
+        let deadline = tokio::time::Instant::now() + WATCH_WAIT;
+        loop {
+            changes.mark_unchanged();
+            let view = self.lease_view();
+            let now = self.visible(name).await;
+            let moved = view.as_ref().is_some_and(|v| v.deadline_ms != deadline_after);
+            if moved || now.as_ref().is_none_or(|rec| rec.fence > after_fence) {
+                return Reply::WatchedLease { record: now, lease: view };
+            }
+            tokio::select! {
+                changed = tokio::time::timeout_at(deadline, changes.changed()) => match changed {
+                    Ok(Ok(())) => continue,
+                    Ok(Err(_)) | Err(_) => return Reply::WatchedLease { record: now, lease: view },
+                },
+                () = lease.next() => continue,
+            }
+        }
+    }
+
+    /// A record as a watcher of it may see it: a Pod of this node fenced
+    /// after a lost lease has none (so it stays failed closed).
+    async fn visible(&self, name: &PodName) -> Option<crate::Allocation> {
+        let state = self.state.read().await;
+        if state.fenced(name).is_some() {
+            return None;
+        }
+        state.get(name).map(|h| h.rec.clone())
+    }
+
+    #[cfg(feature = "etcd")]
+    fn lease_view(&self) -> Option<crate::LeaseView> {
+        self.lease.as_ref().map(|l| l.view())
+    }
+
+    #[cfg(not(feature = "etcd"))]
+    fn lease_view(&self) -> Option<crate::LeaseView> {
+        self.lease.as_ref().map(|never| match *never {})
+    }
+
+    #[cfg(feature = "etcd")]
+    fn lease_changes(&self) -> LeaseChanges {
+        LeaseChanges(self.lease.as_ref().map(|l| l.subscribe()))
+    }
+
+    #[cfg(not(feature = "etcd"))]
+    fn lease_changes(&self) -> LeaseChanges {
+        LeaseChanges(None)
+    }
+
     /// The one operation that visits every allocation: it must look at
     /// every live pid. The scan runs on a copy of (name, pid, start) taken
     /// under the read lock; each removal is a `Forget` that re-checks the
     /// record still names the dead process.
     pub async fn sweep(&self) -> Result<Reply, RegistryError> {
-        let live: Vec<(PodName, u32, u64)> = self
-            .state
-            .read()
-            .await
+        let state = self.state.read().await;
+        // Another node's Pods live as long as its lease: their pids mean
+        // nothing here.
+        let live: Vec<(PodName, u32, u64)> = state
             .iter()
-            .filter(|h| h.rec.state == AllocState::Live)
+            .filter(|h| h.rec.state == AllocState::Live && !state.is_remote(&h.rec))
             .map(|h| (h.rec.name.clone(), h.rec.pid, h.rec.start_time))
             .collect();
+        drop(state);
         let dead = tokio::task::spawn_blocking(move || {
             live.into_iter().filter(|(_, pid, start)| !proc::is_alive(*pid, *start)).collect::<Vec<_>>()
         })
@@ -120,6 +181,25 @@ fn start_time_for(pid: u32, caller: &Caller) -> Result<u64, RegistryError> {
     }
 }
 
+/// Changes of the node's lease (never, without one).
+#[cfg(feature = "etcd")]
+struct LeaseChanges(Option<tokio::sync::watch::Receiver<crate::store::etcd::LeaseStatus>>);
+#[cfg(not(feature = "etcd"))]
+struct LeaseChanges(Option<std::convert::Infallible>);
+
+impl LeaseChanges {
+    /// Resolves at the next change.
+    async fn next(&mut self) {
+        #[cfg(feature = "etcd")]
+        if let Some(rx) = &mut self.0 {
+            if rx.changed().await.is_ok() {
+                return;
+            }
+        }
+        std::future::pending::<()>().await
+    }
+}
+
 /// Forgets a watched name's signal once its last watcher is gone.
 struct Release<'a>(&'a super::writer::Watched, &'a PodName);
 
@@ -142,6 +222,7 @@ fn kind(request: &Request) -> &'static str {
         Request::BySession { .. } => "by_session",
         Request::Sweep => "sweep",
         Request::Watch { .. } => "watch",
+        Request::WatchLease { .. } => "watch_lease",
     }
 }
 

@@ -32,7 +32,7 @@ use crate::limits::MAX_GROUP;
 use crate::ops::{self, Op, Submission};
 use crate::proc::ProcKernel;
 use crate::state::State;
-use crate::store::{Change, Store};
+use crate::store::{Change, Mutation, Outcome, SharedStore, Store};
 use crate::wire::Reply;
 use crate::RegistryError;
 
@@ -81,7 +81,9 @@ impl Watched {
         }
     }
 
-    fn notify(&self, names: &[PodName]) {
+    /// Wakes the watchers of `names` (the writer's commits, and changes
+    /// a shared store's feed brings).
+    pub fn notify(&self, names: &[PodName]) {
         let g = self.lock();
         if g.is_empty() {
             return;
@@ -94,10 +96,19 @@ impl Watched {
     }
 }
 
+/// What the writer commits to.
+pub enum Backend {
+    /// A store this daemon owns alone: a group shares one commit.
+    Owned(Box<dyn Store>),
+    /// A table shared with other nodes: each mutation is its own guarded
+    /// transaction, planned again when another node changed what it read.
+    Shared(Box<dyn SharedStore>),
+}
+
 struct Inner {
     queue: Vec<Job>,
     /// Held here while nobody commits; the leader takes it.
-    store: Option<Box<dyn Store>>,
+    store: Option<Backend>,
     leading: bool,
     /// Why new jobs are refused: shutting down, or a commit failed (memory
     /// is then ahead of the disk; a restart reloads what is durable).
@@ -105,7 +116,7 @@ struct Inner {
 }
 
 impl Writer {
-    pub fn new(state: Arc<RwLock<State>>, store: Box<dyn Store>) -> Writer {
+    pub fn new(state: Arc<RwLock<State>>, store: Backend) -> Writer {
         Writer {
             state,
             inner: Mutex::new(Inner { queue: Vec::new(), store: Some(store), leading: false, closed: None }),
@@ -188,7 +199,10 @@ impl Writer {
     fn settle(&self) {
         let failed = self.lock().closed.as_ref().is_some_and(|e| !matches!(e, RegistryError::ShuttingDown));
         if !failed {
-            self.with_store("settling a commit", |store| store.settle());
+            self.with_store("settling a commit", |store| match store {
+                Backend::Owned(store) => store.settle(),
+                Backend::Shared(_) => Ok(()),
+            });
         }
     }
 
@@ -200,15 +214,21 @@ impl Writer {
             let take = g.queue.len().min(MAX_GROUP);
             g.queue.drain(..take).collect()
         };
-        self.with_store("commit", |store| commit_group(&self.state, store, jobs, &self.watched));
+        self.with_store("commit", |store| match store {
+            Backend::Owned(store) => commit_group(&self.state, store.as_mut(), jobs, &self.watched),
+            Backend::Shared(store) => {
+                commit_each(&self.state, store.as_mut(), jobs, &self.watched);
+                Ok(())
+            }
+        });
     }
 
     /// Runs `work` on the store, which the leader takes out for it; a
     /// failure (or a panic) fails the writer.
-    fn with_store(&self, what: &str, work: impl FnOnce(&mut dyn Store) -> Result<(), RegistryError>) {
+    fn with_store(&self, what: &str, work: impl FnOnce(&mut Backend) -> Result<(), RegistryError>) {
         let leader = PanicGuard(self);
         let mut store = self.lock().store.take().expect("the leader holds the store");
-        let done = work(store.as_mut());
+        let done = work(&mut store);
         let mut g = self.lock();
         g.store = Some(store);
         if let Err(e) = done {
@@ -350,4 +370,94 @@ fn commit_group(
     }
     watched.notify(&touched);
     Ok(())
+}
+
+/// Most times one mutation is planned again because another node changed
+/// what it read meanwhile (each time the view caught up first).
+const MAX_REPLANS: usize = 16;
+
+/// Commits each job as its own guarded transaction on a shared store.
+///
+/// Planning runs under the read lock (checks go on meanwhile); a commit is
+/// applied to memory under the write lock only once etcd has it, so
+/// readers never see a change before it is durable. A plan whose guards
+/// fail is made again once the feed has caught up with the revision the
+/// store had reached; a refusal is answered only on a view at least as new
+/// as the store's newest revision (the node's view may lag a moment behind
+/// the other nodes' commits). Errors are each job's own: the daemon goes on.
+fn commit_each(state: &RwLock<State>, store: &mut dyn SharedStore, jobs: Vec<Job>, watched: &Watched) {
+    for job in jobs {
+        let _entered = job.span.enter();
+        let answer = commit_one(state, store, &job.sub, watched);
+        if let Err(e) = &answer {
+            tracing::info!(code = e.code(), error = %e, "refused");
+        }
+        let _ = job.reply.send(answer);
+    }
+}
+
+fn commit_one(state: &RwLock<State>, store: &mut dyn SharedStore, sub: &Submission, watched: &Watched) -> Answer {
+    let mut confirmed = false;
+    for _ in 0..MAX_REPLANS {
+        let guard = state.blocking_read();
+        let (plan, mut reply) = match ops::plan_submission(&guard, sub, &ProcKernel) {
+            Ok(planned) => planned,
+            Err(e) if confirmed || !depends_on_the_view(&e) => return Err(e),
+            Err(_) => {
+                drop(guard);
+                let newest = store.current_revision()?;
+                store.wait_through(newest)?;
+                confirmed = true;
+                continue;
+            }
+        };
+        if plan.puts.is_empty() && plan.deletes.is_empty() && plan.answers.is_empty() {
+            return Ok(reply);
+        }
+        let preconditions = crate::preconditions::of(&guard, &plan);
+        let deletes: Vec<&crate::Allocation> =
+            plan.deletes.iter().filter_map(|n| guard.get(n)).map(|h| &h.rec).collect();
+        let mutation = Mutation {
+            puts: plan.puts.iter().map(|h| &h.rec).collect(),
+            deletes,
+            answers: &plan.answers,
+            preconditions: &preconditions,
+            fences: plan.first_fence..plan.next_fence,
+        };
+        fail::fail_point!("registry.before_commit");
+        let outcome = store.commit_guarded(&mutation)?;
+        fail::fail_point!("registry.after_commit");
+        drop(mutation);
+        drop(guard);
+        match outcome {
+            Outcome::Committed { revision } => {
+                let (from, to) = (plan.first_fence, plan.next_fence);
+                reply.map_fences(|f| if (from..to).contains(&f) { revision } else { f });
+                let touched: Vec<PodName> =
+                    plan.deletes.iter().cloned().chain(plan.puts.iter().map(|h| h.rec.name.clone())).collect();
+                state.blocking_write().apply_committed(plan, revision);
+                watched.notify(&touched);
+                return Ok(reply);
+            }
+            Outcome::Stale { revision } => store.wait_through(revision)?,
+        }
+    }
+    Err(RegistryError::EtcdUnavailable(format!(
+        "other nodes kept changing what this request depends on; gave up after {MAX_REPLANS} plans"
+    )))
+}
+
+/// Refusals that another node's recent commit could make wrong (checked
+/// again on a view as new as the store before they are answered).
+fn depends_on_the_view(e: &RegistryError) -> bool {
+    matches!(
+        e,
+        RegistryError::WriteConflict { .. }
+            | RegistryError::NodeConflict(_)
+            | RegistryError::DuplicateName(_)
+            | RegistryError::UnknownPod(_)
+            | RegistryError::SessionTaken { .. }
+            | RegistryError::OtherNode { .. }
+            | RegistryError::NotParent { .. }
+    )
 }

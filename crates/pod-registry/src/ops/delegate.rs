@@ -42,6 +42,7 @@ pub fn plan(state: &State, req: &Delegate) -> Result<(Plan, Reply), RegistryErro
         layers: Default::default(),
         fence: 0,
         former_parent: None,
+        node: state.local_node().cloned(),
     };
     conflict::check(
         state,

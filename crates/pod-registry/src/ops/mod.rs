@@ -42,6 +42,7 @@ pub fn plan_submission(state: &State, sub: &Submission, kernel: &dyn Kernel) -> 
             Lookup::New => {}
         }
     }
+    check_node(state, &sub.op)?;
     auth::authorize(state, &sub.op, sub.caller.as_ref(), kernel)?;
     let (mut plan, reply) = plan(state, &sub.op)?;
     if let Some(id) = &sub.id {
@@ -121,6 +122,33 @@ pub fn plan(state: &State, op: &Op) -> Result<(Plan, Reply), RegistryError> {
         Op::Release { name } => reclaim::plan_release(state, name),
         Op::Forget { name, pid, start_time } => reclaim::plan_forget(state, name, *pid, *start_time),
     }
+}
+
+/// On a registry shared by several nodes, only a Pod's own node changes
+/// its allocation (`registry.other_node`), and a Pod of this node that lost
+/// its allocation with a lost lease stays fenced (`registry.fenced`): its
+/// region may be someone else's now.
+fn check_node(state: &State, op: &Op) -> Result<(), RegistryError> {
+    if state.local_node().is_none() {
+        return Ok(());
+    }
+    let names: Vec<&PodName> = match op {
+        Op::Register(r) => r.layers.keys().collect(),
+        Op::Delegate(d) => vec![&d.parent, &d.child],
+        Op::Adopt(a) => vec![&a.name],
+        Op::Reclaim { parent, child } => vec![parent, child],
+        Op::Release { name } | Op::Forget { name, .. } => vec![name],
+    };
+    for name in names {
+        if let Some(reason) = state.fenced(name) {
+            return Err(RegistryError::Fenced(format!("pod {name}: {reason}")));
+        }
+        let remote = state.get(name).filter(|h| state.is_remote(&h.rec)).and_then(|h| h.rec.node.clone());
+        if let Some(node) = remote {
+            return Err(RegistryError::OtherNode { pod: name.clone(), node });
+        }
+    }
+    Ok(())
 }
 
 /// Refuses a session already held by another live Pod.

@@ -88,6 +88,7 @@ pub fn plan(state: &State, req: &Register) -> Result<(Plan, Reply), RegistryErro
         layers: scope.layers().clone(),
         fence: 0,
         former_parent: None,
+        node: state.local_node().cloned(),
     };
     conflict::check(
         state,

@@ -1,14 +1,27 @@
 //! Persistence behind a narrow seam.
 //!
-//! The registry needs exactly three things from storage: read every record
-//! at startup, and write a group of changes atomically and durably. The
-//! [`Store`] trait is that seam; sled implements it now, etcd (one
-//! transaction guarded by revisions) later. Nothing above this module knows
-//! which one runs.
+//! The embedded registry needs exactly three things from storage: read
+//! every record at startup, and write a group of changes atomically and
+//! durably. The [`Store`] trait is that seam; sled implements it.
+//!
+//! A table shared by several nodes (etcd) needs more, and [`SharedStore`]
+//! is that: each mutation commits on its own, guarded by what its plan read
+//! ([`Precondition`]s, at the revisions it read them), so that a change
+//! another node made meanwhile refuses it ([`Outcome::Stale`]: catch up and
+//! plan again) and a node whose claim was replaced is refused for good
+//! (`registry.fenced`). Its change feed (other nodes' changes into the
+//! state) and its lease (the liveness of every node's Pods) run beside the
+//! writer, in the store's own module. Nothing above this module knows which
+//! store runs; the writer is given one or the other.
 
+#[cfg(feature = "etcd")]
+pub mod etcd;
 mod sled_store;
 
 pub use sled_store::{SledStore, WAL_BYTES};
+
+use crate::answers::AnswerChange;
+pub use crate::preconditions::{Precondition, Seen};
 
 use scope::PodName;
 
@@ -49,4 +62,44 @@ pub trait Store: Send {
     fn settle(&mut self) -> Result<(), RegistryError> {
         Ok(())
     }
+}
+
+/// One mutation, as a shared store commits it.
+#[derive(Debug)]
+pub struct Mutation<'a> {
+    /// Records as they will be; fences in `fences` are placeholders for
+    /// the transaction's revision.
+    pub puts: Vec<&'a Allocation>,
+    /// Records as they were, to be deleted (with their claims).
+    pub deletes: Vec<&'a Allocation>,
+    pub answers: &'a [AnswerChange],
+    /// What the plan read (a put whose record was read absent is a new
+    /// allocation, whose claims are written with it).
+    pub preconditions: &'a [Precondition],
+    /// The fences the plan handed out.
+    pub fences: std::ops::Range<u64>,
+}
+
+/// How a guarded commit ended (a refusal for good is an error).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Written, at this revision.
+    Committed { revision: u64 },
+    /// Something the plan read changed; the store had reached `revision`.
+    /// Catch up to it and plan again.
+    Stale { revision: u64 },
+}
+
+pub trait SharedStore: Send {
+    /// Commits `m` in one transaction if every precondition still holds.
+    /// Errors: `registry.fenced` (this node, or a record it would write, was
+    /// replaced: never retried), `registry.etcd_unavailable` (the outcome
+    /// may be unknown; the feed brings it if it was written).
+    fn commit_guarded(&mut self, m: &Mutation<'_>) -> Result<Outcome, RegistryError>;
+    /// Waits, bounded, until the change feed has applied everything up to
+    /// `revision` (the state lock must not be held).
+    fn wait_through(&mut self, revision: u64) -> Result<(), RegistryError>;
+    /// The store's newest revision, read linearizably: a refusal is
+    /// answered only on a view at least that new.
+    fn current_revision(&mut self) -> Result<u64, RegistryError>;
 }

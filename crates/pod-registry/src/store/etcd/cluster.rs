@@ -1,0 +1,205 @@
+//! A throwaway three-member etcd cluster on loopback, for the tests and
+//! the bench: real `etcd` processes, ports picked free, data in a
+//! directory the caller owns, every member stopped when dropped.
+//!
+//! The `etcd` binary is `$POD_ETCD_BIN`, else `etcd` on `PATH` (Debian:
+//! `apt-get install etcd-server`; its packaged service is not used).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Members of a test cluster.
+pub const MEMBERS: usize = 3;
+/// Operations etcd takes in one transaction; the default (128) is too few
+/// for a Pod with several deep write rules (see docs/operations.md).
+pub const MAX_TXN_OPS: usize = 2048;
+/// How long a cluster may take to elect a leader.
+const START_WAIT: Duration = Duration::from_secs(30);
+
+/// The etcd binary, or why there is none.
+pub fn binary() -> Result<PathBuf, String> {
+    if let Some(bin) = std::env::var_os("POD_ETCD_BIN").filter(|v| !v.is_empty()) {
+        return Ok(PathBuf::from(bin));
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join("etcd"))
+        .find(|p| p.is_file())
+        .ok_or_else(|| "no etcd binary on PATH (install etcd-server, or set POD_ETCD_BIN)".to_string())
+}
+
+struct Member {
+    name: String,
+    client_port: u16,
+    peer_port: u16,
+    data: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+pub struct Cluster {
+    bin: PathBuf,
+    members: Vec<Member>,
+    initial: String,
+    token: String,
+}
+
+/// A port nobody listens on now (the kernel picks it).
+fn free_port() -> Result<u16, String> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| format!("cannot pick a port: {e}"))?;
+    l.local_addr().map(|a| a.port()).map_err(|e| format!("cannot pick a port: {e}"))
+}
+
+impl Cluster {
+    /// Starts three members with data under `dir` and waits until they
+    /// have a leader.
+    pub fn start(dir: &Path) -> Result<Cluster, String> {
+        let bin = binary()?;
+        let mut members = Vec::new();
+        for i in 0..MEMBERS {
+            let name = format!("m{i}");
+            members.push(Member {
+                data: dir.join(&name),
+                log: dir.join(format!("{name}.log")),
+                name,
+                client_port: free_port()?,
+                peer_port: free_port()?,
+                child: None,
+            });
+        }
+        let initial = members
+            .iter()
+            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port))
+            .collect::<Vec<_>>()
+            .join(",");
+        let token = format!("pod-test-{}-{}", std::process::id(), members[0].client_port);
+        let mut cluster = Cluster { bin, members, initial, token };
+        for i in 0..MEMBERS {
+            cluster.spawn(i, "new")?;
+        }
+        cluster.wait_leader()?;
+        Ok(cluster)
+    }
+
+    fn spawn(&mut self, i: usize, state: &str) -> Result<(), String> {
+        let (bin, initial, token) = (self.bin.clone(), self.initial.clone(), self.token.clone());
+        let m = &mut self.members[i];
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&m.log)
+            .map_err(|e| format!("{}: {e}", m.log.display()))?;
+        let client = format!("http://127.0.0.1:{}", m.client_port);
+        let peer = format!("http://127.0.0.1:{}", m.peer_port);
+        let child = Command::new(&bin)
+            .args(["--name", &m.name])
+            .arg("--data-dir")
+            .arg(&m.data)
+            .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
+            .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+            .args(["--initial-cluster", &initial, "--initial-cluster-state", state])
+            .args(["--initial-cluster-token", &token])
+            .args(["--max-txn-ops", &MAX_TXN_OPS.to_string()])
+            .args(["--logger", "zap", "--log-outputs", "stderr"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("cannot run {}: {e}", bin.display()))?;
+        m.child = Some(child);
+        Ok(())
+    }
+
+    /// Every member's client URL.
+    pub fn endpoints(&self) -> Vec<String> {
+        (0..MEMBERS).map(|i| self.endpoint(i)).collect()
+    }
+
+    pub fn endpoint(&self, i: usize) -> String {
+        format!("http://127.0.0.1:{}", self.members[i].client_port)
+    }
+
+    /// The member that leads now, asking each running member in turn (on
+    /// a thread of its own, so callers may be async or not).
+    pub fn leader(&self) -> Result<usize, String> {
+        std::thread::scope(|scope| {
+            scope.spawn(|| self.ask_leader()).join().unwrap_or_else(|_| Err("the leader query panicked".into()))
+        })
+    }
+
+    fn ask_leader(&self) -> Result<usize, String> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start tokio: {e}"))?;
+        let ids = runtime.block_on(async {
+            let mut ids = Vec::new();
+            for i in 0..MEMBERS {
+                if self.members[i].child.is_none() {
+                    ids.push(None);
+                    continue;
+                }
+                let status = async {
+                    let mut c = super::connect(&[self.endpoint(i)]).await.ok()?;
+                    let s = c.status().await.ok()?;
+                    Some((s.header().map(|h| h.member_id())?, s.leader()))
+                };
+                ids.push(tokio::time::timeout(Duration::from_secs(2), status).await.ok().flatten());
+            }
+            ids
+        });
+        let leader = ids.iter().flatten().map(|(_, l)| *l).find(|l| *l != 0).ok_or("no member knows a leader")?;
+        ids.iter()
+            .position(|s| s.is_some_and(|(me, _)| me == leader))
+            .ok_or_else(|| "the leader is not a running member".to_string())
+    }
+
+    /// Waits (bounded) until the running members agree on a leader.
+    pub fn wait_leader(&self) -> Result<usize, String> {
+        let deadline = Instant::now() + START_WAIT;
+        loop {
+            match self.leader() {
+                Ok(i) => return Ok(i),
+                Err(e) if Instant::now() > deadline => {
+                    return Err(format!(
+                        "etcd did not elect a leader within {START_WAIT:?}: {e}; see {}",
+                        self.log_dir()
+                    ))
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    }
+
+    fn log_dir(&self) -> String {
+        self.members[0].log.parent().map_or_else(String::new, |d| d.display().to_string())
+    }
+
+    /// SIGKILL of member `i` (reaped).
+    pub fn kill9(&mut self, i: usize) {
+        if let Some(mut child) = self.members[i].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts member `i` again on its data directory.
+    pub fn restart(&mut self, i: usize) -> Result<(), String> {
+        self.kill9(i);
+        self.spawn(i, "existing")
+    }
+
+    /// The pid of member `i`, while it runs.
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.members[i].child.as_ref().map(Child::id)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for i in 0..MEMBERS {
+            self.kill9(i);
+        }
+    }
+}
