@@ -156,8 +156,11 @@ fn is_absent(e: &ProtoError) -> bool {
     }
 }
 
-/// How often a client waiting for a daemon starts one again: the first may
-/// have lost the lock race to a daemon that was dying at that moment.
+/// How long a client waits before it starts a daemon again after the one it
+/// started exited quietly: that one lost the lock race to a daemon that was
+/// dying at that moment (or to one that is about to serve). A daemon that is
+/// still running is never doubled: it is opening its store, and it either
+/// serves or says why not.
 const RESPAWN_EVERY: Duration = Duration::from_millis(250);
 
 impl Client {
@@ -187,8 +190,12 @@ impl Client {
                     // store, a layout it refuses): say why at once rather
                     // than wait and start it again. One that exits 0 lost
                     // the lock to another, which is about to serve.
-                    if let Some(status) = started.failed() {
-                        return Err(refusal_of_daemon(status, &dirs.registry_log()));
+                    match started.exited() {
+                        Some(status) if !status.success() => {
+                            return Err(refusal_of_daemon(status, &dirs.registry_log()));
+                        }
+                        Some(_) => {}
+                        None => respawn_at = tokio::time::Instant::now() + RESPAWN_EVERY,
                     }
                     if tokio::time::Instant::now() >= respawn_at {
                         started = spawn_daemon(dirs, daemon)?;
@@ -510,12 +517,18 @@ impl DaemonCommand {
 }
 
 /// A daemon this client started, and how it ended once it did.
-struct Started(std::sync::mpsc::Receiver<std::process::ExitStatus>);
+struct Started {
+    exit: std::sync::mpsc::Receiver<std::process::ExitStatus>,
+    status: Option<std::process::ExitStatus>,
+}
 
 impl Started {
-    /// Its exit status, if it has exited with a failure.
-    fn failed(&self) -> Option<std::process::ExitStatus> {
-        self.0.try_recv().ok().filter(|status| !status.success())
+    /// Its exit status once it has exited; `None` while it runs.
+    fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        if self.status.is_none() {
+            self.status = self.exit.try_recv().ok();
+        }
+        self.status
     }
 }
 
@@ -602,5 +615,5 @@ fn spawn_daemon(dirs: &RuntimeDirs, daemon: &DaemonCommand) -> Result<Started, C
             let _ = tx.send(status);
         }
     });
-    Ok(Started(rx))
+    Ok(Started { exit: rx, status: None })
 }
