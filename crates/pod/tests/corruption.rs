@@ -11,7 +11,8 @@ use std::os::unix::fs::FileExt;
 
 use std::time::{Duration, Instant};
 
-use common::{kill9, Home};
+use common::{kill9, signal, wait_until, Home};
+use rustix::process::Signal;
 
 /// Where the write-ahead file's entries start, and an entry's header size
 /// (`wal::ENTRIES_START`, `wal::ENTRY_OVERHEAD`).
@@ -61,12 +62,17 @@ fn a_flipped_byte_in_the_registry_s_write_ahead_log_is_refused_by_every_command(
     h.must(&["start", "lead", "--write", "."]);
     h.must(&["spawn", "docs", "--parent", "lead", "--write", "docs"]);
     h.must(&["spawn", "tests", "--parent", "lead", "--write", "tests"]);
-    // The Pods first: their allocation watches start a new daemon when one
-    // dies.
+    // The daemon is frozen first, so that it commits nothing more (a sweep
+    // of the Pods killed next would add commits, and the line names their
+    // number) and its open connections keep the Pods' allocation watches
+    // from starting a new daemon; then the Pods go, then the daemon.
+    let daemon = h.registry_pid().expect("the daemon's pid");
+    signal(daemon, Signal::STOP);
+    wait_until("the daemon stopped", || process_state(daemon) == Some('T'));
     for pod in ["tests", "docs", "lead"] {
         h.kill9(pod);
     }
-    kill9(h.registry_pid().expect("the daemon's pid"));
+    kill9(daemon);
     let data = h.dirs().registry_data();
     std::fs::remove_dir_all(data.join("sled")).expect("remove sled");
     let wal = data.join("wal");
@@ -87,4 +93,11 @@ fn a_flipped_byte_in_the_registry_s_write_ahead_log_is_refused_by_every_command(
     }
     insta::assert_snapshot!(lines.join("\n"));
     assert_eq!(std::fs::read(&wal).expect("wal"), before, "nothing was rewritten");
+}
+
+/// The state letter of a process (`T` once a SIGSTOP took effect), from
+/// `/proc/PID/stat`: the field after the parenthesized command name.
+fn process_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
 }
