@@ -176,7 +176,10 @@ impl Client {
             Err(ClientError::Proto(e)) if is_absent(&e) => {}
             other => return other,
         }
-        let mut started = spawn_daemon(dirs, daemon)?;
+        // Every daemon started here: on a loaded machine one can still be
+        // loading (and then refuse) when the next is started, which then
+        // exits 0 having lost the lock to it.
+        let mut started = vec![spawn_daemon(dirs, daemon)?];
         let deadline = tokio::time::Instant::now() + START_TIMEOUT;
         let mut respawn_at = tokio::time::Instant::now() + RESPAWN_EVERY;
         let mut backoff = Duration::from_millis(1);
@@ -187,11 +190,11 @@ impl Client {
                     // store, a layout it refuses): say why at once rather
                     // than wait and start it again. One that exits 0 lost
                     // the lock to another, which is about to serve.
-                    if let Some(status) = started.failed() {
+                    if let Some(status) = started.iter().find_map(Started::failed) {
                         return Err(refusal_of_daemon(status, &dirs.registry_log()));
                     }
                     if tokio::time::Instant::now() >= respawn_at {
-                        started = spawn_daemon(dirs, daemon)?;
+                        started.push(spawn_daemon(dirs, daemon)?);
                         respawn_at = tokio::time::Instant::now() + RESPAWN_EVERY;
                     }
                     tokio::time::sleep(backoff).await;
