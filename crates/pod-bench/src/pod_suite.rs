@@ -13,10 +13,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use pod::client::PodClient;
 use pod::launch::{launch, LaunchMode, LaunchRequest};
 use pod::process::watch::{self, PidFd};
 use pod::protocol::{PodReply, PodRequest, SpawnRequest};
+use pod_client::pod::PodClient;
 use rustix::process::Signal;
 use scope::{PodName, ScopePath, ScopeRule};
 use serde_json::{json, Value};

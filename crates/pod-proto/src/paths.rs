@@ -14,7 +14,7 @@
 //! `registry.sock`, ...) can reach a file of the registry. The layout before
 //! this one put Pods directly under `run/` and `data/`; [`RuntimeDirs::ensure`]
 //! refuses it, naming what it found, and the `pod` binary moves it (see
-//! `crates/pod/src/layout.rs`).
+//! `crates/pod-client/src/layout.rs`).
 
 use std::fs::DirBuilder;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};

@@ -1,20 +1,19 @@
-//! The Pod runtime: the Pod process (`process/`), the `pod` command line
-//! (`cli.rs`, `commands/`), and what both share (launch, layout, protocol,
-//! the registry link). `main` is the whole `pod` binary; it is a library
-//! function so that `pod-bench` can run the very same code.
+//! The Pod runtime: the Pod process (`process/`) and the `pod` command line
+//! (`cli.rs`, `commands/`, a renderer of `pod-client`'s results). Launch,
+//! layout and the Pod's messages are `pod-client`'s, shared with the Pod
+//! process. `main` is the whole `pod` binary; it is a library function so
+//! that `pod-bench` can run the very same code.
 
 pub mod cli;
-pub mod client;
 pub mod commands;
 pub mod core;
-pub mod launch;
-pub mod layout;
 pub mod manifest;
 pub mod mirror;
 pub mod process;
-pub mod protocol;
 pub mod registry_link;
 pub mod rules;
+
+pub use pod_client::{launch, layout, protocol};
 
 use std::process::ExitCode;
 

@@ -5,10 +5,12 @@
 
 use std::sync::Arc;
 
-use pod_proto::{ProtoError, RuntimeDirs, WireError};
+pub use pod_client::registry::CONNECTION_LOST;
+use pod_client::registry::{daemon_command, to_wire, unexpected};
+use pod_proto::{RuntimeDirs, WireError};
 use pod_registry::client::{DaemonCommand, Link};
 use pod_registry::wire::Survivor;
-use pod_registry::{Allocation, ClientError, Reclaimed, Reply, Request, WireRule};
+use pod_registry::{Allocation, Reclaimed, Reply, Request, WireRule};
 use scope::{PodName, ScopeRule, ScopeSnapshot};
 use tokio::sync::Mutex;
 
@@ -33,42 +35,8 @@ pub struct Registry {
     link: Arc<Mutex<Link>>,
 }
 
-/// Code of an error whose outcome is unknown: the request reached the
-/// registry and every answer to it was lost.
-pub const CONNECTION_LOST: &str = "registry.connection_lost";
-/// The registry could not be reached (nothing was done).
-pub const UNREACHABLE: &str = "registry.unreachable";
-/// The registry speaks another protocol version.
-pub const VERSION_MISMATCH: &str = "registry.version_mismatch";
-/// A call did not complete within its deadline.
-pub const TIMEOUT: &str = "registry.timeout";
 /// The registry reported a survivor without what adopting it takes.
 pub const BAD_ANSWER: &str = "registry.bad_answer";
-
-fn to_wire(e: ClientError) -> WireError {
-    match e {
-        ClientError::Refused(w) => w,
-        ClientError::OutcomeUnknown(p) => WireError::new(
-            CONNECTION_LOST,
-            format!("the registry's answer was lost ({p}); whether the request took effect is unknown"),
-        ),
-        ClientError::Proto(p @ ProtoError::VersionMismatch { .. }) => {
-            WireError::new(VERSION_MISMATCH, format!("the registry cannot be used: {p}"))
-        }
-        ClientError::Proto(p @ ProtoError::Timeout(_)) => {
-            WireError::new(TIMEOUT, format!("the registry did not answer in time: {p}"))
-        }
-        ClientError::Proto(p) => WireError::new(UNREACHABLE, format!("the registry cannot be reached: {p}")),
-        other => WireError::new(other.code(), format!("registry: {other}")),
-    }
-}
-
-fn unexpected(request: &str) -> WireError {
-    WireError::new(
-        "registry.unexpected_reply",
-        format!("the registry answered a {request} request with an unexpected reply"),
-    )
-}
 
 fn wire(rules: &[ScopeRule]) -> Vec<WireRule> {
     rules.iter().map(WireRule::from).collect()
@@ -99,14 +67,6 @@ pub struct ReclaimOutcome {
     pub done: Vec<(PodName, Vec<Orphan>)>,
     /// Why the children not in `done` were not reclaimed.
     pub failed: Option<WireError>,
-}
-
-/// The daemon, started from this very binary (`pod registry serve`) if none
-/// answers: one binary is all a user needs.
-fn daemon_command() -> Result<DaemonCommand, WireError> {
-    let program = std::env::current_exe()
-        .map_err(|e| WireError::new("registry.start_failed", format!("cannot find the pod binary: {e}")))?;
-    Ok(DaemonCommand { program, args: vec!["registry".into(), "serve".into()] })
 }
 
 impl Registry {
@@ -315,31 +275,10 @@ impl Watcher {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
 
     fn n(s: &str) -> PodName {
         PodName::new(s).expect("name")
-    }
-
-    #[test]
-    fn failures_of_the_call_path_have_their_own_codes() {
-        let cases: Vec<(ClientError, &str)> = vec![
-            (ClientError::Proto(ProtoError::VersionMismatch { ours: 2, theirs: 1 }), VERSION_MISMATCH),
-            (ClientError::Proto(ProtoError::Timeout(Duration::from_secs(300))), TIMEOUT),
-            (ClientError::OutcomeUnknown(ProtoError::Closed), CONNECTION_LOST),
-            (ClientError::Proto(ProtoError::Io(std::io::Error::other("refused"))), UNREACHABLE),
-            (ClientError::Refused(WireError::new("registry.not_parent", "x")), "registry.not_parent"),
-        ];
-        for (error, code) in cases {
-            assert_eq!(to_wire(error).code, code);
-        }
-        let e = to_wire(ClientError::Proto(ProtoError::VersionMismatch { ours: 2, theirs: 1 }));
-        assert_eq!(
-            e.message,
-            "the registry cannot be used: protocol version mismatch: this side speaks 2, the peer speaks 1"
-        );
     }
 
     #[test]

@@ -77,7 +77,7 @@ fn a_shutdown_callback_from_another_process_is_refused() {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let socket = h.run_dir("lead").join("sock");
     let request = pod::protocol::PodRequest::ChildShutDown { child: scope::PodName::new("sib").expect("name") };
-    let answer = runtime.block_on(pod::client::PodClient::call_at(&socket.to_string_lossy(), &request));
+    let answer = runtime.block_on(pod_client::pod::PodClient::call_at(&socket.to_string_lossy(), &request));
     let refusal = answer.expect_err("refused");
     insta::assert_snapshot!(h.redact(&format!("{} [{}]", refusal.message, refusal.code)));
     assert_eq!(common::layer_names(&h.scope("lead")), vec!["sib"], "nothing reclaimed");

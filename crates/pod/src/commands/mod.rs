@@ -1,6 +1,8 @@
-//! One file per command. Every command returns `Result<ExitCode, WireError>`
-//! so errors print as one line (`pod: what went wrong and why [code]`) with
-//! a non-zero exit, and nothing else is printed on failure.
+//! One file per command group. Each command turns its arguments into a
+//! typed call of `pod_client::Client` and renders the result; every command
+//! returns `Result<ExitCode, WireError>` so errors print as one line (`pod:
+//! what went wrong and why [code]`) with a non-zero exit, and nothing else
+//! is printed on failure.
 
 pub mod demo;
 pub mod inspect;
@@ -9,17 +11,19 @@ pub mod registry;
 
 use std::path::Path;
 
-use pod_proto::{RuntimeDirs, WireError};
+use pod_client::Client;
+use pod_proto::WireError;
 use scope::{Permission, PodName, ScopeRule};
 
-use crate::layout::PodPaths;
 use crate::rules::RuleSpec;
 
-/// The runtime directories, created or checked, with a POD_HOME of the old
-/// layout moved into this one first (see `layout::migrate_old_layout`).
-pub fn dirs() -> Result<RuntimeDirs, WireError> {
-    let dirs = RuntimeDirs::from_env().map_err(|e| WireError::new(e.code(), e.to_string()))?;
-    if let Some(moved) = crate::layout::migrate_old_layout(&dirs)? {
+/// The client of this environment's runtime directories, created or
+/// checked; a home of the old layout moved into this one first is told on
+/// stderr (see `layout::migrate_old_layout`).
+pub fn client() -> Result<Client, WireError> {
+    let (client, moved) = Client::from_env()?;
+    if let Some(moved) = moved {
+        let dirs = client.dirs();
         eprintln!(
             "pod: moved {} pod(s) of the old layout to {} and {} (the registry's files to {})",
             moved.pods.len(),
@@ -28,8 +32,7 @@ pub fn dirs() -> Result<RuntimeDirs, WireError> {
             dirs.registry_run().display()
         );
     }
-    dirs.ensure().map_err(|e| WireError::new(e.code(), e.to_string()))?;
-    Ok(dirs)
+    Ok(client)
 }
 
 pub fn pod_name(raw: &str) -> Result<PodName, WireError> {
@@ -49,13 +52,6 @@ pub fn resolve_args(args: &[String], cwd: &Path, permission: Permission) -> Resu
                 .map_err(|e| WireError::new(e.code(), e.to_string()))
         })
         .collect()
-}
-
-/// Is a process of this Pod alive? Its lock says so exactly (the kernel
-/// drops it when the process dies, however it dies), where a ping with a
-/// timeout would mistake a slow Pod for a dead one.
-pub async fn running(paths: &PodPaths) -> bool {
-    lifecycle::lock_held(paths)
 }
 
 pub fn print_json<T: serde::Serialize>(value: &T) -> Result<(), WireError> {

@@ -6,8 +6,7 @@ use std::process::ExitCode;
 use pod_proto::WireError;
 
 use crate::cli::ServeArgs;
-use crate::commands::{dirs, print_json};
-use crate::registry_link::Registry;
+use crate::commands::{client, print_json};
 
 pub fn serve(args: &ServeArgs) -> Result<ExitCode, WireError> {
     if args.detach {
@@ -16,15 +15,14 @@ pub fn serve(args: &ServeArgs) -> Result<ExitCode, WireError> {
     }
     let dirs = match (&args.run_dir, &args.data_dir) {
         (Some(run), Some(data)) => pod_proto::RuntimeDirs { run: run.clone(), data: data.clone() },
-        _ => dirs()?,
+        _ => client()?.dirs().clone(),
     };
     pod_registry::daemon::run(&dirs).map_err(|e| WireError::new(e.code(), e.to_string()))?;
     Ok(ExitCode::SUCCESS)
 }
 
 pub async fn ls(json: bool) -> Result<ExitCode, WireError> {
-    let dirs = dirs()?;
-    let all = Registry::connect(&dirs).await?.list().await?;
+    let all = client()?.registry_list().await?;
     if json {
         print_json(&all)?;
         return Ok(ExitCode::SUCCESS);

@@ -26,7 +26,6 @@ use tokio::sync::{mpsc, oneshot, watch as watch_channel};
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::client::PodClient;
 use crate::core::{Adoption, PodCore};
 use crate::launch::{Launched, Starting};
 use crate::layout::PodPaths;
@@ -35,6 +34,7 @@ use crate::process::caller::Peer;
 use crate::process::watch::{self, PidFd};
 use crate::protocol::{ChildStatus, PodReply, PodRequest, PodStatus, SpawnRequest};
 use crate::registry_link::Registry;
+use pod_client::pod::PodClient;
 
 /// Longest a stopping child gets to exit before it is killed and reclaimed.
 pub const STOP_GRACE: Duration = Duration::from_secs(5);

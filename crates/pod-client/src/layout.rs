@@ -53,6 +53,17 @@ impl PodPaths {
         self.run_dir.join("lock")
     }
 
+    /// True when a Pod process holds this Pod's lock (it may be starting
+    /// up and not answer yet). The kernel drops the lock when the process
+    /// dies, however it dies, so this is exact where a ping with a timeout
+    /// would mistake a slow Pod for a dead one.
+    pub fn lock_held(&self) -> bool {
+        match std::fs::OpenOptions::new().write(true).open(self.lock_file()) {
+            Ok(file) => flock(&file, FlockOperation::NonBlockingLockExclusive).is_err(),
+            Err(_) => false,
+        }
+    }
+
     /// The Pod process's own diagnostics (tracing output).
     pub fn pod_log(&self) -> PathBuf {
         self.run_dir.join("pod.log")

@@ -1,0 +1,298 @@
+//! ls, tree, scope, check, log: the read calls. Each reads a running Pod
+//! over its socket, or, for a Pod that is not running, its session log
+//! directly (sled allows one process per database, so never both).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+use pod_proto::WireError;
+use pod_registry::Allocation;
+use scope::{Permission, PodName, Scope, ScopePath, ScopeSnapshot};
+use serde::Serialize;
+use session_log::{LogOptions, Record, RecordIter, SessionLog};
+
+use crate::commands::Client;
+use crate::layout::PodPaths;
+use crate::pod::{not_running, Pod};
+use crate::process::start_time_of;
+
+/// One Pod as `pod ls` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PodSummary {
+    pub name: PodName,
+    pub state: &'static str,
+    pub parent: Option<PodName>,
+    pub pid: Option<u32>,
+    /// Why a Pod is marked `corrupt`: its session log's error, whole.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+}
+
+/// A live Pod and its live descendants, as `pod tree` shows them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TreeNode {
+    pub name: PodName,
+    pub pid: u32,
+    pub state: pod_registry::AllocState,
+    pub write: Vec<String>,
+    pub children: Vec<TreeNode>,
+}
+
+/// A Pod's scope and whether it came from the running Pod.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ScopeView {
+    pub name: PodName,
+    pub running: bool,
+    #[serde(flatten)]
+    pub scope: ScopeSnapshot,
+}
+
+/// The answer of `pod check`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CheckView {
+    pub pod: PodName,
+    pub path: String,
+    pub wanted: Permission,
+    pub allowed: bool,
+    pub permission: Option<Permission>,
+    pub decided_by: String,
+}
+
+/// Longest a read call waits for an exiting Pod to let go of its log.
+const EXIT_WAIT: Duration = Duration::from_secs(10);
+/// How long one `follow` poll waits for new records.
+const FOLLOW_WAIT: Duration = Duration::from_secs(10);
+
+impl Client {
+    /// Every Pod known here: the registry's allocations, and the Pods of
+    /// this machine's data folder that hold none (stopped, corrupt).
+    pub async fn ls(&self) -> Result<Vec<PodSummary>, WireError> {
+        let mut registry = self.registry().await?;
+        let mut pods: BTreeMap<PodName, PodSummary> = BTreeMap::new();
+        for a in registry.list().await? {
+            let (state, problem) = match a.state {
+                pod_registry::AllocState::Reserved => ("starting", None),
+                pod_registry::AllocState::Live if start_time_of(a.pid) == Some(a.start_time) => ("running", None),
+                // Its process is gone and the registry has not swept it yet: a
+                // crash, which `pod resume` recovers, unless its log is damaged.
+                pod_registry::AllocState::Live => match stopped_state(&self.paths(&a.name)) {
+                    ("stopped", problem) => ("crashed", problem),
+                    other => other,
+                },
+            };
+            pods.insert(
+                a.name.clone(),
+                PodSummary { name: a.name, state, parent: a.parent, pid: Some(a.pid).filter(|p| *p != 0), problem },
+            );
+        }
+        if let Ok(entries) = std::fs::read_dir(self.dirs().pods_data()) {
+            for entry in entries.flatten() {
+                let Ok(name) = PodName::new(entry.file_name().to_string_lossy().into_owned()) else { continue };
+                if entry.path().join("log").exists() && !pods.contains_key(&name) {
+                    let (state, problem) = stopped_state(&self.paths(&name));
+                    pods.insert(name.clone(), PodSummary { name, state, parent: None, pid: None, problem });
+                }
+            }
+        }
+        Ok(pods.into_values().collect())
+    }
+
+    /// The trees of live Pods: under `name`, or every top-level one.
+    pub async fn tree(&self, name: Option<&PodName>) -> Result<Vec<TreeNode>, WireError> {
+        let mut registry = self.registry().await?;
+        let all: BTreeMap<PodName, Allocation> =
+            registry.list().await?.into_iter().map(|a| (a.name.clone(), a)).collect();
+        let mut kids: BTreeMap<PodName, Vec<PodName>> = BTreeMap::new();
+        for a in all.values() {
+            if let Some(p) = &a.parent {
+                kids.entry(p.clone()).or_default().push(a.name.clone());
+            }
+        }
+        let roots: Vec<PodName> = match name {
+            Some(n) => {
+                if !all.contains_key(n) {
+                    return Err(not_running(&self.paths(n), n));
+                }
+                vec![n.clone()]
+            }
+            None => all.values().filter(|a| a.parent.is_none()).map(|a| a.name.clone()).collect(),
+        };
+        Ok(roots.iter().filter_map(|r| build(r, &all, &kids, 0)).collect())
+    }
+
+    /// A Pod's scope: from the running Pod, else from its log.
+    pub async fn scope(&self, name: &PodName) -> Result<ScopeView, WireError> {
+        let (scope, running) = current_scope(&self.paths(name), name).await?;
+        Ok(ScopeView { name: name.clone(), running, scope })
+    }
+
+    /// May `name` read (or write) `path`, and which rule decides.
+    pub async fn check(&self, name: &PodName, path: ScopePath, wanted: Permission) -> Result<CheckView, WireError> {
+        let paths = self.paths(name);
+        let live = if paths.lock_held() {
+            match (Pod { paths: &paths, name }).check(path.clone(), wanted).await {
+                Ok(v) => Some((v.allowed, v.permission, v.decided_by)),
+                Err(e) if e.code == "pod.not_running" => None,
+                Err(e) => return Err(e),
+            }
+        } else {
+            None
+        };
+        let (allowed, permission, decided_by) = if let Some(verdict) = live {
+            verdict
+        } else {
+            let (snapshot, _) = current_scope(&paths, name).await?;
+            let scope = Scope::from_snapshot(snapshot).map_err(|e| WireError::new(e.code(), e.to_string()))?;
+            let v = scope.permission_at(&path);
+            (v.allows(wanted), v.permission, v.decided_by.to_string())
+        };
+        Ok(CheckView { pod: name.clone(), path: path.to_string(), wanted, allowed, permission, decided_by })
+    }
+
+    /// A reader of `name`'s session log from its first record; with
+    /// `follow`, it goes on with new records until the Pod stops.
+    pub fn log(&self, name: &PodName, follow: bool) -> LogReader {
+        LogReader { paths: self.paths(name), name: name.clone(), follow, reading: Reading::NotStarted }
+    }
+}
+
+/// A Pod the registry does not list: `stopped` if its log replays,
+/// `corrupt` (with the error) if it is damaged, `exiting` while its
+/// process still holds it.
+fn stopped_state(paths: &PodPaths) -> (&'static str, Option<String>) {
+    if paths.lock_held() {
+        return ("exiting", None);
+    }
+    let replayed = SessionLog::open(paths.session_log(), LogOptions::default()).and_then(|log| log.replay());
+    match replayed {
+        Ok(_) => ("stopped", None),
+        Err(e) if e.damage().is_some() || e.code() == "log.impossible_history" => {
+            ("corrupt", Some(format!("{e} [{}]", e.code())))
+        }
+        Err(e) => ("stopped", Some(format!("{e} [{}]", e.code()))),
+    }
+}
+
+fn build(
+    name: &PodName,
+    all: &BTreeMap<PodName, Allocation>,
+    kids: &BTreeMap<PodName, Vec<PodName>>,
+    depth: usize,
+) -> Option<TreeNode> {
+    let a = all.get(name)?;
+    // The registry keeps parent links acyclic; the bound is a second guard.
+    let children = if depth < scope::limits::MAX_LAYERS {
+        kids.get(name).into_iter().flatten().filter_map(|c| build(c, all, kids, depth + 1)).collect()
+    } else {
+        Vec::new()
+    };
+    Some(TreeNode {
+        name: a.name.clone(),
+        pid: a.pid,
+        state: a.state,
+        write: a.allow_writes().map(|r| r.region().to_string()).collect(),
+        children,
+    })
+}
+
+/// A running Pod's scope from itself, else from its log.
+async fn current_scope(paths: &PodPaths, name: &PodName) -> Result<(ScopeSnapshot, bool), WireError> {
+    if paths.lock_held() {
+        match (Pod { paths, name }).status().await {
+            Ok(s) => return Ok((s.scope, true)),
+            // Exiting (its lock not yet released): its log is about to be
+            // complete; read it there.
+            Err(e) if e.code == "pod.not_running" => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let state = open_log(paths, name)?.replay().map_err(|e| WireError::new(e.code(), e.to_string()))?;
+    Ok((state.scope, false))
+}
+
+/// Opens a stopped Pod's log. A Pod that stopped answering may still be
+/// exiting and holding its database; its lock file tells when it is gone.
+fn open_log(paths: &PodPaths, name: &PodName) -> Result<SessionLog, WireError> {
+    if !paths.session_log().exists() {
+        return Err(WireError::new("pod.unknown", format!("no pod named {name} here")));
+    }
+    let deadline = std::time::Instant::now() + EXIT_WAIT;
+    while paths.lock_held() {
+        if std::time::Instant::now() >= deadline {
+            return Err(WireError::new("pod.exiting", format!("pod {name} neither answers nor exits; try again")));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    SessionLog::open(paths.session_log(), LogOptions::default()).map_err(|e| WireError::new(e.code(), e.to_string()))
+}
+
+/// Records of one Pod's session log, one at a time: from the running Pod
+/// (page by page), or from the log itself once nobody holds it.
+pub struct LogReader {
+    paths: PodPaths,
+    name: PodName,
+    follow: bool,
+    reading: Reading,
+}
+
+enum Reading {
+    NotStarted,
+    Live {
+        next: u64,
+        page: VecDeque<Record>,
+    },
+    /// The log itself (kept open while its records are read).
+    Stored(Box<(SessionLog, RecordIter)>),
+    Done,
+}
+
+impl LogReader {
+    /// The next record, or `None` at the end (without `follow`: the last
+    /// record now; with it: the last one the Pod recorded before it
+    /// stopped). An error ends the reading.
+    pub async fn next(&mut self) -> Result<Option<Record>, WireError> {
+        loop {
+            match &mut self.reading {
+                Reading::NotStarted => {
+                    self.reading = if self.paths.lock_held() {
+                        Reading::Live { next: 1, page: VecDeque::new() }
+                    } else {
+                        self.stored(1)?
+                    };
+                }
+                Reading::Stored(stored) => match stored.1.next() {
+                    Some(r) => return r.map(Some).map_err(|e| WireError::new(e.code(), e.to_string())),
+                    None => self.reading = Reading::Done,
+                },
+                Reading::Done => return Ok(None),
+                Reading::Live { next, page } => {
+                    if let Some(r) = page.pop_front() {
+                        return Ok(Some(r));
+                    }
+                    let from = *next;
+                    let wait = if self.follow && from > 1 { FOLLOW_WAIT } else { Duration::ZERO };
+                    match (Pod { paths: &self.paths, name: &self.name }).log(from, wait).await {
+                        Ok(got) => {
+                            if got.records.is_empty() && !self.follow {
+                                self.reading = Reading::Done;
+                            } else if let Reading::Live { next, page } = &mut self.reading {
+                                *next = got.next_seq;
+                                page.extend(got.records);
+                            }
+                        }
+                        // The Pod stopped while we read it: its log is
+                        // complete now; the rest comes from there.
+                        Err(e) if e.code == "pod.not_running" => self.reading = self.stored(from)?,
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+        }
+    }
+
+    fn stored(&self, from: u64) -> Result<Reading, WireError> {
+        let log = open_log(&self.paths, &self.name)?;
+        let records = log.read_from(from);
+        Ok(Reading::Stored(Box::new((log, records))))
+    }
+}

@@ -1,0 +1,59 @@
+//! One typed call per command of the `pod` command line, on a [`Client`]
+//! for one set of runtime directories. Each returns what happened as data
+//! (`Started`, `Stopped`, `PodSummary`, ...) or a `WireError` with its
+//! stable code; nothing here prints or exits, so the CLI renders these
+//! results and an agent integration serves them as they are.
+//!
+//! Inputs are already validated (`PodName`, resolved `ScopeRule`s and
+//! `ScopePath`s): parsing what a user typed is the caller's edge.
+
+pub mod inspect;
+pub mod lifecycle;
+
+use pod_proto::{RuntimeDirs, WireError};
+use pod_registry::Allocation;
+use scope::PodName;
+
+use crate::layout::{migrate_old_layout, Migrated, PodPaths};
+use crate::registry::RegistryClient;
+
+/// The runtime's clients for one set of runtime directories.
+#[derive(Debug, Clone)]
+pub struct Client {
+    dirs: RuntimeDirs,
+}
+
+impl Client {
+    /// The runtime directories of this process's environment (`POD_HOME`
+    /// or XDG), created or checked, with a home of the old layout moved
+    /// into this one first; what was moved is returned for the caller to
+    /// tell.
+    pub fn from_env() -> Result<(Client, Option<Migrated>), WireError> {
+        let dirs = RuntimeDirs::from_env().map_err(|e| WireError::new(e.code(), e.to_string()))?;
+        let moved = migrate_old_layout(&dirs)?;
+        dirs.ensure().map_err(|e| WireError::new(e.code(), e.to_string()))?;
+        Ok((Client { dirs }, moved))
+    }
+
+    /// A client of directories already made ready (`RuntimeDirs::ensure`).
+    pub fn new(dirs: RuntimeDirs) -> Client {
+        Client { dirs }
+    }
+
+    pub fn dirs(&self) -> &RuntimeDirs {
+        &self.dirs
+    }
+
+    pub fn paths(&self, name: &PodName) -> PodPaths {
+        PodPaths::new(&self.dirs, name)
+    }
+
+    pub async fn registry(&self) -> Result<RegistryClient, WireError> {
+        RegistryClient::connect(&self.dirs).await
+    }
+
+    /// `pod registry ls`: every allocation, in name order.
+    pub async fn registry_list(&self) -> Result<Vec<Allocation>, WireError> {
+        self.registry().await?.list().await
+    }
+}
