@@ -150,6 +150,12 @@ pub enum RegistryCommand {
     Serve(ServeArgs),
     /// List every allocation.
     Ls(JsonFlag),
+    /// Stop the registry daemon; refused while Pods run (naming them).
+    Stop {
+        /// Stop every running Pod first (top-level Pods, with their trees).
+        #[arg(long)]
+        all: bool,
+    },
 }
 
 #[derive(Args, Debug)]

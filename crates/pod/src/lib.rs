@@ -104,6 +104,7 @@ async fn dispatch(command: Command) -> Result<ExitCode, pod_proto::WireError> {
         Command::Check { name, path, write, json } => inspect::check(&name, &path, write, json.json).await,
         Command::Log { name, follow, json } => inspect::log(&name, follow, json.json).await,
         Command::Registry { command: RegistryCommand::Ls(j) } => registry::ls(j.json).await,
+        Command::Registry { command: RegistryCommand::Stop { all } } => registry::stop(all).await,
         Command::Demo { .. }
         | Command::Completions { .. }
         | Command::PodProcess(_)

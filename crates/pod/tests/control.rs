@@ -92,3 +92,27 @@ fn completions_generate_and_version_is_printed() {
     let version = h.must(&["--version"]);
     assert_eq!(version.stdout, format!("pod {}\n", env!("CARGO_PKG_VERSION")));
 }
+
+#[test]
+fn registry_stop_is_refused_with_live_pods_and_leaves_no_daemon_without() {
+    let h = Home::new();
+    h.must(&["start", "lead", "--write", "."]);
+    h.must(&["spawn", "docs", "--parent", "lead", "--write", "docs"]);
+    let refused = h.pod(&["registry", "stop"]);
+    assert_eq!(refused.code, 2, "{refused:?}");
+    insta::assert_snapshot!("refused", refused.stderr.trim_end());
+    let daemon = common::Proc::of(h.registry_pid().expect("daemon"));
+    assert!(daemon.alive(), "a refused stop leaves the daemon running");
+    let lead = h.proc("lead");
+    let all = h.must(&["registry", "stop", "--all"]);
+    assert_eq!(h.redact(&all.stdout), "stopped lead\nstopped the registry daemon (pid [n])\n");
+    assert!(!daemon.alive() && !lead.alive(), "the Pods and then the daemon are gone");
+    assert_eq!(h.must(&["registry", "stop"]).stdout, "no registry daemon runs\n");
+    // With no live Pod: the daemon goes at once, and nothing starts another.
+    h.must(&["ls"]);
+    let daemon = common::Proc::of(h.registry_pid().expect("daemon"));
+    let stop = h.must(&["registry", "stop"]);
+    assert_eq!(h.redact(&stop.stdout), "stopped the registry daemon (pid [n])\n");
+    assert!(!daemon.alive());
+    assert_eq!(h.must(&["registry", "stop"]).stdout, "no registry daemon runs\n");
+}

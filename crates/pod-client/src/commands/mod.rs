@@ -10,6 +10,7 @@
 pub mod inspect;
 pub mod lifecycle;
 pub mod logs;
+pub mod registry;
 pub mod wait;
 
 use pod_proto::{RuntimeDirs, WireError};
