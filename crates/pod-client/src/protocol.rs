@@ -25,9 +25,16 @@ pub enum PodRequest {
     StopChild { child: PodName },
     /// Stop this Pod (its children first).
     Shutdown,
-    /// The ShutDown callback: "I, your child, am going away". Accepted only
-    /// from the child's own process (peer pid).
-    ChildShutDown { child: PodName },
+    /// Send signal number `signal` to this Pod's workload.
+    Signal { signal: i32 },
+    /// The ShutDown callback: "I, your child, am going away", with how its
+    /// workload ended. Accepted only from the child's own process (peer
+    /// pid).
+    ChildShutDown {
+        child: PodName,
+        #[serde(default)]
+        exit: session_log::Exit,
+    },
     /// Records from `from_seq`; with `wait_ms`, waits up to that long for
     /// the first new record.
     Log { from_seq: u64, wait_ms: u64 },
@@ -40,6 +47,22 @@ pub struct SpawnRequest {
     pub workload: Option<Vec<String>>,
     /// Working directory for the child's workload.
     pub cwd: Option<String>,
+    /// Variables for the child's workload (never stored).
+    #[serde(default)]
+    pub env: Env,
+}
+
+/// Environment variables given to a workload with `--env`: sent to the
+/// Pod process on its launch pipe or socket, never written to a file or
+/// put on a command line. `Debug` shows the names only, so a value never
+/// reaches a log line.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Env(pub Vec<(String, String)>);
+
+impl std::fmt::Debug for Env {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.0.iter().map(|(k, _)| k)).finish()
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

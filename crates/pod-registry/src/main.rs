@@ -9,7 +9,7 @@ use pod_registry::daemon::{self, Served};
 use pod_registry::{Allocation, Client};
 
 #[derive(Parser)]
-#[command(name = "pod-registry", about = "The machine-wide registry of Pod write scopes")]
+#[command(name = "pod-registry", version, about = "The machine-wide registry of Pod write scopes")]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,

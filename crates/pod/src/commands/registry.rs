@@ -1,4 +1,4 @@
-//! `pod registry serve | ls`: the registry daemon in the foreground, and its
+//! `pod registry serve | ls | stop`: the registry daemon in the foreground, and its
 //! table (the JSON is `pod-registry ls --json`'s: one object per allocation).
 
 use std::process::ExitCode;
@@ -39,6 +39,19 @@ pub async fn ls(json: bool) -> Result<ExitCode, WireError> {
             a.pid,
             write.join(", ")
         );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn stop(all: bool) -> Result<ExitCode, WireError> {
+    match client()?.registry_stop(all).await? {
+        pod_client::commands::registry::RegistryStopped::Stopped { pid, pods } => {
+            for pod in pods {
+                println!("stopped {pod}");
+            }
+            println!("stopped the registry daemon (pid {pid})");
+        }
+        pod_client::commands::registry::RegistryStopped::NotRunning => println!("no registry daemon runs"),
     }
     Ok(ExitCode::SUCCESS)
 }

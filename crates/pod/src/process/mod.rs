@@ -9,10 +9,13 @@
 
 pub mod authorize;
 pub mod caller;
+mod output;
 pub mod owner;
 pub mod server;
 pub mod watch;
 mod workload;
+
+pub use workload::RESERVED_ENV;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -255,7 +258,7 @@ async fn take_scope_and_serve(
         LaunchMode::Resume => {
             let owner = resume(&name, &paths, &log, registry, tx.clone()).await?;
             tracing::info!(ms = phase.elapsed().as_secs_f64() * 1e3, "scope restored and pruned");
-            return serve(owner, paths, log, lock, request.cwd, tx).await;
+            return serve(owner, paths, log, lock, request.cwd, request.env, tx).await;
         }
         LaunchMode::Start { allow, deny, workload } => {
             refuse_existing_log(&log, &name, "`pod resume NAME` or `pod rm NAME`")?;
@@ -290,7 +293,7 @@ async fn take_scope_and_serve(
         registry,
         tx.clone(),
     );
-    serve(owner, paths, log, lock, request.cwd, tx).await
+    serve(owner, paths, log, lock, request.cwd, request.env, tx).await
 }
 
 /// The last steps of every startup: the socket, the pid file, the workload.
@@ -300,11 +303,14 @@ async fn serve(
     log: Arc<SessionLog>,
     lock: std::fs::File,
     cwd: Option<String>,
+    env: pod_client::protocol::Env,
     tx: mpsc::Sender<OwnerMsg>,
 ) -> Result<Started, WireError> {
     let listener = pod_proto::server::bind(&paths.socket()).await.map_err(|e| e.to_wire())?;
     if let Some(command) = owner.workload.clone() {
-        owner.set_workload(workload::start(&command, &paths, cwd.as_deref(), tx)?);
+        let spec =
+            workload::WorkloadSpec { command: &command, cwd: cwd.as_deref(), env: &env, parent: owner.parent.as_ref() };
+        owner.set_workload(workload::start(spec, &paths, tx)?);
     }
     Ok(Started { owner, listener, log, lock })
 }

@@ -21,7 +21,7 @@ use std::time::Duration;
 use pod_proto::WireError;
 use rustix::process::Signal;
 use scope::{PodName, Scope};
-use session_log::{ChildRecord, Event, RemovalReason, SessionLog};
+use session_log::{ChildRecord, Event, Exit, RemovalReason, SessionLog};
 use tokio::sync::{mpsc, oneshot, watch as watch_channel};
 use tokio::time::Instant;
 use tracing::Instrument;
@@ -93,7 +93,7 @@ pub enum OwnerMsg {
     /// The shutdown's bound is reached.
     ShutdownDeadline,
     WorkloadExited {
-        status: String,
+        exit: Exit,
     },
     /// SIGTERM or SIGINT.
     Terminate,
@@ -159,6 +159,12 @@ pub struct Owner {
     hurry: Option<watch_channel::Receiver<bool>>,
     /// The workload's process, held from its start.
     workload_process: Option<PidFd>,
+    /// How the workload ended, once it has; and its output's writer.
+    workload_exit: Option<watch_channel::Receiver<Option<Exit>>>,
+    workload_output: Option<tokio::task::JoinHandle<()>>,
+    /// How each child's workload ended, as its shutdown callback said,
+    /// until its reclaim records it (`child.removed`).
+    child_exits: BTreeMap<PodName, Exit>,
     /// Why this Pod failed closed, once it did: every check is then denied
     /// and spawns are refused.
     fenced: Option<String>,
@@ -202,6 +208,9 @@ impl Owner {
             shutdown: None,
             hurry: None,
             workload_process: None,
+            workload_exit: None,
+            workload_output: None,
+            child_exits: BTreeMap::new(),
             fenced: None,
             spawning: Default::default(),
         }
@@ -216,8 +225,29 @@ impl Owner {
         Ok(())
     }
 
-    pub fn set_workload(&mut self, process: Option<PidFd>) {
-        self.workload_process = process;
+    pub fn set_workload(&mut self, running: crate::process::workload::Running) {
+        self.workload_process = running.process;
+        self.workload_exit = Some(running.exit);
+        self.workload_output = Some(running.output);
+    }
+
+    /// How the workload ended (waited for, bounded, after it was told to
+    /// stop), once its output is written (bounded too: a process it left
+    /// behind may hold its pipes open).
+    async fn workload_ended(&mut self) -> Exit {
+        let mut exit = Exit::default();
+        if let Some(mut rx) = self.workload_exit.take() {
+            match tokio::time::timeout(STOP_GRACE, rx.wait_for(Option::is_some)).await {
+                Ok(Ok(seen)) => exit = seen.unwrap_or_default(),
+                Ok(Err(_)) | Err(_) => tracing::warn!("the workload's exit status was not seen"),
+            }
+        }
+        if let Some(output) = self.workload_output.take() {
+            if tokio::time::timeout(crate::process::output::DRAIN_WAIT, output).await.is_err() {
+                tracing::warn!(wait = ?crate::process::output::DRAIN_WAIT, "the workload's output pipes stayed open (a process it left behind?); the rest is not captured");
+            }
+        }
+        exit
     }
 
     /// The flag a second signal sets (see [`OwnerMsg::TerminateNow`]).
@@ -273,8 +303,8 @@ impl Owner {
                 OwnerMsg::ShutdownDeadline => {
                     tracing::warn!(?SHUTDOWN_WAIT, children = self.core.children.len(), "shutdown bound reached");
                 }
-                OwnerMsg::WorkloadExited { status } => {
-                    tracing::info!(%status, "workload exited; the pod shuts down");
+                OwnerMsg::WorkloadExited { exit } => {
+                    tracing::info!(?exit, "workload exited; the pod shuts down");
                     self.workload_process = None;
                     self.begin_shutdown(ShutdownOrigin::Workload, None).await;
                 }
@@ -344,13 +374,22 @@ impl Owner {
                     return;
                 }
             }
+            PodRequest::Signal { signal } => match (&self.workload_process, Signal::from_named_raw(signal)) {
+                (Some(workload), Some(sig)) => {
+                    workload.signal(sig);
+                    Ok(PodReply::Ack)
+                }
+                (None, _) => Err(WireError::new("pod.no_workload", format!("{} runs no workload to signal", self.name))),
+                (_, None) => Err(WireError::new("pod.bad_signal", format!("{signal} is no signal"))),
+            },
             PodRequest::Shutdown => {
                 let origin = if self.is_parent(&peer) { ShutdownOrigin::Parent } else { ShutdownOrigin::User };
                 self.begin_shutdown(origin, Some(reply)).await;
                 return;
             }
-            PodRequest::ChildShutDown { child } => match self.pids.get(&child).copied() {
+            PodRequest::ChildShutDown { child, exit } => match self.pids.get(&child).copied() {
                 Some((pid, start_time)) if peer.is(pid, start_time) => {
+                    self.child_exits.insert(child.clone(), exit);
                     let reclaimed = self.reclaim_or_retry(&child, RemovalReason::ShutDown).await;
                     self.finish_stop(&child);
                     Ok(PodReply::Stopped { reclaimed })
@@ -511,6 +550,7 @@ impl Owner {
                 workload: request.workload.clone(),
             },
             cwd: request.cwd.clone(),
+            env: request.env.clone(),
         };
         let starting = crate::launch::start(&launch, &child_paths.pod_log())?;
         // Our unreaped child: its pid cannot be reused yet, so this start
@@ -691,7 +731,13 @@ impl Owner {
         else {
             return Ok(0);
         };
-        self.append(plan.events).await?;
+        let mut events = plan.events;
+        for event in &mut events {
+            if let Event::ChildRemoved { name, exit, .. } = event {
+                *exit = self.child_exits.remove(name).unwrap_or_default();
+            }
+        }
+        self.append(events).await?;
         fail::fail_point!("reclaim.after_log");
         self.core = plan.next;
         let removed = plan.removed;
@@ -845,12 +891,13 @@ impl Owner {
             }
             workload.terminate(STOP_GRACE).await;
         }
+        let exit = self.workload_ended().await;
         match &self.parent {
             None => self.release_within(deadline, now).await,
             Some(_) if origin == ShutdownOrigin::Parent => {}
-            Some(_) => self.call_back_parent(now).await,
+            Some(_) => self.call_back_parent(now, exit).await,
         }
-        if let Err(e) = self.append(vec![Event::PodStopped]).await {
+        if let Err(e) = self.append(vec![Event::PodStopped { exit }]).await {
             tracing::error!(error = %e, "could not record pod.stopped");
         }
         for waiter in waiters {
@@ -900,7 +947,7 @@ impl Owner {
     /// The ShutDown callback. The parent to call is the registry's current
     /// record (a reparented Pod calls its adoptive parent); if it cannot be
     /// reached, its resume prunes this Pod.
-    async fn call_back_parent(&self, now: bool) {
+    async fn call_back_parent(&self, now: bool, exit: Exit) {
         let parent = if now || self.registry_abandoned {
             self.parent.clone()
         } else {
@@ -919,7 +966,7 @@ impl Owner {
         };
         let Some(parent) = parent else { return };
         let socket = PodPaths::new(&self.paths.dirs, &parent).socket();
-        let request = PodRequest::ChildShutDown { child: self.name.clone() };
+        let request = PodRequest::ChildShutDown { child: self.name.clone(), exit };
         match tokio::time::timeout(CALLBACK_WAIT, PodClient::call_at(&socket.to_string_lossy(), &request)).await {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => {

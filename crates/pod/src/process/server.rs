@@ -116,7 +116,8 @@ impl Gate {
             PodRequest::Status | PodRequest::Check { .. } | PodRequest::Log { .. } => Action::Inspect,
             PodRequest::Spawn(_) => Action::Spawn,
             PodRequest::StopChild { child } => Action::StopChild(child),
-            PodRequest::Shutdown => Action::Shutdown,
+            // Signalling the workload ends it, and the Pod: a stop's right.
+            PodRequest::Shutdown | PodRequest::Signal { .. } => Action::Shutdown,
             PodRequest::ChildShutDown { .. } => Action::ChildShutDown,
         };
         // A test holds a callback here (off the runtime's workers, which
