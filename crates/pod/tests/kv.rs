@@ -195,3 +195,56 @@ fn operator_calls() {
         other => println!("\n> whoami: {other:?}"),
     }
 }
+
+#[test]
+#[ignore = "the workload of a_sigkilled_holders_lease_passes_to_its_waiter_within_1_s"]
+fn lease_holder() {
+    let sock = PathBuf::from(std::env::var(SOCKET_ENV).unwrap_or_else(|_| panic!("{SOCKET_ENV} is not set")));
+    let held = PathBuf::from(std::env::var("POD_KV_TEST_HELD").unwrap());
+    let acquire = Op::Acquire { name: "build".into(), ttl_ms: 60_000, wait_ms: None };
+    match kv(&sock, acquire) {
+        Ok(Outcome::Granted(grant)) => std::fs::write(&held, format!("{} {}", grant.holder, grant.token)).unwrap(),
+        other => std::fs::write(&held, format!("not granted: {other:?}")).unwrap(),
+    }
+    // Holds the lease until killed (bounded, so a failed test leaves no
+    // process behind for long).
+    let stop = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::time::Instant::now() < stop && !held.with_extension("stop").exists() {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_sigkilled_holders_lease_passes_to_its_waiter_within_1_s() {
+    let h = Home::new();
+    h.must(&["start", "lead", "--write", "."]);
+    let sock = socket_of(&h, "lead");
+    let held = h.repo.join(".held");
+    let exe = std::env::current_exe().unwrap();
+    let script = format!(
+        "{SOCKET_ENV}={} POD_KV_TEST_HELD={} {} --exact lease_holder --ignored --nocapture --test-threads=1 >/dev/null 2>&1",
+        sock.display(),
+        held.display(),
+        exe.display()
+    );
+    h.must(&["spawn", "w1", "--parent", "lead", "--write", "a", "--", "sh", "-c", &script]);
+    wait_until("w1 holds the lease", || std::fs::read_to_string(&held).is_ok_and(|t| !t.is_empty()));
+    assert_eq!(std::fs::read_to_string(&held).unwrap(), "w1 1");
+    let waiter = {
+        let sock = sock.clone();
+        std::thread::spawn(move || {
+            let answer = kv(&sock, Op::Acquire { name: "build".into(), ttl_ms: 5_000, wait_ms: Some(20_000) });
+            (answer, std::time::Instant::now())
+        })
+    };
+    wait_until("the operator waits for the lease", || waits_logged(&h, "lead") == 1);
+    let killed = std::time::Instant::now();
+    h.kill9("w1");
+    let (answer, granted) = waiter.join().unwrap();
+    std::fs::write(held.with_extension("stop"), "").unwrap();
+    let Ok(Outcome::Granted(grant)) = answer else { panic!("not granted: {answer:?}") };
+    assert_eq!((grant.holder.to_string(), grant.token), ("operator".to_string(), 2));
+    let took = granted.duration_since(killed);
+    assert!(took < std::time::Duration::from_secs(1), "the lease passed on {took:?} after the kill");
+    h.must(&["stop", "lead"]);
+}
