@@ -38,6 +38,14 @@ pub enum PodRequest {
     /// Records from `from_seq`; with `wait_ms`, waits up to that long for
     /// the first new record.
     Log { from_seq: u64, wait_ms: u64 },
+    /// A call on the coordination store of the layer this Pod leads
+    /// (`reach: Tree`: its tree-wide leases, only at a root). Who calls is
+    /// the kernel's answer, never a field. Mutations may carry a request
+    /// id, so that a retry after a lost answer changes nothing.
+    Kv { reach: pod_kv::Reach, op: pod_kv::Op, id: Option<pod_kv::store::RequestId> },
+    /// Who the kernel says the caller is: a Pod of this tree (its lineage)
+    /// or the operator. The CLI asks its own Pod before it picks a layer.
+    Whoami,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -92,6 +100,15 @@ pub enum PodReply {
         records: Vec<Record>,
         next_seq: u64,
     },
+    Kv(pod_kv::Outcome),
+    Whoami(Whoami),
+}
+
+/// The kernel's view of a caller.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Whoami {
+    Operator,
+    Pod { name: PodName, parent: Option<PodName>, root: PodName },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -10,6 +10,7 @@
 pub mod authorize;
 pub mod caller;
 mod output;
+pub mod kv;
 pub mod owner;
 pub mod server;
 pub mod watch;
@@ -101,7 +102,8 @@ async fn run(request: LaunchRequest) -> (std::process::ExitCode, Option<std::fs:
         Ok(s) => s,
         Err(e) => return (report_failure(e), None),
     };
-    let Started { mut owner, listener, log, lock } = started;
+    let Started { mut owner, listener, log, lock, kv } = started;
+    owner.set_kv(Arc::clone(&kv));
     let socket = owner.paths.socket().to_string_lossy().into_owned();
     let pid_file = owner.paths.pid_file();
     if let Err(e) = owner.start_watching() {
@@ -114,8 +116,16 @@ async fn run(request: LaunchRequest) -> (std::process::ExitCode, Option<std::fs:
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let (closing_tx, closing_rx) = tokio::sync::watch::channel(false);
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
-    let ctx =
-        server::ConnectionContext { name, dirs, registry, owner: tx.clone(), log, closing: closing_rx, done: done_tx };
+    let ctx = server::ConnectionContext {
+        name,
+        dirs,
+        registry,
+        owner: tx.clone(),
+        log,
+        closing: closing_rx,
+        done: done_tx,
+        kv,
+    };
     let server = tokio::spawn(pod_proto::server::serve(
         listener,
         async move {
@@ -180,6 +190,7 @@ struct Started {
     listener: interprocess::local_socket::tokio::Listener,
     log: Arc<SessionLog>,
     lock: std::fs::File,
+    kv: Arc<kv::KvShell>,
 }
 
 fn wire<E: std::fmt::Display>(code: &str) -> impl Fn(E) -> WireError + '_ {
@@ -306,13 +317,18 @@ async fn serve(
     env: pod_client::protocol::Env,
     tx: mpsc::Sender<OwnerMsg>,
 ) -> Result<Started, WireError> {
+    // The layer's store is open before anyone can call it (and before the
+    // workload, its first caller, starts).
+    let kv = kv::KvShell::open(&paths.data_dir.join(kv::KV_DIR))
+        .await
+        .map_err(|e| WireError::new(e.code(), e.to_string()))?;
     let listener = pod_proto::server::bind(&paths.socket()).await.map_err(|e| e.to_wire())?;
     if let Some(command) = owner.workload.clone() {
         let spec =
             workload::WorkloadSpec { command: &command, cwd: cwd.as_deref(), env: &env, parent: owner.parent.as_ref() };
         owner.set_workload(workload::start(spec, &paths, tx)?);
     }
-    Ok(Started { owner, listener, log, lock })
+    Ok(Started { owner, listener, log, lock, kv })
 }
 
 /// `run/pods/NAME/pid`: this process's pid and start time, written whole

@@ -168,6 +168,8 @@ pub struct Owner {
     /// Why this Pod failed closed, once it did: every check is then denied
     /// and spawns are refused.
     fenced: Option<String>,
+    /// The layer's coordination store, once open.
+    kv: Option<Arc<crate::process::kv::KvShell>>,
     /// Children between the registry's delegate and the moment their layer
     /// is in the scope (or the delegate is undone): the registry may hold a
     /// layer for one that the scope does not have yet, which is no reason
@@ -213,6 +215,7 @@ impl Owner {
             child_exits: BTreeMap::new(),
             fenced: None,
             spawning: Default::default(),
+            kv: None,
         }
     }
 
@@ -248,6 +251,12 @@ impl Owner {
             }
         }
         exit
+    }
+
+    /// The layer's coordination store: a reclaimed child's leases and
+    /// waits end there.
+    pub fn set_kv(&mut self, kv: Arc<crate::process::kv::KvShell>) {
+        self.kv = Some(kv);
     }
 
     /// The flag a second signal sets (see [`OwnerMsg::TerminateNow`]).
@@ -409,6 +418,9 @@ impl Owner {
                 None => Ok(PodReply::Stopped { reclaimed: false }),
             },
             PodRequest::Log { .. } => Err(WireError::new("pod.internal", "log reads are served outside the owner")),
+            PodRequest::Kv { .. } | PodRequest::Whoami => {
+                Err(WireError::new("pod.internal", "store calls are served outside the owner"))
+            }
         };
         if reply.send(answer).is_err() {
             tracing::debug!("caller went away before the reply");
@@ -743,6 +755,11 @@ impl Owner {
         let removed = plan.removed;
         for child in &removed {
             self.pids.remove(child);
+        }
+        // Every reclaim path comes here (stop, callback, noticed death,
+        // prune on resume): the child's leases pass on, its waits end.
+        if let Some(kv) = &self.kv {
+            kv.holders_gone(&removed);
         }
         let mut adopted = Vec::new();
         for (child, orphans) in &results {
