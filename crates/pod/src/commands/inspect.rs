@@ -55,7 +55,14 @@ pub async fn ls(json: bool) -> Result<ExitCode, WireError> {
         for entry in entries.flatten() {
             let Ok(name) = PodName::new(entry.file_name().to_string_lossy().into_owned()) else { continue };
             if entry.path().join("log").exists() && !pods.contains_key(&name) {
-                let (state, problem) = stopped_state(&PodPaths::new(&dirs, &name));
+                let paths = PodPaths::new(&dirs, &name);
+                let (state, problem) = match stopped_state(&paths) {
+                    // Running without an allocation: the registry dropped it
+                    // (its node's lease expired); it says whether it failed
+                    // closed.
+                    ("exiting", _) => fenced(&paths, &name).await.map_or(("exiting", None), |r| ("fenced", Some(r))),
+                    other => other,
+                };
                 pods.insert(name.clone(), PodSummary { name, state, parent: None, pid: None, problem });
             }
         }
@@ -76,6 +83,14 @@ pub async fn ls(json: bool) -> Result<ExitCode, WireError> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Why a running Pod failed closed, if it says it did.
+async fn fenced(paths: &PodPaths, name: &PodName) -> Option<String> {
+    match call_pod(paths, name, &PodRequest::Status).await {
+        Ok(PodReply::Status(s)) => s.fenced,
+        _ => None,
+    }
 }
 
 /// A Pod the registry does not list: `stopped` if its log replays,
@@ -173,10 +188,11 @@ pub async fn tree(name: Option<&str>, json: bool) -> Result<ExitCode, WireError>
 }
 
 /// A running Pod's scope from itself, else from its log.
-async fn current_scope(paths: &PodPaths, name: &PodName) -> Result<(ScopeSnapshot, bool), WireError> {
+/// The scope, whether the Pod runs, and why it failed closed if it did.
+async fn current_scope(paths: &PodPaths, name: &PodName) -> Result<(ScopeSnapshot, bool, Option<String>), WireError> {
     if running(paths).await {
         match call_pod(paths, name, &PodRequest::Status).await {
-            Ok(PodReply::Status(s)) => return Ok((s.scope, true)),
+            Ok(PodReply::Status(s)) => return Ok((s.scope, true, s.fenced)),
             Ok(other) => return Err(unexpected(&other)),
             // Exiting (its lock not yet released): its log is about to be
             // complete; read it there.
@@ -185,7 +201,7 @@ async fn current_scope(paths: &PodPaths, name: &PodName) -> Result<(ScopeSnapsho
         }
     }
     let state = open_log(paths, name)?.replay().map_err(|e| WireError::new(e.code(), e.to_string()))?;
-    Ok((state.scope, false))
+    Ok((state.scope, false, None))
 }
 
 /// Longest a read command waits for an exiting Pod to let go of its log.
@@ -211,6 +227,8 @@ fn open_log(paths: &PodPaths, name: &PodName) -> Result<SessionLog, WireError> {
 struct ScopeView<'a> {
     name: &'a PodName,
     running: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fenced: Option<&'a str>,
     #[serde(flatten)]
     scope: &'a ScopeSnapshot,
 }
@@ -218,12 +236,16 @@ struct ScopeView<'a> {
 pub async fn scope(name: &str, json: bool) -> Result<ExitCode, WireError> {
     let name = pod_name(name)?;
     let paths = PodPaths::new(&dirs()?, &name);
-    let (snapshot, running) = current_scope(&paths, &name).await?;
+    let (snapshot, running, fenced) = current_scope(&paths, &name).await?;
     if json {
-        print_json(&ScopeView { name: &name, running, scope: &snapshot })?;
+        print_json(&ScopeView { name: &name, running, fenced: fenced.as_deref(), scope: &snapshot })?;
         return Ok(ExitCode::SUCCESS);
     }
     println!("{name} ({})", if running { "running" } else { "not running" });
+    if let Some(reason) = &fenced {
+        // Every check of this Pod is denied, whatever its rules say.
+        println!("  fenced {reason}");
+    }
     for r in &snapshot.allow {
         println!("  allow  {r}");
     }
@@ -270,7 +292,7 @@ pub async fn check(name: &str, path: &std::path::Path, write: bool, json: bool) 
     let (allowed, permission, decided_by) = if let Some(verdict) = live {
         verdict
     } else {
-        let (snapshot, _) = current_scope(&paths, &name).await?;
+        let (snapshot, _, _) = current_scope(&paths, &name).await?;
         let scope = Scope::from_snapshot(snapshot).map_err(|e| WireError::new(e.code(), e.to_string()))?;
         let v = scope.permission_at(&resolved);
         (v.allows(wanted), v.permission, v.decided_by.to_string())

@@ -9,6 +9,7 @@
 
 pub mod authorize;
 pub mod caller;
+pub mod lease;
 pub mod owner;
 pub mod server;
 pub mod watch;
@@ -101,18 +102,26 @@ async fn run(request: LaunchRequest) -> (std::process::ExitCode, Option<std::fs:
     let Started { mut owner, listener, log, lock } = started;
     let socket = owner.paths.socket().to_string_lossy().into_owned();
     let pid_file = owner.paths.pid_file();
-    if let Err(e) = owner.start_watching() {
+    if let Err(e) = owner.start_watching().await {
         tracing::error!(error = %e, "cannot watch this pod's allocation; registry changes go unnoticed");
     }
     let (hurry_tx, hurry_rx) = tokio::sync::watch::channel(false);
     owner.set_hurry(hurry_rx);
-    let (name, dirs, registry) = (owner.name.clone(), owner.paths.dirs.clone(), owner.registry());
+    let (name, dirs, registry, lease) = (owner.name.clone(), owner.paths.dirs.clone(), owner.registry(), owner.lease());
     let owner_task = tokio::spawn(owner.run(rx));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let (closing_tx, closing_rx) = tokio::sync::watch::channel(false);
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
-    let ctx =
-        server::ConnectionContext { name, dirs, registry, owner: tx.clone(), log, closing: closing_rx, done: done_tx };
+    let ctx = server::ConnectionContext {
+        name,
+        dirs,
+        registry,
+        lease,
+        owner: tx.clone(),
+        log,
+        closing: closing_rx,
+        done: done_tx,
+    };
     let server = tokio::spawn(pod_proto::server::serve(
         listener,
         async move {
