@@ -119,6 +119,10 @@ pub struct PodStatus {
     pub scope: ScopeSnapshot,
     pub children: Vec<ChildStatus>,
     pub workload: Option<Vec<String>>,
+    /// Why the Pod failed closed (every check denied, spawns refused), if
+    /// it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fenced: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -171,6 +171,19 @@ pub struct ServeArgs {
     /// Data directory, given together with --run-dir.
     #[arg(long, requires = "run_dir")]
     pub data_dir: Option<PathBuf>,
+    /// Share one table with other nodes through etcd: its client URLs,
+    /// comma-separated (default: POD_ETCD; without either, the embedded
+    /// registry).
+    #[arg(long, value_name = "URL[,URL...]")]
+    pub etcd: Option<String>,
+    /// This node's name in the shared table (default: POD_NODE, else the
+    /// host name).
+    #[arg(long, value_name = "NAME")]
+    pub node: Option<String>,
+    /// Seconds a node's allocations outlive its last keepalive (default:
+    /// POD_LEASE_TTL, else 10; 2..=3600).
+    #[arg(long, value_name = "SECS")]
+    pub lease_ttl: Option<String>,
 }
 
 #[derive(Args, Debug, Clone, Copy)]

@@ -22,7 +22,8 @@ use crate::process::start_time_of;
 pub struct PodSummary {
     pub name: PodName,
     /// running, starting, exiting, exited(N), killed(SIG), stopped,
-    /// crashed, lost, corrupt.
+    /// crashed, lost, corrupt, fenced (running without an allocation, failed
+    /// closed).
     pub state: String,
     pub parent: Option<PodName>,
     pub pid: Option<u32>,
@@ -72,6 +73,10 @@ pub struct TreeNode {
 pub struct ScopeView {
     pub name: PodName,
     pub running: bool,
+    /// Why the running Pod failed closed, if it did: every check of it is
+    /// then denied, whatever its rules say.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fenced: Option<String>,
     #[serde(flatten)]
     pub scope: ScopeSnapshot,
 }
@@ -119,7 +124,19 @@ impl Client {
             for entry in entries.flatten() {
                 let Ok(name) = PodName::new(entry.file_name().to_string_lossy().into_owned()) else { continue };
                 if entry.path().join("log").exists() && !pods.contains_key(&name) {
-                    let gone = stopped_state(&self.paths(&name), &name);
+                    let paths = self.paths(&name);
+                    let gone = match stopped_state(&paths, &name) {
+                        // Running without an allocation: the registry dropped
+                        // it (its node's lease expired); it says whether it
+                        // failed closed.
+                        Gone { state, .. } if state == "exiting" => match fenced(&paths, &name).await {
+                            Some(reason) => {
+                                Gone { state: "fenced".into(), problem: Some(reason), ended: None, parent: None }
+                            }
+                            None => Gone { state, problem: None, ended: None, parent: None },
+                        },
+                        other => other,
+                    };
                     pods.insert(name.clone(), PodSummary::new(name, None, None, gone));
                 }
             }
@@ -152,8 +169,8 @@ impl Client {
 
     /// A Pod's scope: from the running Pod, else from its log.
     pub async fn scope(&self, name: &PodName) -> Result<ScopeView, WireError> {
-        let (scope, running) = current_scope(&self.paths(name), name).await?;
-        Ok(ScopeView { name: name.clone(), running, scope })
+        let (scope, running, fenced) = current_scope(&self.paths(name), name).await?;
+        Ok(ScopeView { name: name.clone(), running, fenced, scope })
     }
 
     /// May `name` read (or write) `path`, and which rule decides.
@@ -171,7 +188,7 @@ impl Client {
         let (allowed, permission, decided_by) = if let Some(verdict) = live {
             verdict
         } else {
-            let (snapshot, _) = current_scope(&paths, name).await?;
+            let (snapshot, _, _) = current_scope(&paths, name).await?;
             let scope = Scope::from_snapshot(snapshot).map_err(|e| WireError::new(e.code(), e.to_string()))?;
             let v = scope.permission_at(&path);
             (v.allows(wanted), v.permission, v.decided_by.to_string())
@@ -236,11 +253,17 @@ fn build(
     })
 }
 
-/// A running Pod's scope from itself, else from its log.
-async fn current_scope(paths: &PodPaths, name: &PodName) -> Result<(ScopeSnapshot, bool), WireError> {
+/// Why a running Pod failed closed, if it says it did.
+async fn fenced(paths: &PodPaths, name: &PodName) -> Option<String> {
+    (Pod { paths, name }).status().await.ok().and_then(|s| s.fenced)
+}
+
+/// A running Pod's scope from itself, else from its log; and why the
+/// running Pod failed closed, if it did.
+async fn current_scope(paths: &PodPaths, name: &PodName) -> Result<(ScopeSnapshot, bool, Option<String>), WireError> {
     if paths.lock_held() {
         match (Pod { paths, name }).status().await {
-            Ok(s) => return Ok((s.scope, true)),
+            Ok(s) => return Ok((s.scope, true, s.fenced)),
             // Exiting (its lock not yet released): its log is about to be
             // complete; read it there.
             Err(e) if e.code == "pod.not_running" => {}
@@ -248,7 +271,7 @@ async fn current_scope(paths: &PodPaths, name: &PodName) -> Result<(ScopeSnapsho
         }
     }
     let state = open_log(paths, name)?.replay().map_err(|e| WireError::new(e.code(), e.to_string()))?;
-    Ok((state.scope, false))
+    Ok((state.scope, false, None))
 }
 
 /// Opens a stopped Pod's log. A Pod that stopped answering may still be

@@ -71,6 +71,10 @@ pub async fn scope(name: &str, json: bool) -> Result<ExitCode, WireError> {
         return Ok(ExitCode::SUCCESS);
     }
     println!("{name} ({})", if view.running { "running" } else { "not running" });
+    if let Some(reason) = &view.fenced {
+        // Every check of this Pod is denied, whatever its rules say.
+        println!("  fenced {reason}");
+    }
     for r in &view.scope.allow {
         println!("  allow  {r}");
     }

@@ -9,8 +9,9 @@
 
 pub mod authorize;
 pub mod caller;
-mod output;
 pub mod kv;
+pub mod lease;
+mod output;
 pub mod owner;
 pub mod server;
 pub mod watch;
@@ -106,12 +107,12 @@ async fn run(request: LaunchRequest) -> (std::process::ExitCode, Option<std::fs:
     owner.set_kv(Arc::clone(&kv));
     let socket = owner.paths.socket().to_string_lossy().into_owned();
     let pid_file = owner.paths.pid_file();
-    if let Err(e) = owner.start_watching() {
+    if let Err(e) = owner.start_watching().await {
         tracing::error!(error = %e, "cannot watch this pod's allocation; registry changes go unnoticed");
     }
     let (hurry_tx, hurry_rx) = tokio::sync::watch::channel(false);
     owner.set_hurry(hurry_rx);
-    let (name, dirs, registry) = (owner.name.clone(), owner.paths.dirs.clone(), owner.registry());
+    let (name, dirs, registry, lease) = (owner.name.clone(), owner.paths.dirs.clone(), owner.registry(), owner.lease());
     let owner_task = tokio::spawn(owner.run(rx));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let (closing_tx, closing_rx) = tokio::sync::watch::channel(false);
@@ -120,6 +121,7 @@ async fn run(request: LaunchRequest) -> (std::process::ExitCode, Option<std::fs:
         name,
         dirs,
         registry,
+        lease,
         owner: tx.clone(),
         log,
         closing: closing_rx,

@@ -2,8 +2,10 @@
 //! caller is comes from the kernel, see `caller.rs`; what it may do is
 //! `authorize.rs`) and forwards them to the owner task, except log reads,
 //! which only read the durable log and so are served here without holding
-//! up mutations. A `Check` is answered for the path as it resolves here
-//! (symlinks followed), whatever the caller resolved.
+//! up mutations, and checks past the node's lease deadline, denied here
+//! (`lease.rs`) whatever the owner is waiting for. A `Check` is answered
+//! for the path as it resolves here (symlinks followed), whatever the
+//! caller resolved.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +17,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::process::authorize::{decide, Action, Decision};
 use crate::process::caller::{identify, Caller, Peer};
-use crate::process::owner::OwnerMsg;
+use crate::process::lease::LeaseGuard;
+use crate::process::owner::{lease_lost_verdict, OwnerMsg};
 use crate::protocol::{PodReply, PodRequest, MAX_LOG_PAGE};
 use crate::registry_link::Registry;
 
@@ -30,6 +33,9 @@ pub struct ConnectionContext {
     pub name: PodName,
     pub dirs: RuntimeDirs,
     pub registry: Registry,
+    /// Checks past the node's lease deadline are denied here, without the
+    /// owner (which may be waiting on a frozen registry).
+    pub lease: Arc<LeaseGuard>,
     pub owner: mpsc::Sender<OwnerMsg>,
     pub log: Arc<SessionLog>,
     pub closing: watch::Receiver<bool>,
@@ -46,7 +52,7 @@ pub async fn handle_connection(mut conn: Connection, cred: PeerCred, ctx: Connec
     // the one the kernel named (a pid is an identity only with its start
     // time).
     let peer = Peer::from_cred(cred);
-    let ConnectionContext { name, dirs, registry, owner, log, mut closing, done: _done, kv } = ctx;
+    let ConnectionContext { name, dirs, registry, lease, owner, log, mut closing, done: _done, kv } = ctx;
     let mut gate = Gate { name, dirs, registry, peer, caller: None };
     let mut standing = crate::process::kv::Standing::default();
     loop {
@@ -115,6 +121,9 @@ pub async fn handle_connection(mut conn: Connection, cred: PeerCred, ctx: Connec
                 answer = read_log(&log, from_seq, wait_ms) => answer,
                 _ = closing.wait_for(|c| *c) => Ok(PodReply::Log { records: Vec::new(), next_seq: from_seq.max(1) }),
             },
+            PodRequest::Check { .. } if lease.check().is_err() => {
+                Ok(lease_lost_verdict(lease.check().err().unwrap_or_default()))
+            }
             request => {
                 let (tx, rx) = oneshot::channel();
                 if owner.send(OwnerMsg::Request { request, peer, reply: tx }).await.is_err() {
