@@ -116,3 +116,18 @@ fn registry_stop_is_refused_with_live_pods_and_leaves_no_daemon_without() {
     assert!(!daemon.alive());
     assert_eq!(h.must(&["registry", "stop"]).stdout, "no registry daemon runs\n");
 }
+
+#[test]
+fn ls_hints_resume_for_a_crashed_pod() {
+    let h = Home::new();
+    h.must(&["start", "lead", "--write", "."]);
+    let pid = h.pid("lead");
+    h.kill9("lead");
+    // The kernel drops a killed process's lock a moment after it is gone:
+    // until then it is `exiting`.
+    wait_until("lead's lock released", || h.json(&["ls", "--json"])[0]["state"] != "exiting");
+    let ls = h.must(&["ls"]).stdout.replace(&pid.to_string(), "[pid]");
+    insta::assert_snapshot!(ls);
+    h.must(&["resume", "lead"]);
+    assert_eq!(h.json(&["ls", "--json"])[0]["state"], "running");
+}

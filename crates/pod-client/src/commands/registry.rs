@@ -11,7 +11,7 @@ use scope::PodName;
 use serde::Serialize;
 
 use crate::commands::Client;
-use crate::process::start_time_of;
+use crate::process::{start_time_of, PidFd};
 use crate::registry::to_wire;
 
 /// Longest `registry stop` waits for the daemon to exit after SIGTERM.
@@ -55,6 +55,8 @@ impl Client {
                 ));
             }
         }
+        // Held before the signal: after the exit its pid may be reused.
+        let process = start_time_of(pid).and_then(|start| PidFd::open(pid, start));
         rustix::process::kill_process(
             rustix::process::Pid::from_raw(i32::try_from(pid).unwrap_or(0))
                 .ok_or_else(|| WireError::new("registry.daemon", format!("bad daemon pid {pid}")))?,
@@ -62,12 +64,19 @@ impl Client {
         )
         .map_err(|e| WireError::new("registry.daemon", format!("cannot signal the daemon (pid {pid}): {e}")))?;
         let deadline = tokio::time::Instant::now() + DAEMON_EXIT_WAIT;
+        let late = || {
+            WireError::new(
+                "registry.stop_timeout",
+                format!("the daemon (pid {pid}) did not exit within {DAEMON_EXIT_WAIT:?}"),
+            )
+        };
+        // Answered once the daemon has exited, not only let go of its lock.
+        if let Some(process) = process {
+            tokio::time::timeout_at(deadline, process.exited()).await.map_err(|_| late())?;
+        }
         while self.daemon_pid().is_some() {
             if tokio::time::Instant::now() >= deadline {
-                return Err(WireError::new(
-                    "registry.stop_timeout",
-                    format!("the daemon (pid {pid}) did not exit within {DAEMON_EXIT_WAIT:?}"),
-                ));
+                return Err(late());
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }

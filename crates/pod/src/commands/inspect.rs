@@ -30,6 +30,9 @@ pub async fn ls(json: bool) -> Result<ExitCode, WireError> {
                 println!("{}: {problem}", p.name);
             }
         }
+        for p in pods.iter().filter(|p| p.state == "crashed" && p.parent.is_none()) {
+            println!("{}: its Pod process died; `pod resume {}` brings it back", p.name, p.name);
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
