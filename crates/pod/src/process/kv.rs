@@ -34,8 +34,11 @@ use tokio::sync::{oneshot, Notify};
 pub const KV_DIR: &str = "kv";
 /// Most jobs in one group commit.
 pub const MAX_GROUP: usize = 256;
-/// Longest the timer sleeps without looking again.
-const TIMER_MAX_SLEEP: Duration = Duration::from_secs(60);
+/// Longest the timer sleeps without looking again; also how often the
+/// holders and waiters of the store are checked for runs that are over
+/// (a grandchild holding a tree-wide lease at the root is nobody's child
+/// here, so no reclaim of this Pod reports it).
+const TIMER_MAX_SLEEP: Duration = Duration::from_secs(1);
 
 pub type Answer = Result<Option<Outcome>, KvError>;
 pub type WakeAnswer = Result<Outcome, KvError>;
@@ -207,8 +210,23 @@ impl KvShell {
                     if let Err(e) = self.submit(Job::Event(Event::Tick)).await.answer {
                         tracing::error!(error = %e, "the kv timer's tick failed");
                     }
+                    self.sweep().await;
                 }
                 _ = self.rearm.notified() => {}
+            }
+        }
+    }
+}
+
+impl KvShell {
+    /// Reports every party whose run is over (its pid gone, or taken by
+    /// another process) as gone.
+    async fn sweep(self: &Arc<Self>) {
+        let parties = lock(&self.store).core().parties();
+        for party in parties.into_iter().filter(|p| !alive(p)) {
+            tracing::info!(pod = %party.name, "a lease holder or waiter is gone");
+            if let Err(e) = self.submit(Job::Event(Event::HolderGone(party))).await.answer {
+                tracing::error!(error = %e, "cannot free the leases of a pod that is gone");
             }
         }
     }
