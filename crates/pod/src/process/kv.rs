@@ -123,6 +123,20 @@ impl KvShell {
         rx.await.unwrap_or(Reply { answer: Err(KvError::Storage("the store's writer went away".into())), wake: None })
     }
 
+    /// Answers a read (`get`, `ls`, `lease ls`) at once; `None` for any
+    /// other call.
+    pub fn read(&self, caller: &pod_kv::Caller, op: &pod_kv::Op) -> Option<Result<Outcome, KvError>> {
+        use pod_kv::Op;
+        if !matches!(op, Op::Get { .. } | Op::List { .. } | Op::Leases) {
+            return None;
+        }
+        let store = lock(&self.store);
+        Some(store.core().plan(caller, op, &now(self.boot)).map(|(plan, outcome)| {
+            debug_assert!(plan.is_empty(), "a read planned a change");
+            outcome
+        }))
+    }
+
     /// The leases and waits of every run of `child` end: it was reclaimed
     /// (stopped, died, pruned), so no run of it is left.
     pub fn holders_gone(self: &Arc<Self>, children: &[PodName]) {
@@ -303,6 +317,12 @@ pub async fn call(
     let role = pod_kv::role(&identity, lead, reach, lead_is_root).map_err(|e| wire(&e))?;
     let span = tracing::info_span!("kv.call", lead = %lead, caller = %role, key = key_of(&op));
     let _entered = span.enter();
+    // A read plans nothing to write: it is answered here, under the
+    // store's lock, which a leader holds until its group is durable, so it
+    // never sees what is not.
+    if let Some(answer) = shell.read(&role, &op) {
+        return answer.map(crate::protocol::PodReply::Kv).map_err(|e| wire(&e));
+    }
     let reply = shell.submit(Job::Request { caller: role.clone(), op, id }).await;
     let outcome = match (reply.answer.map_err(|e| wire(&e))?, reply.wake) {
         (waiting, Some(wake)) => {
