@@ -4,6 +4,7 @@
 //! compared with, so ratios stay meaningful on a noisy machine.
 
 mod floor;
+mod kv_suite;
 mod log_suite;
 mod pod_suite;
 #[cfg(feature = "etcd")]
@@ -38,6 +39,8 @@ enum Suite {
     Registry(registry_suite::Args),
     /// Spawn, stop and resume with real Pod processes.
     Pod(pod_suite::Args),
+    /// The coordination store of a real Pod over its socket, against fsync and socket floors.
+    Kv(kv_suite::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -53,6 +56,7 @@ fn main() -> std::process::ExitCode {
         Suite::Log(args) => (log_suite::run(&args), args.json),
         Suite::Registry(args) => (registry_suite::run(&args), args.json),
         Suite::Pod(args) => (pod_suite::run(&args), args.json),
+        Suite::Kv(args) => (kv_suite::run(&args), args.json),
     };
     match report {
         Ok(value) if json => println!("{value}"),

@@ -103,7 +103,7 @@ pub fn run(args: &Args) -> Result<Value, String> {
     Ok(figures)
 }
 
-async fn start(pod: &str, write: &Path, home: &Path) -> Result<(PodName, String, u32), String> {
+pub(crate) async fn start(pod: &str, write: &Path, home: &Path) -> Result<(PodName, String, u32), String> {
     let pod = name(pod.to_string())?;
     std::fs::create_dir_all(write).map_err(|e| e.to_string())?;
     let dirs = pod_proto::RuntimeDirs { run: home.join("run"), data: home.join("data") };
@@ -158,7 +158,7 @@ fn process(pid: u32) -> Result<PidFd, String> {
 const EXIT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Asks a Pod to stop and waits until its process is gone.
-async fn shut_down(socket: &str, pid: u32) -> Result<(), String> {
+pub(crate) async fn shut_down(socket: &str, pid: u32) -> Result<(), String> {
     let handle = process(pid)?;
     call(socket, &PodRequest::Shutdown).await?;
     handle.wait_or_kill(EXIT_WAIT).await;

@@ -75,6 +75,8 @@ fn old_layout_home() -> Home {
     }
     mv(&h, "run/pods/registry", "run/registry");
     mv(&h, "data/pods/registry/log", "data/registry/log");
+    // The old layout had no coordination store.
+    std::fs::remove_dir_all(h.home.join("data/pods/registry/kv")).expect("the pod's kv store");
     std::fs::remove_dir(h.home.join("data/pods/registry")).expect("empty");
     std::fs::remove_dir(h.home.join("run/pods")).expect("empty");
     std::fs::remove_dir(h.home.join("data/pods")).expect("empty");

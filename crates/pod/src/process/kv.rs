@@ -34,8 +34,11 @@ use tokio::sync::{oneshot, Notify};
 pub const KV_DIR: &str = "kv";
 /// Most jobs in one group commit.
 pub const MAX_GROUP: usize = 256;
-/// Longest the timer sleeps without looking again.
-const TIMER_MAX_SLEEP: Duration = Duration::from_secs(60);
+/// Longest the timer sleeps without looking again; also how often the
+/// holders and waiters of the store are checked for runs that are over
+/// (a grandchild holding a tree-wide lease at the root is nobody's child
+/// here, so no reclaim of this Pod reports it).
+const TIMER_MAX_SLEEP: Duration = Duration::from_secs(1);
 
 pub type Answer = Result<Option<Outcome>, KvError>;
 pub type WakeAnswer = Result<Outcome, KvError>;
@@ -118,6 +121,20 @@ impl KvShell {
             tokio::task::spawn_blocking(move || shell.lead_until_idle());
         }
         rx.await.unwrap_or(Reply { answer: Err(KvError::Storage("the store's writer went away".into())), wake: None })
+    }
+
+    /// Answers a read (`get`, `ls`, `lease ls`) at once; `None` for any
+    /// other call.
+    pub fn read(&self, caller: &pod_kv::Caller, op: &pod_kv::Op) -> Option<Result<Outcome, KvError>> {
+        use pod_kv::Op;
+        if !matches!(op, Op::Get { .. } | Op::List { .. } | Op::Leases) {
+            return None;
+        }
+        let store = lock(&self.store);
+        Some(store.core().plan(caller, op, &now(self.boot)).map(|(plan, outcome)| {
+            debug_assert!(plan.is_empty(), "a read planned a change");
+            outcome
+        }))
     }
 
     /// The leases and waits of every run of `child` end: it was reclaimed
@@ -207,8 +224,23 @@ impl KvShell {
                     if let Err(e) = self.submit(Job::Event(Event::Tick)).await.answer {
                         tracing::error!(error = %e, "the kv timer's tick failed");
                     }
+                    self.sweep().await;
                 }
                 _ = self.rearm.notified() => {}
+            }
+        }
+    }
+}
+
+impl KvShell {
+    /// Reports every party whose run is over (its pid gone, or taken by
+    /// another process) as gone.
+    async fn sweep(self: &Arc<Self>) {
+        let parties = lock(&self.store).core().parties();
+        for party in parties.into_iter().filter(|p| !alive(p)) {
+            tracing::info!(pod = %party.name, "a lease holder or waiter is gone");
+            if let Err(e) = self.submit(Job::Event(Event::HolderGone(party))).await.answer {
+                tracing::error!(error = %e, "cannot free the leases of a pod that is gone");
             }
         }
     }
@@ -285,6 +317,12 @@ pub async fn call(
     let role = pod_kv::role(&identity, lead, reach, lead_is_root).map_err(|e| wire(&e))?;
     let span = tracing::info_span!("kv.call", lead = %lead, caller = %role, key = key_of(&op));
     let _entered = span.enter();
+    // A read plans nothing to write: it is answered here, under the
+    // store's lock, which a leader holds until its group is durable, so it
+    // never sees what is not.
+    if let Some(answer) = shell.read(&role, &op) {
+        return answer.map(crate::protocol::PodReply::Kv).map_err(|e| wire(&e));
+    }
     let reply = shell.submit(Job::Request { caller: role.clone(), op, id }).await;
     let outcome = match (reply.answer.map_err(|e| wire(&e))?, reply.wake) {
         (waiting, Some(wake)) => {
