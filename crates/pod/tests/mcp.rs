@@ -185,3 +185,53 @@ async fn a_server_inside_a_helper_cannot_stop_the_helpers_parent() {
     );
     home.must(&["stop", "lead"]);
 }
+
+/// Sends a `tools/call` and returns once it is on the wire, unanswered.
+async fn send(client: &Session, tool: &str) -> rmcp::service::RequestHandle<RoleClient> {
+    let request = rmcp::model::ClientRequest::CallToolRequest(rmcp::model::Request::new(
+        CallToolRequestParams::new(tool.to_string()).with_arguments(serde_json::Map::new()),
+    ));
+    client
+        .peer()
+        .send_cancellable_request(request, rmcp::service::PeerRequestOptions::no_options())
+        .await
+        .expect("sent")
+}
+
+/// The hold: the registry daemon is frozen (SIGSTOP), so every pod_status
+/// call waits on it. Eight calls fill the server; the ninth is refused at
+/// once; a cancelled call gives its place up (the next one is admitted and
+/// the one after refused again); once the registry runs again the calls
+/// still held are answered.
+#[tokio::test]
+async fn calls_past_the_cap_are_refused_and_a_cancelled_call_gives_its_place_up() {
+    use rustix::process::Signal;
+    let home = Home::new();
+    home.must(&["registry", "ls"]);
+    let registry = home.registry_pid().expect("the registry daemon runs");
+    let client = connect(&home, None).await;
+    signal(registry, Signal::STOP);
+    let mut held = Vec::new();
+    for _ in 0..8 {
+        held.push(send(&client, "pod_status").await);
+    }
+    let busy = "8 tool calls are already running; wait for one to finish and try again [mcp.busy]";
+    let (text, _) = refused(&client, "pod_status", json!({})).await;
+    assert_eq!(text, busy);
+
+    let cancelled = held.pop().expect("a held call");
+    cancelled.cancel(Some("the test gives up".to_string())).await.expect("cancel sent");
+    held.push(send(&client, "pod_status").await);
+    let (text, _) = refused(&client, "pod_status", json!({})).await;
+    assert_eq!(text, busy);
+
+    signal(registry, Signal::CONT);
+    for call in held {
+        let answer = call.await_response().await.expect("answered once the registry runs");
+        let rmcp::model::ServerResult::CallToolResult(result) = answer else {
+            panic!("expected a tool result: {answer:?}")
+        };
+        assert_eq!(result.structured_content, Some(json!({ "pods": [] })));
+    }
+    client.cancel().await.expect("close");
+}
