@@ -81,7 +81,11 @@ fn history(events: u64) -> Result<Vec<Vec<Event>>, String> {
         if i >= 10 {
             let old = name(&format!("c{}", i - 10))?;
             scope.layers.remove(&old);
-            batch.push(Event::ChildRemoved { name: old, reason: RemovalReason::Stopped });
+            batch.push(Event::ChildRemoved {
+                name: old,
+                reason: RemovalReason::Stopped,
+                exit: session_log::Exit::default(),
+            });
         }
         batch.push(Event::PodScope { scope: scope.clone() });
         batch.truncate((events - count) as usize);

@@ -115,6 +115,7 @@ async fn start(pod: &str, write: &Path, home: &Path) -> Result<(PodName, String,
         name: pod.clone(),
         mode: LaunchMode::Start { allow: vec![write_rule(write)?], deny: vec![], workload: None },
         cwd: None,
+        env: Default::default(),
     };
     let launched = launch(&request, &run_dir.join("pod.log")).await.map_err(|e| e.to_string())?;
     Ok((pod, launched.socket, launched.pid))
@@ -135,6 +136,7 @@ async fn spawn_children(socket: &str, repo: &Path, n: usize, prefix: &str) -> Re
             rules: vec![write_rule(&dir)?],
             workload: None,
             cwd: None,
+            env: Default::default(),
         });
         let t = Instant::now();
         match call(socket, &request).await? {
@@ -200,10 +202,12 @@ async fn measure(args: &Args, root: &Path, home: &Path) -> Result<Value, String>
     }
     let run_dir = home.join("run/pods").join(big.as_str());
     let t = Instant::now();
-    let resumed =
-        launch(&LaunchRequest { name: big.clone(), mode: LaunchMode::Resume, cwd: None }, &run_dir.join("pod.log"))
-            .await
-            .map_err(|e| e.to_string())?;
+    let resumed = launch(
+        &LaunchRequest { name: big.clone(), mode: LaunchMode::Resume, cwd: None, env: Default::default() },
+        &run_dir.join("pod.log"),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     let resume_ms = t.elapsed().as_millis() as u64;
     let survivors = match call(&resumed.socket, &PodRequest::Status).await? {
         PodReply::Status(s) => s.children.len(),

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use pod_proto::WireError;
 use scope::{Echo, PodName, ScopeRule};
+
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
@@ -29,6 +30,9 @@ pub struct LaunchRequest {
     pub mode: LaunchMode,
     /// Directory the workload runs in.
     pub cwd: Option<String>,
+    /// Variables for the workload (`--env`): they travel on this pipe only.
+    #[serde(default)]
+    pub env: crate::protocol::Env,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

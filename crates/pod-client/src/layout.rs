@@ -69,11 +69,6 @@ impl PodPaths {
         self.run_dir.join("pod.log")
     }
 
-    /// The workload's stdout and stderr.
-    pub fn workload_log(&self) -> PathBuf {
-        self.run_dir.join("workload.log")
-    }
-
     /// The session log's sled directory.
     pub fn session_log(&self) -> PathBuf {
         self.data_dir.join("log")

@@ -12,6 +12,7 @@
 pub mod commands;
 pub mod launch;
 pub mod layout;
+pub mod output;
 pub mod pod;
 pub mod process;
 pub mod protocol;
@@ -19,4 +20,6 @@ pub mod registry;
 
 pub use commands::inspect::{CheckView, LogReader, PodSummary, ScopeView, TreeNode};
 pub use commands::lifecycle::{Removed, SpawnSpec, Spawned, StartSpec, Started, Stopped};
+pub use commands::logs::LogsReader;
+pub use commands::wait::{Ended, WaitOutcome, Waited};
 pub use commands::Client;

@@ -134,6 +134,14 @@ impl Pod<'_> {
         }
     }
 
+    /// Sends signal `signal` to the Pod's workload.
+    pub async fn signal(&self, signal: i32) -> Result<(), WireError> {
+        match self.call(&PodRequest::Signal { signal }).await? {
+            PodReply::Ack => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     /// Records from `from_seq`, waiting up to `wait` for the first new one.
     pub async fn log(&self, from_seq: u64, wait: Duration) -> Result<LogPage, WireError> {
         let wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);

@@ -25,12 +25,27 @@ pub enum PodRequest {
     StopChild { child: PodName },
     /// Stop this Pod (its children first).
     Shutdown,
-    /// The ShutDown callback: "I, your child, am going away". Accepted only
-    /// from the child's own process (peer pid).
-    ChildShutDown { child: PodName },
+    /// Send signal number `signal` to this Pod's workload.
+    Signal { signal: i32 },
+    /// The ShutDown callback: "I, your child, am going away", with how its
+    /// workload ended. Accepted only from the child's own process (peer
+    /// pid).
+    ChildShutDown {
+        child: PodName,
+        #[serde(default)]
+        exit: session_log::Exit,
+    },
     /// Records from `from_seq`; with `wait_ms`, waits up to that long for
     /// the first new record.
     Log { from_seq: u64, wait_ms: u64 },
+    /// A call on the coordination store of the layer this Pod leads
+    /// (`reach: Tree`: its tree-wide leases, only at a root). Who calls is
+    /// the kernel's answer, never a field. Mutations may carry a request
+    /// id, so that a retry after a lost answer changes nothing.
+    Kv { reach: pod_kv::Reach, op: pod_kv::Op, id: Option<pod_kv::store::RequestId> },
+    /// Who the kernel says the caller is: a Pod of this tree (its lineage)
+    /// or the operator. The CLI asks its own Pod before it picks a layer.
+    Whoami,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -40,6 +55,22 @@ pub struct SpawnRequest {
     pub workload: Option<Vec<String>>,
     /// Working directory for the child's workload.
     pub cwd: Option<String>,
+    /// Variables for the child's workload (never stored).
+    #[serde(default)]
+    pub env: Env,
+}
+
+/// Environment variables given to a workload with `--env`: sent to the
+/// Pod process on its launch pipe or socket, never written to a file or
+/// put on a command line. `Debug` shows the names only, so a value never
+/// reaches a log line.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Env(pub Vec<(String, String)>);
+
+impl std::fmt::Debug for Env {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.0.iter().map(|(k, _)| k)).finish()
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -69,6 +100,15 @@ pub enum PodReply {
         records: Vec<Record>,
         next_seq: u64,
     },
+    Kv(pod_kv::Outcome),
+    Whoami(Whoami),
+}
+
+/// The kernel's view of a caller.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Whoami {
+    Operator,
+    Pod { name: PodName, parent: Option<PodName>, root: PodName },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -79,6 +119,10 @@ pub struct PodStatus {
     pub scope: ScopeSnapshot,
     pub children: Vec<ChildStatus>,
     pub workload: Option<Vec<String>>,
+    /// Why the Pod failed closed (every check denied, spawns refused), if
+    /// it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fenced: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

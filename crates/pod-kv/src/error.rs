@@ -113,7 +113,9 @@ pub const CODES: &[(&str, Kind)] = &[
     ("kv.lease_not_held", Kind::NotFound),
     ("kv.no_such_layer", Kind::NotFound),
     ("kv.timed_out", Kind::TimedOut),
+    ("kv.request_stale", Kind::BadInput),
     ("kv.corrupt", Kind::Unavailable),
+    ("kv.storage", Kind::Unavailable),
 ];
 
 /// What is wrong with the spelling of a key, a list pattern or a lease name.
@@ -300,8 +302,12 @@ pub enum KvError {
     NoSuchLayer { name: String },
     #[error("{} within {waited_ms} ms", awaited_text(awaited))]
     TimedOut { awaited: Awaited, waited_ms: u64 },
+    #[error("request {seq} of this client is older than its last one ({last}): a late duplicate, not retried")]
+    RequestStale { seq: u64, last: u64 },
     #[error("stored coordination data is damaged: {0}")]
     Corrupt(String),
+    #[error("the coordination store's storage failed: {0}")]
+    Storage(String),
 }
 
 impl KvError {
@@ -331,7 +337,9 @@ impl KvError {
             KvError::LeaseNotHeld { .. } => "kv.lease_not_held",
             KvError::NoSuchLayer { .. } => "kv.no_such_layer",
             KvError::TimedOut { .. } => "kv.timed_out",
+            KvError::RequestStale { .. } => "kv.request_stale",
             KvError::Corrupt(_) => "kv.corrupt",
+            KvError::Storage(_) => "kv.storage",
         }
     }
 

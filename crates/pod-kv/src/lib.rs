@@ -26,8 +26,13 @@
 //! - [`error`], [`limits`]: typed refusals with stable codes, the exit-code
 //!   table, every limit.
 //!
-//! Deliberately absent: I/O, clocks, threads, the wire format of requests,
-//! and any knowledge of the Pod tree beyond what the shell supplies.
+//! - [`store`]: the one module with I/O, kept apart from the rest: the
+//!   durable store of a layer on the shared commit path (`crates/durable`),
+//!   the shell's clocks. Nothing outside it reads a disk or a clock.
+//!
+//! Deliberately absent outside [`store`]: I/O, clocks, threads; everywhere:
+//! the wire format of requests, and any knowledge of the Pod tree beyond
+//! what the shell supplies.
 
 pub mod caller;
 pub mod clock;
@@ -38,6 +43,7 @@ pub mod ops;
 pub mod pattern;
 pub mod rights;
 pub mod state;
+pub mod store;
 pub mod waits;
 
 pub use caller::{address, role, Asker, Caller, Identity, Incarnation, Lineage, PodRef, Reach, Relation, Route};

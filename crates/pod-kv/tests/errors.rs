@@ -65,7 +65,9 @@ fn samples() -> Vec<KvError> {
         KvError::TimedOut { awaited: Awaited::Key { key: "/shared/x".into(), min_version: 0 }, waited_ms: 2000 },
         KvError::TimedOut { awaited: Awaited::Key { key: "/shared/x".into(), min_version: 7 }, waited_ms: 2000 },
         KvError::TimedOut { awaited: Awaited::Lease { name: "build".into() }, waited_ms: 500 },
+        KvError::RequestStale { seq: 3, last: 5 },
         KvError::Corrupt("a commit changes Entry(\"/shared/x\") out of order or twice".into()),
+        KvError::Storage("cannot fdatasync kv/wal: Input/output error (os error 5)".into()),
     ]);
     out
 }

@@ -24,3 +24,9 @@ pub const MAX_COMMAND_WORDS: usize = 256;
 /// JSON-RPC error code of a refused oversized request (the "invalid
 /// request" code of JSON-RPC 2.0).
 pub const MESSAGE_TOO_LARGE: i32 = -32600;
+
+/// `pod_wait`: its timeout when none is given, the longest one may ask,
+/// and most Pods one call waits for.
+pub const DEFAULT_WAIT: Duration = Duration::from_secs(60);
+pub const MAX_WAIT: Duration = Duration::from_secs(3600);
+pub const MAX_WAIT_NAMES: usize = 64;

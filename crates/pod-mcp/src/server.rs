@@ -7,11 +7,13 @@
 //!
 //! Bounds: at most [`MAX_CONCURRENT_CALLS`] calls at once (one past it is
 //! refused, `mcp.busy`), each given up after [`CALL_TIMEOUT`]
-//! (`mcp.timeout`) or as soon as the client cancels it (rmcp then sends no
+//! (`mcp.timeout`; `pod_wait` after its own timeout, at most
+//! [`MAX_WAIT`]) or as soon as the client cancels it (rmcp then sends no
 //! answer, as MCP asks).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use pod_client::{Client, SpawnSpec};
 use pod_proto::WireError;
@@ -28,7 +30,7 @@ use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
-use crate::limits::{CALL_TIMEOUT, MAX_CONCURRENT_CALLS};
+use crate::limits::{CALL_TIMEOUT, DEFAULT_WAIT, MAX_CONCURRENT_CALLS, MAX_WAIT, MAX_WAIT_NAMES};
 use crate::tools;
 
 /// What the server knows of where it runs: the runtime's directories, the
@@ -59,6 +61,13 @@ struct SpawnArgs {
 #[serde(deny_unknown_fields)]
 struct NameArgs {
     name: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WaitArgs {
+    names: Vec<String>,
+    timeout_seconds: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -146,12 +155,31 @@ impl PodTools {
                     rules,
                     workload: a.command.filter(|c| !c.is_empty()),
                     cwd: Some(self.cwd.to_string_lossy().into_owned()),
+                    env: pod_client::protocol::Env(Vec::new()),
                 };
                 to_json(&self.client.spawn(spec).await?)
             }
             tools::STOP => {
                 let a: NameArgs = arguments(tool, args)?;
                 to_json(&self.client.stop(&pod_name(&a.name)?).await?)
+            }
+            tools::WAIT => {
+                let a: WaitArgs = arguments(tool, args)?;
+                if a.names.is_empty() || a.names.len() > MAX_WAIT_NAMES {
+                    return Err(WireError::new(
+                        "mcp.bad_arguments",
+                        format!("pod_wait takes 1 to {MAX_WAIT_NAMES} names, not {}", a.names.len()),
+                    ));
+                }
+                let names = a.names.iter().map(|n| pod_name(n)).collect::<Result<Vec<_>, _>>()?;
+                let timeout = Duration::from_secs(a.timeout_seconds.unwrap_or(DEFAULT_WAIT.as_secs()));
+                if timeout > MAX_WAIT {
+                    return Err(WireError::new(
+                        "mcp.bad_arguments",
+                        format!("timeout_seconds {} is over the limit of {}", timeout.as_secs(), MAX_WAIT.as_secs()),
+                    ));
+                }
+                to_json(&self.client.wait(&names, Some(timeout)).await?)
             }
             tools::STATUS => {
                 let a: StatusArgs = arguments(tool, args)?;
@@ -219,14 +247,16 @@ impl ServerHandler for PodTools {
             );
             return Ok(refusal(&busy).into());
         };
+        // pod_wait has a timeout of its own; the call's bound is past it.
+        let limit = if request.name == tools::WAIT { MAX_WAIT + CALL_TIMEOUT } else { CALL_TIMEOUT };
         let span = tracing::info_span!("tool", name = %request.name);
         let work = self.dispatch(&request.name, request.arguments.unwrap_or_default()).instrument(span);
         let outcome = tokio::select! {
             _ = context.ct.cancelled() => {
                 Err(WireError::new("mcp.cancelled", "the client cancelled this call"))
             }
-            done = tokio::time::timeout(CALL_TIMEOUT, work) => done.unwrap_or_else(|_| {
-                Err(WireError::new("mcp.timeout", format!("the call did not finish within {CALL_TIMEOUT:?}")))
+            done = tokio::time::timeout(limit, work) => done.unwrap_or_else(|_| {
+                Err(WireError::new("mcp.timeout", format!("the call did not finish within {limit:?}")))
             }),
         };
         let result = match outcome {

@@ -1,19 +1,19 @@
 //! The tools as a model sees them: name, a description saying what the
 //! tool does, when to use it, what it returns and its limits, and the JSON
 //! Schema of its arguments (draft 2020-12, declared by `$schema`). Only
-//! tools whose feature is built are listed: `pod_wait`, `pod_logs` and the
-//! coordination store's `kv_*`/`lease_*` tools join when `pod-client` has
-//! their calls.
+//! tools whose feature is built are listed: `pod_logs` and the coordination
+//! store's `kv_*`/`lease_*` tools join when `pod-client` has their calls.
 
 use std::sync::Arc;
 
 use rmcp::model::{JsonObject, Tool, ToolAnnotations};
 use serde_json::{json, Value};
 
-use crate::limits::{MAX_COMMAND_WORDS, MAX_SPAWN_PATHS};
+use crate::limits::{DEFAULT_WAIT, MAX_COMMAND_WORDS, MAX_SPAWN_PATHS, MAX_WAIT, MAX_WAIT_NAMES};
 
 pub const SPAWN: &str = "pod_spawn";
 pub const STOP: &str = "pod_stop";
+pub const WAIT: &str = "pod_wait";
 pub const STATUS: &str = "pod_status";
 pub const CHECK: &str = "pod_check";
 
@@ -85,6 +85,34 @@ pub fn all() -> Vec<Tool> {
             schema(json!({ "name": name_schema("The Pod to stop.") }), &["name"]),
         )
         .annotate(ToolAnnotations::new().destructive(true).idempotent(true).open_world(false)),
+        Tool::new(
+            WAIT,
+            "Wait until Pods have stopped (their workloads exited) and learn how each ended. \
+             Use it after pod_spawn to wait for helpers to finish their work, then read their exit codes. \
+             Returns {outcomes: [{name, state: exited | killed | stopped | crashed | lost | running, exit_code?, signal?}], timed_out}; \
+             `running` with timed_out: true when the timeout passed first (not an error). A stopped Pod answers at once. \
+             Limits: 1 to 64 names; timeout_seconds default 60, at most 3600. Cancelling the call stops the wait (the Pods go on).",
+            schema(
+                json!({
+                    "names": {
+                        "type": "array",
+                        "items": { "type": "string", "minLength": 1, "maxLength": 64 },
+                        "minItems": 1,
+                        "maxItems": MAX_WAIT_NAMES,
+                        "description": "The Pods to wait for."
+                    },
+                    "timeout_seconds": {
+                        "type": "integer",
+                        "minimum": 0,
+                        "maximum": MAX_WAIT.as_secs(),
+                        "default": DEFAULT_WAIT.as_secs(),
+                        "description": "Longest to wait, in seconds."
+                    },
+                }),
+                &["names"],
+            ),
+        )
+        .annotate(ToolAnnotations::new().read_only(true).open_world(false)),
         Tool::new(
             STATUS,
             "The tree of live Pods with their states and write scopes: under `name`, by default under the Pod this server runs in \

@@ -28,9 +28,12 @@ pub use peer::PeerCred;
 /// [`Connection`]; the handshake refuses a peer with another number.
 pub const PROTOCOL_VERSION: u32 = 2;
 
-/// Largest frame body accepted or sent, in bytes. A frame announcing more is
-/// refused before any of its body is read.
-pub const MAX_FRAME_BYTES: usize = 1 << 20;
+/// Largest frame body accepted or sent, in bytes: the coordination
+/// store's largest value (1 MiB) plus 64 KiB for everything else in its
+/// frame (a 512-byte key and the encoding, about 600 bytes; one value, one
+/// frame, one commit, no chunking). A frame announcing more is refused
+/// before any of its body is read.
+pub const MAX_FRAME_BYTES: usize = (1 << 20) + (64 << 10);
 
 /// Longest wait for the first byte of the next frame before the connection
 /// is considered idle and closed (servers) or the call failed (clients).

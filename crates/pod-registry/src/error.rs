@@ -143,6 +143,19 @@ impl From<sled::Error> for RegistryError {
     }
 }
 
+/// The shared commit path's failures: damage is `registry.corrupt`, a
+/// failing disk call `registry.store` (an open's refusals are put in the
+/// registry's own words by the sled store).
+impl From<durable::DurableError> for RegistryError {
+    fn from(e: durable::DurableError) -> RegistryError {
+        match e {
+            durable::DurableError::Wal(e) => RegistryError::from(e),
+            e if e.is_damage() => RegistryError::Corrupt(e.to_string()),
+            e => RegistryError::Store(e.to_string()),
+        }
+    }
+}
+
 impl From<wal::WalError> for RegistryError {
     fn from(e: wal::WalError) -> RegistryError {
         match e {

@@ -9,7 +9,7 @@ use pod_registry::daemon::{self, Served};
 use pod_registry::{Allocation, Client};
 
 #[derive(Parser)]
-#[command(name = "pod-registry", about = "The machine-wide registry of Pod write scopes")]
+#[command(name = "pod-registry", version, about = "The machine-wide registry of Pod write scopes")]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -106,7 +106,7 @@ fn print_list(all: &[Allocation], json: bool) -> ExitCode {
             Err(e) => fail(&format!("cannot render JSON: {e}")),
         };
     }
-    println!("{:<24} {:<24} {:>8} {:<8} {:>6} ALLOW", "NAME", "PARENT", "PID", "STATE", "LAYERS");
+    println!("{:<24} {:<24} {:<16} {:>8} {:<8} {:>6} ALLOW", "NAME", "PARENT", "NODE", "PID", "STATE", "LAYERS");
     for a in all {
         let parent = a.parent.as_ref().map_or("-".to_string(), |p| p.to_string());
         let state = match a.state {
@@ -114,7 +114,17 @@ fn print_list(all: &[Allocation], json: bool) -> ExitCode {
             pod_registry::AllocState::Reserved => "reserved",
         };
         let allow: Vec<String> = a.allow.iter().map(|r| r.to_string()).collect();
-        println!("{:<24} {:<24} {:>8} {:<8} {:>6} {}", a.name, parent, a.pid, state, a.layers.len(), allow.join(", "));
+        let node = a.node.as_ref().map_or("-", |n| n.as_str());
+        println!(
+            "{:<24} {:<24} {:<16} {:>8} {:<8} {:>6} {}",
+            a.name,
+            parent,
+            node,
+            a.pid,
+            state,
+            a.layers.len(),
+            allow.join(", ")
+        );
     }
     ExitCode::SUCCESS
 }

@@ -310,6 +310,10 @@ impl State {
                 self.shared.tokens.insert(held.rec.name.clone(), revision);
             }
             self.shared.tombstones.remove(&held.rec.name);
+            // A fenced Pod that registered afresh under the node's new lease
+            // (its re-claim, granted where its paths were free) is no longer
+            // fenced: this record is its claim now.
+            self.unfence_pod(&held.rec.name);
         }
         for change in &mut plan.answers {
             if let AnswerChange::Put(_, rem) = change {

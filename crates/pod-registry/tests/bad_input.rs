@@ -112,7 +112,7 @@ async fn a_4_gib_length_prefix_is_refused_without_reading_it() {
     handshake(&mut s);
     s.write_all(&[0xFF, 0xFF, 0xFF, 0xFF]).expect("send");
     let e = error_code(&mut s);
-    insta::assert_snapshot!(format!("{} [{}]", e.message, e.code), @"frame of 4294967295 bytes is larger than the limit of 1048576 bytes [proto.frame_too_large]");
+    insta::assert_snapshot!(format!("{} [{}]", e.message, e.code), @"frame of 4294967295 bytes is larger than the limit of 1114112 bytes [proto.frame_too_large]");
     assert_closed(&mut s);
     unchanged(&home, 0).await;
     still_serving(&home, "after-oversize").await;

@@ -1,4 +1,4 @@
-//! The command line, exactly as `shared/BRIEF.md` fixes it. This file only
+//! The command line (the user's contract, `docs/concepts.md`). This file only
 //! describes arguments; `commands/` carries them out.
 
 use std::path::PathBuf;
@@ -6,7 +6,12 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "pod", version, about = "Run trees of cooperating processes with delegated filesystem scopes")]
+#[command(
+    name = "pod",
+    version,
+    propagate_version = true,
+    about = "Run trees of cooperating processes with delegated filesystem scopes"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -19,19 +24,64 @@ pub enum Command {
     /// Spawn a child of a running Pod, delegating part of its scope.
     Spawn(SpawnArgs),
     /// Stop a Pod: its children first, then it; its parent gets its scope back.
-    Stop { name: String },
+    Stop {
+        /// The Pod to stop.
+        name: String,
+    },
+    /// Send a signal to a Pod's workload (default SIGTERM); the Pod stops
+    /// when its workload exits.
+    Kill {
+        /// The Pod whose workload to signal.
+        name: String,
+        /// The signal: a name (TERM, SIGKILL, ...) or a number.
+        #[arg(long, short = 's', value_name = "SIG", default_value = "TERM")]
+        signal: String,
+    },
     /// Restart a Pod from its session log, pruning children that are gone.
-    Resume { name: String },
+    Resume {
+        /// The Pod to resume (a top-level Pod that is not running).
+        name: String,
+    },
+    /// Wait until every named Pod has stopped. Exit status: for one Pod its
+    /// workload's exit code (128+N when killed by signal N, 0 for a clean
+    /// stop, 125 when the Pod process died); for several 0 when all are 0,
+    /// else 1; 124 on timeout.
+    Wait {
+        /// The Pods to wait for.
+        #[arg(required = true, value_name = "NAME")]
+        names: Vec<String>,
+        /// Give up after SECS seconds (exit 124).
+        #[arg(long, value_name = "SECS")]
+        timeout: Option<u64>,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Print a Pod workload's stdout and stderr, each line with its time
+    /// and stream.
+    Logs {
+        /// The Pod whose workload's output to print.
+        name: String,
+        /// Keep printing lines as they are written, until the Pod stops.
+        #[arg(long)]
+        follow: bool,
+        /// Print only the last N lines written so far.
+        #[arg(long, value_name = "N")]
+        tail: Option<usize>,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
     /// List Pods known on this machine.
     Ls(JsonFlag),
     /// Show the tree of live Pods (under NAME, or all).
     Tree {
+        /// Show only the tree under this Pod.
         name: Option<String>,
         #[command(flatten)]
         json: JsonFlag,
     },
     /// Show a Pod's scope: base rules and delegation layers.
     Scope {
+        /// The Pod whose scope to show.
         name: String,
         #[command(flatten)]
         json: JsonFlag,
@@ -39,15 +89,20 @@ pub enum Command {
     /// Exit 0 if NAME may read (or, with --write, write) PATH, 1 if not;
     /// prints the deciding rule.
     Check {
+        /// The Pod to ask about.
         name: String,
+        /// The path (relative to the current directory; symlinks followed).
         path: PathBuf,
+        /// Ask about write instead of read.
         #[arg(long)]
         write: bool,
         #[command(flatten)]
         json: JsonFlag,
     },
-    /// Print a Pod's session log.
+    /// Print a Pod's session log: one line per event (local time, what
+    /// changed); --json prints the raw records.
     Log {
+        /// The Pod whose session log to print.
         name: String,
         /// Keep printing new events as they are recorded.
         #[arg(long)]
@@ -55,8 +110,16 @@ pub enum Command {
         #[command(flatten)]
         json: JsonFlag,
     },
-    /// Forget a stopped Pod: delete its session log and runtime directory.
-    Rm { name: String },
+    /// Forget stopped Pods: delete their session logs, workload output and
+    /// runtime directories.
+    Rm {
+        /// The Pods to forget.
+        #[arg(value_name = "NAME", required_unless_present = "stopped", conflicts_with = "stopped")]
+        names: Vec<String>,
+        /// Forget every Pod that has stopped (exited, killed, stopped, lost).
+        #[arg(long)]
+        stopped: bool,
+    },
     /// Serve this runtime's tools to an MCP agent client over stdio, with
     /// the rights of the Pod this process runs in (outside every Pod: the
     /// operator's).
@@ -76,6 +139,12 @@ pub enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Print a completion script for SHELL (bash, zsh, fish, elvish,
+    /// powershell).
+    Completions {
+        /// The shell to complete for.
+        shell: clap_complete::Shell,
+    },
     /// Internal: the Pod process itself, started by `start`, `spawn` and
     /// `resume`.
     #[command(name = "__pod", hide = true)]
@@ -94,6 +163,12 @@ pub enum RegistryCommand {
     Serve(ServeArgs),
     /// List every allocation.
     Ls(JsonFlag),
+    /// Stop the registry daemon; refused while Pods run (naming them).
+    Stop {
+        /// Stop every running Pod first (top-level Pods, with their trees).
+        #[arg(long)]
+        all: bool,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -109,6 +184,19 @@ pub struct ServeArgs {
     /// Data directory, given together with --run-dir.
     #[arg(long, requires = "run_dir")]
     pub data_dir: Option<PathBuf>,
+    /// Share one table with other nodes through etcd: its client URLs,
+    /// comma-separated (default: POD_ETCD; without either, the embedded
+    /// registry).
+    #[arg(long, value_name = "URL[,URL...]")]
+    pub etcd: Option<String>,
+    /// This node's name in the shared table (default: POD_NODE, else the
+    /// host name).
+    #[arg(long, value_name = "NAME")]
+    pub node: Option<String>,
+    /// Seconds a node's allocations outlive its last keepalive (default:
+    /// POD_LEASE_TTL, else 10; 2..=3600).
+    #[arg(long, value_name = "SECS")]
+    pub lease_ttl: Option<String>,
 }
 
 #[derive(Args, Debug, Clone, Copy)]
@@ -124,28 +212,48 @@ pub struct StartArgs {
     pub name: Option<String>,
     #[command(flatten)]
     pub rules: RuleArgs,
+    /// Deny write on PATH and below (read stays); never lifted by a reclaim.
     #[arg(long = "deny-write", value_name = "PATH")]
     pub deny_write: Vec<String>,
+    /// Deny all access to PATH and below.
     #[arg(long = "deny-read", value_name = "PATH")]
     pub deny_read: Vec<String>,
     /// TOML manifest with name, allow and deny rules and workload.
     #[arg(long)]
     pub manifest: Option<PathBuf>,
+    #[command(flatten)]
+    pub env: EnvArgs,
     /// The workload to run; the Pod stops when it exits.
-    #[arg(last = true)]
+    #[arg(last = true, value_name = "CMD")]
     pub workload: Vec<String>,
 }
 
 #[derive(Args, Debug)]
 pub struct SpawnArgs {
+    /// The child's name.
     pub child: String,
     /// The parent Pod (default: $POD_NAME, set inside a workload).
     #[arg(long, env = "POD_NAME")]
     pub parent: Option<String>,
     #[command(flatten)]
     pub rules: RuleArgs,
-    #[arg(last = true)]
+    #[command(flatten)]
+    pub env: EnvArgs,
+    /// The child's workload; the child stops when it exits.
+    #[arg(last = true, value_name = "CMD")]
     pub workload: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct EnvArgs {
+    /// Give the workload variable K=V; `--env K` passes K's value from this
+    /// environment (so a secret stays out of argv). Never stored.
+    #[arg(long = "env", value_name = "K[=V]")]
+    pub env: Vec<String>,
+    /// Give the workload the KEY=VALUE lines of FILE (# comments); --env
+    /// wins over it.
+    #[arg(long = "env-file", value_name = "FILE")]
+    pub env_file: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

@@ -97,7 +97,7 @@ impl PodCore {
                 adoptions.iter().map(|a| (a.name.clone(), a.rules.clone())).collect();
             next.scope.reclaim_adopting(child, &adopted)?;
             next.children.remove(child);
-            events.push(Event::ChildRemoved { name: child.clone(), reason });
+            events.push(Event::ChildRemoved { name: child.clone(), reason, exit: session_log::Exit::default() });
             for a in adoptions {
                 events.push(Event::ChildReparented {
                     name: a.name.clone(),

@@ -5,12 +5,15 @@
 //! that `pod-bench` can run the very same code.
 
 pub mod cli;
+pub mod cli_doc;
 pub mod commands;
 pub mod core;
+pub mod env_args;
 pub mod manifest;
 pub mod mirror;
 pub mod process;
 pub mod registry_link;
+pub mod render;
 pub mod rules;
 
 pub use pod_client::{launch, layout, protocol};
@@ -67,6 +70,11 @@ pub fn main() -> ExitCode {
         // The daemon runs on a runtime of its own (see `daemon::run`).
         return finish(registry::serve(args));
     }
+    if let Command::Completions { shell } = &cli.command {
+        let mut command = <Cli as clap::CommandFactory>::command();
+        clap_complete::generate(*shell, &mut command, "pod", &mut std::io::stdout());
+        return ExitCode::SUCCESS;
+    }
     if let Command::Demo { dir } = &cli.command {
         return finish(demo::run(dir.as_deref()));
     }
@@ -86,7 +94,10 @@ async fn dispatch(command: Command) -> Result<ExitCode, pod_proto::WireError> {
         Command::Spawn(args) => lifecycle::spawn(args).await,
         Command::Stop { name } => lifecycle::stop(&name).await,
         Command::Resume { name } => lifecycle::resume(&name).await,
-        Command::Rm { name } => lifecycle::rm(&name).await,
+        Command::Rm { names, stopped } => lifecycle::rm(&names, stopped).await,
+        Command::Kill { name, signal } => lifecycle::kill(&name, &signal).await,
+        Command::Wait { names, timeout, json } => lifecycle::wait(&names, timeout, json.json).await,
+        Command::Logs { name, follow, tail, json } => inspect::logs(&name, follow, tail, json.json).await,
         Command::Ls(j) => inspect::ls(j.json).await,
         Command::Tree { name, json } => inspect::tree(name.as_deref(), json.json).await,
         Command::Scope { name, json } => inspect::scope(&name, json.json).await,
@@ -95,7 +106,11 @@ async fn dispatch(command: Command) -> Result<ExitCode, pod_proto::WireError> {
         Command::Registry { command: RegistryCommand::Ls(j) } => registry::ls(j.json).await,
         Command::Mcp { command: None } => mcp::serve().await,
         Command::Mcp { command: Some(McpCommand::Config) } => mcp::config(),
-        Command::Demo { .. } | Command::PodProcess(_) | Command::Registry { command: RegistryCommand::Serve(_) } => {
+        Command::Registry { command: RegistryCommand::Stop { all } } => registry::stop(all).await,
+        Command::Demo { .. }
+        | Command::Completions { .. }
+        | Command::PodProcess(_)
+        | Command::Registry { command: RegistryCommand::Serve(_) } => {
             unreachable!("handled before the runtime starts")
         }
     }

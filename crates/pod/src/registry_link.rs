@@ -10,7 +10,7 @@ use pod_client::registry::{daemon_command, to_wire, unexpected};
 use pod_proto::{RuntimeDirs, WireError};
 use pod_registry::client::{DaemonCommand, Link};
 use pod_registry::wire::Survivor;
-use pod_registry::{Allocation, Reclaimed, Reply, Request, WireRule};
+use pod_registry::{Allocation, LeaseView, Reclaimed, Reply, Request, WireRule};
 use scope::{PodName, ScopeRule, ScopeSnapshot};
 use tokio::sync::Mutex;
 
@@ -257,17 +257,28 @@ fn survivors(request: &str, child: &PodName, reply: Reply) -> Result<Vec<Orphan>
     }
 }
 
-/// The Pod's long-poll on its own allocation (see `Request::Watch`).
+/// The Pod's long-poll on its own allocation and its node's lease (see
+/// `Request::WatchLease`; the embedded registry answers it without a lease).
 pub struct Watcher {
     link: Link,
 }
 
+/// One answer of the watch: the allocation now (`None`: gone, or fenced by
+/// the registry), and the node's lease (`None`: the embedded registry).
+#[derive(Debug, Clone)]
+pub struct Watched {
+    pub record: Option<Allocation>,
+    pub lease: Option<LeaseView>,
+}
+
 impl Watcher {
-    /// The record once its fence passes `after_fence` (or after the
-    /// registry's watch bound); `None` when it is gone.
-    pub async fn next(&mut self, name: &PodName, after_fence: u64) -> Result<Option<Allocation>, WireError> {
-        match self.link.call(Request::Watch { name: name.to_string(), after_fence }).await.map_err(to_wire)? {
-            Reply::Watched(a) => Ok(a),
+    /// The record once its fence passes `after_fence` or the node's lease
+    /// deadline is no longer `deadline_after` (or after the registry's watch
+    /// bound).
+    pub async fn next(&mut self, name: &PodName, after_fence: u64, deadline_after: u64) -> Result<Watched, WireError> {
+        let request = Request::WatchLease { name: name.to_string(), after_fence, deadline_after };
+        match self.link.call(request).await.map_err(to_wire)? {
+            Reply::WatchedLease { record, lease } => Ok(Watched { record, lease }),
             _ => Err(unexpected("watch")),
         }
     }

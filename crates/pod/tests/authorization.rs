@@ -76,7 +76,10 @@ fn a_shutdown_callback_from_another_process_is_refused() {
     h.must(&["spawn", "sib", "--parent", "lead", "--write", "tests"]);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let socket = h.run_dir("lead").join("sock");
-    let request = pod::protocol::PodRequest::ChildShutDown { child: scope::PodName::new("sib").expect("name") };
+    let request = pod::protocol::PodRequest::ChildShutDown {
+        child: scope::PodName::new("sib").expect("name"),
+        exit: Default::default(),
+    };
     let answer = runtime.block_on(pod_client::pod::PodClient::call_at(&socket.to_string_lossy(), &request));
     let refusal = answer.expect_err("refused");
     insta::assert_snapshot!(h.redact(&format!("{} [{}]", refusal.message, refusal.code)));

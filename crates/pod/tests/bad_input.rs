@@ -377,3 +377,49 @@ fn a_raw_check_answers_for_the_resolved_path() {
     .expect("answered");
     assert!(matches!(typed, PodReply::Verdict { allowed: false, .. }), "{typed:?}");
 }
+
+/// `pod registry serve` with a bad `--etcd`, `--node` or `--lease-ttl` (or
+/// the same in POD_ETCD, POD_NODE, POD_LEASE_TTL) is refused with one line
+/// and exit 2 before anything is opened: no registry files appear.
+#[test]
+fn bad_registry_settings_are_refused_before_the_daemon_starts() {
+    let h = Home::new();
+    type Env<'a> = Vec<(&'a str, &'a str)>;
+    let cases: Vec<(Vec<&str>, Env)> = vec![
+        (vec!["--node", "n1"], vec![]),
+        (vec!["--etcd", "127.0.0.1:2379", "--node", "N 1"], vec![]),
+        (vec!["--etcd", "127.0.0.1:2379", "--node", "n1", "--lease-ttl", "1"], vec![]),
+        (vec!["--etcd", "127.0.0.1:2379", "--node", "n1", "--lease-ttl", "ten"], vec![]),
+        (vec!["--etcd", "127.0.0.1:2379,", "--node", "n1"], vec![]),
+        (vec!["--etcd", "http://user:pw@h:1", "--node", "n1"], vec![]),
+        (vec!["--etcd", "https://h:1", "--node", "n1"], vec![]),
+        (vec![], vec![("POD_ETCD", "h"), ("POD_NODE", "n1")]),
+        (vec![], vec![("POD_ETCD", "h:1"), ("POD_NODE", "n1"), ("POD_LEASE_TTL", "3601")]),
+        // A flag wins over the environment, and is checked as strictly.
+        (vec!["--lease-ttl", "0"], vec![("POD_ETCD", "h:1"), ("POD_NODE", "n1"), ("POD_LEASE_TTL", "10")]),
+    ];
+    let mut lines = Vec::new();
+    for (flags, env) in cases {
+        let args: Vec<&str> = ["registry", "serve"].into_iter().chain(flags).collect();
+        let run = h.pod_env(&args, &env);
+        assert_eq!(run.code, 2, "`pod {}` with {env:?}: {run:?}", args.join(" "));
+        assert_eq!(run.stderr.lines().count(), 1, "one line expected: {run:?}");
+        assert!(
+            !h.dirs().registry_lock().exists() && !h.dirs().registry_data().exists(),
+            "{run:?} opened the registry"
+        );
+        lines.push(run.stderr.trim_end().to_string());
+    }
+    insta::assert_snapshot!(lines.join("\n"), @r#"
+        pod: bad registry configuration: --node and --lease-ttl (POD_NODE, POD_LEASE_TTL) need --etcd (POD_ETCD) [registry.bad_config]
+        pod: bad registry configuration: node name "N 1" is not 1-64 bytes of [a-z0-9._-] starting with a letter or digit [registry.bad_config]
+        pod: bad registry configuration: lease TTL 1 s is out of range: 2..=3600 s [registry.bad_config]
+        pod: bad registry configuration: lease TTL "ten" is not a whole number of seconds [registry.bad_config]
+        pod: bad registry configuration: an empty etcd endpoint in "127.0.0.1:2379," [registry.bad_config]
+        pod: bad registry configuration: etcd endpoint "http://user:pw@h:1" carries credentials; they do not belong in a URL on a command line [registry.bad_config]
+        pod: bad registry configuration: etcd endpoint https://h:1: TLS is not supported yet; use http:// on a trusted network [registry.bad_config]
+        pod: bad registry configuration: etcd endpoint "h" has no port (host:port or http://host:port) [registry.bad_config]
+        pod: bad registry configuration: lease TTL 3601 s is out of range: 2..=3600 s [registry.bad_config]
+        pod: bad registry configuration: lease TTL 0 s is out of range: 2..=3600 s [registry.bad_config]
+    "#);
+}

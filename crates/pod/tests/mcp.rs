@@ -54,7 +54,7 @@ async fn tools_are_listed_with_their_schemas() {
     let client = connect(&home, None).await;
     let tools = client.list_all_tools().await.expect("list tools");
     let names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
-    assert_eq!(names, ["pod_spawn", "pod_stop", "pod_status", "pod_check"]);
+    assert_eq!(names, ["pod_spawn", "pod_stop", "pod_wait", "pod_status", "pod_check"]);
     for t in &tools {
         assert_eq!(t.input_schema["$schema"], json!("https://json-schema.org/draft/2020-12/schema"), "{}", t.name);
         assert_eq!(t.input_schema["additionalProperties"], json!(false), "{}", t.name);
@@ -128,7 +128,7 @@ async fn a_request_over_the_message_limit_is_refused_and_the_server_goes_on() {
     );
     // The next request is served as usual.
     let tools = client.list_all_tools().await.expect("list tools after the refusal");
-    assert_eq!(tools.len(), 4);
+    assert_eq!(tools.len(), 5);
     client.cancel().await.expect("close");
 }
 
@@ -188,8 +188,13 @@ async fn a_server_inside_a_helper_cannot_stop_the_helpers_parent() {
 
 /// Sends a `tools/call` and returns once it is on the wire, unanswered.
 async fn send(client: &Session, tool: &str) -> rmcp::service::RequestHandle<RoleClient> {
+    send_with(client, tool, json!({})).await
+}
+
+async fn send_with(client: &Session, tool: &str, args: Value) -> rmcp::service::RequestHandle<RoleClient> {
+    let Value::Object(map) = args else { panic!("arguments are an object") };
     let request = rmcp::model::ClientRequest::CallToolRequest(rmcp::model::Request::new(
-        CallToolRequestParams::new(tool.to_string()).with_arguments(serde_json::Map::new()),
+        CallToolRequestParams::new(tool.to_string()).with_arguments(map),
     ));
     client
         .peer()
@@ -234,4 +239,51 @@ async fn calls_past_the_cap_are_refused_and_a_cancelled_call_gives_its_place_up(
         assert_eq!(result.structured_content, Some(json!({ "pods": [] })));
     }
     client.cancel().await.expect("close");
+}
+
+#[tokio::test]
+async fn a_lead_waits_for_a_helper_and_reads_its_exit_code() {
+    let home = Home::new();
+    home.must(&["start", "lead", "--write", ".", "--", "sleep", "600"]);
+    let client = connect(&home, Some("lead")).await;
+    ok(&client, "pod_spawn", json!({ "name": "helper", "write": ["src"], "command": ["sh", "-c", "exit 3"] })).await;
+    let waited = ok(&client, "pod_wait", json!({ "names": ["helper"], "timeout_seconds": 30 })).await;
+    assert_eq!(
+        waited,
+        json!({ "outcomes": [{ "name": "helper", "state": "exited", "exit_code": 3 }], "timed_out": false })
+    );
+    client.cancel().await.expect("close");
+    home.must(&["stop", "lead"]);
+}
+
+/// A waiting call that the client cancels gives its place up: after it,
+/// eight more waits are admitted and the ninth is refused; stopping the
+/// helper answers the eight.
+#[tokio::test]
+async fn a_cancelled_wait_gives_its_place_up() {
+    let home = Home::new();
+    home.must(&["start", "lead", "--write", ".", "--", "sleep", "600"]);
+    let client = connect(&home, Some("lead")).await;
+    ok(&client, "pod_spawn", json!({ "name": "helper", "write": ["src"], "command": ["sleep", "600"] })).await;
+    let wait = json!({ "names": ["helper"], "timeout_seconds": 600 });
+    let first = send_with(&client, "pod_wait", wait.clone()).await;
+    first.cancel(Some("the lead changed its mind".to_string())).await.expect("cancel sent");
+    let mut held = Vec::new();
+    for _ in 0..8 {
+        held.push(send_with(&client, "pod_wait", wait.clone()).await);
+    }
+    let (text, _) = refused(&client, "pod_status", json!({})).await;
+    assert_eq!(text, "8 tool calls are already running; wait for one to finish and try again [mcp.busy]");
+    home.must(&["stop", "helper"]);
+    for call in held {
+        let answer = call.await_response().await.expect("answered once the helper stopped");
+        let rmcp::model::ServerResult::CallToolResult(result) = answer else {
+            panic!("expected a tool result: {answer:?}")
+        };
+        let outcome = &result.structured_content.expect("structured")["outcomes"][0];
+        assert_eq!(outcome["name"], json!("helper"));
+        assert_eq!(outcome["state"], json!("killed"), "{outcome}");
+    }
+    client.cancel().await.expect("close");
+    home.must(&["stop", "lead"]);
 }

@@ -43,7 +43,8 @@ fn the_python_sdk_drives_pod_mcp() {
         seen,
         json!({
             "server": "pod",
-            "tools": ["pod_spawn", "pod_stop", "pod_status", "pod_check"],
+            "tools": ["pod_spawn", "pod_stop", "pod_wait", "pod_status", "pod_check"],
+            "waited": { "outcomes": [{ "name": "quick", "state": "exited", "exit_code": 7 }], "timed_out": false },
             "dialects": ["https://json-schema.org/draft/2020-12/schema"],
             "spawned": { "child": "helper", "parent": "lead" },
             "helper_may_write_src": true,

@@ -596,7 +596,7 @@ impl World {
                 }
                 if self.alive(&c) {
                     self.stop_children(&c);
-                    self.append(&c, vec![Event::PodStopped]);
+                    self.append(&c, vec![Event::PodStopped { exit: session_log::Exit::default() }]);
                     self.kill(&c);
                 }
                 self.reclaim_all(x, std::slice::from_ref(&c), RemovalReason::Stopped);
@@ -618,7 +618,7 @@ impl World {
                 self.reclaim_all(&q, std::slice::from_ref(x), RemovalReason::ShutDown);
             }
         }
-        self.append(x, vec![Event::PodStopped]);
+        self.append(x, vec![Event::PodStopped { exit: session_log::Exit::default() }]);
         self.kill(x);
     }
 
@@ -634,7 +634,7 @@ impl World {
                     return; // pod.unknown_child
                 }
                 self.stop_children(&x);
-                self.append(&x, vec![Event::PodStopped]);
+                self.append(&x, vec![Event::PodStopped { exit: session_log::Exit::default() }]);
                 self.kill(&x);
                 self.reclaim_all(&p, std::slice::from_ref(&x), RemovalReason::Stopped);
             }

@@ -152,6 +152,7 @@ fn start_own_pod(h: &Home, name: &str) -> std::process::Child {
             workload: None,
         },
         cwd: None,
+        env: Default::default(),
     };
     let mut pod = std::process::Command::new(common::POD)
         .args(["__pod", name])

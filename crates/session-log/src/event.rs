@@ -24,13 +24,25 @@ pub enum Event {
     PodScope { scope: ScopeSnapshot },
     #[serde(rename = "child.spawned")]
     ChildSpawned { name: PodName, socket: String, rules: Vec<ScopeRule>, callback: String },
+    /// `exit`: how the child's workload ended, when the child said so in
+    /// its shutdown callback (empty otherwise).
     #[serde(rename = "child.removed")]
-    ChildRemoved { name: PodName, reason: RemovalReason },
+    ChildRemoved {
+        name: PodName,
+        reason: RemovalReason,
+        #[serde(flatten)]
+        exit: Exit,
+    },
     /// A grandchild adopted after its own parent (`from`) vanished.
     #[serde(rename = "child.reparented")]
     ChildReparented { name: PodName, from: PodName, rules: Vec<ScopeRule>, socket: String },
+    /// The Pod stopped; `exit`: how its workload ended (empty for a Pod
+    /// without one, or whose workload's end was not seen).
     #[serde(rename = "pod.stopped")]
-    PodStopped,
+    PodStopped {
+        #[serde(flatten)]
+        exit: Exit,
+    },
     /// The Pod failed closed: from here on it answers every check "denied"
     /// and refuses to spawn. The one event of every fencing cause (an
     /// allocation change it cannot explain, its allocation vanishing, later
@@ -57,6 +69,28 @@ pub enum RemovalReason {
     Lost,
 }
 
+/// How a workload ended: its exit code, or the number of the signal that
+/// killed it; neither when there was no workload or its end was not seen.
+/// Stored as optional fields of the event (`exit_code`, `signal`), so logs
+/// written before they existed read as "not seen".
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Exit {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
+}
+
+impl Exit {
+    pub fn code(code: i32) -> Exit {
+        Exit { exit_code: Some(code), signal: None }
+    }
+
+    pub fn signal(signal: i32) -> Exit {
+        Exit { exit_code: None, signal: Some(signal) }
+    }
+}
+
 /// One record as readers see it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
@@ -78,7 +112,7 @@ impl Event {
             Event::ChildSpawned { .. } => "child.spawned",
             Event::ChildRemoved { .. } => "child.removed",
             Event::ChildReparented { .. } => "child.reparented",
-            Event::PodStopped => "pod.stopped",
+            Event::PodStopped { .. } => "pod.stopped",
             Event::PodFenced { .. } => "pod.fenced",
             Event::Unknown { kind } => kind,
         }
@@ -134,7 +168,23 @@ mod tests {
 
     #[test]
     fn kind_matches_the_serde_tag() {
-        let body = encode_body(&Event::PodStopped).unwrap();
+        let body = encode_body(&Event::PodStopped { exit: Exit::default() }).unwrap();
         assert_eq!(decode_body(1, &body).unwrap().kind(), "pod.stopped");
+    }
+
+    #[test]
+    fn an_exit_is_stored_as_optional_fields_and_old_events_read_as_not_seen() {
+        #[derive(Serialize)]
+        struct Old {
+            kind: &'static str,
+        }
+        let old = rmp_serde::to_vec_named(&Old { kind: "pod.stopped" }).unwrap();
+        assert_eq!(decode_body(1, &old).unwrap(), Event::PodStopped { exit: Exit::default() });
+        for exit in [Exit::code(3), Exit::signal(9)] {
+            let event = Event::ChildRemoved { name: PodName::new("a").unwrap(), reason: RemovalReason::ShutDown, exit };
+            assert_eq!(decode_body(2, &encode_body(&event).unwrap()).unwrap(), event);
+        }
+        let json = serde_json::to_string(&Event::PodStopped { exit: Exit::signal(9) }).unwrap();
+        assert_eq!(json, r#"{"kind":"pod.stopped","signal":9}"#);
     }
 }

@@ -16,13 +16,13 @@
 //! opened or closed with anything in the lap, and the write-ahead log then
 //! starts a new lap. Opening
 //! puts back into sled whatever the write-ahead log holds beyond it (sled
-//! recovers a prefix of what it was given, so that is a tail).
+//! recovers a prefix of what it was given, so that is a tail). All of that
+//! is the commit path the stores share (`crates/durable`); this module says
+//! what a write-ahead entry holds (a group's records) and maps the path's
+//! refusals to `log.corrupt`.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::ffi::OsString;
-use std::fs::File;
-use std::io::ErrorKind;
-use std::path::{Path, PathBuf};
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -35,7 +35,7 @@ use crate::limits::{
     DEFAULT_CHECKPOINT_EVERY, DEFAULT_WAL_BYTES, MAX_BATCH_EVENTS, MAX_RECORD_BYTES, OPEN_LOCK_WAIT_MS,
 };
 use crate::{checkpoint, trees, Event, LogError, PodState, Record};
-use wal::{Appended, Fill, Recovered, Wal, WalError, WalOptions};
+use durable::{Durable, DurableError, Fill, Logged, Options, WalError, WalOptions};
 
 /// sled's page cache per Pod. Small: a log is mostly written, and read back
 /// in order once at resume.
@@ -90,15 +90,11 @@ pub struct VerifyReport {
 }
 
 pub struct SessionLog {
-    db: sled::Db,
     records: sled::Tree,
     checkpoints: sled::Tree,
-    /// sled's main file, synced by us after sled's own flush (see `sync`).
-    db_file: File,
-    /// Written by the leader only (and by `open` and `drop`); the mutex is
-    /// never contended.
-    wal: Mutex<Wal>,
-    blobs_dir: PathBuf,
+    /// sled behind the write-ahead file. Used by the leader only (and by
+    /// `open` and `drop`); the mutex is never contended.
+    durable: Mutex<Durable>,
     options: LogOptions,
     commit: Mutex<Commit>,
     /// Signalled whenever a leader finishes or `durable_seq` moves.
@@ -137,7 +133,6 @@ struct Head {
     hash: Hash,
     timestamp_ms: u64,
     checkpoint_seq: u64,
-    synced_blobs: HashSet<OsString>,
 }
 
 /// The result of folding stored records.
@@ -156,39 +151,28 @@ impl SessionLog {
         let dir = dir.as_ref();
         let _span = info_span!("session_log.open", dir = %dir.display()).entered();
         std::fs::create_dir_all(dir).map_err(|e| LogError::storage("create the log directory", e))?;
-        let config = sled::Config::new()
-            .path(dir)
-            .mode(sled::Mode::HighThroughput)
-            .flush_every_ms(None)
-            .cache_capacity(CACHE_BYTES);
-        let db = open_db(&config)?;
-        let records = db.open_tree(trees::RECORDS).map_err(|e| sled_error("open the records", e))?;
-        let checkpoints = db.open_tree(trees::CHECKPOINTS).map_err(|e| sled_error("open the checkpoints", e))?;
-        let db_file = File::open(dir.join("db")).map_err(|e| LogError::storage("open sled's file", e))?;
-        // sled may just have created its files; make their names durable.
-        File::open(dir).and_then(|d| d.sync_all()).map_err(|e| LogError::storage("sync the log directory", e))?;
-        let wal_options = WalOptions { bytes: options.wal_bytes, fill: Fill::Reserve };
-        let (wal, recovered) = Wal::open(&dir.join("wal"), wal_options).map_err(|e| match e {
-            WalError::Corrupt { .. } => LogError::Unreadable { what: "the write-ahead file", message: e.to_string() },
-            e => LogError::storage("open the write-ahead log", e),
+        let durable_options = Options {
+            sled_dir: dir.to_path_buf(),
+            wal_path: dir.join("wal"),
+            wal: WalOptions { bytes: options.wal_bytes, fill: Fill::Reserve },
+            cache_bytes: CACHE_BYTES,
+            mode: sled::Mode::HighThroughput,
+            lock_wait: Duration::from_millis(OPEN_LOCK_WAIT_MS),
+        };
+        // What a killed process left in the page cache (sled's, or just
+        // restored) is made durable before a new lap can overwrite the
+        // entries that hold it; with an empty lap sled holds nothing the
+        // header does not already vouch for: a clean open writes nothing.
+        let (durable, trees, durable_seq) = Durable::open(&durable_options, |db| {
+            let records = db.open_tree(trees::RECORDS).map_err(|e| sled_error("open the records", e))?;
+            let checkpoints = db.open_tree(trees::CHECKPOINTS).map_err(|e| sled_error("open the checkpoints", e))?;
+            Ok(LogTrees { records, checkpoints })
         })?;
-        let stored = last_stored_seq(&records)?;
-        if stored < recovered.stored_through {
-            return Err(LogError::Truncated { have: stored, durable: recovered.stored_through });
-        }
-        let restore = records_to_restore(stored, &recovered)?;
-        for (seq, bytes) in restore {
-            records
-                .insert(key(seq), bytes)
-                .map_err(|e| LogError::storage("restore records from the write-ahead log", e))?;
-        }
+        let LogTrees { records, checkpoints } = trees;
         let log = SessionLog {
-            db,
             records,
             checkpoints,
-            db_file,
-            wal: Mutex::new(wal),
-            blobs_dir: dir.join("blobs"),
+            durable: Mutex::new(durable),
             options,
             commit: Mutex::new(Commit {
                 queue: Vec::new(),
@@ -204,17 +188,6 @@ impl SessionLog {
             }),
             changed: Condvar::new(),
         };
-        // What a killed process left in the page cache (sled's, or just
-        // restored) is not durable yet; make it so before a new lap can
-        // overwrite the entries that hold it. With an empty lap sled holds
-        // nothing the header does not already vouch for: a clean open
-        // writes nothing.
-        let durable_seq = last_stored_seq(&log.records)?;
-        // After damage the lap must start again even if nothing was put
-        // back: appends would otherwise land before entries that are there.
-        if !recovered.entries.is_empty() || recovered.damage.is_some() {
-            log.store_all(durable_seq, &mut HashSet::new())?;
-        }
         log.lock().durable_seq = durable_seq;
         Ok(log)
     }
@@ -343,25 +316,20 @@ impl SessionLog {
     fn write_group(&self, batches: Vec<SealedBatch>, head: &mut Head) -> Result<(), LogError> {
         fail::fail_point!("log.before_write");
         let last_seq = head.state.last_seq;
-        let logged = {
-            let mut wal = self.wal.lock().unwrap_or_else(PoisonError::into_inner);
-            wal.append(last_seq, &encode_wal_entry(&batches)).map_err(|e| LogError::storage("write-ahead log", e))?
-        };
+        // A group past the lap goes to sled at once, each batch atomic,
+        // with its due checkpoint, before sled is made durable.
+        let logged = self.durable().commit(last_seq, &encode_wal_entry(&batches), |_| {
+            for batch in &batches {
+                write_batch(&self.records, batch)?;
+            }
+            self.write_due_checkpoint(head)
+        })?;
         fail::fail_point!("log.before_flush");
-        match logged {
-            Appended::Durable => {
-                for (k, v) in batches.into_iter().flatten() {
-                    self.records.insert(k, v).map_err(|e| LogError::storage("write records", e))?;
-                }
-                self.write_due_checkpoint(head)?;
+        if logged == Logged::Ahead {
+            for (k, v) in batches.into_iter().flatten() {
+                self.records.insert(k, v).map_err(|e| LogError::storage("write records", e))?;
             }
-            Appended::Full => {
-                for batch in batches {
-                    write_batch(&self.records, batch)?;
-                }
-                self.write_due_checkpoint(head)?;
-                self.store_all(last_seq, &mut head.synced_blobs)?;
-            }
+            self.write_due_checkpoint(head)?;
         }
         fail::fail_point!("log.after_flush");
         Ok(())
@@ -378,50 +346,12 @@ impl SessionLog {
 
     /// Makes sled durable, holding every record up to `last_seq`, and starts
     /// a new lap of the write-ahead log.
-    fn store_all(&self, last_seq: u64, synced_blobs: &mut HashSet<OsString>) -> Result<(), LogError> {
-        self.sync(synced_blobs)?;
-        let mut wal = self.wal.lock().unwrap_or_else(PoisonError::into_inner);
-        wal.stored_through(last_seq).map_err(|e| LogError::storage("write-ahead log", e))
+    fn store_all(&self, last_seq: u64) -> Result<(), LogError> {
+        self.durable().checkpoint(last_seq).map_err(LogError::from)
     }
 
-    /// Makes everything written so far durable. sled 0.34's flush ends in
-    /// `sync_file_range` on Linux, which flushes neither the drive's write
-    /// cache nor the file size, and it never syncs the separate files it
-    /// writes large pages to ("blobs"). Both are done here, so that an
-    /// acknowledged record survives power loss too, not just a process kill.
-    fn sync(&self, synced_blobs: &mut HashSet<OsString>) -> Result<(), LogError> {
-        self.db.flush().map_err(|e| LogError::storage("flush", e))?;
-        self.sync_blobs(synced_blobs)?;
-        self.db_file.sync_data().map_err(|e| LogError::storage("fdatasync", e))
-    }
-
-    fn sync_blobs(&self, synced: &mut HashSet<OsString>) -> Result<(), LogError> {
-        let entries = match std::fs::read_dir(&self.blobs_dir) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(LogError::storage("list sled's blobs", e)),
-        };
-        let mut present = HashSet::new();
-        for entry in entries {
-            let entry = entry.map_err(|e| LogError::storage("list sled's blobs", e))?;
-            let name = entry.file_name();
-            if !synced.contains(&name) {
-                match File::open(entry.path()).and_then(|f| f.sync_data()) {
-                    // sled deletes blobs it no longer needs, any time.
-                    Err(e) if e.kind() == ErrorKind::NotFound => continue,
-                    other => other.map_err(|e| LogError::storage("sync a sled blob", e))?,
-                }
-            }
-            present.insert(name);
-        }
-        let new = present.iter().any(|n| !synced.contains(n));
-        *synced = present;
-        if new {
-            File::open(&self.blobs_dir)
-                .and_then(|d| d.sync_all())
-                .map_err(|e| LogError::storage("sync sled's blob directory", e))?;
-        }
-        Ok(())
+    fn durable(&self) -> MutexGuard<'_, Durable> {
+        self.durable.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Stores a checkpoint of the state as of the last record now (unless
@@ -453,8 +383,7 @@ impl SessionLog {
         let written = if seq == 0 || head.checkpoint_seq == seq {
             Ok(())
         } else {
-            checkpoint::write(&self.checkpoints, &head.state, head.hash)
-                .and_then(|()| self.store_all(seq, &mut head.synced_blobs))
+            checkpoint::write(&self.checkpoints, &head.state, head.hash).and_then(|()| self.store_all(seq))
         };
         let mut g = self.lock();
         let result = match written {
@@ -503,13 +432,7 @@ impl SessionLog {
     fn load_head(&self) -> Result<Head, LogError> {
         let _span = info_span!("session_log.load_head").entered();
         let f = self.fold(self.last_seq())?;
-        Ok(Head {
-            state: f.state,
-            hash: f.hash,
-            timestamp_ms: f.timestamp_ms,
-            checkpoint_seq: f.checkpoint_seq,
-            synced_blobs: HashSet::new(),
-        })
+        Ok(Head { state: f.state, hash: f.hash, timestamp_ms: f.timestamp_ms, checkpoint_seq: f.checkpoint_seq })
     }
 
     /// The durable records from `seq` on (record 1 if `seq` is 0), as far as
@@ -597,26 +520,6 @@ impl SessionLog {
     }
 }
 
-/// sled 0.34 finishes some writes on background threads, which keep its
-/// file lock for a moment after the last handle is dropped. Reopening right
-/// after closing (a resume in the same process, tests) waits for that,
-/// boundedly; a log really open elsewhere still fails, after the wait.
-fn open_db(config: &sled::Config) -> Result<sled::Db, LogError> {
-    let deadline = Instant::now() + Duration::from_millis(OPEN_LOCK_WAIT_MS);
-    let mut pause = Duration::from_millis(1);
-    loop {
-        match config.open() {
-            Err(sled::Error::Io(e))
-                if e.to_string().contains("could not acquire lock") && Instant::now() < deadline =>
-            {
-                std::thread::sleep(pause);
-                pause = (pause * 2).min(Duration::from_millis(50));
-            }
-            other => return other.map_err(|e| sled_error("open", e)),
-        }
-    }
-}
-
 /// Checks a batch against the limits and encodes its bodies, before any
 /// lock is taken or sequence number assigned.
 fn prepare(batch: &[Event]) -> Result<Vec<Vec<u8>>, LogError> {
@@ -691,50 +594,66 @@ impl Drop for SessionLog {
     /// open replays it. So this only logs.
     fn drop(&mut self) {
         let commit = self.commit.get_mut().unwrap_or_else(PoisonError::into_inner);
-        let wal = self.wal.get_mut().unwrap_or_else(PoisonError::into_inner);
-        if commit.failed.is_some() || wal.lap_is_empty() {
+        if commit.failed.is_some() {
             return;
         }
         let last_seq = commit.durable_seq;
-        let mut synced = commit.head.take().map(|h| h.synced_blobs).unwrap_or_default();
-        if let Err(e) = self.store_all(last_seq, &mut synced) {
+        let durable = self.durable.get_mut().unwrap_or_else(PoisonError::into_inner);
+        if let Err(e) = durable.close(last_seq) {
             tracing::warn!(error = %e, "could not flush the session log on close; the next open replays it");
         }
     }
 }
 
-/// The records the write-ahead file holds that sled (which ends at
-/// `stored`) lacks, in order. After a damaged entry, the entries found
-/// beyond it count only if nothing is missing in between: a record that
-/// was acknowledged and is in neither place is `log.corrupt` naming it,
-/// and nothing is written.
-fn records_to_restore(stored: u64, recovered: &Recovered) -> Result<Vec<(u64, Vec<u8>)>, LogError> {
-    let mut restore = Vec::new();
-    let mut have = stored;
-    for entry in &recovered.entries {
-        for (seq, bytes) in decode_wal_entry(entry)? {
-            if seq > have {
-                restore.push((seq, bytes));
-                have = seq;
+/// The log's trees, as the commit path sees them while it opens.
+struct LogTrees {
+    records: sled::Tree,
+    checkpoints: sled::Tree,
+}
+
+impl durable::Records for LogTrees {
+    /// A group's records, each with its seq.
+    type Commit = Vec<(u64, Vec<u8>)>;
+    type Error = LogError;
+
+    fn head(&self, _db: &sled::Db) -> Result<u64, LogError> {
+        last_stored_seq(&self.records)
+    }
+
+    fn decode(&self, entry: &durable::Entry) -> Result<(u64, Self::Commit), LogError> {
+        let records = decode_wal_entry(entry)?;
+        let first = records.first().map_or(entry.seq, |(seq, _)| *seq);
+        Ok((first, records))
+    }
+
+    /// Whole records under their seq: one sled already holds is written
+    /// again with the same bytes.
+    fn replay(&mut self, _db: &sled::Db, _seq: u64, records: Self::Commit) -> Result<(), LogError> {
+        for (seq, bytes) in records {
+            self.records
+                .insert(key(seq), bytes)
+                .map_err(|e| LogError::storage("restore records from the write-ahead log", e))?;
+        }
+        Ok(())
+    }
+}
+
+/// The commit path's refusals and failures as the log's own errors: every
+/// kind of damage is `log.corrupt`.
+impl From<DurableError> for LogError {
+    fn from(e: DurableError) -> LogError {
+        match e {
+            DurableError::Behind { have, durable } => LogError::Truncated { have, durable },
+            DurableError::Lost { missing, offset, later, .. } => LogError::WalDamaged { seq: missing, offset, later },
+            DurableError::Gap { have, .. } => LogError::MissingRecord { seq: have + 1 },
+            DurableError::Wal(e @ WalError::Corrupt { .. }) => {
+                LogError::Unreadable { what: "the write-ahead file", message: e.to_string() }
             }
+            DurableError::Wal(e) => LogError::storage("write-ahead log", e),
+            DurableError::Sled { op, source, .. } => sled_error(op, source),
+            DurableError::Io { op, path, source } => LogError::storage(op, format!("{}: {source}", path.display())),
         }
     }
-    let Some(damage) = &recovered.damage else { return Ok(restore) };
-    let later = damage.later.last().map_or(have, |e| e.seq);
-    for entry in &damage.later {
-        for (seq, bytes) in decode_wal_entry(entry)? {
-            if seq <= have {
-                continue;
-            }
-            if seq != have + 1 {
-                return Err(LogError::WalDamaged { seq: have + 1, offset: damage.offset, later });
-            }
-            restore.push((seq, bytes));
-            have = seq;
-        }
-    }
-    tracing::warn!(offset = damage.offset, "a damaged write-ahead entry held only records sled has; going on");
-    Ok(restore)
 }
 
 /// sled's own word that its files are damaged is `log.corrupt`; other
@@ -766,7 +685,7 @@ fn encode_wal_entry(batches: &[SealedBatch]) -> Vec<u8> {
     out
 }
 
-fn decode_wal_entry(entry: &wal::Entry) -> Result<Vec<(u64, Vec<u8>)>, LogError> {
+fn decode_wal_entry(entry: &durable::Entry) -> Result<Vec<(u64, Vec<u8>)>, LogError> {
     let bad = || LogError::storage("read the write-ahead log", format!("entry {} is not a list of records", entry.seq));
     let mut records = Vec::new();
     let mut rest = &entry.payload[..];
@@ -788,13 +707,13 @@ type SealedBatch = Vec<([u8; 8], Vec<u8>)>;
 /// A single record is a plain insert: sled recovers a prefix of its log, so
 /// one insert is atomic on its own, and a batch would cost a manifest that
 /// sled writes and syncs separately (a second disk write per commit).
-fn write_batch(records: &sled::Tree, batch: SealedBatch) -> Result<(), LogError> {
-    let written = match <[_; 1]>::try_from(batch) {
-        Ok([(k, v)]) => records.insert(k, v).map(drop),
-        Err(batch) => {
+fn write_batch(records: &sled::Tree, batch: &SealedBatch) -> Result<(), LogError> {
+    let written = match batch.as_slice() {
+        [(k, v)] => records.insert(k, v.as_slice()).map(drop),
+        batch => {
             let mut many = sled::Batch::default();
             for (k, v) in batch {
-                many.insert(&k, v);
+                many.insert(k, v.as_slice());
             }
             records.apply_batch(many)
         }

@@ -107,7 +107,7 @@ impl PodState {
         let was_stopped = self.stopped;
         let change = self.check_and_apply(seq, event)?;
         if !matches!(event, Event::Unknown { .. }) {
-            self.stopped = matches!(event, Event::PodStopped);
+            self.stopped = matches!(event, Event::PodStopped { .. });
         }
         self.last_seq = seq;
         Ok(Undo { change, was_stopped })
@@ -167,7 +167,7 @@ impl PodState {
                 Some(record) => Ok(Change::Removed(name.clone(), record)),
                 None => Err(FoldError::UnknownChild { seq, name: name.clone() }),
             },
-            Event::PodStopped | Event::PodFenced { .. } | Event::PodCreated { .. } | Event::Unknown { .. } => {
+            Event::PodStopped { .. } | Event::PodFenced { .. } | Event::PodCreated { .. } | Event::Unknown { .. } => {
                 Ok(Change::Nothing)
             }
         }
@@ -270,8 +270,8 @@ mod tests {
         let s = fold(&[
             created(),
             spawned("a"),
-            Event::ChildRemoved { name: name("a"), reason: RemovalReason::ShutDown },
-            Event::PodStopped,
+            Event::ChildRemoved { name: name("a"), reason: RemovalReason::ShutDown, exit: crate::Exit::default() },
+            Event::PodStopped { exit: crate::Exit::default() },
         ])
         .unwrap();
         assert!(s.children.is_empty());
@@ -281,7 +281,14 @@ mod tests {
     #[test]
     fn unknown_events_are_skipped_but_counted() {
         let unknown = Event::Unknown { kind: "pod.painted".into() };
-        let s = fold(&[unknown.clone(), created(), unknown.clone(), Event::PodStopped, unknown]).unwrap();
+        let s = fold(&[
+            unknown.clone(),
+            created(),
+            unknown.clone(),
+            Event::PodStopped { exit: crate::Exit::default() },
+            unknown,
+        ])
+        .unwrap();
         assert_eq!(s.last_seq, 5);
         assert!(s.stopped);
     }
@@ -293,7 +300,10 @@ mod tests {
             (vec![created(), created()], "fold.already_created", 2),
             (vec![created(), spawned("a"), spawned("a")], "fold.duplicate_child", 3),
             (
-                vec![created(), Event::ChildRemoved { name: name("a"), reason: RemovalReason::Lost }],
+                vec![
+                    created(),
+                    Event::ChildRemoved { name: name("a"), reason: RemovalReason::Lost, exit: crate::Exit::default() },
+                ],
                 "fold.unknown_child",
                 2,
             ),
@@ -312,11 +322,21 @@ mod tests {
 
     #[test]
     fn a_resumed_pod_is_no_longer_stopped() {
-        let s = fold(&[created(), Event::PodStopped, Event::PodStopped]).unwrap();
+        let s = fold(&[
+            created(),
+            Event::PodStopped { exit: crate::Exit::default() },
+            Event::PodStopped { exit: crate::Exit::default() },
+        ])
+        .unwrap();
         assert!(s.stopped);
-        let s = fold(&[created(), Event::PodStopped, scope_of(&base())]).unwrap();
+        let s = fold(&[created(), Event::PodStopped { exit: crate::Exit::default() }, scope_of(&base())]).unwrap();
         assert!(!s.stopped);
-        let s = fold(&[created(), Event::PodStopped, Event::Unknown { kind: "pod.painted".into() }]).unwrap();
+        let s = fold(&[
+            created(),
+            Event::PodStopped { exit: crate::Exit::default() },
+            Event::Unknown { kind: "pod.painted".into() },
+        ])
+        .unwrap();
         assert!(s.stopped);
     }
 
@@ -341,17 +361,17 @@ mod tests {
         let mut layered = base();
         layered.layers.insert(name("b"), vec![rule("/work/b")]);
         let batch = vec![
-            Event::ChildRemoved { name: name("a"), reason: RemovalReason::Stopped },
+            Event::ChildRemoved { name: name("a"), reason: RemovalReason::Stopped, exit: crate::Exit::default() },
             spawned("b"),
             Event::PodScope { scope: layered },
-            Event::PodStopped,
+            Event::PodStopped { exit: crate::Exit::default() },
             spawned("b"),
         ];
         let err = s.apply_batch(3, &batch).unwrap_err();
         assert_eq!(err.seq(), 7);
         assert_eq!(s, before);
         let mut stopped = s.clone();
-        stopped.apply(3, &Event::PodStopped).unwrap();
+        stopped.apply(3, &Event::PodStopped { exit: crate::Exit::default() }).unwrap();
         let snapshot = stopped.clone();
         assert!(stopped.apply_batch(4, &[spawned("b"), spawned("b")]).is_err());
         assert_eq!(stopped, snapshot, "a refused batch keeps `stopped` too");

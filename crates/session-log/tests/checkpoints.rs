@@ -66,7 +66,7 @@ proptest! {
                 }
                 Op::Remove(i) if !live.is_empty() => {
                     let child = live.remove(i % live.len());
-                    pending.push(Event::ChildRemoved { name: name(&child), reason: RemovalReason::Pruned });
+                    pending.push(Event::ChildRemoved { name: name(&child), reason: RemovalReason::Pruned, exit: session_log::Exit::default() });
                 }
                 Op::Remove(_) => {}
                 Op::Scope => pending.push(scope_with(&live.iter().map(String::as_str).collect::<Vec<_>>())),
@@ -83,7 +83,7 @@ proptest! {
             }
         }
         if stop {
-            pending.push(Event::PodStopped);
+            pending.push(Event::PodStopped { exit: session_log::Exit::default() });
         }
         if !pending.is_empty() {
             all.extend(pending.iter().cloned());

@@ -11,6 +11,7 @@ use scope::{Permission, PodName, Scope, ScopePath, ScopeSnapshot};
 use serde::Serialize;
 use session_log::{LogOptions, Record, RecordIter, SessionLog};
 
+use crate::commands::wait::{ended, Ended};
 use crate::commands::Client;
 use crate::layout::PodPaths;
 use crate::pod::{not_running, Pod};
@@ -20,12 +21,41 @@ use crate::process::start_time_of;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PodSummary {
     pub name: PodName,
-    pub state: &'static str,
+    /// running, starting, exiting, exited(N), killed(SIG), stopped,
+    /// crashed, lost, corrupt, fenced (running without an allocation, failed
+    /// closed).
+    pub state: String,
     pub parent: Option<PodName>,
     pub pid: Option<u32>,
     /// Why a Pod is marked `corrupt`: its session log's error, whole.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
+    /// How its workload ended, for a Pod that stopped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
+}
+
+/// What `ls` says of a Pod the registry holds no running process for.
+struct Gone {
+    state: String,
+    problem: Option<String>,
+    ended: Option<Ended>,
+    /// Whose child it was, from its log.
+    parent: Option<PodName>,
+}
+
+impl PodSummary {
+    fn new(name: PodName, parent: Option<PodName>, pid: Option<u32>, gone: Gone) -> PodSummary {
+        let (exit_code, signal) = match gone.ended {
+            Some(Ended::Exited { exit_code }) => (Some(exit_code), None),
+            Some(Ended::Killed { signal }) => (None, Some(signal)),
+            _ => (None, None),
+        };
+        let parent = parent.or(gone.parent);
+        PodSummary { name, state: gone.state, parent, pid, problem: gone.problem, exit_code, signal }
+    }
 }
 
 /// A live Pod and its live descendants, as `pod tree` shows them.
@@ -43,6 +73,10 @@ pub struct TreeNode {
 pub struct ScopeView {
     pub name: PodName,
     pub running: bool,
+    /// Why the running Pod failed closed, if it did: every check of it is
+    /// then denied, whatever its rules say.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fenced: Option<String>,
     #[serde(flatten)]
     pub scope: ScopeSnapshot,
 }
@@ -70,27 +104,40 @@ impl Client {
         let mut registry = self.registry().await?;
         let mut pods: BTreeMap<PodName, PodSummary> = BTreeMap::new();
         for a in registry.list().await? {
-            let (state, problem) = match a.state {
-                pod_registry::AllocState::Reserved => ("starting", None),
-                pod_registry::AllocState::Live if start_time_of(a.pid) == Some(a.start_time) => ("running", None),
+            let live = |state: &str| Gone { state: state.into(), problem: None, ended: None, parent: None };
+            let gone = match a.state {
+                pod_registry::AllocState::Reserved => live("starting"),
+                pod_registry::AllocState::Live if start_time_of(a.pid) == Some(a.start_time) => live("running"),
                 // Its process is gone and the registry has not swept it yet: a
                 // crash, which `pod resume` recovers, unless its log is damaged.
-                pod_registry::AllocState::Live => match stopped_state(&self.paths(&a.name)) {
-                    ("stopped", problem) => ("crashed", problem),
+                pod_registry::AllocState::Live => match stopped_state(&self.paths(&a.name), &a.name) {
+                    Gone { state, problem, .. } if state != "corrupt" && state != "exiting" => {
+                        Gone { state: "crashed".into(), problem, ended: Some(Ended::Crashed), parent: None }
+                    }
                     other => other,
                 },
             };
-            pods.insert(
-                a.name.clone(),
-                PodSummary { name: a.name, state, parent: a.parent, pid: Some(a.pid).filter(|p| *p != 0), problem },
-            );
+            let pid = Some(a.pid).filter(|p| *p != 0);
+            pods.insert(a.name.clone(), PodSummary::new(a.name, a.parent, pid, gone));
         }
         if let Ok(entries) = std::fs::read_dir(self.dirs().pods_data()) {
             for entry in entries.flatten() {
                 let Ok(name) = PodName::new(entry.file_name().to_string_lossy().into_owned()) else { continue };
                 if entry.path().join("log").exists() && !pods.contains_key(&name) {
-                    let (state, problem) = stopped_state(&self.paths(&name));
-                    pods.insert(name.clone(), PodSummary { name, state, parent: None, pid: None, problem });
+                    let paths = self.paths(&name);
+                    let gone = match stopped_state(&paths, &name) {
+                        // Running without an allocation: the registry dropped
+                        // it (its node's lease expired); it says whether it
+                        // failed closed.
+                        Gone { state, .. } if state == "exiting" => match fenced(&paths, &name).await {
+                            Some(reason) => {
+                                Gone { state: "fenced".into(), problem: Some(reason), ended: None, parent: None }
+                            }
+                            None => Gone { state, problem: None, ended: None, parent: None },
+                        },
+                        other => other,
+                    };
+                    pods.insert(name.clone(), PodSummary::new(name, None, None, gone));
                 }
             }
         }
@@ -122,8 +169,8 @@ impl Client {
 
     /// A Pod's scope: from the running Pod, else from its log.
     pub async fn scope(&self, name: &PodName) -> Result<ScopeView, WireError> {
-        let (scope, running) = current_scope(&self.paths(name), name).await?;
-        Ok(ScopeView { name: name.clone(), running, scope })
+        let (scope, running, fenced) = current_scope(&self.paths(name), name).await?;
+        Ok(ScopeView { name: name.clone(), running, fenced, scope })
     }
 
     /// May `name` read (or write) `path`, and which rule decides.
@@ -141,7 +188,7 @@ impl Client {
         let (allowed, permission, decided_by) = if let Some(verdict) = live {
             verdict
         } else {
-            let (snapshot, _) = current_scope(&paths, name).await?;
+            let (snapshot, _, _) = current_scope(&paths, name).await?;
             let scope = Scope::from_snapshot(snapshot).map_err(|e| WireError::new(e.code(), e.to_string()))?;
             let v = scope.permission_at(&path);
             (v.allows(wanted), v.permission, v.decided_by.to_string())
@@ -156,20 +203,31 @@ impl Client {
     }
 }
 
-/// A Pod the registry does not list: `stopped` if its log replays,
-/// `corrupt` (with the error) if it is damaged, `exiting` while its
-/// process still holds it.
-fn stopped_state(paths: &PodPaths) -> (&'static str, Option<String>) {
+/// A Pod without a running process: how it ended if its log replays
+/// (`exited(N)`, `killed(SIG)`, `stopped`, `crashed`, `lost`), `corrupt`
+/// (with the error) if it is damaged, `exiting` while its process still
+/// holds it.
+fn stopped_state(paths: &PodPaths, name: &PodName) -> Gone {
     if paths.lock_held() {
-        return ("exiting", None);
+        return Gone { state: "exiting".into(), problem: None, ended: None, parent: None };
     }
-    let replayed = SessionLog::open(paths.session_log(), LogOptions::default()).and_then(|log| log.replay());
-    match replayed {
-        Ok(_) => ("stopped", None),
+    let opened = SessionLog::open(paths.session_log(), LogOptions::default());
+    match opened.and_then(|log| log.replay()) {
+        Ok(_) => match ended(paths, name) {
+            Ok((ended, parent)) => Gone { state: ended.label(), problem: None, ended: Some(ended), parent },
+            Err(e) => Gone {
+                state: "stopped".into(),
+                problem: Some(format!("{} [{}]", e.message, e.code)),
+                ended: None,
+                parent: None,
+            },
+        },
         Err(e) if e.damage().is_some() || e.code() == "log.impossible_history" => {
-            ("corrupt", Some(format!("{e} [{}]", e.code())))
+            Gone { state: "corrupt".into(), problem: Some(format!("{e} [{}]", e.code())), ended: None, parent: None }
         }
-        Err(e) => ("stopped", Some(format!("{e} [{}]", e.code()))),
+        Err(e) => {
+            Gone { state: "stopped".into(), problem: Some(format!("{e} [{}]", e.code())), ended: None, parent: None }
+        }
     }
 }
 
@@ -195,11 +253,17 @@ fn build(
     })
 }
 
-/// A running Pod's scope from itself, else from its log.
-async fn current_scope(paths: &PodPaths, name: &PodName) -> Result<(ScopeSnapshot, bool), WireError> {
+/// Why a running Pod failed closed, if it says it did.
+async fn fenced(paths: &PodPaths, name: &PodName) -> Option<String> {
+    (Pod { paths, name }).status().await.ok().and_then(|s| s.fenced)
+}
+
+/// A running Pod's scope from itself, else from its log; and why the
+/// running Pod failed closed, if it did.
+async fn current_scope(paths: &PodPaths, name: &PodName) -> Result<(ScopeSnapshot, bool, Option<String>), WireError> {
     if paths.lock_held() {
         match (Pod { paths, name }).status().await {
-            Ok(s) => return Ok((s.scope, true)),
+            Ok(s) => return Ok((s.scope, true, s.fenced)),
             // Exiting (its lock not yet released): its log is about to be
             // complete; read it there.
             Err(e) if e.code == "pod.not_running" => {}
@@ -207,12 +271,12 @@ async fn current_scope(paths: &PodPaths, name: &PodName) -> Result<(ScopeSnapsho
         }
     }
     let state = open_log(paths, name)?.replay().map_err(|e| WireError::new(e.code(), e.to_string()))?;
-    Ok((state.scope, false))
+    Ok((state.scope, false, None))
 }
 
 /// Opens a stopped Pod's log. A Pod that stopped answering may still be
 /// exiting and holding its database; its lock file tells when it is gone.
-fn open_log(paths: &PodPaths, name: &PodName) -> Result<SessionLog, WireError> {
+pub(crate) fn open_log(paths: &PodPaths, name: &PodName) -> Result<SessionLog, WireError> {
     if !paths.session_log().exists() {
         return Err(WireError::new("pod.unknown", format!("no pod named {name} here")));
     }

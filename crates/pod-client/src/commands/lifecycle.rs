@@ -11,7 +11,7 @@ use crate::launch::{launch, LaunchMode, LaunchRequest};
 use crate::layout::PodPaths;
 use crate::pod::{not_running, Pod, PodClient};
 use crate::process::{start_time_of, PidFd};
-use crate::protocol::{PodRequest, SpawnRequest};
+use crate::protocol::{Env, PodRequest, SpawnRequest};
 
 /// Longest `stop` waits for a top-level Pod's process to be gone.
 const STOP_WAIT: Duration = Duration::from_secs(30);
@@ -27,6 +27,8 @@ pub struct StartSpec {
     pub workload: Option<Vec<String>>,
     /// Directory the workload runs in.
     pub cwd: Option<String>,
+    /// Variables for the workload, on top of what it inherits.
+    pub env: Env,
 }
 
 /// A child of a running Pod.
@@ -37,6 +39,7 @@ pub struct SpawnSpec {
     pub rules: Vec<ScopeRule>,
     pub workload: Option<Vec<String>>,
     pub cwd: Option<String>,
+    pub env: Env,
 }
 
 /// A Pod process that is ready to serve (`start`, `resume`).
@@ -82,6 +85,7 @@ impl Client {
             name: spec.name.clone(),
             mode: LaunchMode::Start { allow: spec.allow, deny: spec.deny, workload: spec.workload },
             cwd: spec.cwd,
+            env: spec.env,
         };
         let launched = launch(&request, &paths.pod_log()).await?;
         Ok(Started { name: spec.name, pid: launched.pid })
@@ -90,7 +94,13 @@ impl Client {
     /// Spawns a child of a running Pod; returns when the child is ready.
     pub async fn spawn(&self, spec: SpawnSpec) -> Result<Spawned, WireError> {
         let parent_paths = self.paths(&spec.parent);
-        let request = SpawnRequest { child: spec.child, rules: spec.rules, workload: spec.workload, cwd: spec.cwd };
+        let request = SpawnRequest {
+            child: spec.child,
+            rules: spec.rules,
+            workload: spec.workload,
+            cwd: spec.cwd,
+            env: spec.env,
+        };
         let (child, pid) = Pod { paths: &parent_paths, name: &spec.parent }.spawn(request).await?;
         Ok(Spawned { child, pid, parent: spec.parent })
     }
@@ -140,16 +150,24 @@ impl Client {
         })
     }
 
+    /// Sends `signal` to `name`'s workload (the Pod stops when it exits).
+    pub async fn kill(&self, name: &PodName, signal: i32) -> Result<(), WireError> {
+        let paths = self.paths(name);
+        Pod { paths: &paths, name }.signal(signal).await
+    }
+
     /// Restarts a Pod from its session log.
     pub async fn resume(&self, name: &PodName) -> Result<Started, WireError> {
         let paths = self.paths(name);
         if !paths.session_log().exists() {
             return Err(WireError::new("pod.unknown", format!("no pod named {name} has a session log here")));
         }
+        // Its runtime folder (a tmpfs) may be gone with a reboot.
+        paths.ensure().map_err(|e| WireError::new(e.code(), e.to_string()))?;
         if paths.lock_held() && !exited(&paths).await {
             return Err(WireError::new("pod.running", format!("pod {name} is already running")));
         }
-        let request = LaunchRequest { name: name.clone(), mode: LaunchMode::Resume, cwd: None };
+        let request = LaunchRequest { name: name.clone(), mode: LaunchMode::Resume, cwd: None, env: Env::default() };
         let launched = launch(&request, &paths.pod_log()).await?;
         Ok(Started { name: name.clone(), pid: launched.pid })
     }

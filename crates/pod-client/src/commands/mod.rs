@@ -9,6 +9,9 @@
 
 pub mod inspect;
 pub mod lifecycle;
+pub mod logs;
+pub mod registry;
+pub mod wait;
 
 use pod_proto::{RuntimeDirs, WireError};
 use pod_registry::Allocation;

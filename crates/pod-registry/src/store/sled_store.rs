@@ -19,22 +19,23 @@
 //! naming the commit and where) unless sled holds that commit already.
 //!
 //! When the log is full, the commit goes to sled as one atomic batch
-//! followed by sled's flush and an `fdatasync` (sled's flush alone ends in
-//! `sync_file_range`, which neither flushes the device's write cache nor
-//! file metadata); sled then holds everything, and the log starts a new
-//! lap. Opening does the same once it has replayed, since what a killed
-//! process left in the page cache is not durable yet.
+//! followed by a checkpoint; sled then holds everything, and the log starts
+//! a new lap. Opening does the same once it has replayed, since what a
+//! killed process left in the page cache is not durable yet. All of that
+//! (replay, the refusals, the checkpoint and its syncs) is the commit path
+//! the stores share, `crates/durable`; this module says what the registry's
+//! records and commits are, and its words for what the path refuses.
 
-use std::fs::File;
 use std::path::Path;
+use std::time::Duration;
 
+use durable::{Durable, DurableError, Fill, Logged, Options, WalOptions};
 use scope::PodName;
 use serde::{Deserialize, Serialize};
 
 use super::{Change, Store, Stored};
 use crate::answers::{Remembered, StreamId};
 use crate::{Allocation, RegistryError};
-use wal::{Appended, Fill, Wal, WalOptions};
 
 /// Bumped when the stored encoding of a record or of a commit changes.
 const FORMAT: u8 = 1;
@@ -43,10 +44,6 @@ const RECORD_PREFIX: &[u8] = b"a/";
 const ANSWER_PREFIX: &[u8] = b"s/";
 /// The last commit sled holds and the next fence number, 8 bytes each.
 const HEAD_KEY: &[u8] = b"m/head";
-/// The file sled 0.34 keeps its log (and so every write) in.
-const SLED_LOG_FILE: &str = "db";
-/// The directory sled 0.34 writes large pages to, one file each.
-const SLED_BLOBS_DIR: &str = "blobs";
 /// sled's page cache; the registry's own state lives in memory anyway.
 const CACHE_BYTES: u64 = 16 << 20;
 /// Size of the write-ahead log. Commits are a few hundred bytes, so a lap
@@ -56,11 +53,7 @@ const CACHE_BYTES: u64 = 16 << 20;
 pub const WAL_BYTES: u64 = 4 << 20;
 
 pub struct SledStore {
-    db: sled::Db,
-    sled_dir: std::path::PathBuf,
-    /// sled's log file, synced by us after sled's flush.
-    sled_log: File,
-    wal: Wal,
+    durable: Durable,
     head: Head,
     /// A commit that is durable in the write-ahead log and not yet written
     /// to sled (see [`Store::settle`]).
@@ -89,106 +82,100 @@ struct Commit {
     forgotten: Vec<StreamId>,
 }
 
+/// The registry's records as the commit path sees them while it opens:
+/// the head sled holds, moved on by each commit put back.
+struct Replay {
+    head: Head,
+}
+
+/// Why an open failed: the registry's own refusal, or the commit path's
+/// (put in the registry's words by [`in_registry_words`]).
+enum Opening {
+    Registry(RegistryError),
+    Path(DurableError),
+}
+
+impl From<RegistryError> for Opening {
+    fn from(e: RegistryError) -> Opening {
+        Opening::Registry(e)
+    }
+}
+
+impl From<DurableError> for Opening {
+    fn from(e: DurableError) -> Opening {
+        Opening::Path(e)
+    }
+}
+
+impl durable::Records for Replay {
+    type Commit = Commit;
+    type Error = Opening;
+
+    fn head(&self, _db: &sled::Db) -> Result<u64, Opening> {
+        Ok(self.head.seq)
+    }
+
+    fn decode(&self, entry: &durable::Entry) -> Result<(u64, Commit), Opening> {
+        let commit = decode_body(&format!("commit {} in the write-ahead log", entry.seq), &entry.payload)?;
+        Ok((entry.seq, commit))
+    }
+
+    fn replay(&mut self, db: &sled::Db, seq: u64, commit: Commit) -> Result<(), Opening> {
+        // The log holds these until the checkpoint that follows: plain writes.
+        self.head = write_commit(db, self.head, &commit, seq, Atomicity::Logged)?;
+        Ok(())
+    }
+}
+
 impl SledStore {
     /// Opens (creating if needed) the store in `dir`, replays what the
     /// write-ahead log holds beyond sled, and makes all of it durable.
     pub fn open(dir: &Path) -> Result<SledStore, RegistryError> {
-        let sled_dir = dir.join("sled");
-        let db = sled::Config::new()
-            .path(&sled_dir)
-            .cache_capacity(CACHE_BYTES)
-            .flush_every_ms(None)
-            .open()
-            .map_err(|e| RegistryError::Store(format!("cannot open {}: {e}", sled_dir.display())))?;
-        let log_path = sled_dir.join(SLED_LOG_FILE);
-        let sled_log = File::open(&log_path)
-            .map_err(|e| RegistryError::Store(format!("cannot open sled's log {}: {e}", log_path.display())))?;
         let wal_path = dir.join("wal");
-        let (wal, recovered) = Wal::open(&wal_path, WalOptions { bytes: WAL_BYTES, fill: Fill::Zeros })?;
-        let head = read_head(&db)?;
-        if head.seq < recovered.stored_through {
-            return Err(RegistryError::Corrupt(format!(
-                "sled holds commits up to {} but {} says it held up to {}",
-                head.seq,
-                wal_path.display(),
-                recovered.stored_through
-            )));
-        }
-        let damaged = recovered.damage.is_some();
-        let pending = commits_to_replay(&wal_path, head.seq, recovered)?;
-        let mut store = SledStore { db, sled_dir, sled_log, wal, head, unsettled: None };
-        // The log holds these until the checkpoint below: plain writes.
-        for entry in pending {
-            let commit: Commit = decode_body(&format!("commit {} in the write-ahead log", entry.seq), &entry.payload)?;
-            store.apply(&commit, entry.seq, Atomicity::Logged)?;
-        }
-        // With an empty lap sled holds nothing the header does not vouch
-        // for already; otherwise what a killed daemon left in the page
-        // cache, and what was just replayed, must be made durable before a
-        // new lap can overwrite the entries that hold it.
-        // After damage the lap must start again even if nothing was
-        // replayed: appends would otherwise land before whole entries of
-        // the old lap, which a later open would take for new ones.
-        if !store.wal.lap_is_empty() || damaged {
-            store.checkpoint()?;
-        }
+        let options = Options {
+            sled_dir: dir.join("sled"),
+            wal_path: wal_path.clone(),
+            wal: WalOptions { bytes: WAL_BYTES, fill: Fill::Zeros },
+            cache_bytes: CACHE_BYTES,
+            mode: sled::Mode::LowSpace,
+            // The daemon's own lock file keeps a second daemon out.
+            lock_wait: Duration::ZERO,
+        };
+        let (durable, replay, _) = Durable::open(&options, |db| Ok(Replay { head: read_head(db)? }))
+            .map_err(|e| in_registry_words(e, &wal_path))?;
+        let store = SledStore { durable, head: replay.head, unsettled: None };
         tracing::info!(last_commit = store.head.seq, "registry store open");
         Ok(store)
     }
 
-    /// Writes one commit's keys to sled (not yet durable), `m/head` last.
-    fn apply(&mut self, commit: &Commit, seq: u64, atomicity: Atomicity) -> Result<(), RegistryError> {
-        let head = Head { seq, next_fence: commit.next_fence.max(self.head.next_fence) };
-        let mut writes: Vec<(Vec<u8>, Option<Vec<u8>>)> =
-            Vec::with_capacity(commit.puts.len() + commit.deletes.len() + 1);
-        for rec in &commit.puts {
-            writes.push((record_key(&rec.name), Some(encode(&rec.name, rec)?)));
-        }
-        for name in &commit.deletes {
-            writes.push((record_key(name), None));
-        }
-        for (stream, rem) in &commit.answers {
-            writes.push((answer_key(stream), Some(encode(stream, rem)?)));
-        }
-        for stream in &commit.forgotten {
-            writes.push((answer_key(stream), None));
-        }
-        writes.push((HEAD_KEY.to_vec(), Some(encode_head(head))));
-        match atomicity {
-            // The commit is durable in the log already; a prefix of these
-            // writes is as good as none.
-            Atomicity::Logged => {
-                for (key, value) in writes {
-                    match value {
-                        Some(value) => self.db.insert(key, value)?,
-                        None => self.db.remove(key)?,
-                    };
-                }
-            }
-            Atomicity::Batch => {
-                let mut batch = sled::Batch::default();
-                for (key, value) in writes {
-                    match value {
-                        Some(value) => batch.insert(key, value),
-                        None => batch.remove(key),
-                    }
-                }
-                self.db.apply_batch(batch)?;
-            }
-        }
-        self.head = head;
-        Ok(())
-    }
-
-    /// Makes everything written to sled durable, then starts a new lap of
-    /// the write-ahead log, whose entries sled now all holds.
     fn checkpoint(&mut self) -> Result<(), RegistryError> {
         self.settle()?;
-        self.db.flush()?;
-        sync_blobs(&self.sled_dir.join(SLED_BLOBS_DIR))?;
-        self.sled_log.sync_data().map_err(|e| RegistryError::Store(format!("fdatasync of sled's log failed: {e}")))?;
-        self.wal.stored_through(self.head.seq)?;
-        Ok(())
+        self.durable.checkpoint(self.head.seq).map_err(RegistryError::from)
+    }
+}
+
+/// The commit path's refusals in the registry's words (its messages name
+/// the registry's files).
+fn in_registry_words(e: Opening, wal_path: &Path) -> RegistryError {
+    let e = match e {
+        Opening::Registry(e) => return e,
+        Opening::Path(e) => e,
+    };
+    let wal = wal_path.display();
+    match e {
+        DurableError::Behind { have, durable } => {
+            RegistryError::Corrupt(format!("sled holds commits up to {have} but {wal} says it held up to {durable}"))
+        }
+        DurableError::Gap { resumes, have } => {
+            RegistryError::Corrupt(format!("{wal} resumes at commit {resumes} but sled holds commits up to {have}"))
+        }
+        DurableError::Lost { missing, offset, stored, later } => RegistryError::Corrupt(format!(
+            "the write-ahead log {wal} is damaged at byte {offset}: commit {missing} is in neither the log nor sled (sled holds commits up to {stored}; whole commits up to {later} follow the damage)"
+        )),
+        DurableError::Sled { op: "open", dir, source } => {
+            RegistryError::Store(format!("cannot open {}: {source}", dir.display()))
+        }
+        e => RegistryError::from(e),
     }
 }
 
@@ -196,7 +183,7 @@ impl Drop for SledStore {
     /// A clean close leaves nothing to replay. If this fails, the next open
     /// replays the log instead, so it only logs.
     fn drop(&mut self) {
-        if self.unsettled.is_none() && self.wal.lap_is_empty() {
+        if self.unsettled.is_none() && self.durable.lap_is_empty() {
             return;
         }
         if let Err(e) = self.checkpoint() {
@@ -214,24 +201,53 @@ enum Atomicity {
     Batch,
 }
 
-/// sled never syncs the files it writes large pages to; a checkpoint must.
-fn sync_blobs(dir: &Path) -> Result<(), RegistryError> {
-    let failed =
-        |e: std::io::Error| RegistryError::Store(format!("cannot sync sled's blobs in {}: {e}", dir.display()));
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(failed(e)),
-    };
-    for entry in entries {
-        let entry = entry.map_err(failed)?;
-        match File::open(entry.path()).and_then(|f| f.sync_data()) {
-            // sled deletes blobs it no longer needs, any time.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            other => other.map_err(failed)?,
+/// Writes one commit's keys to sled (not yet durable), `m/head` last, and
+/// returns the new head.
+fn write_commit(
+    db: &sled::Db,
+    head: Head,
+    commit: &Commit,
+    seq: u64,
+    atomicity: Atomicity,
+) -> Result<Head, RegistryError> {
+    let head = Head { seq, next_fence: commit.next_fence.max(head.next_fence) };
+    let mut writes: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::with_capacity(commit.puts.len() + commit.deletes.len() + 1);
+    for rec in &commit.puts {
+        writes.push((record_key(&rec.name), Some(encode(&rec.name, rec)?)));
+    }
+    for name in &commit.deletes {
+        writes.push((record_key(name), None));
+    }
+    for (stream, rem) in &commit.answers {
+        writes.push((answer_key(stream), Some(encode(stream, rem)?)));
+    }
+    for stream in &commit.forgotten {
+        writes.push((answer_key(stream), None));
+    }
+    writes.push((HEAD_KEY.to_vec(), Some(encode_head(head))));
+    match atomicity {
+        // The commit is durable in the log already; a prefix of these
+        // writes is as good as none.
+        Atomicity::Logged => {
+            for (key, value) in writes {
+                match value {
+                    Some(value) => db.insert(key, value)?,
+                    None => db.remove(key)?,
+                };
+            }
+        }
+        Atomicity::Batch => {
+            let mut batch = sled::Batch::default();
+            for (key, value) in writes {
+                match value {
+                    Some(value) => batch.insert(key, value),
+                    None => batch.remove(key),
+                }
+            }
+            db.apply_batch(batch)?;
         }
     }
-    File::open(dir).and_then(|d| d.sync_all()).map_err(failed)
+    Ok(head)
 }
 
 fn record_key(name: &PodName) -> Vec<u8> {
@@ -282,58 +298,6 @@ fn encode_head(head: Head) -> Vec<u8> {
     [head.seq.to_be_bytes(), head.next_fence.to_be_bytes()].concat()
 }
 
-/// The commits the write-ahead log holds beyond sled (which holds commits
-/// up to `stored`), in order, each one after the other. After a damaged
-/// entry, the whole entries found beyond it count only if nothing is
-/// missing in between (sled may hold the damaged commit already); a commit
-/// that was acknowledged and is in neither place makes the store refuse to
-/// open, naming it, before anything is written.
-fn commits_to_replay(
-    wal_path: &Path,
-    stored: u64,
-    recovered: wal::Recovered,
-) -> Result<Vec<wal::Entry>, RegistryError> {
-    let mut have = stored;
-    let mut pending = Vec::new();
-    for entry in recovered.entries {
-        if entry.seq <= have {
-            continue;
-        }
-        if entry.seq != have + 1 {
-            return Err(RegistryError::Corrupt(format!(
-                "{} resumes at commit {} but sled holds commits up to {}",
-                wal_path.display(),
-                entry.seq,
-                have
-            )));
-        }
-        have = entry.seq;
-        pending.push(entry);
-    }
-    let Some(damage) = recovered.damage else { return Ok(pending) };
-    let last_later = damage.later.last().map_or(have, |e| e.seq);
-    for entry in damage.later {
-        if entry.seq <= have {
-            continue;
-        }
-        if entry.seq != have + 1 {
-            return Err(RegistryError::Corrupt(format!(
-                "the write-ahead log {} is damaged at byte {}: commit {} is in neither the log nor sled (sled holds commits up to {stored}; whole commits up to {last_later} follow the damage)",
-                wal_path.display(),
-                damage.offset,
-                have + 1,
-            )));
-        }
-        have = entry.seq;
-        pending.push(entry);
-    }
-    tracing::warn!(
-        offset = damage.offset,
-        "a damaged write-ahead entry held only commits sled has; replaying the whole ones after it"
-    );
-    Ok(pending)
-}
-
 fn read_head(db: &sled::Db) -> Result<Head, RegistryError> {
     let Some(raw) = db.get(HEAD_KEY)? else {
         return Ok(Head { seq: 0, next_fence: 1 });
@@ -350,16 +314,16 @@ impl Store for SledStore {
     fn load(&self) -> Result<Stored, RegistryError> {
         assert!(self.unsettled.is_none(), "load reads sled, which lacks an unsettled commit");
         let mut records = Vec::new();
-        for item in self.db.scan_prefix(RECORD_PREFIX) {
+        for item in self.durable.db().scan_prefix(RECORD_PREFIX) {
             let (key, value) = item?;
             records.push(decode_record(&key, &value)?);
         }
         let mut answers = Vec::new();
-        for item in self.db.scan_prefix(ANSWER_PREFIX) {
+        for item in self.durable.db().scan_prefix(ANSWER_PREFIX) {
             let (key, value) = item?;
             answers.push(decode_answer(&key, &value)?);
         }
-        let head = read_head(&self.db)?;
+        let head = read_head(self.durable.db())?;
         assert_eq!(head, self.head, "sled's m/head differs from the store's own");
         Ok(Stored { records, answers, next_fence: head.next_fence })
     }
@@ -382,21 +346,22 @@ impl Store for SledStore {
         self.settle()?;
         let seq = self.head.seq + 1;
         let entry = encode(&format_args!("commit {seq}"), &commit)?;
-        match self.wal.append(seq, &entry)? {
-            Appended::Durable => {
-                self.unsettled = Some((commit, seq));
-                Ok(())
-            }
-            Appended::Full => {
-                self.apply(&commit, seq, Atomicity::Batch)?;
-                self.checkpoint()
-            }
+        let head = self.head;
+        let logged =
+            self.durable.commit(seq, &entry, |db| write_commit(db, head, &commit, seq, Atomicity::Batch).map(drop))?;
+        match logged {
+            Logged::Ahead => self.unsettled = Some((commit, seq)),
+            Logged::Stored => self.head = Head { seq, next_fence: commit.next_fence.max(head.next_fence) },
         }
+        Ok(())
     }
 
     fn settle(&mut self) -> Result<(), RegistryError> {
         match self.unsettled.take() {
-            Some((commit, seq)) => self.apply(&commit, seq, Atomicity::Logged),
+            Some((commit, seq)) => {
+                self.head = write_commit(self.durable.db(), self.head, &commit, seq, Atomicity::Logged)?;
+                Ok(())
+            }
             None => Ok(()),
         }
     }

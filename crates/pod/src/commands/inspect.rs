@@ -7,7 +7,10 @@ use std::process::ExitCode;
 use pod_client::TreeNode;
 use pod_proto::WireError;
 use scope::Permission;
-use session_log::Record;
+use std::collections::BTreeMap;
+
+use scope::{PodName, ScopeRule};
+use session_log::{Event, Exit, Record};
 
 use crate::commands::{client, cwd, pod_name, print_json};
 
@@ -16,11 +19,11 @@ pub async fn ls(json: bool) -> Result<ExitCode, WireError> {
     if json {
         print_json(&pods)?;
     } else {
-        println!("{:<24} {:<9} {:<24} PID", "NAME", "STATE", "PARENT");
+        println!("{:<24} {:<16} {:<24} PID", "NAME", "STATE", "PARENT");
         for p in &pods {
             let parent = p.parent.as_ref().map_or("-".to_string(), |p| p.to_string());
             let pid = p.pid.map_or("-".to_string(), |p| p.to_string());
-            println!("{:<24} {:<9} {:<24} {pid}", p.name.as_str(), p.state, parent);
+            println!("{:<24} {:<16} {:<24} {pid}", p.name.as_str(), p.state, parent);
         }
         for p in &pods {
             if let Some(problem) = &p.problem {
@@ -68,6 +71,10 @@ pub async fn scope(name: &str, json: bool) -> Result<ExitCode, WireError> {
         return Ok(ExitCode::SUCCESS);
     }
     println!("{name} ({})", if view.running { "running" } else { "not running" });
+    if let Some(reason) = &view.fenced {
+        // Every check of this Pod is denied, whatever its rules say.
+        println!("  fenced {reason}");
+    }
     for r in &view.scope.allow {
         println!("  allow  {r}");
     }
@@ -101,15 +108,92 @@ pub async fn check(name: &str, path: &std::path::Path, write: bool, json: bool) 
     Ok(if view.allowed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
-fn print_record(r: &Record, json: bool) -> Result<(), WireError> {
+/// One concise line per event: what changed, not the whole scope (a
+/// `pod.scope` snapshot is shown as the layers it added or removed).
+#[derive(Default)]
+struct LogView {
+    layers: Option<BTreeMap<PodName, Vec<ScopeRule>>>,
+}
+
+fn rules(rules: &[ScopeRule]) -> String {
+    rules.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(", ")
+}
+
+fn ended(exit: &Exit) -> String {
+    match (exit.exit_code, exit.signal) {
+        (Some(code), _) => format!("workload exited {code}"),
+        (None, Some(signal)) => format!("workload killed by {}", pod_client::commands::wait::signal_name(signal)),
+        (None, None) => "no workload exit seen".into(),
+    }
+}
+
+impl LogView {
+    fn describe(&mut self, event: &Event) -> String {
+        match event {
+            Event::PodCreated { name, parent, base, workload } => {
+                self.layers = Some(base.layers.clone());
+                let mut text = match parent {
+                    Some(p) => format!("created {name}, a child of {p}: allow {}", rules(&base.allow)),
+                    None => format!("created {name}: allow {}", rules(&base.allow)),
+                };
+                if !base.deny.is_empty() {
+                    text.push_str(&format!("; deny {}", rules(&base.deny)));
+                }
+                if let Some(w) = workload {
+                    text.push_str(&format!("; workload {}", scope::Echo(&w.join(" "))));
+                }
+                text
+            }
+            Event::PodScope { scope } => {
+                let before = self.layers.replace(scope.layers.clone());
+                let Some(before) = before else {
+                    let names: Vec<&str> = scope.layers.keys().map(|n| n.as_str()).collect();
+                    return format!("{} layer(s): {}", names.len(), names.join(", "));
+                };
+                let mut changes: Vec<String> = Vec::new();
+                for (child, layer) in &scope.layers {
+                    if before.get(child) != Some(layer) {
+                        changes.push(format!("+{child} ({})", rules(layer)));
+                    }
+                }
+                for child in before.keys().filter(|c| !scope.layers.contains_key(*c)) {
+                    changes.push(format!("-{child}"));
+                }
+                if changes.is_empty() {
+                    format!("unchanged, {} layer(s)", scope.layers.len())
+                } else {
+                    format!("layers {}", changes.join(" "))
+                }
+            }
+            Event::ChildSpawned { name, rules: delegated, .. } => format!("spawned {name}: {}", rules(delegated)),
+            Event::ChildRemoved { name, reason, exit } => {
+                let reason =
+                    serde_json::to_value(reason).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+                match (exit.exit_code, exit.signal) {
+                    (None, None) => format!("removed {name} ({reason})"),
+                    _ => format!("removed {name} ({reason}, {})", ended(exit)),
+                }
+            }
+            Event::ChildReparented { name, from, rules: taken, .. } => {
+                format!("adopted {name} from {from}: {}", rules(taken))
+            }
+            Event::PodStopped { exit } => match (exit.exit_code, exit.signal) {
+                (None, None) => "stopped".into(),
+                _ => format!("stopped ({})", ended(exit)),
+            },
+            Event::PodFenced { reason } => format!("fenced: {reason}"),
+            Event::Unknown { kind } => format!("({kind}: an event of a newer version)"),
+        }
+    }
+}
+
+fn print_record(view: &mut LogView, r: &Record, json: bool) -> Result<(), WireError> {
     if json {
         let line = serde_json::to_string(r).map_err(|e| WireError::new("cli.json", e.to_string()))?;
         println!("{line}");
     } else {
-        let body = serde_json::to_value(&r.event).map_err(|e| WireError::new("cli.json", e.to_string()))?;
-        let mut fields = body.as_object().cloned().unwrap_or_default();
-        fields.remove("kind");
-        println!("{:>6}  {}  {:<16} {}", r.seq, r.timestamp_ms, r.event.kind(), serde_json::Value::Object(fields));
+        let text = view.describe(&r.event);
+        println!("{:>6}  {}  {:<16} {text}", r.seq, crate::render::local_time(r.timestamp_ms), r.event.kind());
     }
     Ok(())
 }
@@ -117,8 +201,36 @@ fn print_record(r: &Record, json: bool) -> Result<(), WireError> {
 pub async fn log(name: &str, follow: bool, json: bool) -> Result<ExitCode, WireError> {
     let name = pod_name(name)?;
     let mut reader = client()?.log(&name, follow);
+    let mut view = LogView::default();
     while let Some(record) = reader.next().await? {
-        print_record(&record, json)?;
+        print_record(&mut view, &record, json)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_output(line: &pod_client::output::OutputLine, json: bool) -> Result<(), WireError> {
+    if json {
+        let text = serde_json::to_string(line).map_err(|e| WireError::new("cli.json", e.to_string()))?;
+        println!("{text}");
+    } else {
+        println!("{} {} {}", crate::render::local_time(line.ts_ms), line.stream.as_str(), line.line);
+    }
+    Ok(())
+}
+
+pub async fn logs(name: &str, follow: bool, tail: Option<usize>, json: bool) -> Result<ExitCode, WireError> {
+    let name = pod_name(name)?;
+    let (lines, mut next) = client()?.logs(&name, tail)?;
+    for line in &lines {
+        print_output(line, json)?;
+    }
+    if follow {
+        // stdout is line-buffered: a reader on a pipe sees each line at once.
+        while let Some(lines) = next.next().await? {
+            for line in &lines {
+                print_output(line, json)?;
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

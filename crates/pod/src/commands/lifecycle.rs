@@ -9,7 +9,7 @@ use pod_proto::WireError;
 use scope::Permission;
 
 use crate::cli::{SpawnArgs, StartArgs};
-use crate::commands::{client, cwd, pod_name, resolve_args};
+use crate::commands::{client, cwd, pod_name, print_json, resolve_args};
 use crate::manifest::Manifest;
 
 pub async fn start(args: StartArgs) -> Result<ExitCode, WireError> {
@@ -47,7 +47,8 @@ pub async fn start(args: StartArgs) -> Result<ExitCode, WireError> {
     deny.extend(resolve_args(&args.deny_write, &cwd, Permission::Write)?);
     deny.extend(resolve_args(&args.deny_read, &cwd, Permission::Read)?);
     let workload = if args.workload.is_empty() { manifest.and_then(|m| m.workload) } else { Some(args.workload) };
-    let spec = StartSpec { name, allow, deny, workload, cwd: Some(cwd.to_string_lossy().into_owned()) };
+    let env = crate::env_args::collect(&args.env.env, args.env.env_file.as_deref(), &cwd)?;
+    let spec = StartSpec { name, allow, deny, workload, cwd: Some(cwd.to_string_lossy().into_owned()), env };
     let started = client()?.start(spec).await?;
     println!("started {} (pid {})", started.name, started.pid);
     Ok(ExitCode::SUCCESS)
@@ -61,7 +62,9 @@ pub async fn spawn(args: SpawnArgs) -> Result<ExitCode, WireError> {
     })?;
     let mut rules = resolve_args(&args.rules.write, &cwd, Permission::Write)?;
     rules.extend(resolve_args(&args.rules.read, &cwd, Permission::Read)?);
+    let env = crate::env_args::collect(&args.env.env, args.env.env_file.as_deref(), &cwd)?;
     let spec = SpawnSpec {
+        env,
         parent,
         child,
         rules,
@@ -93,9 +96,64 @@ pub async fn resume(name: &str) -> Result<ExitCode, WireError> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn rm(name: &str) -> Result<ExitCode, WireError> {
-    let name = pod_name(name)?;
-    let removed = client()?.rm(&name).await?;
-    println!("removed {}", removed.name);
+pub async fn rm(names: &[String], stopped: bool) -> Result<ExitCode, WireError> {
+    let client = client()?;
+    let names = if stopped {
+        // Every Pod that has ended; running, crashed (resumable) and
+        // corrupt ones are kept.
+        let ended = ["exited(", "killed(", "stopped", "lost"];
+        let pods = client.ls().await?;
+        pods.into_iter().filter(|p| ended.iter().any(|e| p.state.starts_with(e))).map(|p| p.name).collect()
+    } else {
+        names.iter().map(|n| pod_name(n)).collect::<Result<Vec<_>, _>>()?
+    };
+    for name in &names {
+        let removed = client.rm(name).await?;
+        println!("removed {}", removed.name);
+    }
     Ok(ExitCode::SUCCESS)
 }
+
+pub async fn kill(name: &str, signal: &str) -> Result<ExitCode, WireError> {
+    let name = pod_name(name)?;
+    let number = pod_client::commands::wait::parse_signal(signal).ok_or_else(|| {
+        WireError::new(
+            "cli.bad_signal",
+            format!("{} is no signal (a name like TERM or KILL, or 1-64)", scope::Echo(signal)),
+        )
+    })?;
+    client()?.kill(&name, number).await?;
+    println!("sent {} to {name}'s workload", pod_client::commands::wait::signal_name(number));
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn wait(names: &[String], timeout: Option<u64>, json: bool) -> Result<ExitCode, WireError> {
+    let names = names.iter().map(|n| pod_name(n)).collect::<Result<Vec<_>, _>>()?;
+    let waited = client()?.wait(&names, timeout.map(std::time::Duration::from_secs)).await?;
+    if json {
+        print_json(&waited)?;
+    } else {
+        for o in &waited.outcomes {
+            println!("{} {}", o.name, o.ended.map_or("running".to_string(), |e| e.label()));
+        }
+    }
+    if waited.timed_out {
+        let running: Vec<String> =
+            waited.outcomes.iter().filter(|o| o.ended.is_none()).map(|o| o.name.to_string()).collect();
+        eprintln!(
+            "pod: still running after {}s: {} [pod.wait_timeout]",
+            timeout.unwrap_or_default(),
+            running.join(", ")
+        );
+        return Ok(ExitCode::from(TIMED_OUT));
+    }
+    let statuses: Vec<u8> = waited.outcomes.iter().filter_map(|o| o.ended).map(|e| e.status()).collect();
+    Ok(ExitCode::from(match statuses.as_slice() {
+        [one] => *one,
+        all if all.iter().all(|s| *s == 0) => 0,
+        _ => 1,
+    }))
+}
+
+/// `pod wait`'s status when the timeout passed (as timeout(1)'s).
+const TIMED_OUT: u8 = 124;

@@ -9,10 +9,15 @@
 
 pub mod authorize;
 pub mod caller;
+pub mod kv;
+pub mod lease;
+mod output;
 pub mod owner;
 pub mod server;
 pub mod watch;
 mod workload;
+
+pub use workload::RESERVED_ENV;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -98,21 +103,31 @@ async fn run(request: LaunchRequest) -> (std::process::ExitCode, Option<std::fs:
         Ok(s) => s,
         Err(e) => return (report_failure(e), None),
     };
-    let Started { mut owner, listener, log, lock } = started;
+    let Started { mut owner, listener, log, lock, kv } = started;
+    owner.set_kv(Arc::clone(&kv));
     let socket = owner.paths.socket().to_string_lossy().into_owned();
     let pid_file = owner.paths.pid_file();
-    if let Err(e) = owner.start_watching() {
+    if let Err(e) = owner.start_watching().await {
         tracing::error!(error = %e, "cannot watch this pod's allocation; registry changes go unnoticed");
     }
     let (hurry_tx, hurry_rx) = tokio::sync::watch::channel(false);
     owner.set_hurry(hurry_rx);
-    let (name, dirs, registry) = (owner.name.clone(), owner.paths.dirs.clone(), owner.registry());
+    let (name, dirs, registry, lease) = (owner.name.clone(), owner.paths.dirs.clone(), owner.registry(), owner.lease());
     let owner_task = tokio::spawn(owner.run(rx));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let (closing_tx, closing_rx) = tokio::sync::watch::channel(false);
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
-    let ctx =
-        server::ConnectionContext { name, dirs, registry, owner: tx.clone(), log, closing: closing_rx, done: done_tx };
+    let ctx = server::ConnectionContext {
+        name,
+        dirs,
+        registry,
+        lease,
+        owner: tx.clone(),
+        log,
+        closing: closing_rx,
+        done: done_tx,
+        kv,
+    };
     let server = tokio::spawn(pod_proto::server::serve(
         listener,
         async move {
@@ -177,6 +192,7 @@ struct Started {
     listener: interprocess::local_socket::tokio::Listener,
     log: Arc<SessionLog>,
     lock: std::fs::File,
+    kv: Arc<kv::KvShell>,
 }
 
 fn wire<E: std::fmt::Display>(code: &str) -> impl Fn(E) -> WireError + '_ {
@@ -255,7 +271,7 @@ async fn take_scope_and_serve(
         LaunchMode::Resume => {
             let owner = resume(&name, &paths, &log, registry, tx.clone()).await?;
             tracing::info!(ms = phase.elapsed().as_secs_f64() * 1e3, "scope restored and pruned");
-            return serve(owner, paths, log, lock, request.cwd, tx).await;
+            return serve(owner, paths, log, lock, request.cwd, request.env, tx).await;
         }
         LaunchMode::Start { allow, deny, workload } => {
             refuse_existing_log(&log, &name, "`pod resume NAME` or `pod rm NAME`")?;
@@ -290,7 +306,7 @@ async fn take_scope_and_serve(
         registry,
         tx.clone(),
     );
-    serve(owner, paths, log, lock, request.cwd, tx).await
+    serve(owner, paths, log, lock, request.cwd, request.env, tx).await
 }
 
 /// The last steps of every startup: the socket, the pid file, the workload.
@@ -300,13 +316,21 @@ async fn serve(
     log: Arc<SessionLog>,
     lock: std::fs::File,
     cwd: Option<String>,
+    env: pod_client::protocol::Env,
     tx: mpsc::Sender<OwnerMsg>,
 ) -> Result<Started, WireError> {
+    // The layer's store is open before anyone can call it (and before the
+    // workload, its first caller, starts).
+    let kv = kv::KvShell::open(&paths.data_dir.join(kv::KV_DIR))
+        .await
+        .map_err(|e| WireError::new(e.code(), e.to_string()))?;
     let listener = pod_proto::server::bind(&paths.socket()).await.map_err(|e| e.to_wire())?;
     if let Some(command) = owner.workload.clone() {
-        owner.set_workload(workload::start(&command, &paths, cwd.as_deref(), tx)?);
+        let spec =
+            workload::WorkloadSpec { command: &command, cwd: cwd.as_deref(), env: &env, parent: owner.parent.as_ref() };
+        owner.set_workload(workload::start(spec, &paths, tx)?);
     }
-    Ok(Started { owner, listener, log, lock })
+    Ok(Started { owner, listener, log, lock, kv })
 }
 
 /// `run/pods/NAME/pid`: this process's pid and start time, written whole

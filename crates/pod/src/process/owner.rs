@@ -21,7 +21,7 @@ use std::time::Duration;
 use pod_proto::WireError;
 use rustix::process::Signal;
 use scope::{PodName, Scope};
-use session_log::{ChildRecord, Event, RemovalReason, SessionLog};
+use session_log::{ChildRecord, Event, Exit, RemovalReason, SessionLog};
 use tokio::sync::{mpsc, oneshot, watch as watch_channel};
 use tokio::time::Instant;
 use tracing::Instrument;
@@ -31,6 +31,7 @@ use crate::launch::{Launched, Starting};
 use crate::layout::PodPaths;
 use crate::mirror::{self, MirroredChild};
 use crate::process::caller::Peer;
+use crate::process::lease::{LeaseGuard, LEASE_LOST};
 use crate::process::watch::{self, PidFd};
 use crate::protocol::{ChildStatus, PodReply, PodRequest, PodStatus, SpawnRequest};
 use crate::registry_link::Registry;
@@ -93,7 +94,7 @@ pub enum OwnerMsg {
     /// The shutdown's bound is reached.
     ShutdownDeadline,
     WorkloadExited {
-        status: String,
+        exit: Exit,
     },
     /// SIGTERM or SIGINT.
     Terminate,
@@ -102,6 +103,18 @@ pub enum OwnerMsg {
     /// The registry changed this Pod's allocation (or it vanished): the
     /// owner compares it with what the Pod holds (see `check_allocation`).
     AllocationChanged,
+    /// The Pod stopped granting at its node's lease deadline (or the
+    /// daemon said the lease is lost): recorded once as `pod.fenced`.
+    LeaseLost {
+        reason: String,
+    },
+    /// The node holds a new lease while this Pod is stopped past the old
+    /// one's deadline: the Pod may re-claim its paths (`rejoin`). The
+    /// answer says whether to offer again later.
+    Rejoin {
+        lease: pod_registry::LeaseView,
+        again: oneshot::Sender<bool>,
+    },
 }
 
 /// Who asked this Pod to stop; a Pod told by its parent does not call back.
@@ -159,9 +172,20 @@ pub struct Owner {
     hurry: Option<watch_channel::Receiver<bool>>,
     /// The workload's process, held from its start.
     workload_process: Option<PidFd>,
+    /// How the workload ended, once it has; and its output's writer.
+    workload_exit: Option<watch_channel::Receiver<Option<Exit>>>,
+    workload_output: Option<tokio::task::JoinHandle<()>>,
+    /// How each child's workload ended, as its shutdown callback said,
+    /// until its reclaim records it (`child.removed`).
+    child_exits: BTreeMap<PodName, Exit>,
     /// Why this Pod failed closed, once it did: every check is then denied
     /// and spawns are refused.
     fenced: Option<String>,
+    /// The layer's coordination store, once open.
+    kv: Option<Arc<crate::process::kv::KvShell>>,
+    /// The node's lease deadline as this Pod holds it (shared with the
+    /// socket's check path and the watch; see `lease.rs`).
+    lease: Arc<LeaseGuard>,
     /// Children between the registry's delegate and the moment their layer
     /// is in the scope (or the delegate is undone): the registry may hold a
     /// layer for one that the scope does not have yet, which is no reason
@@ -202,27 +226,85 @@ impl Owner {
             shutdown: None,
             hurry: None,
             workload_process: None,
+            workload_exit: None,
+            workload_output: None,
+            child_exits: BTreeMap::new(),
             fenced: None,
+            lease: LeaseGuard::new(),
             spawning: Default::default(),
+            kv: None,
         }
     }
 
-    /// Starts the long-poll on this Pod's allocation (its own registry
-    /// connection); each change it reports reaches the owner as
-    /// [`OwnerMsg::AllocationChanged`].
-    pub fn start_watching(&self) -> Result<(), WireError> {
-        let watcher = self.registry.watcher()?;
-        tokio::spawn(watch_allocation(watcher, self.name.clone(), self.tx.clone()));
+    /// Starts the long-poll on this Pod's allocation and its node's lease
+    /// (its own registry connection), after a first answer that gives the
+    /// Pod the lease's deadline before it serves; each change reaches the
+    /// owner as [`OwnerMsg::AllocationChanged`]. Also starts the watchdog
+    /// that reports [`OwnerMsg::LeaseLost`] at the deadline.
+    pub async fn start_watching(&self) -> Result<(), WireError> {
+        let mut watcher = self.registry.watcher()?;
+        let deadline_after = match watcher.next(&self.name, 0, 0).await {
+            Ok(first) => first.lease.map_or(0, |view| {
+                self.lease.take(&view);
+                view.deadline_ms
+            }),
+            // The loop below asks again; the record was just written, so
+            // this is a registry gone away between two calls.
+            Err(e) => {
+                tracing::warn!(error = %e, "the first allocation watch failed; watching again");
+                0
+            }
+        };
+        let (guard, tx) = (Arc::clone(&self.lease), self.tx.clone());
+        tokio::spawn(async move {
+            let reason = guard.until_lost().await;
+            // The owner may be gone already: nothing to record then.
+            let _ = tx.send(OwnerMsg::LeaseLost { reason }).await;
+        });
+        let watch = WatchLoop { watcher, name: self.name.clone(), lease: Arc::clone(&self.lease), tx: self.tx.clone() };
+        tokio::spawn(watch.run(deadline_after));
         Ok(())
     }
 
-    pub fn set_workload(&mut self, process: Option<PidFd>) {
-        self.workload_process = process;
+    pub fn set_workload(&mut self, running: crate::process::workload::Running) {
+        self.workload_process = running.process;
+        self.workload_exit = Some(running.exit);
+        self.workload_output = Some(running.output);
+    }
+
+    /// How the workload ended (waited for, bounded, after it was told to
+    /// stop), once its output is written (bounded too: a process it left
+    /// behind may hold its pipes open).
+    async fn workload_ended(&mut self) -> Exit {
+        let mut exit = Exit::default();
+        if let Some(mut rx) = self.workload_exit.take() {
+            match tokio::time::timeout(STOP_GRACE, rx.wait_for(Option::is_some)).await {
+                Ok(Ok(seen)) => exit = seen.unwrap_or_default(),
+                Ok(Err(_)) | Err(_) => tracing::warn!("the workload's exit status was not seen"),
+            }
+        }
+        if let Some(output) = self.workload_output.take() {
+            if tokio::time::timeout(crate::process::output::DRAIN_WAIT, output).await.is_err() {
+                tracing::warn!(wait = ?crate::process::output::DRAIN_WAIT, "the workload's output pipes stayed open (a process it left behind?); the rest is not captured");
+            }
+        }
+        exit
+    }
+
+    /// The layer's coordination store: a reclaimed child's leases and
+    /// waits end there.
+    pub fn set_kv(&mut self, kv: Arc<crate::process::kv::KvShell>) {
+        self.kv = Some(kv);
     }
 
     /// The flag a second signal sets (see [`OwnerMsg::TerminateNow`]).
     pub fn set_hurry(&mut self, hurry: watch_channel::Receiver<bool>) {
         self.hurry = Some(hurry);
+    }
+
+    /// The lease guard the socket's check path shares.
+    pub fn lease(&self) -> Arc<LeaseGuard> {
+        Arc::clone(&self.lease)
     }
 
     /// A handle on the registry client this Pod uses.
@@ -273,8 +355,8 @@ impl Owner {
                 OwnerMsg::ShutdownDeadline => {
                     tracing::warn!(?SHUTDOWN_WAIT, children = self.core.children.len(), "shutdown bound reached");
                 }
-                OwnerMsg::WorkloadExited { status } => {
-                    tracing::info!(%status, "workload exited; the pod shuts down");
+                OwnerMsg::WorkloadExited { exit } => {
+                    tracing::info!(?exit, "workload exited; the pod shuts down");
                     self.workload_process = None;
                     self.begin_shutdown(ShutdownOrigin::Workload, None).await;
                 }
@@ -287,6 +369,16 @@ impl Owner {
                     self.kill_children();
                 }
                 OwnerMsg::AllocationChanged => self.check_allocation().await,
+                OwnerMsg::LeaseLost { reason } => {
+                    if self.fenced.is_none() {
+                        self.fence(format!("{LEASE_LOST_REASON}{reason}")).await;
+                    }
+                }
+                OwnerMsg::Rejoin { lease, again } => {
+                    let later = self.rejoin(&lease).await;
+                    // The watch may be gone (the Pod is shutting down).
+                    let _ = again.send(later);
+                }
             }
             if let Some(shutdown) = &self.shutdown {
                 let give_up = shutdown.now || Instant::now() >= shutdown.deadline;
@@ -316,6 +408,9 @@ impl Owner {
         let answer = match request {
             PodRequest::Ping => Ok(PodReply::Pong { name: self.name.clone(), pid: std::process::id() }),
             PodRequest::Status => Ok(PodReply::Status(self.status())),
+            PodRequest::Check { .. } if self.lease.check().is_err() => {
+                Ok(lease_lost_verdict(self.lease.check().err().unwrap_or_default()))
+            }
             PodRequest::Check { .. } if self.fenced.is_some() => Ok(PodReply::Verdict {
                 allowed: false,
                 permission: None,
@@ -344,13 +439,22 @@ impl Owner {
                     return;
                 }
             }
+            PodRequest::Signal { signal } => match (&self.workload_process, Signal::from_named_raw(signal)) {
+                (Some(workload), Some(sig)) => {
+                    workload.signal(sig);
+                    Ok(PodReply::Ack)
+                }
+                (None, _) => Err(WireError::new("pod.no_workload", format!("{} runs no workload to signal", self.name))),
+                (_, None) => Err(WireError::new("pod.bad_signal", format!("{signal} is no signal"))),
+            },
             PodRequest::Shutdown => {
                 let origin = if self.is_parent(&peer) { ShutdownOrigin::Parent } else { ShutdownOrigin::User };
                 self.begin_shutdown(origin, Some(reply)).await;
                 return;
             }
-            PodRequest::ChildShutDown { child } => match self.pids.get(&child).copied() {
+            PodRequest::ChildShutDown { child, exit } => match self.pids.get(&child).copied() {
                 Some((pid, start_time)) if peer.is(pid, start_time) => {
+                    self.child_exits.insert(child.clone(), exit);
                     let reclaimed = self.reclaim_or_retry(&child, RemovalReason::ShutDown).await;
                     self.finish_stop(&child);
                     Ok(PodReply::Stopped { reclaimed })
@@ -370,6 +474,9 @@ impl Owner {
                 None => Ok(PodReply::Stopped { reclaimed: false }),
             },
             PodRequest::Log { .. } => Err(WireError::new("pod.internal", "log reads are served outside the owner")),
+            PodRequest::Kv { .. } | PodRequest::Whoami => {
+                Err(WireError::new("pod.internal", "store calls are served outside the owner"))
+            }
         };
         if reply.send(answer).is_err() {
             tracing::debug!("caller went away before the reply");
@@ -404,6 +511,7 @@ impl Owner {
                 })
                 .collect(),
             workload: self.workload.clone(),
+            fenced: self.fenced.clone().or_else(|| self.lease.check().err().map(|r| format!("{LEASE_LOST_REASON}{r}"))),
         }
     }
 
@@ -439,6 +547,12 @@ impl Owner {
     async fn start_child(&mut self, request: SpawnRequest) -> Result<Starting, WireError> {
         if self.shutdown.is_some() {
             return Err(WireError::new("pod.shutting_down", format!("{} is shutting down", self.name)));
+        }
+        if let Err(reason) = self.lease.check() {
+            return Err(WireError::new(
+                LEASE_LOST,
+                format!("{} stopped granting at its node's lease deadline and spawns nothing: {reason}", self.name),
+            ));
         }
         if let Some(reason) = &self.fenced {
             return Err(WireError::new(
@@ -511,6 +625,7 @@ impl Owner {
                 workload: request.workload.clone(),
             },
             cwd: request.cwd.clone(),
+            env: request.env.clone(),
         };
         let starting = crate::launch::start(&launch, &child_paths.pod_log())?;
         // Our unreaped child: its pid cannot be reused yet, so this start
@@ -691,12 +806,23 @@ impl Owner {
         else {
             return Ok(0);
         };
-        self.append(plan.events).await?;
+        let mut events = plan.events;
+        for event in &mut events {
+            if let Event::ChildRemoved { name, exit, .. } = event {
+                *exit = self.child_exits.remove(name).unwrap_or_default();
+            }
+        }
+        self.append(events).await?;
         fail::fail_point!("reclaim.after_log");
         self.core = plan.next;
         let removed = plan.removed;
         for child in &removed {
             self.pids.remove(child);
+        }
+        // Every reclaim path comes here (stop, callback, noticed death,
+        // prune on resume): the child's leases pass on, its waits end.
+        if let Some(kv) = &self.kv {
+            kv.holders_gone(&removed);
         }
         let mut adopted = Vec::new();
         for (child, orphans) in &results {
@@ -845,12 +971,13 @@ impl Owner {
             }
             workload.terminate(STOP_GRACE).await;
         }
+        let exit = self.workload_ended().await;
         match &self.parent {
             None => self.release_within(deadline, now).await,
             Some(_) if origin == ShutdownOrigin::Parent => {}
-            Some(_) => self.call_back_parent(now).await,
+            Some(_) => self.call_back_parent(now, exit).await,
         }
-        if let Err(e) = self.append(vec![Event::PodStopped]).await {
+        if let Err(e) = self.append(vec![Event::PodStopped { exit }]).await {
             tracing::error!(error = %e, "could not record pod.stopped");
         }
         for waiter in waiters {
@@ -867,6 +994,11 @@ impl Owner {
     async fn release_within(&mut self, deadline: Instant, now: bool) {
         if now || self.registry_abandoned {
             tracing::warn!("shutting down without releasing the allocation; the registry's sweep forgets it once this process is gone");
+            return;
+        }
+        if self.fenced.as_deref().is_some_and(|r| r.starts_with(LEASE_LOST_REASON)) && self.lease.check().is_err() {
+            // Its allocation went with the node's lease: nothing to give back.
+            tracing::info!("shutting down fenced for the lease; no allocation to release");
             return;
         }
         let mut pause = RETRY_FIRST;
@@ -900,7 +1032,7 @@ impl Owner {
     /// The ShutDown callback. The parent to call is the registry's current
     /// record (a reparented Pod calls its adoptive parent); if it cannot be
     /// reached, its resume prunes this Pod.
-    async fn call_back_parent(&self, now: bool) {
+    async fn call_back_parent(&self, now: bool, exit: Exit) {
         let parent = if now || self.registry_abandoned {
             self.parent.clone()
         } else {
@@ -919,7 +1051,7 @@ impl Owner {
         };
         let Some(parent) = parent else { return };
         let socket = PodPaths::new(&self.paths.dirs, &parent).socket();
-        let request = PodRequest::ChildShutDown { child: self.name.clone() };
+        let request = PodRequest::ChildShutDown { child: self.name.clone(), exit };
         match tokio::time::timeout(CALLBACK_WAIT, PodClient::call_at(&socket.to_string_lossy(), &request)).await {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => {
@@ -941,6 +1073,11 @@ impl Owner {
     async fn check_allocation(&mut self) {
         if self.fenced.is_some() || self.shutdown.is_some() {
             return;
+        }
+        // A lease lost is the reason, whatever the record says now (the
+        // registry drops the records of a node that lost its lease).
+        if let Err(reason) = self.lease.check() {
+            return self.fence(format!("{LEASE_LOST_REASON}{reason}")).await;
         }
         let rec = match self.registry.get(&self.name).await {
             Ok(rec) => rec,
@@ -1024,10 +1161,74 @@ impl Owner {
         Ok(missing)
     }
 
+    /// Re-claims this Pod's paths under the node's new lease, with the
+    /// Pod's consent: only a Pod fenced for its lease alone, which stopped
+    /// granting at the old deadline (its guard did), and which the
+    /// registry can give its whole scope back as one record: a top-level
+    /// Pod without children. Its allocation, if the registry still holds
+    /// it as this process's (the lease never expired), is taken back as
+    /// it is; otherwise it registers afresh, which the registry grants
+    /// only where the paths are still free. Refused (another Pod holds
+    /// them now, or it is part of a tree), it stays fenced and says why.
+    /// Returns whether to offer again later (the registry was away).
+    async fn rejoin(&mut self, lease: &pod_registry::LeaseView) -> bool {
+        let Some(reason) = self.fenced.clone().filter(|r| r.starts_with(LEASE_LOST_REASON)) else { return false };
+        if self.shutdown.is_some() || self.lease.check().is_ok() {
+            return false;
+        }
+        if self.parent.is_some() || !self.core.children.is_empty() {
+            self.fenced = Some(format!(
+                "{reason}; not re-claimed under the new lease: a pod with a parent or children is re-claimed only with its whole tree, which this registry does not do yet"
+            ));
+            tracing::warn!("not re-claiming: part of a tree");
+            return false;
+        }
+        let claimed = match self.registry.get(&self.name).await {
+            Ok(Some(rec)) => match self.explain(Some(&rec)).await {
+                Ok(missing) if missing.is_empty() => Ok(rec),
+                Ok(_) | Err(_) => Err(WireError::new(
+                    "pod.fenced",
+                    format!("the registry holds another record of {} than this pod's", self.name),
+                )),
+            },
+            Ok(None) => {
+                let socket = self.paths.socket().to_string_lossy().into_owned();
+                let snapshot = self.core.scope.snapshot().clone();
+                self.registry
+                    .register(&self.name, std::process::id(), &socket, &self.paths.session_id(), &snapshot)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        match claimed {
+            Ok(rec) => {
+                tracing::info!(fence = rec.fence, "re-claimed this pod's paths under the node's new lease");
+                self.lease.rejoined(lease);
+                self.fenced = None;
+                false
+            }
+            Err(e) if e.code == "registry.write_conflict" || e.code == "pod.fenced" => {
+                tracing::error!(error = %e, "re-claim refused; the pod stays fenced");
+                self.fenced =
+                    Some(format!("{reason}; re-claim under the new lease refused: {} [{}]", e.message, e.code));
+                false
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "re-claim failed; offering again later");
+                true
+            }
+        }
+    }
+
     /// Fails closed: logs `pod.fenced {reason}`; from now on every check is
     /// denied, naming the reason, and spawns are refused.
     async fn fence(&mut self, reason: String) {
         tracing::error!(%reason, "pod.fenced: failing closed");
+        // Where an enforced workload loses write: the sandbox (issue 11,
+        // phase 2) revokes the workload's write access here, before the
+        // record below, so that the kernel stops writes that no longer ask
+        // the Pod. Checks and spawns are refused already (the lease guard
+        // and `fenced`).
         if let Err(e) = self.append(vec![Event::PodFenced { reason: reason.clone() }]).await {
             tracing::error!(error = %e, "could not record pod.fenced");
         }
@@ -1061,37 +1262,96 @@ impl Owner {
 /// registry could not be reached even with the link's own retries).
 const WATCH_RETRY: Duration = Duration::from_secs(1);
 
-/// The Pod's long-poll on its own allocation: tells the owner of every
-/// change (its fence moved, or the record is gone), and runs until the owner
-/// is gone. This is also the channel a later registry (etcd) uses to carry
-/// the node's lease deadline to each Pod.
-async fn watch_allocation(mut watcher: crate::registry_link::Watcher, name: PodName, tx: mpsc::Sender<OwnerMsg>) {
-    let mut after = 0;
-    loop {
-        match watcher.next(&name, after).await {
-            Ok(Some(rec)) if rec.fence == after => continue,
-            Ok(rec) => {
-                if tx.send(OwnerMsg::AllocationChanged).await.is_err() {
-                    return;
+/// How the reason of a Pod fenced for its lease begins (`pod.fenced
+/// {reason: "lease_lost: ..."}`).
+pub const LEASE_LOST_REASON: &str = "lease_lost: ";
+
+/// A denied verdict for a Pod past its node's lease deadline.
+pub fn lease_lost_verdict(reason: String) -> PodReply {
+    PodReply::Verdict { allowed: false, permission: None, decided_by: format!("{LEASE_LOST}: {reason}") }
+}
+
+/// The Pod's long-poll on its own allocation and its node's lease: hands
+/// every deadline to the lease guard, tells the owner of every change of
+/// the record (its fence moved, or the record is gone), and runs until the
+/// owner is gone.
+struct WatchLoop {
+    watcher: crate::registry_link::Watcher,
+    name: PodName,
+    lease: Arc<LeaseGuard>,
+    tx: mpsc::Sender<OwnerMsg>,
+}
+
+impl WatchLoop {
+    async fn run(mut self, mut deadline_after: u64) {
+        let mut after = 0;
+        loop {
+            let watched = match self.watcher.next(&self.name, after, deadline_after).await {
+                Ok(watched) => watched,
+                Err(e) => {
+                    tracing::warn!(error = %e, "allocation watch failed; watching again");
+                    tokio::time::sleep(WATCH_RETRY).await;
+                    continue;
                 }
-                // Said once the owner has it queued: whatever reaches the
-                // owner after this line is handled after the check.
-                match rec {
-                    Some(rec) => {
-                        tracing::info!(fence = rec.fence, "the registry reports a change of this pod's allocation");
-                        after = rec.fence;
-                    }
-                    // Gone: the owner fails closed (or is shutting down).
-                    None => {
-                        tracing::info!("the registry reports this pod's allocation gone");
+            };
+            if let Some(view) = &watched.lease {
+                self.lease.take(view);
+                deadline_after = view.deadline_ms;
+            }
+            if self.lease.check().is_err() {
+                // Stopped past the deadline: nothing the record says matters
+                // until the node holds a new lease and the owner re-claims.
+                match self.offer_rejoin(watched.lease).await {
+                    Offer::Rejoined => after = 0,
+                    Offer::Later => tokio::time::sleep(WATCH_RETRY).await,
+                    Offer::Never => return,
+                }
+                continue;
+            }
+            match watched.record {
+                Some(rec) if rec.fence == after => continue,
+                rec => {
+                    if self.tx.send(OwnerMsg::AllocationChanged).await.is_err() {
                         return;
                     }
+                    // Said once the owner has it queued: whatever reaches
+                    // the owner after this line is handled after the check.
+                    match rec {
+                        Some(rec) => {
+                            tracing::info!(fence = rec.fence, "the registry reports a change of this pod's allocation");
+                            after = rec.fence;
+                        }
+                        // Gone: the owner fails closed (or is shutting down).
+                        None => {
+                            tracing::info!("the registry reports this pod's allocation gone");
+                            return;
+                        }
+                    }
                 }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "allocation watch failed; watching again");
-                tokio::time::sleep(WATCH_RETRY).await;
             }
         }
     }
+
+    /// Offers the owner a re-claim once the node holds a new, live lease.
+    async fn offer_rejoin(&self, lease: Option<pod_registry::LeaseView>) -> Offer {
+        let Some(view) = lease.filter(|v| v.lost.is_none() && v.deadline_ms > crate::process::lease::boottime_ms())
+        else {
+            return Offer::Later;
+        };
+        let (again, answer) = oneshot::channel();
+        if self.tx.send(OwnerMsg::Rejoin { lease: view, again }).await.is_err() {
+            return Offer::Never;
+        }
+        match answer.await {
+            _ if self.lease.check().is_ok() => Offer::Rejoined,
+            Ok(true) => Offer::Later,
+            Ok(false) | Err(_) => Offer::Never,
+        }
+    }
+}
+
+enum Offer {
+    Rejoined,
+    Later,
+    Never,
 }

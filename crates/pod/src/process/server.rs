@@ -2,8 +2,10 @@
 //! caller is comes from the kernel, see `caller.rs`; what it may do is
 //! `authorize.rs`) and forwards them to the owner task, except log reads,
 //! which only read the durable log and so are served here without holding
-//! up mutations. A `Check` is answered for the path as it resolves here
-//! (symlinks followed), whatever the caller resolved.
+//! up mutations, and checks past the node's lease deadline, denied here
+//! (`lease.rs`) whatever the owner is waiting for. A `Check` is answered
+//! for the path as it resolves here (symlinks followed), whatever the
+//! caller resolved.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +17,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::process::authorize::{decide, Action, Decision};
 use crate::process::caller::{identify, Caller, Peer};
-use crate::process::owner::OwnerMsg;
+use crate::process::lease::LeaseGuard;
+use crate::process::owner::{lease_lost_verdict, OwnerMsg};
 use crate::protocol::{PodReply, PodRequest, MAX_LOG_PAGE};
 use crate::registry_link::Registry;
 
@@ -30,10 +33,15 @@ pub struct ConnectionContext {
     pub name: PodName,
     pub dirs: RuntimeDirs,
     pub registry: Registry,
+    /// Checks past the node's lease deadline are denied here, without the
+    /// owner (which may be waiting on a frozen registry).
+    pub lease: Arc<LeaseGuard>,
     pub owner: mpsc::Sender<OwnerMsg>,
     pub log: Arc<SessionLog>,
     pub closing: watch::Receiver<bool>,
     pub done: mpsc::Sender<()>,
+    /// The coordination store of the layer this Pod leads.
+    pub kv: Arc<crate::process::kv::KvShell>,
 }
 
 /// Serves one connection until the peer closes it or the Pod shuts down.
@@ -44,8 +52,9 @@ pub async fn handle_connection(mut conn: Connection, cred: PeerCred, ctx: Connec
     // the one the kernel named (a pid is an identity only with its start
     // time).
     let peer = Peer::from_cred(cred);
-    let ConnectionContext { name, dirs, registry, owner, log, mut closing, done: _done } = ctx;
+    let ConnectionContext { name, dirs, registry, lease, owner, log, mut closing, done: _done, kv } = ctx;
     let mut gate = Gate { name, dirs, registry, peer, caller: None };
+    let mut standing = crate::process::kv::Standing::default();
     loop {
         let next = tokio::select! {
             next = conn.read_frame::<PodRequest>() => next,
@@ -61,6 +70,37 @@ pub async fn handle_connection(mut conn: Connection, cred: PeerCred, ctx: Connec
                 conn.refuse(&e).await;
                 return;
             }
+        };
+        // The coordination store decides its own rights, on the kernel's
+        // identity of the caller (`pod_kv::role`).
+        let request = match request {
+            PodRequest::Kv { reach, op, id } => {
+                let answer = match gate.caller() {
+                    Ok(caller) => {
+                        let call = crate::process::kv::Call { reach, op, id };
+                        crate::process::kv::call(&kv, &gate.name, &gate.registry, &caller, &mut standing, call).await
+                    }
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = conn.write_frame(&answer).await {
+                    tracing::debug!(error = %e, "kv reply not delivered");
+                    release_undelivered(&kv, &gate, &answer).await;
+                    return;
+                }
+                continue;
+            }
+            PodRequest::Whoami => {
+                let answer = match gate.caller() {
+                    Ok(caller) => crate::process::kv::whoami(&gate.registry, &caller).await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = conn.write_frame(&answer).await {
+                    tracing::debug!(error = %e, "whoami reply not delivered");
+                    return;
+                }
+                continue;
+            }
+            request => request,
         };
         let request = match gate.admit(request).await {
             Ok(request) => request,
@@ -81,6 +121,9 @@ pub async fn handle_connection(mut conn: Connection, cred: PeerCred, ctx: Connec
                 answer = read_log(&log, from_seq, wait_ms) => answer,
                 _ = closing.wait_for(|c| *c) => Ok(PodReply::Log { records: Vec::new(), next_seq: from_seq.max(1) }),
             },
+            PodRequest::Check { .. } if lease.check().is_err() => {
+                Ok(lease_lost_verdict(lease.check().err().unwrap_or_default()))
+            }
             request => {
                 let (tx, rx) = oneshot::channel();
                 if owner.send(OwnerMsg::Request { request, peer, reply: tx }).await.is_err() {
@@ -116,8 +159,12 @@ impl Gate {
             PodRequest::Status | PodRequest::Check { .. } | PodRequest::Log { .. } => Action::Inspect,
             PodRequest::Spawn(_) => Action::Spawn,
             PodRequest::StopChild { child } => Action::StopChild(child),
-            PodRequest::Shutdown => Action::Shutdown,
+            // Signalling the workload ends it, and the Pod: a stop's right.
+            PodRequest::Shutdown | PodRequest::Signal { .. } => Action::Shutdown,
             PodRequest::ChildShutDown { .. } => Action::ChildShutDown,
+            PodRequest::Kv { .. } | PodRequest::Whoami => {
+                return Err(WireError::new("pod.internal", "a store call reached the pod's own authorization"))
+            }
         };
         // A test holds a callback here (off the runtime's workers, which
         // must go on serving) to force it after a racing StopPod.
@@ -126,14 +173,7 @@ impl Gate {
             let _ = tokio::task::spawn_blocking(|| fail::fail_point!("callback.received")).await;
         }
         if !matches!(action, Action::Ping | Action::ChildShutDown) {
-            let caller = match &self.caller {
-                Some(c) => c.clone(),
-                None => {
-                    let c = identify(&self.peer, &self.dirs)?;
-                    tracing::debug!(peer_pid = self.peer.pid, caller = ?c, "caller identified");
-                    self.caller.insert(c).clone()
-                }
-            };
+            let caller = self.caller()?;
             let mut decision = decide(&caller, action, &self.name, None, self.peer.pid);
             if decision == Decision::NeedAncestors {
                 let ancestors = match (&caller, self.peer_is_os_parent()) {
@@ -162,11 +202,46 @@ impl Gate {
 }
 
 impl Gate {
+    /// The connection's caller, identified once, from the kernel.
+    fn caller(&mut self) -> Result<Caller, WireError> {
+        if let Some(c) = &self.caller {
+            return Ok(c.clone());
+        }
+        let c = identify(&self.peer, &self.dirs)?;
+        tracing::debug!(peer_pid = self.peer.pid, caller = ?c, "caller identified");
+        Ok(self.caller.insert(c).clone())
+    }
+
     /// Is the caller the very process that started this Pod process?
     fn peer_is_os_parent(&self) -> bool {
         let Some(ppid) = rustix::process::getppid().map(|p| p.as_raw_nonzero().get() as u32) else { return false };
         crate::process::watch::start_time_of(ppid).is_some_and(|start| self.peer.is(ppid, start))
     }
+}
+
+/// A lease granted to a caller that is gone before it heard of it is
+/// released again, so that it passes on instead of waiting out its TTL.
+async fn release_undelivered(kv: &Arc<crate::process::kv::KvShell>, gate: &Gate, answer: &Result<PodReply, WireError>) {
+    let Ok(PodReply::Kv(pod_kv::Outcome::Granted(grant))) = answer else { return };
+    let Some(caller) = gate.caller.clone() else { return };
+    let mut standing = crate::process::kv::Standing::default();
+    let op = pod_kv::Op::Release { name: grant.name.to_string(), token: Some(grant.token), overriding: false };
+    // A tree-wide grant is at a root; the release names the same reach.
+    for reach in [pod_kv::Reach::Layer, pod_kv::Reach::Tree] {
+        let released = crate::process::kv::call(
+            kv,
+            &gate.name,
+            &gate.registry,
+            &caller,
+            &mut standing,
+            crate::process::kv::Call { reach, op: op.clone(), id: None },
+        )
+        .await;
+        if released.is_ok() {
+            return;
+        }
+    }
+    tracing::warn!(lease = %grant.name, "a lease granted to a caller that went away could not be released; it ends with its TTL");
 }
 
 /// This Pod's ancestors, nearest first, as the registry records them now

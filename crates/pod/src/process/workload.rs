@@ -1,62 +1,100 @@
-//! The optional workload: a command the Pod runs with `POD_NAME`,
-//! `POD_SOCKET` and `POD_HOME` in its environment, so it can call `pod`
-//! itself. When it exits, its Pod shuts down.
+//! The optional workload, started in exactly one place: this file. What it
+//! is given is data ([`WorkloadSpec`]): its command, directory and the
+//! `--env` variables; its stdout and stderr are pipes the Pod captures
+//! (`output.rs`); its stdin is empty. When it exits, its Pod shuts down and
+//! records how it ended.
+//!
+//! Its environment: the Pod process's own (for a top-level Pod, that of the
+//! `pod start` caller; for a child, inherited from its parent Pod process),
+//! then the `--env` variables, then `POD_NAME`, `POD_SOCKET`, `POD_HOME`
+//! (when the Pod has one) and `POD_PARENT` (a child's parent), which
+//! `--env` cannot set.
 
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::process::ExitStatusExt;
 use std::process::Stdio;
 
+use pod_client::protocol::Env;
 use pod_proto::WireError;
-use tokio::sync::mpsc;
+use session_log::Exit;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
 
 use crate::layout::PodPaths;
 use crate::process::owner::OwnerMsg;
 use crate::process::watch::PidFd;
 
-pub fn start(
-    command: &[String],
-    paths: &PodPaths,
-    cwd: Option<&str>,
-    tx: mpsc::Sender<OwnerMsg>,
-) -> Result<Option<PidFd>, WireError> {
+/// Variables the runtime sets itself; `--env` is refused for them.
+pub const RESERVED_ENV: [&str; 4] = ["POD_NAME", "POD_SOCKET", "POD_HOME", "POD_PARENT"];
+
+pub struct WorkloadSpec<'a> {
+    pub command: &'a [String],
+    pub cwd: Option<&'a str>,
+    pub env: &'a Env,
+    pub parent: Option<&'a scope::PodName>,
+}
+
+/// A started workload.
+pub struct Running {
+    /// `None` when it had already exited when looked at.
+    pub process: Option<PidFd>,
+    /// How it ended, once it has.
+    pub exit: watch::Receiver<Option<Exit>>,
+    /// Finishes when its output is all written.
+    pub output: JoinHandle<()>,
+}
+
+pub fn start(spec: WorkloadSpec<'_>, paths: &PodPaths, tx: mpsc::Sender<OwnerMsg>) -> Result<Running, WireError> {
     let (program, args) =
-        command.split_first().ok_or_else(|| WireError::new("pod.workload", "the workload command is empty"))?;
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(paths.workload_log())
-        .map_err(|e| WireError::new("pod.io", format!("cannot open {}: {e}", paths.workload_log().display())))?;
-    let err_log = log.try_clone().map_err(|e| WireError::new("pod.io", e.to_string()))?;
+        spec.command.split_first().ok_or_else(|| WireError::new("pod.workload", "the workload command is empty"))?;
     let name = paths.run_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let home = paths.dirs.run.parent().map(|p| p.to_path_buf());
     let mut cmd = tokio::process::Command::new(program);
-    cmd.args(args)
-        .env("POD_NAME", &name)
+    cmd.args(args);
+    for (key, value) in &spec.env.0 {
+        cmd.env(key, value);
+    }
+    cmd.env("POD_NAME", &name)
         .env("POD_SOCKET", paths.socket())
+        .env_remove("POD_PARENT")
         .stdin(Stdio::null())
-        .stdout(Stdio::from(log))
-        .stderr(Stdio::from(err_log));
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(parent) = spec.parent {
+        cmd.env("POD_PARENT", parent.as_str());
+    }
     if let (Some(home), Some(_)) = (home, std::env::var_os("POD_HOME")) {
         cmd.env("POD_HOME", home);
     }
-    if let Some(dir) = cwd {
+    if let Some(dir) = spec.cwd {
         cmd.current_dir(dir);
     }
     let mut child =
         cmd.spawn().map_err(|e| WireError::new("pod.workload", format!("cannot start workload {program:?}: {e}")))?;
     let pid = child.id().ok_or_else(|| WireError::new("pod.workload", "the workload exited at once"))?;
+    let stdout = child.stdout.take().ok_or_else(|| WireError::new("pod.workload", "no stdout pipe"))?;
+    let stderr = child.stderr.take().ok_or_else(|| WireError::new("pod.workload", "no stderr pipe"))?;
+    let output = crate::process::output::capture(paths, stdout, stderr)?;
     // Opened before the waiter below can reap it: the handle stays bound to
     // this process even after its pid is reused. `None` when the workload
     // has already exited; the waiter reports that as usual.
     let process = crate::process::watch::start_time_of(pid).and_then(|start| PidFd::open(pid, start));
+    let (exit_tx, exit) = watch::channel(None);
     tokio::spawn(async move {
-        let status = match child.wait().await {
-            Ok(s) => s.to_string(),
-            Err(e) => format!("unknown ({e})"),
+        let exit = match child.wait().await {
+            Ok(status) => match (status.code(), status.signal()) {
+                (Some(code), _) => Exit::code(code),
+                (None, Some(signal)) => Exit::signal(signal),
+                (None, None) => Exit::default(),
+            },
+            Err(e) => {
+                tracing::error!(error = %e, "cannot wait for the workload");
+                Exit::default()
+            }
         };
-        if tx.send(OwnerMsg::WorkloadExited { status }).await.is_err() {
+        exit_tx.send_replace(Some(exit));
+        if tx.send(OwnerMsg::WorkloadExited { exit }).await.is_err() {
             tracing::debug!("owner gone before the workload exited");
         }
     });
-    Ok(process)
+    Ok(Running { process, exit, output })
 }

@@ -48,6 +48,12 @@ async def main(pod, home, repo):
             assert not spawned.is_error, spawned
             seen["spawned"] = {k: spawned.structured_content[k] for k in ("child", "parent")}
             check = await session.call_tool("pod_check", {"name": "helper", "path": "src", "write": True})
+            quick = await session.call_tool(
+                "pod_spawn", {"name": "quick", "write": ["docs"], "command": ["sh", "-c", "exit 7"]}
+            )
+            assert not quick.is_error, quick
+            waited = await session.call_tool("pod_wait", {"names": ["quick"], "timeout_seconds": 30})
+            seen["waited"] = waited.structured_content
             seen["helper_may_write_src"] = check.structured_content["allowed"]
             outside = await session.call_tool("pod_spawn", {"name": "other", "write": ["/etc"]})
             seen["outside"] = refusal(outside)["structured"]["code"]

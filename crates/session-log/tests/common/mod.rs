@@ -71,8 +71,8 @@ pub fn every_kind() -> Vec<Event> {
             rules: vec![write("/work/repo/a/g")],
             socket: "/run/pod/g.sock".into(),
         },
-        Event::ChildRemoved { name: name("a"), reason: RemovalReason::ShutDown },
-        Event::PodStopped,
+        Event::ChildRemoved { name: name("a"), reason: RemovalReason::ShutDown, exit: session_log::Exit::default() },
+        Event::PodStopped { exit: session_log::Exit::default() },
     ]
 }
 

@@ -1,0 +1,379 @@
+//! The coordination store of the layer this Pod leads, in its process:
+//! the durable `pod_kv::store::KvStore` behind a group commit, the waiting
+//! callers, and the timer that ends waits and leases.
+//!
+//! Group commit, the registry's way: a request queues its job; the one
+//! that finds no leader commits every queued job (up to [`MAX_GROUP`]) on
+//! its own worker (`block_in_place`), answers them once the group is
+//! durable, and hands leadership to a blocking thread if more queued
+//! meanwhile. A thread wake-up costs tens of microseconds on these
+//! machines; a lone request pays none.
+//!
+//! A waiting call (`wait`, `acquire --wait`) gets its wake channel from
+//! the leader in the same step that answers it `Waiting`/`Queued`, before
+//! any later group can wake it, so no wake is lost. A wake is sent only
+//! after the commit that caused it is durable. A grant whose waiter is
+//! gone by then is released again by the connection (it passes on).
+//!
+//! The timer task sleeps until `Core::next_deadline` (or until a commit
+//! may have moved it) and commits `Event::Tick`.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use pod_kv::store::now::{boot_id, now};
+use pod_kv::store::{Job, KvStore};
+use pod_kv::{BootId, Event, KvError, Outcome, PodRef, Ticket};
+use scope::PodName;
+use tokio::sync::{oneshot, Notify};
+
+/// The store's folder in the Pod's data folder (`data/pods/<name>/kv/`),
+/// removed with it by `pod rm`.
+pub const KV_DIR: &str = "kv";
+/// Most jobs in one group commit.
+pub const MAX_GROUP: usize = 256;
+/// Longest the timer sleeps without looking again.
+const TIMER_MAX_SLEEP: Duration = Duration::from_secs(60);
+
+pub type Answer = Result<Option<Outcome>, KvError>;
+pub type WakeAnswer = Result<Outcome, KvError>;
+
+/// What a submitted job gets back.
+pub struct Reply {
+    pub answer: Answer,
+    /// For an answer `Waiting`/`Queued`: where its wake comes.
+    pub wake: Option<oneshot::Receiver<WakeAnswer>>,
+}
+
+struct Queued {
+    job: Job,
+    reply: oneshot::Sender<Reply>,
+}
+
+struct Queue {
+    jobs: Vec<Queued>,
+    leading: bool,
+}
+
+pub struct KvShell {
+    boot: BootId,
+    store: Mutex<KvStore>,
+    queue: Mutex<Queue>,
+    waiting: Mutex<HashMap<Ticket, oneshot::Sender<WakeAnswer>>>,
+    /// Told after every group: the next deadline may have moved.
+    rearm: Notify,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl KvShell {
+    /// Opens the store in `dir` (blocking), then reports every party of
+    /// its leases and waits whose run is over (the lead's own previous run
+    /// among them) as gone, and starts the timer.
+    pub async fn open(dir: &Path) -> Result<Arc<KvShell>, KvError> {
+        let dir = dir.to_path_buf();
+        let (boot, store) = tokio::task::spawn_blocking(move || {
+            let boot = boot_id()?;
+            KvStore::open(&dir, &now(boot)).map(|s| (boot, s))
+        })
+        .await
+        .map_err(|e| KvError::Storage(format!("the store's open failed: {e}")))??;
+        let gone: Vec<Job> = store
+            .core()
+            .parties()
+            .into_iter()
+            .filter(|p| !alive(p))
+            .map(|p| Job::Event(Event::HolderGone(p)))
+            .collect();
+        let shell = Arc::new(KvShell {
+            boot,
+            store: Mutex::new(store),
+            queue: Mutex::new(Queue { jobs: Vec::new(), leading: false }),
+            waiting: Mutex::new(HashMap::new()),
+            rearm: Notify::new(),
+        });
+        for job in gone {
+            shell.submit(job).await.answer?;
+        }
+        tokio::spawn(Arc::clone(&shell).run_timer());
+        Ok(shell)
+    }
+
+    /// Commits `job` (with whatever queued beside it) and answers once it
+    /// is durable.
+    pub async fn submit(self: &Arc<Self>, job: Job) -> Reply {
+        let (tx, rx) = oneshot::channel();
+        let lead = {
+            let mut q = lock(&self.queue);
+            q.jobs.push(Queued { job, reply: tx });
+            !std::mem::replace(&mut q.leading, true)
+        };
+        if lead {
+            tokio::task::block_in_place(|| self.commit_next());
+            let shell = Arc::clone(self);
+            tokio::task::spawn_blocking(move || shell.lead_until_idle());
+        }
+        rx.await.unwrap_or(Reply { answer: Err(KvError::Storage("the store's writer went away".into())), wake: None })
+    }
+
+    /// The leases and waits of every run of `child` end: it was reclaimed
+    /// (stopped, died, pruned), so no run of it is left.
+    pub fn holders_gone(self: &Arc<Self>, children: &[PodName]) {
+        let parties: Vec<PodRef> = {
+            let store = lock(&self.store);
+            store.core().parties().into_iter().filter(|p| children.contains(&p.name)).collect()
+        };
+        for party in parties {
+            let shell = Arc::clone(self);
+            tokio::spawn(async move {
+                if let Err(e) = shell.submit(Job::Event(Event::HolderGone(party))).await.answer {
+                    tracing::error!(error = %e, "cannot free the leases of a reclaimed child");
+                }
+            });
+        }
+    }
+
+    fn lead_until_idle(&self) {
+        loop {
+            if let Err(e) = lock(&self.store).settle() {
+                tracing::error!(error = %e, "kv settle failed");
+            }
+            {
+                let mut q = lock(&self.queue);
+                if q.jobs.is_empty() {
+                    q.leading = false;
+                    return;
+                }
+            }
+            self.commit_next();
+        }
+    }
+
+    /// Commits the next group and answers it. Leader only.
+    fn commit_next(&self) {
+        let group: Vec<Queued> = {
+            let mut q = lock(&self.queue);
+            let take = q.jobs.len().min(MAX_GROUP);
+            q.jobs.drain(..take).collect()
+        };
+        if group.is_empty() {
+            return;
+        }
+        let jobs: Vec<Job> = group.iter().map(|q| q.job.clone()).collect();
+        let committed = lock(&self.store).commit(&jobs, &now(self.boot));
+        match committed {
+            Err(e) => {
+                for q in group {
+                    let _ = q.reply.send(Reply { answer: Err(e.clone()), wake: None });
+                }
+            }
+            Ok(answered) => {
+                let mut waiting = lock(&self.waiting);
+                for (q, answer) in group.into_iter().zip(answered.answers) {
+                    let wake = match &answer {
+                        Ok(Some(Outcome::Waiting { ticket } | Outcome::Queued { ticket })) => {
+                            let (tx, rx) = oneshot::channel();
+                            waiting.insert(*ticket, tx);
+                            Some(rx)
+                        }
+                        _ => None,
+                    };
+                    let _ = q.reply.send(Reply { answer, wake });
+                }
+                for wake in answered.wakes {
+                    if let Some(tx) = waiting.remove(&wake.ticket) {
+                        let _ = tx.send(wake.answer);
+                    }
+                }
+            }
+        }
+        self.rearm.notify_one();
+    }
+
+    async fn run_timer(self: Arc<Self>) {
+        loop {
+            let sleep = {
+                let store = lock(&self.store);
+                let at = now(self.boot);
+                store.core().next_deadline(&at).map(|d| Duration::from_millis(d.saturating_sub(at.mono_ms)))
+            };
+            let sleep = sleep.unwrap_or(TIMER_MAX_SLEEP).min(TIMER_MAX_SLEEP);
+            tokio::select! {
+                _ = tokio::time::sleep(sleep) => {
+                    if let Err(e) = self.submit(Job::Event(Event::Tick)).await.answer {
+                        tracing::error!(error = %e, "the kv timer's tick failed");
+                    }
+                }
+                _ = self.rearm.notified() => {}
+            }
+        }
+    }
+}
+
+/// Whether this run of a Pod is still running (its pid, with the start
+/// time it had).
+fn alive(pod: &PodRef) -> bool {
+    let stat = pod_registry::proc::stat(pod.incarnation.pid).ok().flatten();
+    stat.is_some_and(|s| s.start_time == pod.incarnation.start_time)
+}
+
+/// One connection's standing with the store, worked out on its first call
+/// (from the kernel's identity and the registry's records) and kept for
+/// the connection's life.
+#[derive(Default)]
+pub struct Standing {
+    identity: Option<pod_kv::Identity>,
+    /// Whether the lead has no parent (tree-wide leases live only there).
+    lead_is_root: Option<bool>,
+    /// Whether the lead is an ancestor of the caller (for tree-wide calls).
+    in_tree: Option<bool>,
+}
+
+fn wire(e: &KvError) -> pod_proto::WireError {
+    pod_proto::WireError::new(e.code(), e.to_string())
+}
+
+/// One `Kv` request as it came over the wire.
+pub struct Call {
+    pub reach: pod_kv::Reach,
+    pub op: pod_kv::Op,
+    pub id: Option<pod_kv::store::RequestId>,
+}
+
+/// Answers one `Kv` request of `caller` (the kernel's identity of the
+/// connection). A waiting call is answered when its wake comes.
+pub async fn call(
+    shell: &Arc<KvShell>,
+    lead: &PodName,
+    registry: &crate::registry_link::Registry,
+    caller: &crate::process::caller::Caller,
+    standing: &mut Standing,
+    request: Call,
+) -> Result<crate::protocol::PodReply, pod_proto::WireError> {
+    let Call { reach, op, id } = request;
+    let identity = match &standing.identity {
+        Some(identity) => identity.clone(),
+        None => {
+            let identity = identity_of(lead, registry, caller).await?;
+            standing.identity.insert(identity).clone()
+        }
+    };
+    let lead_is_root = match standing.lead_is_root {
+        Some(root) => root,
+        None => {
+            let root = registry.get(lead).await?.is_none_or(|a| a.parent.is_none());
+            *standing.lead_is_root.insert(root)
+        }
+    };
+    // A Pod deeper in the tree counts only for tree-wide calls, and only
+    // if this lead is its ancestor.
+    let identity = match identity {
+        pod_kv::Identity::Pod { pod, relation: pod_kv::Relation::Outside } if reach == pod_kv::Reach::Tree => {
+            let in_tree = match standing.in_tree {
+                Some(t) => t,
+                None => *standing.in_tree.insert(ancestors(registry, &pod.name).await?.contains(lead)),
+            };
+            let relation = if in_tree { pod_kv::Relation::Descendant } else { pod_kv::Relation::Outside };
+            pod_kv::Identity::Pod { pod, relation }
+        }
+        other => other,
+    };
+    let role = pod_kv::role(&identity, lead, reach, lead_is_root).map_err(|e| wire(&e))?;
+    let span = tracing::info_span!("kv.call", lead = %lead, caller = %role, key = key_of(&op));
+    let _entered = span.enter();
+    let reply = shell.submit(Job::Request { caller: role.clone(), op, id }).await;
+    let outcome = match (reply.answer.map_err(|e| wire(&e))?, reply.wake) {
+        (waiting, Some(wake)) => {
+            // The tests force "a write after the wait is in" on this line.
+            tracing::info!(outcome = ?waiting, "kv wait registered");
+            let answer =
+                wake.await.unwrap_or_else(|_| Err(KvError::Storage("the store closed while this call waited".into())));
+            answer.map_err(|e| wire(&e))?
+        }
+        (Some(outcome), None) => outcome,
+        (None, None) => {
+            return Err(pod_proto::WireError::new("pod.internal", "the store answered a request as an event"))
+        }
+    };
+    Ok(crate::protocol::PodReply::Kv(outcome))
+}
+
+/// The key (or lease name, or pattern) a call names, for its span; never
+/// the value.
+fn key_of(op: &pod_kv::Op) -> String {
+    use pod_kv::Op;
+    match op {
+        Op::Get { key } | Op::Set { key, .. } | Op::Delete { key, .. } | Op::Wait { key, .. } => key.clone(),
+        Op::List { pattern } => pattern.clone(),
+        Op::Acquire { name, .. } | Op::Renew { name, .. } | Op::Release { name, .. } => format!("/leases/{name}"),
+        Op::Leases => "/leases".into(),
+    }
+}
+
+/// The caller as the store sees it: the operator, or a Pod run (from its
+/// registry record) and how it relates to this lead.
+async fn identity_of(
+    lead: &PodName,
+    registry: &crate::registry_link::Registry,
+    caller: &crate::process::caller::Caller,
+) -> Result<pod_kv::Identity, pod_proto::WireError> {
+    use crate::process::caller::Caller;
+    let name = match caller {
+        Caller::Operator => return Ok(pod_kv::Identity::Operator),
+        Caller::Pod(name) => name,
+    };
+    let record = registry.get(name).await?.ok_or_else(|| {
+        pod_proto::WireError::new("auth.caller_unknown", format!("the calling pod {name} has no registry record"))
+    })?;
+    let pod = PodRef {
+        name: name.clone(),
+        incarnation: pod_kv::Incarnation { pid: record.pid, start_time: record.start_time },
+    };
+    let relation = if name == lead {
+        pod_kv::Relation::Lead
+    } else if record.parent.as_ref() == Some(lead) {
+        pod_kv::Relation::Child
+    } else {
+        pod_kv::Relation::Outside
+    };
+    Ok(pod_kv::Identity::Pod { pod, relation })
+}
+
+/// The kernel's view of the caller, for `Whoami`.
+pub async fn whoami(
+    registry: &crate::registry_link::Registry,
+    caller: &crate::process::caller::Caller,
+) -> Result<crate::protocol::PodReply, pod_proto::WireError> {
+    use crate::process::caller::Caller;
+    use crate::protocol::{PodReply, Whoami};
+    let name = match caller {
+        Caller::Operator => return Ok(PodReply::Whoami(Whoami::Operator)),
+        Caller::Pod(name) => name,
+    };
+    let parent = registry.get(name).await?.and_then(|a| a.parent);
+    let chain = ancestors(registry, name).await?;
+    let root = chain.last().cloned().unwrap_or_else(|| name.clone());
+    Ok(PodReply::Whoami(Whoami::Pod { name: name.clone(), parent, root }))
+}
+
+/// `me`'s ancestors, nearest first, as the registry records them.
+async fn ancestors(
+    registry: &crate::registry_link::Registry,
+    me: &PodName,
+) -> Result<Vec<PodName>, pod_proto::WireError> {
+    let mut out: Vec<PodName> = Vec::new();
+    let mut current = me.clone();
+    while out.len() < scope::limits::MAX_LAYERS {
+        let Some(parent) = registry.get(&current).await?.and_then(|a| a.parent) else { break };
+        if parent == *me || out.contains(&parent) {
+            break;
+        }
+        out.push(parent.clone());
+        current = parent;
+    }
+    Ok(out)
+}

@@ -1,0 +1,118 @@
+//! Restarts and control (issue 12): `pod resume` after the runtime folder
+//! vanished (a reboot's tmpfs), `pod kill`, `pod rm` of several Pods and of
+//! every stopped one, readable `pod log`, completions, `--version`.
+
+mod common;
+
+use common::{wait_until, Home};
+
+#[test]
+fn resume_after_the_runtime_folder_vanished() {
+    let h = Home::new();
+    h.must(&["start", "lead", "--write", "."]);
+    h.must(&["spawn", "docs", "--parent", "lead", "--write", "docs"]);
+    // A reboot: every process gone, then run/ (a tmpfs) empty.
+    for pod in ["docs", "lead"] {
+        h.kill9(pod);
+    }
+    common::kill9(h.registry_pid().expect("the daemon's pid"));
+    std::fs::remove_dir_all(h.home.join("run")).expect("remove run/");
+    let resumed = h.pod(&["resume", "lead"]);
+    assert!(resumed.ok(), "{resumed:?}");
+    assert_eq!(h.redact(&resumed.stdout), "resumed lead (pid [n])\n");
+    // Its child died with the reboot: pruned, and lead writes docs again.
+    assert!(h.can_write("lead", "docs/x"));
+    for dir in [h.home.join("run"), h.run_dir("lead")] {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&dir).expect("dir").permissions().mode() & 0o777, 0o700, "{}", dir.display());
+    }
+}
+
+#[test]
+fn kill_signals_the_workload_and_rm_forgets_stopped_pods() {
+    let h = Home::new();
+    h.must(&["start", "lead", "--write", "."]);
+    h.must(&["spawn", "a", "--parent", "lead", "--write", "docs", "--", "sleep", "600"]);
+    h.must(&["spawn", "b", "--parent", "lead", "--write", "src", "--", "true"]);
+    let sent = h.must(&["kill", "a", "--signal", "KILL"]);
+    assert_eq!(sent.stdout, "sent SIGKILL to a's workload\n");
+    assert_eq!(h.pod(&["wait", "a"]).code, 137);
+    assert_eq!(h.pod(&["wait", "b"]).code, 0);
+    let bad = h.pod(&["kill", "lead", "--signal", "NOPE"]);
+    assert_eq!(
+        (bad.code, bad.stderr.as_str()),
+        (2, "pod: \"NOPE\" is no signal (a name like TERM or KILL, or 1-64) [cli.bad_signal]\n")
+    );
+    let none = h.pod(&["kill", "lead"]);
+    assert_eq!((none.code, none.stderr.as_str()), (2, "pod: lead runs no workload to signal [pod.no_workload]\n"));
+    let rm = h.must(&["rm", "--stopped"]);
+    assert_eq!(rm.stdout, "removed a\nremoved b\n");
+    assert!(!h.data_dir("a").exists() && !h.data_dir("b").exists() && h.data_dir("lead").exists());
+    h.must(&["stop", "lead"]);
+    h.must(&["start", "other", "--write", "docs"]);
+    h.must(&["stop", "other"]);
+    assert_eq!(h.must(&["rm", "lead", "other"]).stdout, "removed lead\nremoved other\n");
+    wait_until("nothing listed", || h.json(&["ls", "--json"]) == serde_json::json!([]));
+}
+
+#[test]
+fn log_shows_one_concise_line_per_event() {
+    let h = Home::new();
+    h.must(&["start", "lead", "--write", ".", "--deny-read", "secrets"]);
+    h.must(&["spawn", "docs", "--parent", "lead", "--write", "docs", "--", "sh", "-c", "exit 4"]);
+    assert_eq!(h.pod(&["wait", "docs"]).code, 4);
+    h.must(&["stop", "lead"]);
+    let run = h.pod_env(&["log", "lead"], &[("TZ", "UTC")]);
+    // Times are local RFC 3339 (here UTC): replaced to compare whole lines.
+    let lines: Vec<String> = run
+        .stdout
+        .lines()
+        .map(|l| {
+            let time = l.split_whitespace().nth(1).expect("time");
+            assert_eq!((time.len(), &time[23..]), (29, "+00:00"), "{l}");
+            h.redact(&l.replacen(time, "[time]", 1))
+        })
+        .collect();
+    insta::assert_snapshot!(lines.join("\n"));
+}
+
+#[test]
+fn completions_generate_and_version_is_printed() {
+    let h = Home::new();
+    for shell in ["bash", "zsh", "fish"] {
+        let run = h.must(&["completions", shell]);
+        assert!(
+            run.stdout.contains("wait") && run.stdout.contains("logs") && run.stdout.len() > 1000,
+            "{shell}: {run:?}"
+        );
+    }
+    let bad = h.pod(&["completions", "tcsh"]);
+    assert_eq!(bad.code, 2, "{bad:?}");
+    insta::assert_snapshot!(bad.stderr.trim_end());
+    let version = h.must(&["--version"]);
+    assert_eq!(version.stdout, format!("pod {}\n", env!("CARGO_PKG_VERSION")));
+}
+
+#[test]
+fn registry_stop_is_refused_with_live_pods_and_leaves_no_daemon_without() {
+    let h = Home::new();
+    h.must(&["start", "lead", "--write", "."]);
+    h.must(&["spawn", "docs", "--parent", "lead", "--write", "docs"]);
+    let refused = h.pod(&["registry", "stop"]);
+    assert_eq!(refused.code, 2, "{refused:?}");
+    insta::assert_snapshot!("refused", refused.stderr.trim_end());
+    let daemon = common::Proc::of(h.registry_pid().expect("daemon"));
+    assert!(daemon.alive(), "a refused stop leaves the daemon running");
+    let lead = h.proc("lead");
+    let all = h.must(&["registry", "stop", "--all"]);
+    assert_eq!(h.redact(&all.stdout), "stopped lead\nstopped the registry daemon (pid [n])\n");
+    assert!(!daemon.alive() && !lead.alive(), "the Pods and then the daemon are gone");
+    assert_eq!(h.must(&["registry", "stop"]).stdout, "no registry daemon runs\n");
+    // With no live Pod: the daemon goes at once, and nothing starts another.
+    h.must(&["ls"]);
+    let daemon = common::Proc::of(h.registry_pid().expect("daemon"));
+    let stop = h.must(&["registry", "stop"]);
+    assert_eq!(h.redact(&stop.stdout), "stopped the registry daemon (pid [n])\n");
+    assert!(!daemon.alive());
+    assert_eq!(h.must(&["registry", "stop"]).stdout, "no registry daemon runs\n");
+}

@@ -1,0 +1,207 @@
+//! Pods on a registry shared through a real three-member etcd cluster on
+//! loopback: several POD_HOMEs on this machine, each its own node (its own
+//! POD_NODE, its own daemon, started on demand by the `pod` command with
+//! POD_ETCD, POD_NODE and POD_LEASE_TTL in its environment), real Pod
+//! processes, real SIGSTOP and SIGCONT of a node's registry.
+//!
+//! Skipped, with the reason printed, when there is no etcd binary, unless
+//! POD_TEST_REQUIRE names `etcd`.
+#![cfg(feature = "etcd")]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use pod_registry::conflict::{self, Claim};
+use pod_registry::store::etcd::{boottime_ms, cluster::Cluster};
+use pod_registry::Allocation;
+use serde_json::Value;
+
+/// The etcd cluster of one test, or `None` (skipped, reason printed).
+fn cluster(dir: &std::path::Path) -> Option<Cluster> {
+    if let Err(why) = pod_registry::store::etcd::cluster::binary() {
+        available("etcd", false);
+        println!("skipped: {why}");
+        return None;
+    }
+    Some(Cluster::start(dir).expect("etcd cluster"))
+}
+
+/// One node: its own POD_HOME, and the settings its `pod` commands carry
+/// (the daemon they start on demand inherits them).
+struct Node {
+    home: Home,
+    env: Vec<(String, String)>,
+}
+
+impl Node {
+    fn new(name: &str, cluster: &Cluster, ttl: u64) -> Node {
+        let env = vec![
+            ("POD_ETCD".to_string(), cluster.endpoints().join(",")),
+            ("POD_NODE".to_string(), name.to_string()),
+            ("POD_LEASE_TTL".to_string(), ttl.to_string()),
+        ];
+        Node { home: Home::new(), env }
+    }
+
+    fn pod(&self, args: &[&str]) -> Run {
+        let env: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        self.home.pod_env(args, &env)
+    }
+
+    fn must(&self, args: &[&str]) -> Run {
+        let run = self.pod(args);
+        assert!(run.ok(), "`pod {}` failed: {run:?}", args.join(" "));
+        run
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let run = self.must(args);
+        serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("`pod {}`: no JSON ({e}): {run:?}", args.join(" ")))
+    }
+
+    fn table(&self) -> Vec<Allocation> {
+        serde_json::from_value(self.json(&["registry", "ls", "--json"])).expect("allocations")
+    }
+
+    /// `pod check POD PATH --write`: allowed, and the line it printed.
+    fn check_write(&self, pod: &str, path: &str) -> (bool, String) {
+        let run = self.pod(&["check", pod, path, "--write"]);
+        assert!(run.code == 0 || run.code == 1, "check failed: {run:?}");
+        (run.code == 0, run.stdout.trim_end().to_string())
+    }
+
+    fn fenced_events(&self, pod: &str) -> Vec<Value> {
+        let run = self.must(&["log", pod, "--json"]);
+        run.stdout
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).expect("log line")["event"].clone())
+            .filter(|e| e["kind"] == "pod.fenced")
+            .collect()
+    }
+}
+
+/// At every path at most one Pod of the whole table has effective write.
+fn check_one_writer(table: &[Allocation], what: &str) {
+    let next = table.iter().map(|a| a.fence).max().unwrap_or(0) + 1;
+    let state = pod_registry::state::State::from_records(table.to_vec(), next).expect("a consistent table");
+    for held in state.iter() {
+        let claim =
+            Claim { name: &held.rec.name, allow: &held.rec.allow, caps: held.rec.write_caps().collect(), skip: None };
+        if let Err(e) = conflict::check(&state, &claim) {
+            panic!("{what}: two writers: {e}");
+        }
+    }
+}
+
+/// `text` with the milliseconds of "N ms ago" replaced by a placeholder.
+fn redact_ms(text: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(at) = rest.find(" ms ago") {
+        let head = &rest[..at];
+        let digits = head.bytes().rev().take_while(u8::is_ascii_digit).count();
+        out.push_str(&head[..head.len() - digits]);
+        out.push_str("[n] ms ago");
+        rest = &rest[at + " ms ago".len()..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Node a's registry frozen past its TTL: a's Pod denies (on its own, the
+/// daemon frozen) before node b is granted its path, both instants taken on
+/// CLOCK_BOOTTIME; it records `pod.fenced {reason: lease_lost: ...}` once;
+/// after SIGCONT it stays fenced (no later answer revives it) and says
+/// why, since b holds its path now, while a's other Pod, whose path nobody
+/// took, re-claims it under a's new lease and grants again.
+#[test]
+fn a_frozen_nodes_pods_deny_before_another_node_gets_their_paths_and_rejoin_only_where_free() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let Some(etcd) = cluster(tmp.path()) else { return };
+    let ttl = 3;
+    let (a, b) = (Node::new("a", &etcd, ttl), Node::new("b", &etcd, ttl));
+    let shared = a.home.path("src");
+    a.must(&["start", "x", "--write", "src"]);
+    a.must(&["start", "free", "--write", "docs"]);
+    b.must(&["start", "other", "--write", "tests"]);
+    let file = a.home.path("src/f");
+    assert!(a.check_write("x", &file).0, "x writes src before the freeze");
+
+    // Every node lists every node's allocations, each with its node.
+    let nodes: Vec<(String, Option<String>)> =
+        b.table().iter().map(|r| (r.name.to_string(), r.node.as_ref().map(|n| n.to_string()))).collect();
+    let named = |n: &str, node: &str| (n.to_string(), Some(node.to_string()));
+    assert_eq!(nodes, vec![named("free", "a"), named("other", "b"), named("x", "a")]);
+    let text = b.must(&["registry", "ls"]).stdout;
+    let columns: Vec<Vec<&str>> = text.lines().map(|l| l.split_whitespace().take(4).collect()).collect();
+    assert_eq!(
+        columns,
+        vec![
+            vec!["NAME", "STATE", "PARENT", "NODE"],
+            vec!["free", "live", "-", "a"],
+            vec!["other", "live", "-", "b"],
+            vec!["x", "live", "-", "a"],
+        ]
+    );
+    check_one_writer(&b.table(), "before the freeze");
+
+    let registry_a = a.home.registry_pid().expect("a's registry runs");
+    signal(registry_a, rustix::process::Signal::STOP);
+    let frozen = Instant::now();
+    let mut first_denied: Option<(u64, String)> = None;
+    let granted_from = loop {
+        let (allowed, line) = a.check_write("x", &file);
+        let answered = boottime_ms();
+        match (&first_denied, allowed) {
+            (None, false) => first_denied = Some((answered, line)),
+            (Some(_), true) => panic!("x granted again after denying, a still frozen: {line}"),
+            _ => {}
+        }
+        let sent = boottime_ms();
+        if b.pod(&["start", "y", "--write", &shared]).ok() {
+            break sent;
+        }
+        assert!(frozen.elapsed() < Duration::from_secs(ttl + 20), "b was never granted a's path");
+    };
+    let (denied_at, line) = first_denied.expect("x denied before b was granted its path");
+    assert!(denied_at < granted_from, "x denied at {denied_at} ms, b's grant asked for at {granted_from} ms");
+    insta::assert_snapshot!(redact_ms(&a.home.redact(&line)), @"denied: x write [repo]/src/f (registry.lease_lost: node a's etcd lease deadline passed ([n] ms ago on CLOCK_BOOTTIME) with no newer keepalive heard)");
+    wait_until("x records pod.fenced", || a.fenced_events("x").len() == 1);
+    let reasons: Vec<String> =
+        a.fenced_events("x").iter().map(|e| redact_ms(e["reason"].as_str().unwrap_or_default())).collect();
+    insta::assert_snapshot!(reasons.join("\n"), @"lease_lost: node a's etcd lease deadline passed ([n] ms ago on CLOCK_BOOTTIME) with no newer keepalive heard");
+    check_one_writer(&b.table(), "b granted a's path");
+    println!("x denied {} ms before b asked for its path", granted_from - denied_at);
+
+    signal(registry_a, rustix::process::Signal::CONT);
+    // free's path is still free: it re-claims it under a's new lease.
+    wait_until("free grants again", || a.check_write("free", &a.home.path("docs/z")).0);
+    // x's is b's now: x stays fenced and says so.
+    wait_until("x says its re-claim was refused", || {
+        a.pod(&["scope", "x"]).stdout.contains("re-claim under the new lease refused")
+    });
+    assert!(!a.check_write("x", &file).0, "x is never revived");
+    let scope = a.must(&["scope", "x"]).stdout;
+    insta::assert_snapshot!(redact_ms(&a.home.redact(&scope)), @r#"
+        x (running)
+          fenced lease_lost: node a's etcd lease deadline passed ([n] ms ago on CLOCK_BOOTTIME) with no newer keepalive heard; re-claim under the new lease refused: write [repo]/src/** conflicts with pod y on node b, which holds write [repo]/src/** (both cover [repo]/src/**) [registry.write_conflict]
+          allow  write [repo]/src/**
+    "#);
+    let listed: Vec<Value> = serde_json::from_value(a.json(&["ls", "--json"])).expect("pods");
+    let x = listed.iter().find(|p| p["name"] == "x").expect("x listed");
+    assert_eq!(x["state"], "fenced", "{x}");
+    let spawn = a.pod(&["spawn", "c", "--parent", "x", "--write", "src/c"]);
+    assert_eq!(spawn.code, 2, "{spawn:?}");
+    insta::assert_snapshot!(redact_ms(&a.home.redact(spawn.stderr.trim_end())), @"pod: x stopped granting at its node's lease deadline and spawns nothing: node a's etcd lease deadline passed ([n] ms ago on CLOCK_BOOTTIME) with no newer keepalive heard [registry.lease_lost]");
+    assert_eq!(a.fenced_events("x").len(), 1, "pod.fenced is recorded once");
+    assert_eq!(a.fenced_events("free").len(), 1, "free recorded its stop too");
+
+    let table = b.table();
+    let holders: Vec<(String, Option<String>)> =
+        table.iter().map(|r| (r.name.to_string(), r.node.as_ref().map(|n| n.to_string()))).collect();
+    assert_eq!(holders, vec![named("free", "a"), named("other", "b"), named("y", "b")]);
+    check_one_writer(&table, "after a woke up");
+    wait_until("both nodes see one table", || a.table() == b.table());
+}

@@ -1,0 +1,24 @@
+//! The example lead script (runtime/examples/lead.sh) runs as README shows:
+//! the pod binary on PATH, from the repository. Its whole output is the
+//! contract: two helpers with their task in the environment, both waited
+//! for, their output and exit codes read, everything removed after.
+
+mod common;
+
+#[test]
+fn the_example_lead_script_runs() {
+    let repo = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    let bin = std::path::Path::new(common::POD).parent().expect("bin dir");
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let out = std::process::Command::new("sh")
+        .arg("runtime/examples/lead.sh")
+        .current_dir(repo)
+        .env("PATH", path)
+        .env_remove("POD_HOME")
+        .env_remove("POD_NAME")
+        .output()
+        .expect("run the example");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    insta::assert_snapshot!(common::redact_numbers_after(&stdout, &["(pid "]));
+}
