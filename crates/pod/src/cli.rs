@@ -120,6 +120,13 @@ pub enum Command {
         #[arg(long)]
         stopped: bool,
     },
+    /// Serve this runtime's tools to an MCP agent client over stdio, with
+    /// the rights of the Pod this process runs in (outside every Pod: the
+    /// operator's).
+    Mcp {
+        #[command(subcommand)]
+        command: Option<McpCommand>,
+    },
     /// The machine-wide registry of write-scope allocations.
     Registry {
         #[command(subcommand)]
@@ -142,6 +149,12 @@ pub enum Command {
     /// `resume`.
     #[command(name = "__pod", hide = true)]
     PodProcess(PodProcessArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum McpCommand {
+    /// Print the configuration snippet an MCP client needs to start `pod mcp`.
+    Config,
 }
 
 #[derive(Subcommand, Debug)]

@@ -7,6 +7,7 @@
 pub mod demo;
 pub mod inspect;
 pub mod lifecycle;
+pub mod mcp;
 pub mod registry;
 
 use std::path::Path;
