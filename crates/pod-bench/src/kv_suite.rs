@@ -25,6 +25,7 @@ use serde_json::{json, Value};
 
 use crate::floor;
 use crate::pod_suite::{shut_down, start};
+use crate::scratch;
 use crate::stats::quantile;
 
 #[derive(clap::Args)]
@@ -51,12 +52,7 @@ pub fn run(args: &Args) -> Result<Value, String> {
     if args.rounds == 0 || args.wakes == 0 || args.concurrent_secs == 0 {
         return Err("--rounds, --wakes and --concurrent-secs must be at least 1".into());
     }
-    let parent = match &args.dir {
-        Some(d) => d.clone(),
-        None => std::env::var_os("CARGO_TARGET_DIR").map_or_else(std::env::temp_dir, PathBuf::from),
-    }
-    .join("pod-bench-tmp");
-    std::fs::create_dir_all(&parent).map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+    let parent = scratch::parent_dir(args.dir.as_deref())?;
     let root = tempfile::tempdir_in(&parent).map_err(|e| e.to_string())?;
     let root_path = root.path().canonicalize().map_err(|e| e.to_string())?;
     let home = root_path.join("home");
@@ -71,13 +67,7 @@ pub fn run(args: &Args) -> Result<Value, String> {
         .build()
         .map_err(|e| e.to_string())?;
     let figures = runtime.block_on(measure(args, &root_path, &home));
-    if let Some(pid) =
-        std::fs::read_to_string(home.join("run/registry/lock")).ok().and_then(|t| t.trim().parse::<i32>().ok())
-    {
-        if let Some(pid) = rustix::process::Pid::from_raw(pid) {
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-        }
-    }
+    scratch::stop_registry(&home);
     let mut figures = figures?;
     let ratio = |a: u64, b: u64| (a as f64 / b.max(1) as f64 * 100.0).round() / 100.0;
     let set = figures["set_us_p50"].as_u64().unwrap_or(0);

@@ -97,12 +97,7 @@ fn history(events: u64) -> Result<Vec<Vec<Event>>, String> {
 }
 
 fn bench_dir(args: &Args) -> Result<PathBuf, String> {
-    let parent = match &args.dir {
-        Some(d) => d.clone(),
-        None => std::env::var_os("CARGO_TARGET_DIR").map_or_else(std::env::temp_dir, PathBuf::from),
-    }
-    .join("pod-bench-tmp");
-    std::fs::create_dir_all(&parent).map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+    let parent = crate::scratch::parent_dir(args.dir.as_deref())?;
     parent.canonicalize().map_err(|e| format!("cannot resolve {}: {e}", parent.display()))
 }
 

@@ -18,6 +18,7 @@ mod registry_etcd {
 }
 mod registry_suite;
 mod scope_suite;
+mod scratch;
 mod stats;
 
 use clap::{Parser, Subcommand};

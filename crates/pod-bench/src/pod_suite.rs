@@ -22,6 +22,7 @@ use scope::{PodName, ScopePath, ScopeRule};
 use serde_json::{json, Value};
 
 use crate::floor;
+use crate::scratch;
 use crate::stats::{quantile, rss_mb};
 
 #[derive(clap::Args)]
@@ -66,12 +67,7 @@ pub fn run(args: &Args) -> Result<Value, String> {
     if args.children == 0 || args.resume_children < 2 {
         return Err("--children must be at least 1 and --resume-children at least 2".into());
     }
-    let parent = match &args.dir {
-        Some(d) => d.clone(),
-        None => std::env::var_os("CARGO_TARGET_DIR").map_or_else(std::env::temp_dir, PathBuf::from),
-    }
-    .join("pod-bench-tmp");
-    std::fs::create_dir_all(&parent).map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+    let parent = scratch::parent_dir(args.dir.as_deref())?;
     let root = tempfile::tempdir_in(&parent).map_err(|e| e.to_string())?;
     let root_path = root.path().canonicalize().map_err(|e| e.to_string())?;
     let home = root_path.join("home");
@@ -87,14 +83,7 @@ pub fn run(args: &Args) -> Result<Value, String> {
         .build()
         .map_err(|e| e.to_string())?;
     let figures = runtime.block_on(measure(args, &root_path, &home));
-    // Stop the registry daemon this run started.
-    if let Some(pid) =
-        std::fs::read_to_string(home.join("run/registry/lock")).ok().and_then(|t| t.trim().parse::<i32>().ok())
-    {
-        if let Some(pid) = rustix::process::Pid::from_raw(pid) {
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-        }
-    }
+    scratch::stop_registry(&home);
     let mut figures = figures?;
     figures["suite"] = json!("pod");
     figures["floor_fsync_us_p50"] = json!(fsync_p50);
