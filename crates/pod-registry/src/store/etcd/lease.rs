@@ -17,10 +17,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use etcd_client::{Client, Compare, CompareOp, PutOptions, Txn, TxnOp};
+use etcd_client::Client;
 use tokio::sync::watch;
 
-use super::{encode, etcd_error, keys, EtcdConfig, NodeRecord, REQUEST_TIMEOUT};
+use super::{etcd_error, EtcdConfig, REQUEST_TIMEOUT};
 use crate::record::NodeName;
 use crate::wire::LeaseView;
 use crate::RegistryError;
@@ -208,32 +208,12 @@ impl Keeper {
             Err(etcd_client::Error::GRpcStatus(s)) if s.message().contains("not found") => {}
             Err(e) => return Err(etcd_error("revoke the lost lease", e)),
         }
-        let ttl_s = self.config.lease_ttl.as_secs();
         let taken = boottime_ms();
-        let grant = self.client.lease_grant(ttl_s as i64, None).await.map_err(|e| etcd_error("grant a lease", e))?;
-        let key = keys::node(&self.config.node);
-        let rec = NodeRecord {
-            node: self.config.node.clone(),
-            instance: self.instance.clone(),
-            lease: grant.id(),
-            ttl_s,
-            pid: std::process::id(),
-        };
-        let put = Txn::new().when([Compare::version(key.clone(), CompareOp::Equal, 0)]).and_then([TxnOp::put(
-            key,
-            encode("node record", &rec)?,
-            Some(PutOptions::new().with_lease(grant.id())),
-        )]);
-        let resp = self.client.txn(put).await.map_err(|e| etcd_error("write the node record", e))?;
-        if !resp.succeeded() {
-            let _ = self.client.lease_revoke(grant.id()).await;
-            return Err(RegistryError::Config(format!("node {} is registered by another registry", self.config.node)));
-        }
-        let node_token = resp.header().map_or(0, |h| h.revision()) as u64;
+        let (lease, node_token) = super::new_node_lease(&mut self.client, &self.config, &self.instance).await?;
         let deadline_ms =
             taken + self.config.lease_ttl.saturating_sub(margin(self.config.lease_ttl)).as_millis() as u64;
-        self.cell.replaced(LeaseStatus { lease: grant.id(), node_token, deadline_ms, lost: None });
-        tracing::info!(node = %self.config.node, lease = grant.id(), "took a new lease after losing the last one");
+        self.cell.replaced(LeaseStatus { lease, node_token, deadline_ms, lost: None });
+        tracing::info!(node = %self.config.node, lease, "took a new lease after losing the last one");
         Ok(())
     }
 }

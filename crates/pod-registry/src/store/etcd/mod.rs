@@ -515,6 +515,21 @@ async fn take_node(client: &mut Client, config: &EtcdConfig, instance: &str) -> 
             return Ok(Taken { lease: rec.lease, node_token: kv.create_revision() as u64, at_ms, remaining });
         }
     }
+    let (lease, node_token) = new_node_lease(client, config, instance).await?;
+    tracing::info!(node = %config.node, lease, ttl_s = config.lease_ttl.as_secs(), "took a new lease");
+    Ok(Taken { lease, node_token, at_ms, remaining: config.lease_ttl })
+}
+
+/// Grants the node a new lease and writes its node record bound to it, in
+/// one transaction that requires the record to be absent (another instance
+/// that took the name meanwhile wins, and the new lease is revoked).
+/// Returns the lease and the node token (the record's create revision).
+pub(super) async fn new_node_lease(
+    client: &mut Client,
+    config: &EtcdConfig,
+    instance: &str,
+) -> Result<(i64, u64), RegistryError> {
+    let key = keys::node(&config.node);
     let ttl_s = config.lease_ttl.as_secs();
     let grant = client.lease_grant(ttl_s as i64, None).await.map_err(|e| etcd_error("grant a lease", e))?;
     let rec = NodeRecord {
@@ -537,9 +552,7 @@ async fn take_node(client: &mut Client, config: &EtcdConfig, instance: &str) -> 
             config.node
         )));
     }
-    let token = resp.header().map_or(0, |h| h.revision()) as u64;
-    tracing::info!(node = %config.node, lease = grant.id(), ttl_s, "took a new lease");
-    Ok(Taken { lease: grant.id(), node_token: token, at_ms, remaining: config.lease_ttl })
+    Ok((grant.id(), resp.header().map_or(0, |h| h.revision()) as u64))
 }
 
 /// The lease a node starts with.
