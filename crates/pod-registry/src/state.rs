@@ -301,19 +301,30 @@ impl State {
     /// transaction writes has it as its mod revision), records it created
     /// get it as their token, and names it deleted are remembered until
     /// the feed has passed it.
+    ///
+    /// The feed may have brought this revision, and later ones, first (the
+    /// writer does not hold the state while etcd commits): a record the
+    /// view holds at this revision or newer, or no longer holds although
+    /// the view is complete through this revision (a later delete, such as
+    /// a lost lease's), is left as the view has it.
     pub fn apply_committed(&mut self, mut plan: Plan, revision: u64) {
         let (from, to) = (plan.first_fence, plan.next_fence);
         let remap = |f: u64| if (from..to).contains(&f) { revision } else { f };
+        let superseded = |state: &State, name: &PodName| match state.pods.get(name) {
+            Some(held) => held.rec.fence >= revision,
+            None => {
+                revision <= state.shared.through || state.shared.tombstones.get(name).is_some_and(|d| *d >= revision)
+            }
+        };
+        let written: Vec<PodName> = plan.puts.iter().map(|h| h.rec.name.clone()).collect();
+        plan.puts.retain(|held| !superseded(self, &held.rec.name));
+        plan.deletes.retain(|name| self.pods.get(name).is_some_and(|held| held.rec.fence < revision));
         for held in &mut plan.puts {
             held.rec.fence = remap(held.rec.fence);
             if !self.pods.contains_key(&held.rec.name) {
                 self.shared.tokens.insert(held.rec.name.clone(), revision);
             }
             self.shared.tombstones.remove(&held.rec.name);
-            // A fenced Pod that registered afresh under the node's new lease
-            // (its re-claim, granted where its paths were free) is no longer
-            // fenced: this record is its claim now.
-            self.unfence_pod(&held.rec.name);
         }
         for change in &mut plan.answers {
             if let AnswerChange::Put(_, rem) = change {
@@ -326,6 +337,15 @@ impl State {
         }
         plan.next_fence = plan.next_fence.max(revision + 1).max(self.next_fence);
         self.apply(plan);
+        // A fenced Pod that registered afresh under the node's new lease
+        // (its re-claim, granted where its paths were free) is no longer
+        // fenced: this record is its claim now (if the view still holds it
+        // at this revision: a later delete keeps the Pod fenced).
+        for name in written {
+            if self.pods.get(&name).is_some_and(|h| h.rec.fence == revision) {
+                self.unfence_pod(&name);
+            }
+        }
     }
 
     /// Applies one revision of changes from the shared store's feed. Each

@@ -2,6 +2,7 @@
 
 mod lock;
 mod session;
+mod shared_commit;
 mod writer;
 
 use std::sync::Arc;

@@ -20,21 +20,27 @@
 //! a commit the write-ahead log already holds) and leads any group that
 //! queued meanwhile, until the queue is empty. So a caller never waits for
 //! more than its own group.
+//!
+//! A table shared with other nodes (etcd) is committed differently, one
+//! mutation at a time on the caller's own task (see `shared_commit`).
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use rustc_hash::FxHashSet;
 use scope::PodName;
 use tokio::sync::{oneshot, Notify, RwLock};
+use tracing::Instrument;
 
 use crate::answers::StreamId;
 use crate::limits::MAX_GROUP;
 use crate::ops::{self, Op, Submission};
 use crate::proc::ProcKernel;
 use crate::state::State;
-use crate::store::{Change, Mutation, Outcome, SharedStore, Store};
+use crate::store::{Change, SharedStore, Store};
 use crate::wire::Reply;
 use crate::RegistryError;
+
+use super::shared_commit;
 
 pub type Answer = Result<Reply, RegistryError>;
 
@@ -53,6 +59,9 @@ pub struct Writer {
     failed: Notify,
     /// Who waits for changes of which allocation (`watch` requests).
     watched: Watched,
+    /// A shared store, committed one mutation at a time (`None`: the
+    /// store is owned, and led through `inner`); emptied at close.
+    shared: Option<tokio::sync::Mutex<Option<Box<dyn SharedStore>>>>,
 }
 
 /// One signal per watched allocation, so that a commit wakes only the
@@ -107,8 +116,8 @@ pub enum Backend {
 
 struct Inner {
     queue: Vec<Job>,
-    /// Held here while nobody commits; the leader takes it.
-    store: Option<Backend>,
+    /// An owned store, held here while nobody commits; the leader takes it.
+    store: Option<Box<dyn Store>>,
     leading: bool,
     /// Why new jobs are refused: shutting down, or a commit failed (memory
     /// is then ahead of the disk; a restart reloads what is durable).
@@ -117,12 +126,17 @@ struct Inner {
 
 impl Writer {
     pub fn new(state: Arc<RwLock<State>>, store: Backend) -> Writer {
+        let (owned, shared) = match store {
+            Backend::Owned(store) => (Some(store), None),
+            Backend::Shared(store) => (None, Some(tokio::sync::Mutex::new(Some(store)))),
+        };
         Writer {
             state,
-            inner: Mutex::new(Inner { queue: Vec::new(), store: Some(store), leading: false, closed: None }),
+            inner: Mutex::new(Inner { queue: Vec::new(), store: owned, leading: false, closed: None }),
             idle: Notify::new(),
             failed: Notify::new(),
             watched: Watched::default(),
+            shared,
         }
     }
 
@@ -148,6 +162,15 @@ impl Writer {
 
     async fn submit_each(self: &Arc<Self>, ops: Vec<Submission>) -> Vec<Answer> {
         let span = tracing::Span::current();
+        if self.shared.is_some() {
+            // Its own task, so that a caller that goes away (its connection
+            // closed) cannot cut a commit short between etcd and memory.
+            let writer = Arc::clone(self);
+            let committing = tokio::spawn(async move { writer.commit_shared(ops).await }.instrument(span));
+            return committing.await.unwrap_or_else(|e| {
+                vec![Err(RegistryError::Store(format!("the writer panicked during a commit: {e}")))]
+            });
+        }
         let mut receivers = Vec::with_capacity(ops.len());
         let lead = {
             let mut g = self.lock();
@@ -177,6 +200,29 @@ impl Writer {
         answers
     }
 
+    /// Commits each of `subs` in turn on the shared store.
+    async fn commit_shared(&self, subs: Vec<Submission>) -> Vec<Answer> {
+        let Some(shared) = &self.shared else { return Vec::new() };
+        let mut answers = Vec::with_capacity(subs.len());
+        for sub in subs {
+            if let Some(e) = &self.lock().closed {
+                answers.push(Err(e.clone()));
+                continue;
+            }
+            let mut slot = shared.lock().await;
+            let Some(store) = slot.as_mut() else {
+                answers.push(Err(RegistryError::ShuttingDown));
+                continue;
+            };
+            let answer = shared_commit::commit_one(&self.state, store.as_mut(), &sub, &self.watched).await;
+            if let Err(e) = &answer {
+                tracing::info!(code = e.code(), error = %e, "refused");
+            }
+            answers.push(answer);
+        }
+        answers
+    }
+
     /// Settles the store after each group and commits every group that
     /// queued meanwhile, then steps down. Leader only.
     fn lead_until_idle(&self) {
@@ -199,10 +245,7 @@ impl Writer {
     fn settle(&self) {
         let failed = self.lock().closed.as_ref().is_some_and(|e| !matches!(e, RegistryError::ShuttingDown));
         if !failed {
-            self.with_store("settling a commit", |store| match store {
-                Backend::Owned(store) => store.settle(),
-                Backend::Shared(_) => Ok(()),
-            });
+            self.with_store("settling a commit", |store| store.settle());
         }
     }
 
@@ -214,18 +257,12 @@ impl Writer {
             let take = g.queue.len().min(MAX_GROUP);
             g.queue.drain(..take).collect()
         };
-        self.with_store("commit", |store| match store {
-            Backend::Owned(store) => commit_group(&self.state, store.as_mut(), jobs, &self.watched),
-            Backend::Shared(store) => {
-                commit_each(&self.state, store.as_mut(), jobs, &self.watched);
-                Ok(())
-            }
-        });
+        self.with_store("commit", |store| commit_group(&self.state, store.as_mut(), jobs, &self.watched));
     }
 
     /// Runs `work` on the store, which the leader takes out for it; a
     /// failure (or a panic) fails the writer.
-    fn with_store(&self, what: &str, work: impl FnOnce(&mut Backend) -> Result<(), RegistryError>) {
+    fn with_store(&self, what: &str, work: impl FnOnce(&mut Box<dyn Store>) -> Result<(), RegistryError>) {
         let leader = PanicGuard(self);
         let mut store = self.lock().store.take().expect("the leader holds the store");
         let done = work(&mut store);
@@ -264,6 +301,17 @@ impl Writer {
     /// Refuses new jobs, waits for the jobs already queued to be committed
     /// and answered, and closes the store.
     pub async fn close(&self) {
+        if let Some(shared) = &self.shared {
+            {
+                let mut g = self.lock();
+                if g.closed.is_none() {
+                    g.closed = Some(RegistryError::ShuttingDown);
+                }
+            }
+            // Waits for the commit in flight, if any.
+            drop(shared.lock().await.take());
+            return;
+        }
         loop {
             let idle = self.idle.notified();
             {
@@ -370,94 +418,4 @@ fn commit_group(
     }
     watched.notify(&touched);
     Ok(())
-}
-
-/// Most times one mutation is planned again because another node changed
-/// what it read meanwhile (each time the view caught up first).
-const MAX_REPLANS: usize = 16;
-
-/// Commits each job as its own guarded transaction on a shared store.
-///
-/// Planning runs under the read lock (checks go on meanwhile); a commit is
-/// applied to memory under the write lock only once etcd has it, so
-/// readers never see a change before it is durable. A plan whose guards
-/// fail is made again once the feed has caught up with the revision the
-/// store had reached; a refusal is answered only on a view at least as new
-/// as the store's newest revision (the node's view may lag a moment behind
-/// the other nodes' commits). Errors are each job's own: the daemon goes on.
-fn commit_each(state: &RwLock<State>, store: &mut dyn SharedStore, jobs: Vec<Job>, watched: &Watched) {
-    for job in jobs {
-        let _entered = job.span.enter();
-        let answer = commit_one(state, store, &job.sub, watched);
-        if let Err(e) = &answer {
-            tracing::info!(code = e.code(), error = %e, "refused");
-        }
-        let _ = job.reply.send(answer);
-    }
-}
-
-fn commit_one(state: &RwLock<State>, store: &mut dyn SharedStore, sub: &Submission, watched: &Watched) -> Answer {
-    let mut confirmed = false;
-    for _ in 0..MAX_REPLANS {
-        let guard = state.blocking_read();
-        let (plan, mut reply) = match ops::plan_submission(&guard, sub, &ProcKernel) {
-            Ok(planned) => planned,
-            Err(e) if confirmed || !depends_on_the_view(&e) => return Err(e),
-            Err(_) => {
-                drop(guard);
-                let newest = store.current_revision()?;
-                store.wait_through(newest)?;
-                confirmed = true;
-                continue;
-            }
-        };
-        if plan.puts.is_empty() && plan.deletes.is_empty() && plan.answers.is_empty() {
-            return Ok(reply);
-        }
-        let preconditions = crate::preconditions::of(&guard, &plan);
-        let deletes: Vec<&crate::Allocation> =
-            plan.deletes.iter().filter_map(|n| guard.get(n)).map(|h| &h.rec).collect();
-        let mutation = Mutation {
-            puts: plan.puts.iter().map(|h| &h.rec).collect(),
-            deletes,
-            answers: &plan.answers,
-            preconditions: &preconditions,
-            fences: plan.first_fence..plan.next_fence,
-        };
-        fail::fail_point!("registry.before_commit");
-        let outcome = store.commit_guarded(&mutation)?;
-        fail::fail_point!("registry.after_commit");
-        drop(mutation);
-        drop(guard);
-        match outcome {
-            Outcome::Committed { revision } => {
-                let (from, to) = (plan.first_fence, plan.next_fence);
-                reply.map_fences(|f| if (from..to).contains(&f) { revision } else { f });
-                let touched: Vec<PodName> =
-                    plan.deletes.iter().cloned().chain(plan.puts.iter().map(|h| h.rec.name.clone())).collect();
-                state.blocking_write().apply_committed(plan, revision);
-                watched.notify(&touched);
-                return Ok(reply);
-            }
-            Outcome::Stale { revision } => store.wait_through(revision)?,
-        }
-    }
-    Err(RegistryError::EtcdUnavailable(format!(
-        "other nodes kept changing what this request depends on; gave up after {MAX_REPLANS} plans"
-    )))
-}
-
-/// Refusals that another node's recent commit could make wrong (checked
-/// again on a view as new as the store before they are answered).
-fn depends_on_the_view(e: &RegistryError) -> bool {
-    matches!(
-        e,
-        RegistryError::WriteConflict { .. }
-            | RegistryError::NodeConflict(_)
-            | RegistryError::DuplicateName(_)
-            | RegistryError::UnknownPod(_)
-            | RegistryError::SessionTaken { .. }
-            | RegistryError::OtherNode { .. }
-            | RegistryError::NotParent { .. }
-    )
 }

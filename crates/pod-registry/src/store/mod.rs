@@ -90,16 +90,21 @@ pub enum Outcome {
     Stale { revision: u64 },
 }
 
+/// What a shared store's calls return: futures, since each is a round trip
+/// to the store that the writer awaits on its own task.
+pub type StoreFuture<'a, T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, RegistryError>> + Send + 'a>>;
+
 pub trait SharedStore: Send {
     /// Commits `m` in one transaction if every precondition still holds.
     /// Errors: `registry.fenced` (this node, or a record it would write, was
     /// replaced: never retried), `registry.etcd_unavailable` (the outcome
     /// may be unknown; the feed brings it if it was written).
-    fn commit_guarded(&mut self, m: &Mutation<'_>) -> Result<Outcome, RegistryError>;
+    fn commit_guarded<'a>(&'a mut self, m: &'a Mutation<'_>) -> StoreFuture<'a, Outcome>;
     /// Waits, bounded, until the change feed has applied everything up to
     /// `revision` (the state lock must not be held).
-    fn wait_through(&mut self, revision: u64) -> Result<(), RegistryError>;
+    fn wait_through(&mut self, revision: u64) -> StoreFuture<'_, ()>;
     /// The store's newest revision, read linearizably: a refusal is
     /// answered only on a view at least that new.
-    fn current_revision(&mut self) -> Result<u64, RegistryError>;
+    fn current_revision(&mut self) -> StoreFuture<'_, u64>;
 }

@@ -49,7 +49,7 @@ use tokio::sync::{watch, Notify};
 pub use feed::Feed;
 pub use lease::{boottime_ms, margin, Keeper, LeaseCell, LeaseStatus};
 
-use super::{Mutation, Outcome, Precondition, SharedStore};
+use super::{Mutation, Outcome, Precondition, SharedStore, StoreFuture};
 use crate::answers::{AnswerChange, Remembered, StreamId};
 use crate::record::NodeName;
 use crate::state::State;
@@ -86,7 +86,6 @@ struct NodeRecord {
 /// The shared store of one node.
 pub struct EtcdStore {
     client: Client,
-    handle: tokio::runtime::Handle,
     node: NodeName,
     lease: Arc<LeaseCell>,
     through: watch::Receiver<u64>,
@@ -96,8 +95,12 @@ pub struct EtcdStore {
 
 /// Names this node deleted, with the revision, until the feed has passed
 /// it: the feed may see such a delete before the writer applied it, and
-/// must not take it for a lost lease.
+/// must not take it for a lost lease. [`PENDING_DELETE`] while the
+/// transaction is in flight.
 pub(crate) type OwnDeletes = Arc<std::sync::Mutex<rustc_hash::FxHashMap<scope::PodName, u64>>>;
+
+/// The revision of an own delete whose transaction is in flight.
+const PENDING_DELETE: u64 = u64::MAX;
 
 /// An opened store, with the view it loaded and the tasks that keep both
 /// current (the daemon runs them).
@@ -247,15 +250,8 @@ impl EtcdStore {
             Arc::clone(&own_deletes),
         );
         let keeper = Keeper::new(client.clone(), config.clone(), instance, Arc::clone(&cell));
-        let store = EtcdStore {
-            client,
-            handle: tokio::runtime::Handle::current(),
-            node: config.node.clone(),
-            lease: Arc::clone(&cell),
-            through,
-            progress,
-            own_deletes,
-        };
+        let store =
+            EtcdStore { client, node: config.node.clone(), lease: Arc::clone(&cell), through, progress, own_deletes };
         tracing::info!(node = %config.node, lease = lease, allocations = state.len(), revision, "etcd store open");
         Ok(Opened { store, state, feed, keeper, lease: cell })
     }
@@ -402,9 +398,96 @@ impl EtcdStore {
         Ok(Outcome::Stale { revision })
     }
 
-    fn run_txn(&self, txn: Txn) -> Result<etcd_client::TxnResponse, etcd_client::Error> {
-        let mut kv = self.client.kv_client();
-        self.handle.block_on(async move { kv.txn(txn).await })
+    async fn run_txn(&self, txn: Txn) -> Result<etcd_client::TxnResponse, etcd_client::Error> {
+        self.client.kv_client().txn(txn).await
+    }
+
+    /// Commits `m`. Its deletes are marked as this node's own before the
+    /// transaction is sent: the feed may see them before the answer comes
+    /// back (the writer does not hold the state meanwhile), and must not
+    /// take them for a lost lease.
+    async fn commit(&self, m: &Mutation<'_>) -> Result<Outcome, RegistryError> {
+        self.mark_own_deletes(m, Some(PENDING_DELETE));
+        let outcome = self.send(m).await;
+        let at = match &outcome {
+            Ok(Outcome::Committed { revision }) => Some(*revision),
+            _ => None,
+        };
+        self.mark_own_deletes(m, at);
+        outcome
+    }
+
+    /// Records `m`'s deletes as this node's, at `at` (`None`: they did not
+    /// happen; a pending mark is taken back).
+    fn mark_own_deletes(&self, m: &Mutation<'_>, at: Option<u64>) {
+        let mut own = self.own_deletes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for rec in &m.deletes {
+            match at {
+                Some(revision) => {
+                    own.insert(rec.name.clone(), revision);
+                }
+                None if own.get(&rec.name) == Some(&PENDING_DELETE) => {
+                    own.remove(&rec.name);
+                }
+                None => {}
+            }
+        }
+    }
+
+    async fn send(&self, m: &Mutation<'_>) -> Result<Outcome, RegistryError> {
+        let held = self.lease.check()?;
+        let built = self.transaction(m, held.lease, held.node_token)?;
+        let patience = std::time::Instant::now() + COMMIT_PATIENCE;
+        let mut resent = false;
+        let mut pause = Duration::from_millis(20);
+        loop {
+            match self.run_txn(built.txn.clone()).await {
+                Ok(resp) => return self.judge(&resp, &built, m, held.node_token, resent),
+                Err(e) if too_large(&e) => return Err(RegistryError::TxnTooLarge(e.to_string())),
+                Err(e) => {
+                    // The answer may have been lost after etcd applied it;
+                    // the same transaction again tells (see `judge`).
+                    resent = true;
+                    if std::time::Instant::now() >= patience {
+                        return Err(etcd_error("commit (the outcome is unknown; the change feed will tell)", e));
+                    }
+                    self.lease.check()?;
+                    tracing::warn!(error = %e, "etcd did not answer a transaction; sending it again");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(500));
+                }
+            }
+        }
+    }
+
+    async fn catch_up(&self, revision: u64) -> Result<(), RegistryError> {
+        let mut through = self.through.clone();
+        let deadline = tokio::time::Instant::now() + CATCH_UP_WAIT;
+        while *through.borrow_and_update() < revision {
+            self.progress.notify_one();
+            let step = tokio::time::Instant::now() + Duration::from_millis(100);
+            match tokio::time::timeout_at(step.min(deadline), through.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(RegistryError::EtcdUnavailable("the change feed stopped".into())),
+                Err(_) if tokio::time::Instant::now() >= deadline => {
+                    return Err(RegistryError::EtcdUnavailable(format!(
+                        "the change feed did not reach revision {revision} within {CATCH_UP_WAIT:?}"
+                    )))
+                }
+                Err(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    async fn newest_revision(&self) -> Result<u64, RegistryError> {
+        let resp = self
+            .client
+            .kv_client()
+            .get(keys::node(&self.node), Some(GetOptions::new().with_count_only()))
+            .await
+            .map_err(|e| etcd_error("read the current revision", e))?;
+        Ok(resp.header().map_or(0, |h| h.revision()) as u64)
     }
 }
 
@@ -421,70 +504,16 @@ fn too_large(e: &etcd_client::Error) -> bool {
 }
 
 impl SharedStore for EtcdStore {
-    fn commit_guarded(&mut self, m: &Mutation<'_>) -> Result<Outcome, RegistryError> {
-        let held = self.lease.check()?;
-        let built = self.transaction(m, held.lease, held.node_token)?;
-        let patience = std::time::Instant::now() + COMMIT_PATIENCE;
-        let mut resent = false;
-        let mut pause = Duration::from_millis(20);
-        loop {
-            match self.run_txn(built.txn.clone()) {
-                Ok(resp) => {
-                    let outcome = self.judge(&resp, &built, m, held.node_token, resent)?;
-                    if let Outcome::Committed { revision } = outcome {
-                        let mut own = self.own_deletes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                        own.extend(m.deletes.iter().map(|r| (r.name.clone(), revision)));
-                    }
-                    return Ok(outcome);
-                }
-                Err(e) if too_large(&e) => return Err(RegistryError::TxnTooLarge(e.to_string())),
-                Err(e) => {
-                    // The answer may have been lost after etcd applied it;
-                    // the same transaction again tells (see `judge`).
-                    resent = true;
-                    if std::time::Instant::now() >= patience {
-                        return Err(etcd_error("commit (the outcome is unknown; the change feed will tell)", e));
-                    }
-                    self.lease.check()?;
-                    tracing::warn!(error = %e, "etcd did not answer a transaction; sending it again");
-                    std::thread::sleep(pause);
-                    pause = (pause * 2).min(Duration::from_millis(500));
-                }
-            }
-        }
+    fn commit_guarded<'a>(&'a mut self, m: &'a Mutation<'_>) -> StoreFuture<'a, Outcome> {
+        Box::pin(self.commit(m))
     }
 
-    fn wait_through(&mut self, revision: u64) -> Result<(), RegistryError> {
-        let progress = Arc::clone(&self.progress);
-        let mut through = self.through.clone();
-        self.handle.block_on(async move {
-            let deadline = tokio::time::Instant::now() + CATCH_UP_WAIT;
-            while *through.borrow_and_update() < revision {
-                progress.notify_one();
-                let step = tokio::time::Instant::now() + Duration::from_millis(100);
-                match tokio::time::timeout_at(step.min(deadline), through.changed()).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(_)) => return Err(RegistryError::EtcdUnavailable("the change feed stopped".into())),
-                    Err(_) if tokio::time::Instant::now() >= deadline => {
-                        return Err(RegistryError::EtcdUnavailable(format!(
-                            "the change feed did not reach revision {revision} within {CATCH_UP_WAIT:?}"
-                        )))
-                    }
-                    Err(_) => {}
-                }
-            }
-            Ok(())
-        })
+    fn wait_through(&mut self, revision: u64) -> StoreFuture<'_, ()> {
+        Box::pin(self.catch_up(revision))
     }
 
-    fn current_revision(&mut self) -> Result<u64, RegistryError> {
-        let mut kv = self.client.kv_client();
-        let key = keys::node(&self.node);
-        let resp = self
-            .handle
-            .block_on(async move { kv.get(key, Some(GetOptions::new().with_count_only())).await })
-            .map_err(|e| etcd_error("read the current revision", e))?;
-        Ok(resp.header().map_or(0, |h| h.revision()) as u64)
+    fn current_revision(&mut self) -> StoreFuture<'_, u64> {
+        Box::pin(self.newest_revision())
     }
 }
 
