@@ -73,11 +73,16 @@ impl Node {
     }
 
     fn fenced_events(&self, pod: &str) -> Vec<Value> {
+        self.events(pod, "pod.fenced")
+    }
+
+    /// The events of kind `kind` in `pod`'s session log.
+    fn events(&self, pod: &str, kind: &str) -> Vec<Value> {
         let run = self.must(&["log", pod, "--json"]);
         run.stdout
             .lines()
             .map(|l| serde_json::from_str::<Value>(l).expect("log line")["event"].clone())
-            .filter(|e| e["kind"] == "pod.fenced")
+            .filter(|e| e["kind"] == kind)
             .collect()
     }
 }
@@ -114,8 +119,10 @@ fn redact_ms(text: &str) -> String {
 /// daemon frozen) before node b is granted its path, both instants taken on
 /// CLOCK_BOOTTIME; it records `pod.fenced {reason: lease_lost: ...}` once;
 /// after SIGCONT it stays fenced (no later answer revives it) and says
-/// why, since b holds its path now, while a's other Pod, whose path nobody
-/// took, re-claims it under a's new lease and grants again.
+/// why, since b holds its path now, and so does its child, while a's other
+/// tree (a Pod, its child and grandchild), whose paths nobody took,
+/// re-claims them under a's new lease, each Pod granting again, and each
+/// records `pod.rejoined` with what was re-claimed and what stayed fenced.
 #[test]
 fn a_frozen_nodes_pods_deny_before_another_node_gets_their_paths_and_rejoin_only_where_free() {
     let tmp = tempfile::tempdir().expect("tmp");
@@ -124,7 +131,10 @@ fn a_frozen_nodes_pods_deny_before_another_node_gets_their_paths_and_rejoin_only
     let (a, b) = (Node::new("a", &etcd, ttl), Node::new("b", &etcd, ttl));
     let shared = a.home.path("src");
     a.must(&["start", "x", "--write", "src"]);
+    a.must(&["spawn", "xc", "--parent", "x", "--write", "src/c"]);
     a.must(&["start", "free", "--write", "docs"]);
+    a.must(&["spawn", "fc", "--parent", "free", "--write", "docs/c"]);
+    a.must(&["spawn", "fcg", "--parent", "fc", "--write", "docs/c/g"]);
     b.must(&["start", "other", "--write", "tests"]);
     let file = a.home.path("src/f");
     assert!(a.check_write("x", &file).0, "x writes src before the freeze");
@@ -133,16 +143,29 @@ fn a_frozen_nodes_pods_deny_before_another_node_gets_their_paths_and_rejoin_only
     let nodes: Vec<(String, Option<String>)> =
         b.table().iter().map(|r| (r.name.to_string(), r.node.as_ref().map(|n| n.to_string()))).collect();
     let named = |n: &str, node: &str| (n.to_string(), Some(node.to_string()));
-    assert_eq!(nodes, vec![named("free", "a"), named("other", "b"), named("x", "a")]);
+    assert_eq!(
+        nodes,
+        vec![
+            named("fc", "a"),
+            named("fcg", "a"),
+            named("free", "a"),
+            named("other", "b"),
+            named("x", "a"),
+            named("xc", "a")
+        ]
+    );
     let text = b.must(&["registry", "ls"]).stdout;
     let columns: Vec<Vec<&str>> = text.lines().map(|l| l.split_whitespace().take(4).collect()).collect();
     assert_eq!(
         columns,
         vec![
             vec!["NAME", "STATE", "PARENT", "NODE"],
+            vec!["fc", "live", "free", "a"],
+            vec!["fcg", "live", "fc", "a"],
             vec!["free", "live", "-", "a"],
             vec!["other", "live", "-", "b"],
             vec!["x", "live", "-", "a"],
+            vec!["xc", "live", "x", "a"],
         ]
     );
     check_one_writer(&b.table(), "before the freeze");
@@ -179,8 +202,21 @@ fn a_frozen_nodes_pods_deny_before_another_node_gets_their_paths_and_rejoin_only
     println!("x denied {} ms before b asked for its path", granted_from - denied_at);
 
     signal(registry_a, rustix::process::Signal::CONT);
-    // free's path is still free: it re-claims it under a's new lease.
-    wait_until("free grants again", || a.check_write("free", &a.home.path("docs/z")).0);
+    // free's tree's paths are still free: it re-claims them under a's new
+    // lease, from the top (free, then its child fc, then fc's child fcg).
+    wait_until("fcg grants again", || a.check_write("fcg", &a.home.path("docs/c/g/z")).0);
+    assert!(a.check_write("fc", &a.home.path("docs/c/z")).0, "fc grants again");
+    assert!(a.check_write("free", &a.home.path("docs/z")).0, "free grants again");
+    // Each keeps only its own part: the children's layers are back.
+    assert!(!a.check_write("free", &a.home.path("docs/c/z")).0, "free does not write fc's part");
+    assert!(!a.check_write("fc", &a.home.path("docs/c/g/z")).0, "fc does not write fcg's part");
+    let rejoined = |pod: &str| -> String {
+        let events = a.events(pod, "pod.rejoined");
+        serde_json::to_string(&events).map(|t| redact_ms(&a.home.redact(&t))).expect("json")
+    };
+    insta::assert_snapshot!(rejoined("free"), @r#"[{"fenced":{},"kind":"pod.rejoined","reclaimed":["free","fc"]}]"#);
+    insta::assert_snapshot!(rejoined("fc"), @r#"[{"fenced":{},"kind":"pod.rejoined","reclaimed":["fc","fcg"]}]"#);
+    insta::assert_snapshot!(rejoined("fcg"), @r#"[{"fenced":{},"kind":"pod.rejoined","reclaimed":["fcg"]}]"#);
     // x's is b's now: x stays fenced and says so.
     wait_until("x says its re-claim was refused", || {
         a.pod(&["scope", "x"]).stdout.contains("re-claim under the new lease refused")
@@ -191,6 +227,7 @@ fn a_frozen_nodes_pods_deny_before_another_node_gets_their_paths_and_rejoin_only
         x (running)
           fenced lease_lost: node a's etcd lease deadline passed ([n] ms ago on CLOCK_BOOTTIME) with no newer keepalive heard; re-claim under the new lease refused: write [repo]/src/** conflicts with pod y on node b, which holds write [repo]/src/** (both cover [repo]/src/**) [registry.write_conflict]
           allow  write [repo]/src/**
+          layer  xc: write [repo]/src/c/**
     "#);
     let listed: Vec<Value> = serde_json::from_value(a.json(&["ls", "--json"])).expect("pods");
     let x = listed.iter().find(|p| p["name"] == "x").expect("x listed");
@@ -200,11 +237,24 @@ fn a_frozen_nodes_pods_deny_before_another_node_gets_their_paths_and_rejoin_only
     insta::assert_snapshot!(redact_ms(&a.home.redact(spawn.stderr.trim_end())), @"pod: x stopped granting at its node's lease deadline and spawns nothing: node a's etcd lease deadline passed ([n] ms ago on CLOCK_BOOTTIME) with no newer keepalive heard [registry.lease_lost]");
     assert_eq!(a.fenced_events("x").len(), 1, "pod.fenced is recorded once");
     assert_eq!(a.fenced_events("free").len(), 1, "free recorded its stop too");
+    wait_until("x records its refused re-claim", || a.events("x", "pod.rejoined").len() == 1);
+    insta::assert_snapshot!(rejoined("x"), @r#"[{"fenced":{"x":"re-claim refused: write [repo]/src/** conflicts with pod y on node b, which holds write [repo]/src/** (both cover [repo]/src/**) [registry.write_conflict]","xc":"its parent x's re-claim was refused"},"kind":"pod.rejoined","reclaimed":[]}]"#);
+    // x's child waits for x, fenced, and says so.
+    assert!(!a.check_write("xc", &a.home.path("src/c/f")).0, "xc is never revived");
+    wait_until("xc says it waits for its parent", || a.pod(&["scope", "xc"]).stdout.contains("waits for its parent"));
+    insta::assert_snapshot!(redact_ms(&a.home.redact(&a.must(&["scope", "xc"]).stdout)), @r"
+    xc (running)
+      fenced lease_lost: node a's etcd lease deadline passed ([n] ms ago on CLOCK_BOOTTIME) with no newer keepalive heard; re-claim waits for its parent x, which delegates this pod's part again once its own claim is back
+      allow  write [repo]/src/c/**
+    ");
 
     let table = b.table();
     let holders: Vec<(String, Option<String>)> =
         table.iter().map(|r| (r.name.to_string(), r.node.as_ref().map(|n| n.to_string()))).collect();
-    assert_eq!(holders, vec![named("free", "a"), named("other", "b"), named("y", "b")]);
+    assert_eq!(
+        holders,
+        vec![named("fc", "a"), named("fcg", "a"), named("free", "a"), named("other", "b"), named("y", "b")]
+    );
     check_one_writer(&table, "after a woke up");
     wait_until("both nodes see one table", || a.table() == b.table());
 }

@@ -49,6 +49,14 @@ pub enum Event {
     /// a lost registry lease); `reason` says which, in words.
     #[serde(rename = "pod.fenced")]
     PodFenced { reason: String },
+    /// A Pod fenced for its node's lost etcd lease took its paths back
+    /// under the node's new lease (or was refused): `reclaimed` names this
+    /// Pod, when its own claim is back, and the children whose part it
+    /// delegated again (each then takes it with its own consent and logs
+    /// its own `pod.rejoined`); `fenced` names those that stay fenced, and
+    /// why.
+    #[serde(rename = "pod.rejoined")]
+    PodRejoined { reclaimed: Vec<PodName>, fenced: std::collections::BTreeMap<PodName, String> },
     /// A kind this build does not know, written by a newer one. Read-only:
     /// `append` refuses it.
     #[serde(untagged)]
@@ -100,8 +108,16 @@ pub struct Record {
 }
 
 /// The kinds this build writes and decodes strictly.
-const KNOWN_KINDS: [&str; 7] =
-    ["pod.created", "pod.scope", "child.spawned", "child.removed", "child.reparented", "pod.stopped", "pod.fenced"];
+const KNOWN_KINDS: [&str; 8] = [
+    "pod.created",
+    "pod.scope",
+    "child.spawned",
+    "child.removed",
+    "child.reparented",
+    "pod.stopped",
+    "pod.fenced",
+    "pod.rejoined",
+];
 
 impl Event {
     /// The kind string, as stored.
@@ -114,6 +130,7 @@ impl Event {
             Event::ChildReparented { .. } => "child.reparented",
             Event::PodStopped { .. } => "pod.stopped",
             Event::PodFenced { .. } => "pod.fenced",
+            Event::PodRejoined { .. } => "pod.rejoined",
             Event::Unknown { kind } => kind,
         }
     }

@@ -167,9 +167,11 @@ impl PodState {
                 Some(record) => Ok(Change::Removed(name.clone(), record)),
                 None => Err(FoldError::UnknownChild { seq, name: name.clone() }),
             },
-            Event::PodStopped { .. } | Event::PodFenced { .. } | Event::PodCreated { .. } | Event::Unknown { .. } => {
-                Ok(Change::Nothing)
-            }
+            Event::PodStopped { .. }
+            | Event::PodFenced { .. }
+            | Event::PodRejoined { .. }
+            | Event::PodCreated { .. }
+            | Event::Unknown { .. } => Ok(Change::Nothing),
         }
     }
 

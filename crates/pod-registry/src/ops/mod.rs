@@ -127,14 +127,16 @@ pub fn plan(state: &State, op: &Op) -> Result<(Plan, Reply), RegistryError> {
 /// On a registry shared by several nodes, only a Pod's own node changes
 /// its allocation (`registry.other_node`), and a Pod of this node that lost
 /// its allocation with a lost lease stays fenced (`registry.fenced`): its
-/// region may be someone else's now.
+/// region may be someone else's now. A new allocation of a fenced name (a
+/// registration, or a child's part delegated again) is that Pod's re-claim:
+/// granted only where its paths are free, it un-fences the name.
 fn check_node(state: &State, op: &Op) -> Result<(), RegistryError> {
     if state.local_node().is_none() {
         return Ok(());
     }
     let names: Vec<&PodName> = match op {
         Op::Register(r) => r.layers.keys().collect(),
-        Op::Delegate(d) => vec![&d.parent, &d.child],
+        Op::Delegate(d) => vec![&d.parent],
         Op::Adopt(a) => vec![&a.name],
         Op::Reclaim { parent, child } => vec![parent, child],
         Op::Release { name } | Op::Forget { name, .. } => vec![name],

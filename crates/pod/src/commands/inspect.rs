@@ -185,6 +185,18 @@ impl LogView {
                 _ => format!("stopped ({})", ended(exit)),
             },
             Event::PodFenced { reason } => format!("fenced: {reason}"),
+            Event::PodRejoined { reclaimed, fenced } => {
+                let names: Vec<&str> = reclaimed.iter().map(PodName::as_str).collect();
+                let mut text = if names.is_empty() {
+                    "re-claimed nothing under the node's new lease".to_string()
+                } else {
+                    format!("re-claimed under the node's new lease: {}", names.join(", "))
+                };
+                for (name, why) in fenced {
+                    text.push_str(&format!("; {name} stays fenced: {why}"));
+                }
+                text
+            }
             Event::Unknown { kind } => format!("({kind}: an event of a newer version)"),
         }
     }

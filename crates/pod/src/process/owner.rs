@@ -37,6 +37,8 @@ use crate::protocol::{ChildStatus, PodReply, PodRequest, PodStatus, SpawnRequest
 use crate::registry_link::Registry;
 use pod_client::pod::PodClient;
 
+mod rejoin;
+
 /// Longest a stopping child gets to exit before it is killed and reclaimed.
 pub const STOP_GRACE: Duration = Duration::from_secs(5);
 /// How long a failed reclaim is retried before its callers get the error
@@ -1159,65 +1161,6 @@ impl Owner {
             }
         }
         Ok(missing)
-    }
-
-    /// Re-claims this Pod's paths under the node's new lease, with the
-    /// Pod's consent: only a Pod fenced for its lease alone, which stopped
-    /// granting at the old deadline (its guard did), and which the
-    /// registry can give its whole scope back as one record: a top-level
-    /// Pod without children. Its allocation, if the registry still holds
-    /// it as this process's (the lease never expired), is taken back as
-    /// it is; otherwise it registers afresh, which the registry grants
-    /// only where the paths are still free. Refused (another Pod holds
-    /// them now, or it is part of a tree), it stays fenced and says why.
-    /// Returns whether to offer again later (the registry was away).
-    async fn rejoin(&mut self, lease: &pod_registry::LeaseView) -> bool {
-        let Some(reason) = self.fenced.clone().filter(|r| r.starts_with(LEASE_LOST_REASON)) else { return false };
-        if self.shutdown.is_some() || self.lease.check().is_ok() {
-            return false;
-        }
-        if self.parent.is_some() || !self.core.children.is_empty() {
-            self.fenced = Some(format!(
-                "{reason}; not re-claimed under the new lease: a pod with a parent or children is re-claimed only with its whole tree, which this registry does not do yet"
-            ));
-            tracing::warn!("not re-claiming: part of a tree");
-            return false;
-        }
-        let claimed = match self.registry.get(&self.name).await {
-            Ok(Some(rec)) => match self.explain(Some(&rec)).await {
-                Ok(missing) if missing.is_empty() => Ok(rec),
-                Ok(_) | Err(_) => Err(WireError::new(
-                    "pod.fenced",
-                    format!("the registry holds another record of {} than this pod's", self.name),
-                )),
-            },
-            Ok(None) => {
-                let socket = self.paths.socket().to_string_lossy().into_owned();
-                let snapshot = self.core.scope.snapshot().clone();
-                self.registry
-                    .register(&self.name, std::process::id(), &socket, &self.paths.session_id(), &snapshot)
-                    .await
-            }
-            Err(e) => Err(e),
-        };
-        match claimed {
-            Ok(rec) => {
-                tracing::info!(fence = rec.fence, "re-claimed this pod's paths under the node's new lease");
-                self.lease.rejoined(lease);
-                self.fenced = None;
-                false
-            }
-            Err(e) if e.code == "registry.write_conflict" || e.code == "pod.fenced" => {
-                tracing::error!(error = %e, "re-claim refused; the pod stays fenced");
-                self.fenced =
-                    Some(format!("{reason}; re-claim under the new lease refused: {} [{}]", e.message, e.code));
-                false
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "re-claim failed; offering again later");
-                true
-            }
-        }
     }
 
     /// Fails closed: logs `pod.fenced {reason}`; from now on every check is
