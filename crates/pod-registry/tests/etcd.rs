@@ -186,13 +186,7 @@ async fn nodes_racing_for_the_same_paths_get_one_winner_and_the_losers_name_it_a
                 let mut outcomes = Vec::new();
                 for round in 0..ROUNDS {
                     barrier.wait().await;
-                    // Even rounds: the same path; odd rounds: a parent and
-                    // its child paths (/race/.../rN, rN/a, rN/a/a).
-                    let target = if round % 2 == 0 {
-                        format!("/race{racers}/r{round}")
-                    } else {
-                        format!("/race{racers}/r{round}{}", "/a".repeat(i))
-                    };
+                    let target = race_target(racers, round, i);
                     let res = c.register(&reg(&format!("k{racers}-r{round}-n{}", i + 1), vec![w(&target)])).await;
                     outcomes.push(res.map(|a| a.name.to_string()).map_err(refusal));
                 }
@@ -206,13 +200,33 @@ async fn nodes_racing_for_the_same_paths_get_one_winner_and_the_losers_name_it_a
             }
         }
         for (round, outcomes) in per_round.iter().enumerate() {
-            let winners: Vec<&String> = outcomes.iter().filter_map(|o| o.as_ref().ok()).collect();
+            // Racer i's outcome is outcomes[i] (the tasks were awaited in order).
+            let winners: Vec<(usize, &String)> =
+                outcomes.iter().enumerate().filter_map(|(i, o)| o.as_ref().ok().map(|w| (i, w))).collect();
             assert_eq!(winners.len(), 1, "{racers} nodes, round {round}: winners {winners:?} of {outcomes:?}");
-            let node = winners[0].rsplit('-').next().expect("node suffix");
-            let named = format!("pod {} on node {node},", winners[0]);
-            for (code, message) in outcomes.iter().filter_map(|o| o.as_ref().err()) {
+            let (w, winner) = winners[0];
+            let node = winner.rsplit('-').next().expect("node suffix");
+            for (i, outcome) in outcomes.iter().enumerate() {
+                let Err((code, message)) = outcome else { continue };
                 assert_eq!(code, "registry.write_conflict", "round {round}: {message}");
-                assert!(message.contains(&named), "round {round}: {message:?} does not name {named:?}");
+                let (asked, held) = (race_target(racers, round, i), race_target(racers, round, w));
+                // The variable parts by their role: the loser's path, the
+                // winner's, the overlap (the deeper of the two), the winner
+                // and its node (a message naming another node keeps it).
+                let deeper = if asked.len() > held.len() { &asked } else { &held };
+                let mut settings = insta::Settings::clone_current();
+                settings.add_filter(&format!(r"both cover {deeper}/\*\*\)"), "both cover [the deeper path]/**)");
+                settings.add_filter(&format!(r"^write {asked}/\*\* conflicts"), "write [asked]/** conflicts");
+                settings.add_filter(&format!(r"holds write {held}/\*\* "), "holds write [held]/** ");
+                settings.add_filter(
+                    &format!(r"with pod {winner} on node {node}, "),
+                    "with pod [winner] on node [its node], ",
+                );
+                settings.bind(|| {
+                    insta::allow_duplicates! {
+                        insta::assert_snapshot!(message, @"write [asked]/** conflicts with pod [winner] on node [its node], which holds write [held]/** (both cover [the deeper path]/**)");
+                    }
+                });
             }
         }
         check_cluster(&nodes.iter().collect::<Vec<_>>(), &eps, &format!("after {racers} nodes raced")).await;
@@ -221,6 +235,16 @@ async fn nodes_racing_for_the_same_paths_get_one_winner_and_the_losers_name_it_a
     nodes[2].client().await.register(&reg("holder", vec![w("/fixed")])).await.expect("holder");
     let e = nodes[0].client().await.register(&reg("late", vec![w("/fixed/deep")])).await.expect_err("held");
     insta::assert_snapshot!(refusal(e).1, @"write /fixed/deep/** conflicts with pod holder on node n3, which holds write /fixed/** (both cover /fixed/deep/**)");
+}
+
+/// What racer `i` of `racers` asks for in `round`. Even rounds: the same
+/// path; odd rounds: a parent and its child paths (rN, rN/a, rN/a/a).
+fn race_target(racers: usize, round: usize, i: usize) -> String {
+    if round % 2 == 0 {
+        format!("/race{racers}/r{round}")
+    } else {
+        format!("/race{racers}/r{round}{}", "/a".repeat(i))
+    }
 }
 
 /// One client of one node delegating and reclaiming children of its lead
@@ -370,7 +394,9 @@ async fn a_node_frozen_past_its_ttl_loses_its_paths_only_at_expiry_and_is_fenced
             Err(e) => {
                 let (code, message) = refusal(e);
                 assert_eq!(code, "registry.write_conflict", "{message}");
-                assert!(message.contains("pod x on node a,"), "{message}");
+                insta::allow_duplicates! {
+                    insta::assert_snapshot!(message, @"write /shared/p/** conflicts with pod x on node a, which holds write /shared/p/** (both cover /shared/p/**)");
+                }
                 refusals += 1;
                 // a's node record still exists: its lease has not expired.
                 assert!(frozen.elapsed() < Duration::from_secs(ttl + 5), "b was never granted a's path");
@@ -393,10 +419,27 @@ async fn a_node_frozen_past_its_ttl_loses_its_paths_only_at_expiry_and_is_fenced
 
     signal(a.pid(), rustix::process::Signal::CONT);
     let mut a_client = a.client().await;
+    // Once a's feed has applied the deletes (x gone from its view), x is
+    // fenced there, and every request about it says so.
+    let dirs = a.home.dirs.clone();
+    wait_until(|| {
+        let dirs = dirs.clone();
+        async move {
+            let mut c = Client::connect_running(&dirs).await.expect("connect");
+            c.get(&n("x")).await.is_ok_and(|x| x.is_none())
+        }
+    })
+    .await;
     let fenced = a_client.delegate(&n("x"), &n("x-child"), &[w("/shared/p/sub")], &[]).await.expect_err("fenced");
     assert_eq!(fenced.code(), "registry.fenced", "{fenced}");
+    insta::with_settings!({filters => vec![(r"revision \d+", "revision [n]")]}, {
+        insta::assert_snapshot!(fenced.to_string(), @"fenced: pod x: its allocation went with node a's etcd lease (deleted at revision [n]); its paths may be another Pod's now");
+    });
     let fenced = a_client.release(&n("x")).await.expect_err("fenced");
     assert_eq!(fenced.code(), "registry.fenced", "{fenced}");
+    insta::with_settings!({filters => vec![(r"revision \d+", "revision [n]")]}, {
+        insta::assert_snapshot!(fenced.to_string(), @"fenced: pod x: its allocation went with node a's etcd lease (deleted at revision [n]); its paths may be another Pod's now");
+    });
     // The stale node touched none of the new holder's keys.
     assert_eq!(in_etcd(&eps).await.get("y"), Some(&y_before));
     let table = check_cluster(&[&a, &b], &eps, "after a woke up").await;
