@@ -20,9 +20,15 @@ pod --test cli_doc` rewrites this file). Concepts: `docs/concepts.md`.
 - `pod wait`: for one Pod its workload's exit code (128+N when killed by
   signal N, 0 for a clean stop, 125 when the Pod process died); for
   several 0 when all are 0, else 1; 124 when `--timeout` passed.
-- `--json`: one JSON value for a command that answers once (`ls`, `tree`,
-  `scope`, `check`, `wait`, `registry ls`); JSON Lines, one object per
-  line, for a stream (`log`, `logs`, also with `--follow`).
+- `--json`: one JSON value (pretty-printed) for a command that answers
+  once (`ls`, `tree`, `scope`, `check`, `wait`, `registry ls`); JSON
+  Lines, one object per line, for a stream (`log`, `logs`, also with
+  `--follow`). How a Pod ended is one object shape everywhere (`ls`,
+  `wait`, and the MCP server's answers): `state` (`exited`, `killed`,
+  `stopped`, `crashed`, `lost`; `running` while it runs) with
+  `exit_code` for `exited` or `signal` (its number) for `killed`;
+  the text output writes it `exited(3)`, `killed(SIGKILL)`. Times are
+  milliseconds since the epoch in `timestamp_ms` (`log`, `logs`).
 ";
 
 /// The whole reference, as `docs/cli.md` must hold it.

@@ -151,7 +151,7 @@ fn line_time(h: &Home, pod: &str, line: &str) -> i64 {
     let lines: Vec<serde_json::Value> =
         run.stdout.lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect();
     let found = lines.iter().find(|l| l["line"] == line).unwrap_or_else(|| panic!("no line {line:?}: {lines:?}"));
-    found["ts_ms"].as_i64().expect("ts_ms")
+    found["timestamp_ms"].as_i64().expect("timestamp_ms")
 }
 
 /// The time (ms) of `pod`'s `pod.stopped` event in its session log.
@@ -163,13 +163,13 @@ fn stopped_time(h: &Home, pod: &str) -> i64 {
     stopped["timestamp_ms"].as_i64().expect("timestamp_ms")
 }
 
-fn states(h: &Home) -> Vec<(String, String)> {
-    let ls = h.json(&["ls", "--json"]);
-    ls.as_array()
-        .expect("ls")
-        .iter()
-        .map(|p| (p["name"].as_str().expect("name").into(), p["state"].as_str().expect("state").into()))
-        .collect()
+/// `pod ls --json`, without the pids (which change from run to run).
+fn listed(h: &Home) -> serde_json::Value {
+    let mut ls = h.json(&["ls", "--json"]);
+    for pod in ls.as_array_mut().expect("ls") {
+        pod.as_object_mut().expect("a pod").remove("pid");
+    }
+    ls
 }
 
 #[test]
@@ -187,10 +187,16 @@ fn stop_timeout_lets_a_term_trapping_workload_exit_and_kills_one_ignoring_term_a
     let stubborn = h.must(&["stop", "stubborn", "--timeout", "1"]);
     assert_eq!(stubborn.stdout, "stopped stubborn; lead has its scope back\n");
     assert_eq!(
-        states(&h),
-        [("lead", "running"), ("polite", "exited(7)"), ("stubborn", "killed(SIGKILL)")]
-            .map(|(n, s)| (n.to_string(), s.to_string()))
+        listed(&h),
+        serde_json::json!([
+            { "name": "lead", "state": "running", "parent": null },
+            { "name": "polite", "state": "exited", "exit_code": 7, "parent": "lead" },
+            { "name": "stubborn", "state": "killed", "signal": 9, "parent": "lead" },
+        ])
     );
+    let table = h.must(&["ls"]).stdout;
+    let states: Vec<&str> = table.lines().skip(1).filter_map(|l| l.split_whitespace().nth(1)).collect();
+    assert_eq!(states, ["running", "exited(7)", "killed(SIGKILL)"]);
     // Timed by the Pod's own records: the workload saw SIGTERM (its line,
     // at most one `sleep 0.1` late), then the Pod recorded its stop a full
     // timeout later, and well before the default timeout (5s) would have
@@ -208,7 +214,7 @@ fn stop_timeout_over_the_limit_is_refused_in_one_line() {
         (refused.code, refused.stderr.as_str()),
         (2, "pod: a stop timeout of 121s is over the limit of 120s [pod.bad_timeout]\n")
     );
-    assert_eq!(states(&h), [("lead".to_string(), "running".to_string())]);
+    assert_eq!(listed(&h), serde_json::json!([{ "name": "lead", "state": "running", "parent": null }]));
 }
 
 #[test]

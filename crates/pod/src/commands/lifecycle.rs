@@ -103,9 +103,9 @@ pub async fn rm(names: &[String], stopped: bool) -> Result<ExitCode, WireError> 
     let names = if stopped {
         // Every Pod that has ended; running, crashed (resumable) and
         // corrupt ones are kept.
-        let ended = ["exited(", "killed(", "stopped", "lost"];
+        let ended = ["exited", "killed", "stopped", "lost"];
         let pods = client.ls().await?;
-        pods.into_iter().filter(|p| ended.iter().any(|e| p.state.starts_with(e))).map(|p| p.name).collect()
+        pods.into_iter().filter(|p| ended.contains(&p.state.as_str())).map(|p| p.name).collect()
     } else {
         names.iter().map(|n| pod_name(n)).collect::<Result<Vec<_>, _>>()?
     };
