@@ -161,7 +161,7 @@ impl PodTools {
             }
             tools::STOP => {
                 let a: NameArgs = arguments(tool, args)?;
-                to_json(&self.client.stop(&pod_name(&a.name)?).await?)
+                to_json(&self.client.stop(&pod_name(&a.name)?, pod_client::protocol::StopGrace::default()).await?)
             }
             tools::WAIT => {
                 let a: WaitArgs = arguments(tool, args)?;

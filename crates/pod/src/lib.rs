@@ -98,7 +98,7 @@ async fn dispatch(command: Command) -> Result<ExitCode, pod_proto::WireError> {
     match command {
         Command::Start(args) => lifecycle::start(args).await,
         Command::Spawn(args) => lifecycle::spawn(args).await,
-        Command::Stop { name } => lifecycle::stop(&name).await,
+        Command::Stop { name, timeout } => lifecycle::stop(&name, timeout).await,
         Command::Resume { name } => lifecycle::resume(&name).await,
         Command::Rm { names, stopped } => lifecycle::rm(&names, stopped).await,
         Command::Kill { name, signal } => lifecycle::kill(&name, &signal).await,
