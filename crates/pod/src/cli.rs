@@ -326,7 +326,7 @@ pub struct OverrideFlag {
 /// millisecond (range checks are the store's, with its codes).
 pub fn parse_secs(text: &str) -> Result<std::time::Duration, String> {
     let secs: f64 = text.parse().map_err(|_| format!("{text:?} is not a number of seconds"))?;
-    if !secs.is_finite() || secs < 0.0 || secs > 1e9 {
+    if !secs.is_finite() || !(0.0..=1e9).contains(&secs) {
         return Err(format!("{text:?} is not a number of seconds from 0 to 1e9"));
     }
     Ok(std::time::Duration::from_millis((secs * 1000.0).round() as u64))

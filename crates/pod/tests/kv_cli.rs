@@ -555,3 +555,81 @@ fn a_waiter_that_went_away_gives_its_place_up_and_is_never_granted() {
 fn logged(h: &Home, what: &str) -> usize {
     std::fs::read_to_string(h.run_dir("lead").join("pod.log")).unwrap_or_default().matches(what).count()
 }
+
+/// `count` durable sets over the lead's socket, 32 connections at once
+/// (filling a layer through the CLI would start 10,000 processes).
+fn fill(socket: &std::path::Path, count: usize, value: &[u8]) {
+    use pod_client::pod::PodClient;
+    use pod_client::protocol::{PodReply, PodRequest};
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    runtime.block_on(async {
+        let mut tasks = Vec::new();
+        for c in 0..32 {
+            let (socket, value) = (socket.to_path_buf(), value.to_vec());
+            tasks.push(tokio::spawn(async move {
+                let mut client = PodClient::connect(&socket).await.unwrap();
+                for i in (c..count).step_by(32) {
+                    let op = pod_kv::Op::Set {
+                        key: format!("/shared/k{i}"),
+                        value: value.clone(),
+                        expect: pod_kv::Expect::Any,
+                        overriding: false,
+                    };
+                    let request = PodRequest::Kv { reach: pod_kv::Reach::Layer, op, id: None };
+                    match client.call(&request).await {
+                        Ok(PodReply::Kv(pod_kv::Outcome::Written { .. })) => {}
+                        other => panic!("set {i}: {other:?}"),
+                    }
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+    });
+}
+
+#[test]
+fn the_layers_capacity_limits_refuse_the_next_key_and_byte_with_their_codes_and_change_nothing() {
+    let h = Home::new();
+    h.must(&["start", "keys", "--write", "src"]);
+    h.must(&["start", "bytes", "--write", "docs"]);
+    let socket = |pod: &str| pod::layout::PodPaths::new(&h.dirs(), &pod.parse().unwrap()).socket();
+    // 10,000 keys: the next new key is refused, an existing one may still
+    // be written.
+    fill(&socket("keys"), pod_kv::limits::MAX_KEYS, b"v");
+    let mut transcript = String::new();
+    for args in [
+        &["kv", "set", "--layer", "keys", "/shared/one-more", "v"][..],
+        &["kv", "get", "--layer", "keys", "/shared/one-more"],
+        &["kv", "set", "--layer", "keys", "/shared/k0", "still"],
+    ] {
+        transcript.push_str(&entry(args, &h.pod(args)));
+    }
+    // 64 MiB of keys and values: 63 values of 1 MiB fit, a 64th does not.
+    fill(&socket("bytes"), 63, &vec![b'b'; pod_kv::limits::MAX_VALUE_BYTES]);
+    let before = h.must(&["kv", "ls", "--layer", "bytes", "/**", "--json"]).stdout;
+    let mut child = std::process::Command::new(POD)
+        .args(["kv", "set", "--layer", "bytes", "/shared/k63", "-"])
+        .env("POD_HOME", &h.home)
+        .env_remove("POD_SOCKET")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let _ = child.stdin.take().unwrap().write_all(&vec![b'b'; pod_kv::limits::MAX_VALUE_BYTES]);
+    }
+    let run = Run::from_output(child.wait_with_output().unwrap());
+    transcript.push_str(&entry(&["kv", "set", "--layer", "bytes", "/shared/k63", "- (1 MiB on stdin)"], &run));
+    assert_eq!(
+        h.must(&["kv", "ls", "--layer", "bytes", "/**", "--json"]).stdout,
+        before,
+        "a refused set changed the layer"
+    );
+    insta::assert_snapshot!(transcript);
+    h.must(&["stop", "keys"]);
+    h.must(&["stop", "bytes"]);
+}
