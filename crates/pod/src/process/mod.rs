@@ -17,8 +17,6 @@ pub mod server;
 pub mod watch;
 mod workload;
 
-pub use workload::RESERVED_ENV;
-
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::sync::Arc;

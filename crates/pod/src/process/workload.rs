@@ -23,9 +23,6 @@ use crate::layout::PodPaths;
 use crate::process::owner::OwnerMsg;
 use crate::process::watch::PidFd;
 
-/// Variables the runtime sets itself; `--env` is refused for them.
-pub const RESERVED_ENV: [&str; 4] = ["POD_NAME", "POD_SOCKET", "POD_HOME", "POD_PARENT"];
-
 pub struct WorkloadSpec<'a> {
     pub command: &'a [String],
     pub cwd: Option<&'a str>,
