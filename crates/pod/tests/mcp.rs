@@ -54,7 +54,7 @@ async fn tools_are_listed_with_their_schemas() {
     let client = connect(&home, None).await;
     let tools = client.list_all_tools().await.expect("list tools");
     let names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
-    assert_eq!(names, ["pod_spawn", "pod_stop", "pod_wait", "pod_status", "pod_check"]);
+    assert_eq!(names, ["pod_spawn", "pod_stop", "pod_wait", "pod_status", "pod_check", "pod_logs"]);
     for t in &tools {
         assert_eq!(t.input_schema["$schema"], json!("https://json-schema.org/draft/2020-12/schema"), "{}", t.name);
         assert_eq!(t.input_schema["additionalProperties"], json!(false), "{}", t.name);
@@ -106,9 +106,95 @@ async fn refusals_are_tool_errors_with_codes() {
     let (text, code) = refused(&client, "pod_spawn", json!({ "name": "helper", "colour": "red" })).await;
     assert_eq!(
         text,
-        "arguments of pod_spawn do not fit its schema: unknown field `colour`, expected one of `name`, `write`, `read`, `command`, `parent` [mcp.bad_arguments]"
+        "arguments of pod_spawn do not fit its schema: unknown field `colour`, expected one of `name`, `write`, `read`, `command`, `env`, `parent` [mcp.bad_arguments]"
     );
     assert_eq!(code, "mcp.bad_arguments");
+    client.cancel().await.expect("close");
+    home.must(&["stop", "lead"]);
+}
+
+/// The limits the schemas state are enforced by the server too (a client
+/// need not validate), each refusal naming its limit; nothing is started.
+#[tokio::test]
+async fn limits_past_the_schema_are_refused_at_the_edge() {
+    let home = Home::new();
+    home.must(&["start", "lead", "--write", ".", "--", "sleep", "600"]);
+    let client = connect(&home, Some("lead")).await;
+    let paths: Vec<String> = (0..65).map(|i| format!("src/p{i}")).collect();
+    let words = vec!["true"; 257];
+    let vars: serde_json::Map<String, Value> = (0..257).map(|i| (format!("V{i}"), json!(""))).collect();
+    let mut seen = Vec::new();
+    for args in [
+        json!({ "name": "helper", "write": paths[..40], "read": paths[40..] }),
+        json!({ "name": "helper", "write": ["a".repeat(4097)] }),
+        json!({ "name": "helper", "command": words }),
+        json!({ "name": "helper", "command": ["x".repeat(32769)] }),
+        json!({ "name": "helper", "command": ["true"], "env": vars }),
+        json!({ "name": "helper", "command": ["true"], "env": { "POD_NAME": "someone-else" } }),
+        json!({ "name": "helper", "command": ["true"], "env": { "1X": "v" } }),
+    ] {
+        seen.push(refused(&client, "pod_spawn", args).await.0);
+    }
+    seen.push(refused(&client, "pod_wait", json!({ "names": vec!["lead"; 65] })).await.0);
+    seen.push(refused(&client, "pod_wait", json!({ "names": ["lead"], "timeout_seconds": 3601 })).await.0);
+    seen.push(refused(&client, "pod_logs", json!({ "name": "lead", "tail": 1001 })).await.0);
+    seen.push(refused(&client, "pod_check", json!({ "path": "a".repeat(4097) })).await.0);
+    assert_eq!(
+        seen,
+        [
+            "pod_spawn names 65 paths (write and read together); the limit is 64 [mcp.over_limit]",
+            "pod_spawn: a path of 4097 bytes; the limit is 4096 [mcp.over_limit]",
+            "pod_spawn: a command of 257 words; the limit is 256 [mcp.over_limit]",
+            "pod_spawn: a command word of 32769 bytes; the limit is 32768 [mcp.over_limit]",
+            "257 variables; the limit is 256 [env.too_many]",
+            "POD_NAME is set by the runtime itself and cannot be given [env.reserved]",
+            "\"1X\" is no variable name (letters, digits and _, not starting with a digit, at most 256 bytes) [env.bad_name]",
+            "pod_wait: 65 names; the limit is 64 [mcp.over_limit]",
+            "pod_wait: timeout_seconds 3601; the limit is 3600 [mcp.over_limit]",
+            "pod_logs: tail 1001; the limit is 1000 [mcp.over_limit]",
+            "pod_check: a path of 4097 bytes; the limit is 4096 [mcp.over_limit]",
+        ]
+    );
+    let status = ok(&client, "pod_status", json!({})).await;
+    assert_eq!(status["pods"][0]["children"], json!([]), "no helper was started");
+    client.cancel().await.expect("close");
+    home.must(&["stop", "lead"]);
+}
+
+/// `env` reaches the helper's command, and pod_logs returns what it wrote
+/// (the newest `tail` lines, older ones counted in `earlier`), after it
+/// exited.
+#[tokio::test]
+async fn env_reaches_the_helper_and_pod_logs_reads_its_output() {
+    let home = Home::new();
+    home.must(&["start", "lead", "--write", ".", "--", "sleep", "600"]);
+    let client = connect(&home, Some("lead")).await;
+    let script = r#"echo first; echo "greeting=$GREETING"; echo "secret=$TOKEN""#;
+    let args = json!({
+        "name": "helper", "write": ["src"], "command": ["sh", "-c", script],
+        "env": { "GREETING": "hello from the lead", "TOKEN": "s3cret value" },
+    });
+    ok(&client, "pod_spawn", args).await;
+    let waited = ok(&client, "pod_wait", json!({ "names": ["helper"], "timeout_seconds": 30 })).await;
+    assert_eq!(waited["outcomes"][0]["exit_code"], json!(0), "{waited}");
+    let mut logs = ok(&client, "pod_logs", json!({ "name": "helper", "tail": 2 })).await;
+    for line in logs["lines"].as_array_mut().expect("lines") {
+        assert!(line["ts_ms"].as_u64().is_some_and(|t| t > 0), "{line}");
+        line["ts_ms"] = json!("[ts]");
+    }
+    assert_eq!(
+        logs,
+        json!({
+            "name": "helper",
+            "lines": [
+                { "ts_ms": "[ts]", "stream": "stdout", "line": "greeting=hello from the lead" },
+                { "ts_ms": "[ts]", "stream": "stdout", "line": "secret=s3cret value" },
+            ],
+            "earlier": 1,
+        })
+    );
+    let (text, _) = refused(&client, "pod_logs", json!({ "name": "nobody" })).await;
+    assert_eq!(text, "no pod named nobody here [pod.unknown]");
     client.cancel().await.expect("close");
     home.must(&["stop", "lead"]);
 }
@@ -128,7 +214,7 @@ async fn a_request_over_the_message_limit_is_refused_and_the_server_goes_on() {
     );
     // The next request is served as usual.
     let tools = client.list_all_tools().await.expect("list tools after the refusal");
-    assert_eq!(tools.len(), 5);
+    assert_eq!(tools.len(), 6);
     client.cancel().await.expect("close");
 }
 
