@@ -20,6 +20,13 @@ fn python() -> Option<PathBuf> {
     works.then_some(path)
 }
 
+const BUSY: &str = "8 tool calls are already running; wait for one to finish and try again [mcp.busy]";
+
+/// One session, in order: list and validate the schemas; spawn, check,
+/// wait for an exit code; refusals (a path outside the lead's scope, a
+/// reserved variable, a limit past the schema); stop; the message limit;
+/// `env` reaching a helper and pod_logs reading it; then the concurrent-call
+/// limit and the cancellation of a waiting call (see client.py).
 #[test]
 fn the_python_sdk_drives_pod_mcp() {
     let python = python();
@@ -43,7 +50,7 @@ fn the_python_sdk_drives_pod_mcp() {
         seen,
         json!({
             "server": "pod",
-            "tools": ["pod_spawn", "pod_stop", "pod_wait", "pod_status", "pod_check"],
+            "tools": ["pod_spawn", "pod_stop", "pod_wait", "pod_status", "pod_check", "pod_logs"],
             "waited": { "outcomes": [{ "name": "quick", "state": "exited", "exit_code": 7 }], "timed_out": false },
             "dialects": ["https://json-schema.org/draft/2020-12/schema"],
             "spawned": { "child": "helper", "parent": "lead" },
@@ -52,6 +59,16 @@ fn the_python_sdk_drives_pod_mcp() {
             "stopped": "reclaimed",
             "too_large": [-32600, "mcp.message_too_large]"],
             "children_after_stop": [],
+            "logs": [["stdout", "greeting=hello from python"]],
+            "reserved_env": "POD_NAME is set by the runtime itself and cannot be given [env.reserved]",
+            "over_limit": "pod_spawn names 65 paths (write and read together); the limit is 64 [mcp.over_limit]",
+            "concurrency": {
+                "ninth": BUSY,
+                "after_cancel": BUSY,
+                "cancelled": "cancelled",
+                "held": ["killed"],
+                "held_count": 8,
+            },
         })
     );
     home.must(&["stop", "lead"]);

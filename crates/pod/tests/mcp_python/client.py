@@ -4,12 +4,20 @@ starts the lead Pod and reads what this prints: one JSON object with what
 the server answered (the Rust side compares it whole).
 
 argv: POD (the binary), POD_HOME, REPO (the lead's folder, the server's cwd).
+
+Interleavings are forced through what can be seen, never by sleeping: the
+session writes through `Wire`, which counts the messages handed on to the
+server's stdin (the server reads them in that order), and a test step
+waits for a count before its next request.
 """
 
 import asyncio
 import json
+import os
+import subprocess
 import sys
 
+import anyio
 import jsonschema
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
@@ -21,6 +29,87 @@ def refusal(result):
     return {"text": result.content[0].text, "structured": result.structured_content}
 
 
+def method_of(session_message):
+    dumped = json.loads(session_message.message.model_dump_json(by_alias=True, exclude_none=True))
+    return dumped.get("method")
+
+
+class Wire:
+    """Between the session and the transport: hands each message on in order
+    and counts them by method, so a step can wait until its requests are on
+    the server's stdin."""
+
+    def __init__(self, transport_write):
+        self.transport_write = transport_write
+        self.session_write, self.from_session = anyio.create_memory_object_stream(0)
+        self.counts = {}
+        self.changed = anyio.Condition()
+
+    async def forward(self):
+        async with self.from_session:
+            async for message in self.from_session:
+                await self.transport_write.send(message)
+                async with self.changed:
+                    method = method_of(message)
+                    self.counts[method] = self.counts.get(method, 0) + 1
+                    self.changed.notify_all()
+
+    async def until(self, method, count):
+        async with self.changed:
+            while self.counts.get(method, 0) < count:
+                await self.changed.wait()
+
+
+def texts(results):
+    return [r.content[0].text for r in results]
+
+
+async def busy_and_cancelled(session, wire, pod, home):
+    """Eight pod_wait calls on a helper that runs on fill the server; a ninth
+    call is refused (mcp.busy). One wait is cancelled (the SDK sends
+    notifications/cancelled): its place is free, so a new wait is admitted
+    and the next call is refused again. Stopping the helper answers the
+    eight waits still held, each seeing it killed."""
+    sleeper = await session.call_tool(
+        "pod_spawn", {"name": "sleeper", "write": ["tests"], "command": ["sleep", "600"]}
+    )
+    assert not sleeper.is_error, sleeper
+    answers = {}
+    scopes = {}
+
+    async def wait(key, task_status=anyio.TASK_STATUS_IGNORED):
+        with anyio.CancelScope() as scope:
+            scopes[key] = scope
+            task_status.started()
+            result = await session.call_tool("pod_wait", {"names": ["sleeper"], "timeout_seconds": 600})
+            answers[key] = result.structured_content
+        if scope.cancelled_caught:
+            answers[key] = "cancelled"
+
+    seen = {}
+    async with anyio.create_task_group() as tg:
+        before = wire.counts.get("tools/call", 0)
+        for key in range(8):
+            await tg.start(wait, key)
+            await wire.until("tools/call", before + key + 1)
+        full = await session.call_tool("pod_status", {})
+        seen["ninth"] = refusal(full)["text"]
+        scopes[0].cancel()
+        await wire.until("notifications/cancelled", 1)
+        await tg.start(wait, 8)
+        await wire.until("tools/call", before + 10)
+        again = await session.call_tool("pod_status", {})
+        seen["after_cancel"] = refusal(again)["text"]
+        stop = subprocess.run(
+            [pod, "stop", "sleeper"], env={**os.environ, "POD_HOME": home}, capture_output=True, text=True
+        )
+        assert stop.returncode == 0, stop
+    seen["cancelled"] = answers.pop(0)
+    seen["held"] = sorted({a["outcomes"][0]["state"] for a in answers.values()})
+    seen["held_count"] = len(answers)
+    return seen
+
+
 async def main(pod, home, repo):
     params = StdioServerParameters(
         command=pod,
@@ -29,8 +118,10 @@ async def main(pod, home, repo):
         cwd=repo,
     )
     seen = {}
-    async with stdio_client(params) as (read, write):
-        async with ClientSession(read, write) as session:
+    async with stdio_client(params) as (read, transport_write), anyio.create_task_group() as wire_tasks:
+        wire = Wire(transport_write)
+        wire_tasks.start_soon(wire.forward)
+        async with ClientSession(read, wire.session_write) as session:
             init = await session.initialize()
             seen["server"] = init.server_info.name
             tools = (await session.list_tools()).tools
@@ -66,6 +157,29 @@ async def main(pod, home, repo):
                 seen["too_large"] = [e.error.code, e.error.message.split("[")[-1]]
             status = await session.call_tool("pod_status", {})
             seen["children_after_stop"] = status.structured_content["pods"][0]["children"]
+
+            greeter = await session.call_tool(
+                "pod_spawn",
+                {
+                    "name": "greeter",
+                    "write": ["src"],
+                    "command": ["sh", "-c", 'echo "greeting=$GREETING"; exit 0'],
+                    "env": {"GREETING": "hello from python"},
+                },
+            )
+            assert not greeter.is_error, greeter
+            await session.call_tool("pod_wait", {"names": ["greeter"], "timeout_seconds": 30})
+            logs = (await session.call_tool("pod_logs", {"name": "greeter"})).structured_content
+            seen["logs"] = [[l["stream"], l["line"]] for l in logs["lines"]]
+            reserved = await session.call_tool(
+                "pod_spawn", {"name": "other", "command": ["true"], "env": {"POD_NAME": "lead"}}
+            )
+            seen["reserved_env"] = refusal(reserved)["text"]
+            many = await session.call_tool("pod_spawn", {"name": "other", "read": ["src"] * 65})
+            seen["over_limit"] = refusal(many)["text"]
+
+            seen["concurrency"] = await busy_and_cancelled(session, wire, pod, home)
+        wire_tasks.cancel_scope.cancel()
     print(json.dumps(seen, sort_keys=True))
 
 
