@@ -12,8 +12,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::limits::{
-    DEFAULT_LOG_LINES, DEFAULT_WAIT, MAX_COMMAND_WORDS, MAX_LOG_LINES, MAX_PATH_BYTES, MAX_SPAWN_PATHS, MAX_WAIT,
-    MAX_WAIT_NAMES, MAX_WORD_BYTES,
+    DEFAULT_LOG_LINES, DEFAULT_WAIT, MAX_COMMAND_WORDS, MAX_LEASE_TTL_SECONDS, MAX_LOG_LINES, MAX_PATH_BYTES,
+    MAX_SPAWN_PATHS, MAX_WAIT, MAX_WAIT_NAMES, MAX_WORD_BYTES,
 };
 
 #[derive(Deserialize)]
@@ -64,6 +64,128 @@ pub struct CheckArgs {
 pub struct LogsArgs {
     pub name: String,
     pub tail: Option<u64>,
+}
+
+/// `kv_get`: one key of a layer.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KvGetArgs {
+    pub key: String,
+    pub layer: Option<String>,
+}
+
+/// `kv_set`, and `kv_cas` with `expected_version`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KvSetArgs {
+    pub key: String,
+    pub value: String,
+    pub layer: Option<String>,
+    #[serde(default, rename = "override")]
+    pub overriding: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KvCasArgs {
+    pub key: String,
+    pub expected_version: u64,
+    pub value: String,
+    pub layer: Option<String>,
+    #[serde(default, rename = "override")]
+    pub overriding: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KvRmArgs {
+    pub key: String,
+    pub layer: Option<String>,
+    #[serde(default, rename = "override")]
+    pub overriding: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KvListArgs {
+    pub pattern: String,
+    pub layer: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KvWaitArgs {
+    pub key: String,
+    #[serde(default)]
+    pub min_version: u64,
+    pub timeout_seconds: Option<u64>,
+    pub layer: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeaseAcquireArgs {
+    pub name: String,
+    pub ttl_seconds: u64,
+    pub wait_seconds: Option<u64>,
+    pub layer: Option<String>,
+    #[serde(default)]
+    pub global: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeaseRenewArgs {
+    pub name: String,
+    pub token: Option<u64>,
+    pub ttl_seconds: Option<u64>,
+    pub layer: Option<String>,
+    #[serde(default)]
+    pub global: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeaseReleaseArgs {
+    pub name: String,
+    pub token: Option<u64>,
+    pub layer: Option<String>,
+    #[serde(default)]
+    pub global: bool,
+    #[serde(default, rename = "override")]
+    pub overriding: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeaseListArgs {
+    pub layer: Option<String>,
+    #[serde(default)]
+    pub global: bool,
+}
+
+/// A store wait (`kv_wait`'s timeout, `lease_acquire`'s wait), in
+/// seconds: at most [`MAX_WAIT`]. Keys, values, patterns and lease names
+/// are the store's to check (its codes name each limit).
+pub fn store_wait(tool: &str, what: &str, seconds: u64) -> Result<u64, WireError> {
+    if seconds > MAX_WAIT.as_secs() {
+        return Err(over_limit(format!("{tool}: {what} {seconds}; the limit is {}", MAX_WAIT.as_secs())));
+    }
+    Ok(seconds)
+}
+
+/// A lease TTL in seconds: 1 to [`MAX_LEASE_TTL_SECONDS`].
+pub fn lease_ttl(tool: &str, seconds: u64) -> Result<u64, WireError> {
+    if seconds == 0 {
+        return Err(WireError::new(
+            "mcp.bad_arguments",
+            format!("{tool}: ttl_seconds 0; a lease lasts 1 second or more"),
+        ));
+    }
+    if seconds > MAX_LEASE_TTL_SECONDS {
+        return Err(over_limit(format!("{tool}: ttl_seconds {seconds}; the limit is {MAX_LEASE_TTL_SECONDS}")));
+    }
+    Ok(seconds)
 }
 
 /// The arguments of `tool` as `T`, refused whole if they do not fit.
@@ -217,5 +339,23 @@ mod tests {
         assert_eq!(tail(None), Ok(100));
         assert_eq!(tail(Some(1001)), Err("pod_logs: tail 1001; the limit is 1000".into()));
         assert_eq!(tail(Some(0)), Err("pod_logs: tail 0 asks for no lines; give 1 or more".into()));
+    }
+
+    #[test]
+    fn store_waits_and_ttls_are_bounded() {
+        assert_eq!(store_wait("kv_wait", "timeout_seconds", 3600).map_err(|e| e.message), Ok(3600));
+        assert_eq!(
+            store_wait("kv_wait", "timeout_seconds", 3601).map_err(|e| e.message),
+            Err("kv_wait: timeout_seconds 3601; the limit is 3600".into())
+        );
+        assert_eq!(lease_ttl("lease_acquire", 86400).map_err(|e| e.message), Ok(86400));
+        assert_eq!(
+            lease_ttl("lease_acquire", 86401).map_err(|e| e.message),
+            Err("lease_acquire: ttl_seconds 86401; the limit is 86400".into())
+        );
+        assert_eq!(
+            lease_ttl("lease_renew", 0).map_err(|e| e.message),
+            Err("lease_renew: ttl_seconds 0; a lease lasts 1 second or more".into())
+        );
     }
 }

@@ -10,7 +10,8 @@
 //! (stdin read in bounded lines; an oversized request is refused by id),
 //! `tools.rs` (names, schemas and model-facing descriptions), `args.rs`
 //! (each tool's arguments and the limits checked at the edge), `logs.rs`
-//! (pod_logs' bounded answer), `server.rs`
+//! (pod_logs' bounded answer), `store.rs` (the coordination store's
+//! `kv_*` and `lease_*` tools), `server.rs`
 //! (the rmcp handler: dispatch, the concurrency cap, cancellation),
 //! `config.rs` (the client snippet of `pod mcp config`).
 //!
@@ -24,6 +25,7 @@ pub mod framing;
 pub mod limits;
 pub mod logs;
 pub mod server;
+pub mod store;
 pub mod tools;
 
 pub use config::config_snippet;

@@ -42,3 +42,12 @@ pub const MAX_WAIT_NAMES: usize = 64;
 pub const DEFAULT_LOG_LINES: usize = 100;
 pub const MAX_LOG_LINES: usize = 1000;
 pub const MAX_LOG_BYTES: usize = 256 << 10;
+
+/// `kv_wait`: its timeout when none is given (its longest is
+/// [`MAX_WAIT`], the store's own bound). `lease_acquire`: the longest TTL
+/// (the store's 24 hours; the shortest one here is 1 s).
+pub const DEFAULT_KV_WAIT: Duration = Duration::from_secs(60);
+pub const MAX_LEASE_TTL_SECONDS: u64 = pod_kv::limits::MAX_TTL_MS / 1000;
+
+// The store bounds its waits itself; this server's bound is the same.
+const _: () = assert!(MAX_WAIT.as_secs() * 1000 == pod_kv::limits::MAX_WAIT_MS);

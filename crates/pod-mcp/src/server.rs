@@ -7,8 +7,8 @@
 //!
 //! Bounds: at most [`MAX_CONCURRENT_CALLS`] calls at once (one past it is
 //! refused, `mcp.busy`), each given up after [`CALL_TIMEOUT`]
-//! (`mcp.timeout`; `pod_wait` after its own timeout, at most
-//! [`MAX_WAIT`]) or as soon as the client cancels it (rmcp then sends no
+//! (`mcp.timeout`; `pod_wait`, `kv_wait` and `lease_acquire` after their
+//! own timeout, at most [`MAX_WAIT`]) or as soon as the client cancels it (rmcp then sends no
 //! answer, as MCP asks).
 
 use std::path::{Path, PathBuf};
@@ -92,6 +92,9 @@ impl PodTools {
     }
 
     async fn dispatch(&self, tool: &str, args: serde_json::Map<String, Value>) -> Result<Value, WireError> {
+        if crate::store::is_store_tool(tool) {
+            return crate::store::call(&self.client, tool, args).await;
+        }
         match tool {
             tools::SPAWN => {
                 let a: SpawnArgs = parse(tool, args)?;
@@ -169,7 +172,8 @@ impl ServerHandler for PodTools {
                 "Tools of the Pod runtime. You run inside a Pod: a process tree with a filesystem scope. \
                  Hand work to helpers with pod_spawn (each gets part of your write scope), wait for them with pod_wait, \
                  read what they wrote with pod_logs, see them with pod_status, stop them with pod_stop, \
-                 and ask what a Pod may touch with pod_check. Refusals carry a stable code in brackets.",
+                 and ask what a Pod may touch with pod_check. Coordinate with your lead and fellow helpers through the store: \
+                 kv_* (task lists in /shared, each helper's result in its /peer slot, kv_cas to claim, kv_wait to wait) and lease_* (mutual exclusion). Refusals carry a stable code in brackets.",
             )
     }
 
@@ -200,8 +204,9 @@ impl ServerHandler for PodTools {
             );
             return Ok(refusal(&busy).into());
         };
-        // pod_wait has a timeout of its own; the call's bound is past it.
-        let limit = if request.name == tools::WAIT { MAX_WAIT + CALL_TIMEOUT } else { CALL_TIMEOUT };
+        // A waiting call has a timeout of its own; the call's bound is past it.
+        let waits = tools::WAITING.contains(&request.name.as_ref());
+        let limit = if waits { MAX_WAIT + CALL_TIMEOUT } else { CALL_TIMEOUT };
         let span = tracing::info_span!("tool", name = %request.name);
         let work = self.dispatch(&request.name, request.arguments.unwrap_or_default()).instrument(span);
         let outcome = tokio::select! {

@@ -1,9 +1,9 @@
 //! The tools as a model sees them: name, a description saying what the
 //! tool does, when to use it, what it returns and its limits, and the JSON
-//! Schema of its arguments (draft 2020-12, declared by `$schema`). Only
-//! tools whose feature is built are listed: the coordination store's
-//! `kv_*`/`lease_*` tools join when `pod-client` has their calls. Every
-//! limit a schema states is checked again at the edge (`args.rs`).
+//! Schema of its arguments (draft 2020-12, declared by `$schema`): the
+//! runtime's `pod_*` tools and the coordination store's `kv_*` and
+//! `lease_*`. Every limit a schema states is checked again at the edge
+//! (`args.rs`) or by the store (keys, values, patterns, lease names).
 
 use std::sync::Arc;
 
@@ -13,8 +13,8 @@ use serde_json::{json, Value};
 use pod_client::env::{MAX_NAME_BYTES as MAX_VAR_NAME_BYTES, MAX_VALUE_BYTES as MAX_VAR_VALUE_BYTES, MAX_VARS};
 
 use crate::limits::{
-    DEFAULT_LOG_LINES, DEFAULT_WAIT, MAX_COMMAND_WORDS, MAX_LOG_LINES, MAX_PATH_BYTES, MAX_SPAWN_PATHS, MAX_WAIT,
-    MAX_WAIT_NAMES, MAX_WORD_BYTES,
+    DEFAULT_KV_WAIT, DEFAULT_LOG_LINES, DEFAULT_WAIT, MAX_COMMAND_WORDS, MAX_LEASE_TTL_SECONDS, MAX_LOG_LINES,
+    MAX_PATH_BYTES, MAX_SPAWN_PATHS, MAX_WAIT, MAX_WAIT_NAMES, MAX_WORD_BYTES,
 };
 
 pub const SPAWN: &str = "pod_spawn";
@@ -23,6 +23,20 @@ pub const WAIT: &str = "pod_wait";
 pub const STATUS: &str = "pod_status";
 pub const CHECK: &str = "pod_check";
 pub const LOGS: &str = "pod_logs";
+pub const KV_GET: &str = "kv_get";
+pub const KV_SET: &str = "kv_set";
+pub const KV_CAS: &str = "kv_cas";
+pub const KV_RM: &str = "kv_rm";
+pub const KV_LIST: &str = "kv_list";
+pub const KV_WAIT: &str = "kv_wait";
+pub const LEASE_ACQUIRE: &str = "lease_acquire";
+pub const LEASE_RENEW: &str = "lease_renew";
+pub const LEASE_RELEASE: &str = "lease_release";
+pub const LEASE_LIST: &str = "lease_list";
+
+/// The tools whose calls wait on purpose (bounded by their own timeout,
+/// at most `MAX_WAIT`).
+pub const WAITING: [&str; 3] = [WAIT, KV_WAIT, LEASE_ACQUIRE];
 
 const SCHEMA_DIALECT: &str = "https://json-schema.org/draft/2020-12/schema";
 
@@ -54,8 +68,200 @@ fn schema(properties: Value, required: &[&str]) -> Arc<JsonObject> {
     }
 }
 
+fn key_schema(what: &str) -> Value {
+    json!({ "type": "string", "minLength": 1, "maxLength": pod_kv::limits::MAX_KEY_BYTES, "description": what })
+}
+
+fn layer_schema() -> Value {
+    name_schema(
+        "The layer (the lead Pod whose store this is): your own Pod (the layer you lead) or your parent (the layer you are a member of); \
+         default: your parent's, or your own for a Pod without a parent. Required outside every Pod.",
+    )
+}
+
+fn override_schema() -> Value {
+    json!({
+        "type": "boolean",
+        "default": false,
+        "description": "The lead's (or operator's) write of a member's /peer slot or release of another holder's lease; refused for members."
+    })
+}
+
+fn global_schema() -> Value {
+    json!({
+        "type": "boolean",
+        "default": false,
+        "description": "A tree-wide lease: the lease of your tree's root layer, which any Pod of the tree may take (it serializes across sub-trees)."
+    })
+}
+
+fn lease_name_schema() -> Value {
+    json!({ "type": "string", "minLength": 1, "maxLength": pod_kv::limits::MAX_KEY_BYTES - "/leases/".len(), "description": "The lease's name: one key segment (A-Z, a-z, 0-9, `.`, `_`, `-`)." })
+}
+
+const STORE_INTRO: &str = "The coordination store of a layer (a lead Pod and its direct children, the members). \
+    Keys are `/`-separated: /ref/... (everyone reads, the lead writes), /shared/... (everyone reads and writes), \
+    /peer/MEMBER/... (a member's slot: only that member and the lead read it; only that member writes it; /peer/self/... is yours). \
+    Who you are is decided by the kernel from this server's process, never by an argument.";
+
+const LEASE_INTRO: &str = "Leases of a layer's store: mutual exclusion with a TTL and a fencing token (it grows with every grant and never repeats; \
+    pass it along with what you write so stale holders can be refused). A lease is freed when its TTL passes, on release, or when its holder Pod stops.";
+
+fn read_only() -> ToolAnnotations {
+    ToolAnnotations::new().read_only(true).open_world(false)
+}
+
+fn writes(idempotent: bool) -> ToolAnnotations {
+    ToolAnnotations::new().destructive(false).idempotent(idempotent).open_world(false)
+}
+
+/// The coordination store's tools.
+fn store() -> Vec<Tool> {
+    vec![
+        Tool::new(
+            KV_GET,
+            format!("{STORE_INTRO} Read one key. Returns {{key, value (UTF-8) or value_hex, version, written_by, written_at, written_at_ms}}. \
+                     Refused: kv.not_found, kv.denied (e.g. another member's /peer slot)."),
+            schema(json!({ "key": key_schema("The key, e.g. /shared/tasks or /peer/self/result."), "layer": layer_schema() }), &["key"]),
+        )
+        .annotate(read_only()),
+        Tool::new(
+            KV_SET,
+            format!("{STORE_INTRO} Write one key (created or replaced). Returns {{key, version}} (the new version). \
+                     Limits: values at most 1 MiB (kv.value_too_large; this server's messages are at most 1 MiB too), keys at most 512 bytes."),
+            schema(
+                json!({
+                    "key": key_schema("The key to write."),
+                    "value": { "type": "string", "description": "The value (UTF-8 text)." },
+                    "layer": layer_schema(),
+                    "override": override_schema(),
+                }),
+                &["key", "value"],
+            ),
+        )
+        .annotate(writes(true)),
+        Tool::new(
+            KV_CAS,
+            format!("{STORE_INTRO} Compare and swap: write the key only if it is at expected_version (0: only if it does not exist). \
+                     Use it to claim a task or update a counter without losing another writer's change. \
+                     Returns {{key, version}}; refused kv.version_mismatch when the key moved (read it again and retry)."),
+            schema(
+                json!({
+                    "key": key_schema("The key to write."),
+                    "expected_version": { "type": "integer", "minimum": 0, "description": "The version the key must have now; 0: it must not exist." },
+                    "value": { "type": "string", "description": "The new value (UTF-8 text)." },
+                    "layer": layer_schema(),
+                    "override": override_schema(),
+                }),
+                &["key", "expected_version", "value"],
+            ),
+        )
+        .annotate(writes(false)),
+        Tool::new(
+            KV_RM,
+            format!("{STORE_INTRO} Delete one key. Returns {{key, version}} (the version it had); refused kv.not_found."),
+            schema(json!({ "key": key_schema("The key to delete."), "layer": layer_schema(), "override": override_schema() }), &["key"]),
+        )
+        .annotate(ToolAnnotations::new().destructive(true).idempotent(false).open_world(false)),
+        Tool::new(
+            KV_LIST,
+            format!("{STORE_INTRO} List the keys matching a glob that you may read: `*` matches one segment, `**` any number. \
+                     Returns {{entries: [{{key, version, written_by, written_at, written_at_ms, value_bytes}}], truncated}} in key order, \
+                     at most 1000 entries (truncated: true when more match)."),
+            schema(
+                json!({ "pattern": key_schema("The glob, e.g. /shared/tasks/* or /**."), "layer": layer_schema() }),
+                &["pattern"],
+            ),
+        )
+        .annotate(read_only()),
+        Tool::new(
+            KV_WAIT,
+            format!("{STORE_INTRO} Wait until a key is at min_version or later (0: until it exists), then return it as kv_get does. \
+                     Use it to wait for a helper's result in its /peer slot or for a task list. \
+                     Refused kv.timed_out when timeout_seconds pass first. Cancelling the call stops the wait. \
+                     Limits: timeout_seconds default 60, at most 3600."),
+            schema(
+                json!({
+                    "key": key_schema("The key to wait for."),
+                    "min_version": { "type": "integer", "minimum": 0, "default": 0, "description": "The version to wait for; 0: any (the key exists)." },
+                    "timeout_seconds": {
+                        "type": "integer", "minimum": 0, "maximum": MAX_WAIT.as_secs(), "default": DEFAULT_KV_WAIT.as_secs(),
+                        "description": "Longest to wait, in seconds."
+                    },
+                    "layer": layer_schema(),
+                }),
+                &["key"],
+            ),
+        )
+        .annotate(read_only()),
+        Tool::new(
+            LEASE_ACQUIRE,
+            format!("{LEASE_INTRO} Take a lease for ttl_seconds. Returns {{name, token, holder, ttl_ms, expires_at, expires_at_ms, remaining_ms, waiting}}. \
+                     Held by someone else: refused kv.lease_held, or with wait_seconds you queue (first come, first served) and get it when it is freed, \
+                     else kv.timed_out. Not re-entrant. Cancelling the call stops the wait. Limits: ttl_seconds 1 to 86400, wait_seconds at most 3600."),
+            schema(
+                json!({
+                    "name": lease_name_schema(),
+                    "ttl_seconds": { "type": "integer", "minimum": 1, "maximum": MAX_LEASE_TTL_SECONDS, "description": "How long the grant lasts unless renewed." },
+                    "wait_seconds": { "type": "integer", "minimum": 0, "maximum": MAX_WAIT.as_secs(), "description": "Wait this long for a held lease instead of being refused." },
+                    "layer": layer_schema(),
+                    "global": global_schema(),
+                }),
+                &["name", "ttl_seconds"],
+            ),
+        )
+        .annotate(writes(false)),
+        Tool::new(
+            LEASE_RENEW,
+            format!("{LEASE_INTRO} Renew a lease you hold: its deadline becomes now + TTL (ttl_seconds, default the grant's own). \
+                     Returns the grant as lease_acquire does. Refused kv.lease_not_held when its TTL already passed (acquire again, for a new token), \
+                     kv.lease_stale when token names an older grant. Limits: ttl_seconds 1 to 86400."),
+            schema(
+                json!({
+                    "name": lease_name_schema(),
+                    "token": { "type": "integer", "minimum": 0, "description": "Only renew this grant (its token)." },
+                    "ttl_seconds": { "type": "integer", "minimum": 1, "maximum": MAX_LEASE_TTL_SECONDS, "description": "A new TTL." },
+                    "layer": layer_schema(),
+                    "global": global_schema(),
+                }),
+                &["name"],
+            ),
+        )
+        .annotate(writes(true)),
+        Tool::new(
+            LEASE_RELEASE,
+            format!("{LEASE_INTRO} Release a lease you hold; the first waiter gets it. Returns {{name, token}}. \
+                     Refused kv.lease_not_held, kv.lease_stale (token of an older grant)."),
+            schema(
+                json!({
+                    "name": lease_name_schema(),
+                    "token": { "type": "integer", "minimum": 0, "description": "Only release this grant (its token)." },
+                    "layer": layer_schema(),
+                    "global": global_schema(),
+                    "override": override_schema(),
+                }),
+                &["name"],
+            ),
+        )
+        .annotate(ToolAnnotations::new().destructive(true).idempotent(false).open_world(false)),
+        Tool::new(
+            LEASE_LIST,
+            format!("{LEASE_INTRO} Every live grant of the layer (or, global, of the tree). Returns {{leases: [grant as lease_acquire returns it]}}. Read-only."),
+            schema(json!({ "layer": layer_schema(), "global": global_schema() }), &[]),
+        )
+        .annotate(read_only()),
+    ]
+}
+
 /// Every tool this build serves, in the order they are listed.
 pub fn all() -> Vec<Tool> {
+    let mut tools = runtime();
+    tools.extend(store());
+    tools
+}
+
+/// The runtime's tools.
+fn runtime() -> Vec<Tool> {
     vec![
         Tool::new(
             SPAWN,
