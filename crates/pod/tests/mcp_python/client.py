@@ -3,7 +3,9 @@ this project did not write. Driven by crates/pod/tests/mcp_python.rs, which
 starts the lead Pod and reads what this prints: one JSON object with what
 the server answered (the Rust side compares it whole).
 
-argv: POD (the binary), POD_HOME, REPO (the lead's folder, the server's cwd).
+argv: POD (the binary), POD_HOME, REPO (the lead's folder, the server's cwd);
+or `member POD OUT`: run inside helper w1's workload, so its server (this
+script's child) is in w1's tree; it writes its JSON object to OUT.
 
 Interleavings are forced through what can be seen, never by sleeping: the
 session writes through `Wire`, which counts the messages handed on to the
@@ -178,10 +180,50 @@ async def main(pod, home, repo):
             many = await session.call_tool("pod_spawn", {"name": "other", "read": ["src"] * 65})
             seen["over_limit"] = refusal(many)["text"]
 
+            stored = await session.call_tool("kv_set", {"key": "/shared/plan", "value": "split", "layer": "lead"})
+            got = await session.call_tool("kv_get", {"key": "/shared/plan", "layer": "lead"})
+            seen["kv"] = [stored.structured_content, got.structured_content["value"], got.structured_content["written_by"]]
+            seen["layer_required"] = refusal(await session.call_tool("kv_get", {"key": "/shared/plan"}))["text"]
+
             seen["concurrency"] = await busy_and_cancelled(session, wire, pod, home)
         wire_tasks.cancel_scope.cancel()
     print(json.dumps(seen, sort_keys=True))
 
 
+async def member(pod, out):
+    """A helper's session: the server speaks as w1 whatever POD_NAME says
+    (here the lie w2), as the kernel says. The workload's POD_SOCKET is
+    passed on, as an agent client's configuration would."""
+    params = StdioServerParameters(
+        command=pod,
+        args=["mcp"],
+        env={
+            "POD_HOME": os.environ["POD_HOME"],
+            "POD_SOCKET": os.environ["POD_SOCKET"],
+            "POD_NAME": "w2",
+            "PATH": "/usr/bin:/bin",
+        },
+    )
+    seen = {}
+    async with stdio_client(params) as (read, write):
+        async with ClientSession(read, write) as session:
+            await session.initialize()
+            own = await session.call_tool("kv_set", {"key": "/peer/self/r", "value": "from w1"})
+            seen["own_slot"] = own.structured_content
+            other = await session.call_tool("kv_get", {"key": "/peer/w2/x"})
+            seen["read_other"] = refusal(other)["text"]
+            other = await session.call_tool("kv_set", {"key": "/peer/w2/x", "value": "overwrite", "override": True})
+            seen["write_other"] = refusal(other)["text"]
+            listed = await session.call_tool("kv_list", {"pattern": "/**"})
+            seen["listed"] = [e["key"] for e in listed.structured_content["entries"]]
+            stop = await session.call_tool("pod_stop", {"name": "lead"})
+            seen["stop_parent"] = refusal(stop)["structured"]["code"]
+    with open(out, "w") as f:
+        f.write(json.dumps(seen, sort_keys=True))
+
+
 if __name__ == "__main__":
-    asyncio.run(main(*sys.argv[1:4]))
+    if sys.argv[1] == "member":
+        asyncio.run(member(*sys.argv[2:4]))
+    else:
+        asyncio.run(main(*sys.argv[1:4]))
