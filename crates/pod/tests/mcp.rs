@@ -584,3 +584,78 @@ async fn a_helper_is_refused_another_members_peer_slot() {
     operator.cancel().await.expect("close");
     home.must(&["stop", "lead"]);
 }
+
+/// Calls `tool` until `holds` says its result is what the caller waits for
+/// (the store's observable state), failing after 20 s.
+async fn until_answer(client: &Session, tool: &str, args: Value, holds: impl Fn(&Value) -> bool) -> Value {
+    let start = std::time::Instant::now();
+    loop {
+        let seen = ok(client, tool, args.clone()).await;
+        if holds(&seen) {
+            return seen;
+        }
+        assert!(start.elapsed() < std::time::Duration::from_secs(20), "{tool} never showed it: {seen}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Run inside helper w1's workload by the test below: queues for the lease
+/// the operator holds, cancels once the lead shows it queued, tells the
+/// test (a file), and once the test has released the lease reports who
+/// holds it when the lead has settled it.
+#[tokio::test]
+#[ignore = "the workload of a_cancelled_lease_wait_is_passed_on"]
+async fn lease_waiter_session() {
+    let dir = std::path::PathBuf::from(std::env::var(MEMBER_OUT).unwrap_or_else(|_| panic!("{MEMBER_OUT} is not set")));
+    let client = ()
+        .serve(
+            TokioChildProcess::new({
+                let mut cmd = tokio::process::Command::new(POD);
+                cmd.arg("mcp");
+                cmd
+            })
+            .expect("start pod mcp"),
+        )
+        .await
+        .expect("initialize");
+    let build =
+        |v: &Value| v["leases"].as_array().and_then(|l| l.iter().find(|l| l["name"] == json!("build")).cloned());
+    let queued =
+        send_with(&client, "lease_acquire", json!({ "name": "build", "ttl_seconds": 3600, "wait_seconds": 600 })).await;
+    until_answer(&client, "lease_list", json!({}), |v| build(v).is_some_and(|b| b["waiting"] == json!(1))).await;
+    queued.cancel(Some("the helper gave up".to_string())).await.expect("cancel sent");
+    std::fs::write(dir.join("cancelled"), "").expect("tell the test");
+    let released = dir.join("released");
+    wait_until("the test released the lease", || released.exists());
+    // Granted to the waiter that left, then passed on: nobody holds it.
+    let settled = until_answer(&client, "lease_list", json!({}), |v| build(v).is_none()).await;
+    std::fs::write(dir.join("answers.txt"), settled.to_string()).expect("write the answer");
+    client.cancel().await.expect("close");
+}
+
+/// A lease wait the helper's client cancels does not leave the helper
+/// holding the lease once it is freed: the lead grants it to the waiter
+/// whose caller went away and passes it on, so nobody holds it.
+#[tokio::test]
+async fn a_cancelled_lease_wait_is_passed_on() {
+    let home = Home::new();
+    home.must(&["start", "lead", "--write", "."]);
+    let operator = connect(&home, None).await;
+    let held = ok(&operator, "lease_acquire", json!({ "name": "build", "ttl_seconds": 600, "layer": "lead" })).await;
+    let dir = home.repo.join("a");
+    let exe = std::env::current_exe().expect("this test binary");
+    let script = format!(
+        "{MEMBER_OUT}={} {} --exact lease_waiter_session --ignored --nocapture --test-threads=1",
+        dir.display(),
+        exe.display()
+    );
+    home.must(&["spawn", "w1", "--parent", "lead", "--write", "a", "--", "sh", "-c", &script]);
+    wait_until("the helper cancelled its wait", || dir.join("cancelled").exists());
+    ok(&operator, "lease_release", json!({ "name": "build", "token": held["token"], "layer": "lead" })).await;
+    std::fs::write(dir.join("released"), "").expect("tell the helper");
+    let waited = home.pod(&["wait", "w1", "--timeout", "120"]);
+    assert!(waited.ok(), "the helper's session failed: {waited:?}\n{}", home.pod(&["logs", "w1"]).stdout);
+    assert_eq!(std::fs::read_to_string(dir.join("answers.txt")).expect("answers"), r#"{"leases":[]}"#);
+    operator.cancel().await.expect("close");
+    home.must(&["stop", "lead"]);
+}
