@@ -9,6 +9,8 @@ set -eu
 # Its transcript inside its own write scope, the one place it may write.
 transcript=work/.worker-answers
 trap 'rm -f "$transcript"' EXIT
+# Made before the pipe starts: `answered` may look before `pod mcp` writes.
+: > "$transcript"
 
 answered() {
     n=0
