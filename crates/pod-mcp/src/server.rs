@@ -48,7 +48,7 @@ fn pod_name(raw: &str) -> Result<PodName, WireError> {
     PodName::new(raw).map_err(|e| WireError::new(e.code(), e.to_string()))
 }
 
-fn to_json<T: serde::Serialize>(value: &T) -> Result<Value, WireError> {
+pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> Result<Value, WireError> {
     serde_json::to_value(value).map_err(|e| WireError::new("mcp.json", e.to_string()))
 }
 

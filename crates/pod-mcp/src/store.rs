@@ -18,15 +18,12 @@ use crate::args::{
     LeaseListArgs, LeaseReleaseArgs, LeaseRenewArgs,
 };
 use crate::limits::DEFAULT_KV_WAIT;
+use crate::server::to_json;
 use crate::tools;
 
 fn route(layer: Option<&str>, global: bool) -> Result<KvRoute, WireError> {
     let layer = layer.map(PodName::new).transpose().map_err(|e| WireError::new(e.code(), e.to_string()))?;
     Ok(KvRoute { layer, global })
-}
-
-fn to_json<T: serde::Serialize>(value: &T) -> Result<Value, WireError> {
-    serde_json::to_value(value).map_err(|e| WireError::new("mcp.json", e.to_string()))
 }
 
 /// Whether `tool` is one of the store's.
