@@ -30,7 +30,7 @@ for line in open(sys.argv[1]):
     if "pid" in (shown or {}):
         shown["pid"] = "[pid]"
     for line in (shown or {}).get("lines", []):
-        line["ts_ms"] = "[ts]"
+        line["timestamp_ms"] = "[ts]"
     for key in ("written_at", "written_at_ms"):
         if key in (shown or {}):
             shown[key] = "[time]"
