@@ -27,6 +27,10 @@ pub enum Command {
     Stop {
         /// The Pod to stop.
         name: String,
+        /// Seconds each workload of the tree gets between SIGTERM and
+        /// SIGKILL, 0 to 120.
+        #[arg(long, short = 't', value_name = "SECS", default_value_t = pod_client::protocol::StopGrace::DEFAULT_SECS)]
+        timeout: u64,
     },
     /// Send a signal to a Pod's workload (default SIGTERM); the Pod stops
     /// when its workload exits.

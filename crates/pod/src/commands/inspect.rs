@@ -23,7 +23,7 @@ pub async fn ls(json: bool) -> Result<ExitCode, WireError> {
         for p in &pods {
             let parent = p.parent.as_ref().map_or("-".to_string(), |p| p.to_string());
             let pid = p.pid.map_or("-".to_string(), |p| p.to_string());
-            println!("{:<24} {:<16} {:<24} {pid}", p.name.as_str(), p.state, parent);
+            println!("{:<24} {:<16} {:<24} {pid}", p.name.as_str(), p.label(), parent);
         }
         for p in &pods {
             if let Some(problem) = &p.problem {
@@ -77,6 +77,16 @@ pub async fn scope(name: &str, json: bool) -> Result<ExitCode, WireError> {
     if let Some(reason) = &view.fenced {
         // Every check of this Pod is denied, whatever its rules say.
         println!("  fenced {reason}");
+    }
+    if let Some(containment) = &view.containment {
+        // The mechanism in words; where it lives is in --json.
+        let words = match containment.mechanism.as_str() {
+            "cgroup" => "a cgroup v2",
+            "pid_namespace" => "a PID-namespace supervisor",
+            "subreaper" => "a subreaper supervisor",
+            other => other,
+        };
+        println!("  contained by {words}");
     }
     for r in &view.scope.allow {
         println!("  allow  {r}");
@@ -216,7 +226,7 @@ fn print_output(line: &pod_client::output::OutputLine, json: bool) -> Result<(),
         let text = serde_json::to_string(line).map_err(|e| WireError::new("cli.json", e.to_string()))?;
         println!("{text}");
     } else {
-        println!("{} {} {}", crate::render::local_time(line.ts_ms), line.stream.as_str(), line.line);
+        println!("{} {} {}", crate::render::local_time(line.timestamp_ms), line.stream.as_str(), line.line);
     }
     Ok(())
 }

@@ -167,9 +167,9 @@ impl Gate {
             PodRequest::Ping => Action::Ping,
             PodRequest::Status | PodRequest::Check { .. } | PodRequest::Log { .. } => Action::Inspect,
             PodRequest::Spawn(_) => Action::Spawn,
-            PodRequest::StopChild { child } => Action::StopChild(child),
+            PodRequest::StopChild { child, .. } => Action::StopChild(child),
             // Signalling the workload ends it, and the Pod: a stop's right.
-            PodRequest::Shutdown | PodRequest::Signal { .. } => Action::Shutdown,
+            PodRequest::Shutdown { .. } | PodRequest::Signal { .. } => Action::Shutdown,
             PodRequest::ChildShutDown { .. } => Action::ChildShutDown,
             PodRequest::Kv { .. } | PodRequest::Whoami => {
                 return Err(WireError::new("pod.internal", "a store call reached the pod's own authorization"))
