@@ -410,10 +410,15 @@ async fn identity_of(
     Ok(pod_kv::Identity::Pod { pod, relation })
 }
 
-/// The kernel's view of the caller, for `Whoami`.
+/// The kernel's view of the caller, for `Whoami`. `own`: this Pod and the
+/// parent it was spawned under. A caller of this Pod's own workload is
+/// told that parent, not the registry's record of it, which loses the
+/// parent while the parent is down (so a member's calls would go to its
+/// own layer, and be acknowledged there, until the parent is back).
 pub async fn whoami(
     registry: &crate::registry_link::Registry,
     caller: &crate::process::caller::Caller,
+    own: (&PodName, Option<&PodName>),
 ) -> Result<crate::protocol::PodReply, pod_proto::WireError> {
     use crate::process::caller::Caller;
     use crate::protocol::{PodReply, Whoami};
@@ -421,9 +426,14 @@ pub async fn whoami(
         Caller::Operator => return Ok(PodReply::Whoami(Whoami::Operator)),
         Caller::Pod(name) => name,
     };
-    let parent = registry.get(name).await?.and_then(|a| a.parent);
-    let chain = ancestors(registry, name).await?;
-    let root = chain.last().cloned().unwrap_or_else(|| name.clone());
+    let parent = match own {
+        (me, parent) if me == name => parent.cloned(),
+        _ => registry.get(name).await?.and_then(|a| a.parent),
+    };
+    let root = match &parent {
+        None => name.clone(),
+        Some(parent) => ancestors(registry, parent).await?.last().cloned().unwrap_or_else(|| parent.clone()),
+    };
     Ok(PodReply::Whoami(Whoami::Pod { name: name.clone(), parent, root }))
 }
 

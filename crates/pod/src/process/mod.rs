@@ -114,12 +114,14 @@ async fn run(request: LaunchRequest) -> (std::process::ExitCode, Option<std::fs:
     let (hurry_tx, hurry_rx) = tokio::sync::watch::channel(false);
     owner.set_hurry(hurry_rx);
     let (name, dirs, registry, lease) = (owner.name.clone(), owner.paths.dirs.clone(), owner.registry(), owner.lease());
+    let parent = owner.parent.clone();
     let owner_task = tokio::spawn(owner.run(rx));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let (closing_tx, closing_rx) = tokio::sync::watch::channel(false);
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
     let ctx = server::ConnectionContext {
         name,
+        parent,
         dirs,
         registry,
         lease,

@@ -31,6 +31,10 @@ pub const MAX_LOG_WAIT: Duration = Duration::from_secs(30);
 #[derive(Clone)]
 pub struct ConnectionContext {
     pub name: PodName,
+    /// The parent this Pod was spawned under (its session log's identity),
+    /// which `Whoami` tells this Pod's own workload even while the
+    /// parent is down and the registry's record has lost it.
+    pub parent: Option<PodName>,
     pub dirs: RuntimeDirs,
     pub registry: Registry,
     /// Checks past the node's lease deadline are denied here, without the
@@ -52,7 +56,7 @@ pub async fn handle_connection(mut conn: Connection, cred: PeerCred, ctx: Connec
     // the one the kernel named (a pid is an identity only with its start
     // time).
     let peer = Peer::from_cred(cred);
-    let ConnectionContext { name, dirs, registry, lease, owner, log, mut closing, done: _done, kv } = ctx;
+    let ConnectionContext { name, parent, dirs, registry, lease, owner, log, mut closing, done: _done, kv } = ctx;
     let mut gate = Gate { name, dirs, registry, peer, caller: None };
     let mut standing = crate::process::kv::Standing::default();
     loop {
@@ -93,7 +97,10 @@ pub async fn handle_connection(mut conn: Connection, cred: PeerCred, ctx: Connec
             }
             PodRequest::Whoami => {
                 let answer = match gate.caller() {
-                    Ok(caller) => crate::process::kv::whoami(&gate.registry, &caller).await,
+                    Ok(caller) => {
+                        let own = (&gate.name, parent.as_ref());
+                        crate::process::kv::whoami(&gate.registry, &caller, own).await
+                    }
                     Err(e) => Err(e),
                 };
                 if let Err(e) = conn.write_frame(&answer).await {
