@@ -282,3 +282,68 @@ fn a_limit_the_machine_cannot_enforce_is_refused_in_one_line() {
     stderr: pod: --max-pids and --memory limit a workload, and this pod runs none (give one after --) [cli.limits_without_workload]
     ");
 }
+
+/// Runs `pod ARGS` (home `h`) from a shell that first moves itself into
+/// the cgroup `dir`: a process there that no Pod started.
+fn pod_from_cgroup(h: &Home, dir: &std::path::Path, args: &str) -> common::Run {
+    let script = format!("echo $$ > {}/cgroup.procs && exec {} {args}", dir.display(), common::POD);
+    let out = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .env("POD_HOME", &h.home)
+        .env_remove("POD_NAME")
+        .current_dir(&h.repo)
+        .output()
+        .expect("run sh");
+    common::Run::from_output(out)
+}
+
+#[test]
+fn a_process_in_a_workloads_cgroup_is_that_pods_caller() {
+    if !cgroup() {
+        return;
+    }
+    let h = Home::new();
+    h.must(&["start", "lead", "--write", "."]);
+    h.must(&["spawn", "w", "--parent", "lead", "--write", "a", "--", "sleep", "1000"]);
+    let alloc = h.allocation("w").expect("w");
+    let dir = std::path::PathBuf::from(alloc["containment"]["cgroups"]["v2"].as_str().expect("w's cgroup"));
+    // Not in w's process tree, and without POD_NAME: only the kernel's
+    // cgroup says it is w's.
+    let run = pod_from_cgroup(&h, &dir, "stop lead");
+    assert_snapshot!(h.redact(&format!("{run:?}")), @r"
+    exit 2
+    stdout: 
+    stderr: pod: process [n] runs in pod w's tree; it may stop w and its descendants only, and lead is not one [auth.stop_denied]
+    ");
+    h.must(&["stop", "lead"]);
+}
+
+#[test]
+fn the_daemon_is_never_started_inside_a_workload() {
+    if !cgroup() {
+        return;
+    }
+    let h = Home::new();
+    std::fs::create_dir_all(&h.home).expect("home");
+    // A workload's cgroup of this home, as the runtime names it, with no
+    // registry daemon running yet.
+    let support = pod_sandbox::Support::detect().expect("detect");
+    let parent = support.cgroup.as_ref().expect("cgroup").parent.clone();
+    let home_dir = parent.join(format!("pod-sandbox.{}", pod_sandbox::cgroup::home_tag(&h.home)));
+    let dir = home_dir.join("ghost@1-1");
+    std::fs::create_dir_all(&dir).expect("cgroup");
+    let run = pod_from_cgroup(&h, &dir, "ls");
+    // The shell has exited: the cgroup is empty again.
+    std::fs::remove_dir(&dir).expect("rmdir");
+    std::fs::remove_dir(&home_dir).expect("rmdir");
+    let tag = pod_sandbox::cgroup::home_tag(&h.home);
+    assert_snapshot!(h.redact(&format!("{run:?}")).replace(&tag, "[tag]"), @r"
+    exit 2
+    stdout: 
+    stderr: pod: the registry daemon did not start: the registry daemon refuses to start inside the cgroup of pod ghost's workload (/pod-sandbox.[tag]/ghost@1-1): it would end with that workload; start it from outside every workload (any pod command run there starts it) (its log: [home]/run/registry/log) [registry.inside_workload]
+    ");
+    assert_eq!(h.registry_pid(), None, "no daemon runs");
+    // From outside every workload it starts as usual.
+    h.must(&["ls"]);
+    assert!(h.registry_pid().is_some(), "the daemon runs");
+}

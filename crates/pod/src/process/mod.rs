@@ -16,7 +16,7 @@ mod output;
 pub mod owner;
 pub mod server;
 pub mod watch;
-mod workload;
+pub(crate) mod workload;
 
 pub use workload::{HELPER_SUBCOMMAND, RESERVED_ENV};
 
