@@ -272,7 +272,8 @@ async fn take_scope_and_serve(
         LaunchMode::Resume => {
             let owner = resume(&name, &paths, &log, registry, tx.clone()).await?;
             tracing::info!(ms = phase.elapsed().as_secs_f64() * 1e3, "scope restored and pruned");
-            return serve(owner, paths, log, lock, request.cwd, request.env, request.limits, tx).await;
+            return serve(owner, paths, log, lock, WorkloadInput::of(request.cwd, request.env, request.limits), tx)
+                .await;
         }
         LaunchMode::Start { allow, deny, workload } => {
             refuse_existing_log(&log, &name, "`pod resume NAME` or `pod rm NAME`")?;
@@ -308,7 +309,7 @@ async fn take_scope_and_serve(
         registry.clone(),
         tx.clone(),
     );
-    let served = serve(owner, paths, log, lock, request.cwd, request.env, request.limits, tx).await;
+    let served = serve(owner, paths, log, lock, WorkloadInput::of(request.cwd, request.env, request.limits), tx).await;
     if served.is_err() && top_level {
         // A workload that could not start (e.g. a limit the machine cannot
         // enforce) leaves no Pod behind; a child's is undone by its parent.
@@ -317,17 +318,29 @@ async fn take_scope_and_serve(
     served
 }
 
+/// What a launch says of the workload besides its command.
+struct WorkloadInput {
+    cwd: Option<String>,
+    env: pod_client::protocol::Env,
+    limits: pod_sandbox::Limits,
+}
+
+impl WorkloadInput {
+    fn of(cwd: Option<String>, env: pod_client::protocol::Env, limits: pod_sandbox::Limits) -> WorkloadInput {
+        WorkloadInput { cwd, env, limits }
+    }
+}
+
 /// The last steps of every startup: the socket, the pid file, the workload.
 async fn serve(
     mut owner: Owner,
     paths: PodPaths,
     log: Arc<SessionLog>,
     lock: std::fs::File,
-    cwd: Option<String>,
-    env: pod_client::protocol::Env,
-    limits: pod_sandbox::Limits,
+    input: WorkloadInput,
     tx: mpsc::Sender<OwnerMsg>,
 ) -> Result<Started, WireError> {
+    let WorkloadInput { cwd, env, limits } = input;
     // The layer's store is open before anyone can call it (and before the
     // workload, its first caller, starts).
     let kv = kv::KvShell::open(&paths.data_dir.join(kv::KV_DIR))
