@@ -168,7 +168,7 @@ const EXIT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Asks a Pod to stop and waits until its process is gone.
 pub(crate) async fn shut_down(socket: &str, pid: u32) -> Result<(), String> {
     let handle = process(pid)?;
-    call(socket, &PodRequest::Shutdown).await?;
+    call(socket, &PodRequest::Shutdown { grace: Default::default() }).await?;
     handle.wait_or_kill(EXIT_WAIT).await;
     Ok(())
 }
@@ -239,7 +239,9 @@ async fn measure(args: &Args, root: &Path, home: &Path) -> Result<Value, String>
     let mut stop_us = Vec::with_capacity(args.children);
     for i in 0..args.children {
         let t = Instant::now();
-        match call(&lead_socket, &PodRequest::StopChild { child: name(format!("c{i}"))? }).await? {
+        match call(&lead_socket, &PodRequest::StopChild { child: name(format!("c{i}"))?, grace: Default::default() })
+            .await?
+        {
             PodReply::Stopped { .. } => {}
             other => return Err(format!("stop answered {other:?}")),
         }

@@ -1,5 +1,6 @@
 //! The runtime's clients, as a library: the Pod socket (`pod.rs`, the
-//! messages in `protocol.rs`), the registry (`registry.rs`), starting a Pod
+//! messages in `protocol.rs`; the checks of workload variables in
+//! `env.rs`), the registry (`registry.rs`), starting a Pod
 //! process (`launch.rs`), where a Pod's files are (`layout.rs`), and one
 //! typed call per command of the command line (`commands/`, on a
 //! [`Client`]). The `pod` command line renders what these return; an agent
@@ -10,6 +11,7 @@
 //! and reports their answers, in their codes.
 
 pub mod commands;
+pub mod env;
 pub mod launch;
 pub mod layout;
 pub mod output;
@@ -19,6 +21,7 @@ pub mod protocol;
 pub mod registry;
 
 pub use commands::inspect::{CheckView, LogReader, PodSummary, ScopeView, TreeNode};
+pub use commands::kv::{KvList, KvListed, KvRoute, KvValue, KvVersion, Lease, Released};
 pub use commands::lifecycle::{Removed, SpawnSpec, Spawned, StartSpec, Started, Stopped};
 pub use commands::logs::LogsReader;
 pub use commands::wait::{Ended, WaitOutcome, Waited};

@@ -1,5 +1,5 @@
 //! A workload's captured output: what the Pod process writes and `pod
-//! logs` reads. One JSON object per line, `{"ts_ms", "stream", "line"}`,
+//! logs` reads. One JSON object per line, `{"timestamp_ms", "stream", "line"}`,
 //! in `data/pods/NAME/output.log` (0600), kept after the Pod stops and
 //! removed by `pod rm`. When the file would pass [`MAX_FILE_BYTES`] it is
 //! renamed to `output.log.1` (replacing the one before) and a new one is
@@ -42,7 +42,11 @@ impl Stream {
 /// One line a workload wrote (without its newline; invalid UTF-8 replaced).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OutputLine {
-    pub ts_ms: u64,
+    /// When the Pod read it, in milliseconds since the epoch (named as the
+    /// session log's records name their time; files written before the
+    /// rename say `ts_ms`).
+    #[serde(alias = "ts_ms")]
+    pub timestamp_ms: u64,
     pub stream: Stream,
     pub line: String,
 }

@@ -14,7 +14,7 @@ use scope::{Permission, PodName, ScopePath};
 use session_log::{LogOptions, SessionLog};
 
 use crate::layout::PodPaths;
-use crate::protocol::{PodReply, PodRequest, PodStatus, SpawnRequest};
+use crate::protocol::{PodReply, PodRequest, PodStatus, SpawnRequest, StopGrace};
 
 /// Longest a caller waits to connect and shake hands with a Pod.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -34,6 +34,12 @@ impl PodClient {
             .await
             .map_err(|_| ProtoError::Timeout(CONNECT_TIMEOUT))??;
         Ok(PodClient { conn })
+    }
+
+    /// How long one call may take in all (default: the idle timeout); a
+    /// call the Pod holds on purpose (a store wait) needs its own.
+    pub fn set_call_limit(&mut self, limit: Duration) {
+        self.conn.set_idle_timeout(limit);
     }
 
     pub async fn call(&mut self, request: &PodRequest) -> Result<PodReply, ProtoError> {
@@ -120,16 +126,17 @@ impl Pod<'_> {
 
     /// StopPod for `child`: true when its scope was reclaimed now, false
     /// when it had already stopped.
-    pub async fn stop_child(&self, child: &PodName) -> Result<bool, WireError> {
-        match self.call(&PodRequest::StopChild { child: child.clone() }).await? {
+    pub async fn stop_child(&self, child: &PodName, grace: StopGrace) -> Result<bool, WireError> {
+        match self.call(&PodRequest::StopChild { child: child.clone(), grace }).await? {
             PodReply::Stopped { reclaimed } => Ok(reclaimed),
             other => Err(unexpected(&other)),
         }
     }
 
-    pub async fn shutdown(&self) -> Result<(), WireError> {
-        match self.call(&PodRequest::Shutdown).await? {
-            PodReply::ShuttingDown => Ok(()),
+    /// Stops this Pod; how its workload ended.
+    pub async fn shutdown(&self, grace: StopGrace) -> Result<session_log::Exit, WireError> {
+        match self.call(&PodRequest::Shutdown { grace }).await? {
+            PodReply::ShuttingDown { exit } => Ok(exit),
             other => Err(unexpected(&other)),
         }
     }

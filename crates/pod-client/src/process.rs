@@ -9,6 +9,11 @@ use rustix::process::{pidfd_open, pidfd_send_signal, Pid, PidfdFlags, Signal};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
+/// Shortest wait for a killed process to be gone (the kernel ends it, but
+/// not always at once: a process in uninterruptible sleep goes when it
+/// leaves it).
+pub const KILL_WAIT: Duration = Duration::from_secs(5);
+
 /// A handle on one process that a reused pid cannot redirect: opened while
 /// the process is known to be the right one (our unreaped child, or a pid
 /// whose start time matches), it keeps referring to that process.
@@ -44,7 +49,7 @@ impl PidFd {
     }
 
     /// Waits up to `grace` for the process to exit, then kills it and waits
-    /// again (bounded).
+    /// again (bounded: `grace`, at least [`KILL_WAIT`]).
     pub async fn wait_or_kill(self, grace: Duration) {
         let pid = self.pid;
         let Some(fd) = register(self.fd) else { return };
@@ -55,8 +60,9 @@ impl PidFd {
         if let Err(e) = pidfd_send_signal(fd.get_ref(), Signal::KILL) {
             tracing::debug!(pid, error = %e, "kill failed (already gone?)");
         }
-        if tokio::time::timeout(grace, fd.readable()).await.is_err() {
-            tracing::error!(pid, "process survived SIGKILL for {grace:?}");
+        let after_kill = grace.max(KILL_WAIT);
+        if tokio::time::timeout(after_kill, fd.readable()).await.is_err() {
+            tracing::error!(pid, "process survived SIGKILL for {after_kill:?}");
         }
     }
 

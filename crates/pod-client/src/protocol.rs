@@ -3,6 +3,9 @@
 //! message set. Identity (who is calling) is never a field here: it is the
 //! kernel-reported peer pid, checked by the Pod.
 
+use std::time::Duration;
+
+use pod_proto::WireError;
 use scope::{Permission, PodName, ScopeRule, ScopeSnapshot};
 use serde::{Deserialize, Serialize};
 use session_log::Record;
@@ -21,10 +24,19 @@ pub enum PodRequest {
     Check { path: scope::ScopePath, permission: Permission },
     /// Spawn a child with delegated rules.
     Spawn(SpawnRequest),
-    /// StopPod: stop this Pod's child `child` and reclaim its scope.
-    StopChild { child: PodName },
-    /// Stop this Pod (its children first).
-    Shutdown,
+    /// StopPod: stop this Pod's child `child` and reclaim its scope; each
+    /// workload of its tree gets `grace` between SIGTERM and SIGKILL.
+    StopChild {
+        child: PodName,
+        #[serde(default)]
+        grace: StopGrace,
+    },
+    /// Stop this Pod (its children first), its workload (and each of its
+    /// children's) given `grace` between SIGTERM and SIGKILL.
+    Shutdown {
+        #[serde(default)]
+        grace: StopGrace,
+    },
     /// Send signal number `signal` to this Pod's workload.
     Signal { signal: i32 },
     /// The ShutDown callback: "I, your child, am going away", with how its
@@ -63,6 +75,57 @@ pub struct SpawnRequest {
     pub limits: pod_sandbox::Limits,
 }
 
+/// How long a stopping workload has between SIGTERM and SIGKILL (`pod
+/// stop --timeout`), in whole seconds, at most [`StopGrace::MAX_SECS`]:
+/// a stop is answered within one call, whose bound (five minutes) a tree's
+/// stop must fit in, each level of it taking up to this long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "u64", into = "u64")]
+pub struct StopGrace {
+    secs: u64,
+}
+
+impl StopGrace {
+    /// The grace when none is given.
+    pub const DEFAULT_SECS: u64 = 5;
+    /// The longest grace accepted.
+    pub const MAX_SECS: u64 = 120;
+
+    /// A grace of `secs` seconds, or why it is refused.
+    pub fn from_secs(secs: u64) -> Result<StopGrace, WireError> {
+        if secs > StopGrace::MAX_SECS {
+            return Err(WireError::new(
+                "pod.bad_timeout",
+                format!("a stop timeout of {secs}s is over the limit of {}s", StopGrace::MAX_SECS),
+            ));
+        }
+        Ok(StopGrace { secs })
+    }
+
+    pub fn duration(self) -> Duration {
+        Duration::from_secs(self.secs)
+    }
+}
+
+impl Default for StopGrace {
+    fn default() -> StopGrace {
+        StopGrace { secs: StopGrace::DEFAULT_SECS }
+    }
+}
+
+impl TryFrom<u64> for StopGrace {
+    type Error = String;
+    fn try_from(secs: u64) -> Result<StopGrace, String> {
+        StopGrace::from_secs(secs).map_err(|e| e.message)
+    }
+}
+
+impl From<StopGrace> for u64 {
+    fn from(grace: StopGrace) -> u64 {
+        grace.secs
+    }
+}
+
 /// Environment variables given to a workload with `--env`: sent to the
 /// Pod process on its launch pipe or socket, never written to a file or
 /// put on a command line. `Debug` shows the names only, so a value never
@@ -97,7 +160,12 @@ pub enum PodReply {
     Stopped {
         reclaimed: bool,
     },
-    ShuttingDown,
+    /// The Pod has shut down; how its workload ended (the parent that
+    /// stopped it records this in `child.removed`).
+    ShuttingDown {
+        #[serde(default)]
+        exit: session_log::Exit,
+    },
     Ack,
     Log {
         records: Vec<Record>,

@@ -8,7 +8,10 @@
 //!
 //! Where things are: `limits.rs` (every bound, stated once), `framing.rs`
 //! (stdin read in bounded lines; an oversized request is refused by id),
-//! `tools.rs` (names, schemas and model-facing descriptions), `server.rs`
+//! `tools.rs` (names, schemas and model-facing descriptions), `args.rs`
+//! (each tool's arguments and the limits checked at the edge), `logs.rs`
+//! (pod_logs' bounded answer), `store.rs` (the coordination store's
+//! `kv_*` and `lease_*` tools), `server.rs`
 //! (the rmcp handler: dispatch, the concurrency cap, cancellation),
 //! `config.rs` (the client snippet of `pod mcp config`).
 //!
@@ -16,10 +19,13 @@
 //! to stderr), decide authorization itself, or offer a tool whose feature
 //! is not built (absent, not stubbed).
 
+pub mod args;
 pub mod config;
 pub mod framing;
 pub mod limits;
+pub mod logs;
 pub mod server;
+pub mod store;
 pub mod tools;
 
 pub use config::config_snippet;

@@ -7,8 +7,8 @@
 //!
 //! Bounds: at most [`MAX_CONCURRENT_CALLS`] calls at once (one past it is
 //! refused, `mcp.busy`), each given up after [`CALL_TIMEOUT`]
-//! (`mcp.timeout`; `pod_wait` after its own timeout, at most
-//! [`MAX_WAIT`]) or as soon as the client cancels it (rmcp then sends no
+//! (`mcp.timeout`; `pod_wait`, `kv_wait` and `lease_acquire` after their
+//! own timeout, at most [`MAX_WAIT`]) or as soon as the client cancels it (rmcp then sends no
 //! answer, as MCP asks).
 
 use std::path::{Path, PathBuf};
@@ -24,14 +24,13 @@ use rmcp::model::{
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler, ServiceExt};
 use scope::{Permission, PodName, ScopeRule};
-use serde::de::DeserializeOwned;
-use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
-use crate::limits::{CALL_TIMEOUT, DEFAULT_WAIT, MAX_CONCURRENT_CALLS, MAX_WAIT, MAX_WAIT_NAMES};
-use crate::tools;
+use crate::args::{parse, CheckArgs, LogsArgs, NameArgs, SpawnArgs, StatusArgs, WaitArgs};
+use crate::limits::{CALL_TIMEOUT, MAX_CONCURRENT_CALLS, MAX_WAIT};
+use crate::{logs, tools};
 
 /// What the server knows of where it runs: the runtime's directories, the
 /// Pod it runs in (`POD_NAME`, only a default for tool arguments: the Pods
@@ -45,56 +44,11 @@ pub struct PodTools {
     tools: Vec<Tool>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SpawnArgs {
-    name: String,
-    #[serde(default)]
-    write: Vec<String>,
-    #[serde(default)]
-    read: Vec<String>,
-    command: Option<Vec<String>>,
-    parent: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NameArgs {
-    name: String,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct WaitArgs {
-    names: Vec<String>,
-    timeout_seconds: Option<u64>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct StatusArgs {
-    name: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CheckArgs {
-    path: String,
-    #[serde(default)]
-    write: bool,
-    name: Option<String>,
-}
-
-fn arguments<T: DeserializeOwned>(tool: &str, args: serde_json::Map<String, Value>) -> Result<T, WireError> {
-    serde_json::from_value(Value::Object(args))
-        .map_err(|e| WireError::new("mcp.bad_arguments", format!("arguments of {tool} do not fit its schema: {e}")))
-}
-
 fn pod_name(raw: &str) -> Result<PodName, WireError> {
     PodName::new(raw).map_err(|e| WireError::new(e.code(), e.to_string()))
 }
 
-fn to_json<T: serde::Serialize>(value: &T) -> Result<Value, WireError> {
+pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> Result<Value, WireError> {
     serde_json::to_value(value).map_err(|e| WireError::new("mcp.json", e.to_string()))
 }
 
@@ -138,9 +92,13 @@ impl PodTools {
     }
 
     async fn dispatch(&self, tool: &str, args: serde_json::Map<String, Value>) -> Result<Value, WireError> {
+        if crate::store::is_store_tool(tool) {
+            return crate::store::call(&self.client, tool, args).await;
+        }
         match tool {
             tools::SPAWN => {
-                let a: SpawnArgs = arguments(tool, args)?;
+                let a: SpawnArgs = parse(tool, args)?;
+                a.check()?;
                 let parent = self.target(a.parent.as_deref(), tool)?;
                 let mut rules = Vec::with_capacity(a.write.len() + a.read.len());
                 for p in &a.write {
@@ -153,37 +111,25 @@ impl PodTools {
                     parent,
                     child: pod_name(&a.name)?,
                     rules,
-                    workload: a.command.filter(|c| !c.is_empty()),
+                    workload: a.command,
                     cwd: Some(self.cwd.to_string_lossy().into_owned()),
-                    env: pod_client::protocol::Env(Vec::new()),
+                    env: pod_client::env::check_env(a.env.into_iter().collect())?,
                     limits: Default::default(),
                 };
                 to_json(&self.client.spawn(spec).await?)
             }
             tools::STOP => {
-                let a: NameArgs = arguments(tool, args)?;
-                to_json(&self.client.stop(&pod_name(&a.name)?).await?)
+                let a: NameArgs = parse(tool, args)?;
+                to_json(&self.client.stop(&pod_name(&a.name)?, pod_client::protocol::StopGrace::default()).await?)
             }
             tools::WAIT => {
-                let a: WaitArgs = arguments(tool, args)?;
-                if a.names.is_empty() || a.names.len() > MAX_WAIT_NAMES {
-                    return Err(WireError::new(
-                        "mcp.bad_arguments",
-                        format!("pod_wait takes 1 to {MAX_WAIT_NAMES} names, not {}", a.names.len()),
-                    ));
-                }
+                let a: WaitArgs = parse(tool, args)?;
+                let timeout = Duration::from_secs(a.timeout_seconds()?);
                 let names = a.names.iter().map(|n| pod_name(n)).collect::<Result<Vec<_>, _>>()?;
-                let timeout = Duration::from_secs(a.timeout_seconds.unwrap_or(DEFAULT_WAIT.as_secs()));
-                if timeout > MAX_WAIT {
-                    return Err(WireError::new(
-                        "mcp.bad_arguments",
-                        format!("timeout_seconds {} is over the limit of {}", timeout.as_secs(), MAX_WAIT.as_secs()),
-                    ));
-                }
                 to_json(&self.client.wait(&names, Some(timeout)).await?)
             }
             tools::STATUS => {
-                let a: StatusArgs = arguments(tool, args)?;
+                let a: StatusArgs = parse(tool, args)?;
                 let under = match a.name.as_deref() {
                     Some(raw) => Some(pod_name(raw)?),
                     None => self.own.clone(),
@@ -191,11 +137,20 @@ impl PodTools {
                 Ok(json!({ "pods": to_json(&self.client.tree(under.as_ref()).await?)? }))
             }
             tools::CHECK => {
-                let a: CheckArgs = arguments(tool, args)?;
+                let a: CheckArgs = parse(tool, args)?;
+                a.check()?;
                 let name = self.target(a.name.as_deref(), tool)?;
                 let path = self.resolve(&a.path)?;
                 let wanted = if a.write { Permission::Write } else { Permission::Read };
                 to_json(&self.client.check(&name, path, wanted).await?)
+            }
+            tools::LOGS => {
+                let a: LogsArgs = parse(tool, args)?;
+                let tail = a.tail()?;
+                let name = pod_name(&a.name)?;
+                // All there is (two files of at most 4 MiB each), cut below.
+                let (lines, _) = self.client.logs(&name, None)?;
+                Ok(logs::newest(name.as_str(), lines, tail))
             }
             other => Err(WireError::new("mcp.unknown_tool", format!("no tool named {other}"))),
         }
@@ -216,8 +171,10 @@ impl ServerHandler for PodTools {
             .with_server_info(Implementation::new("pod", env!("CARGO_PKG_VERSION")))
             .with_instructions(
                 "Tools of the Pod runtime. You run inside a Pod: a process tree with a filesystem scope. \
-                 Hand work to helpers with pod_spawn (each gets part of your write scope), see them with pod_status, \
-                 stop them with pod_stop, and ask what a Pod may touch with pod_check. Refusals carry a stable code in brackets.",
+                 Hand work to helpers with pod_spawn (each gets part of your write scope), wait for them with pod_wait, \
+                 read what they wrote with pod_logs, see them with pod_status, stop them with pod_stop, \
+                 and ask what a Pod may touch with pod_check. Coordinate with your lead and fellow helpers through the store: \
+                 kv_* (task lists in /shared, each helper's result in its /peer slot, kv_cas to claim, kv_wait to wait) and lease_* (mutual exclusion). Refusals carry a stable code in brackets.",
             )
     }
 
@@ -248,8 +205,9 @@ impl ServerHandler for PodTools {
             );
             return Ok(refusal(&busy).into());
         };
-        // pod_wait has a timeout of its own; the call's bound is past it.
-        let limit = if request.name == tools::WAIT { MAX_WAIT + CALL_TIMEOUT } else { CALL_TIMEOUT };
+        // A waiting call has a timeout of its own; the call's bound is past it.
+        let waits = tools::WAITING.contains(&request.name.as_ref());
+        let limit = if waits { MAX_WAIT + CALL_TIMEOUT } else { CALL_TIMEOUT };
         let span = tracing::info_span!("tool", name = %request.name);
         let work = self.dispatch(&request.name, request.arguments.unwrap_or_default()).instrument(span);
         let outcome = tokio::select! {

@@ -20,9 +20,15 @@ pod --test cli_doc` rewrites this file). Concepts: `docs/concepts.md`.
 - `pod wait`: for one Pod its workload's exit code (128+N when killed by
   signal N, 0 for a clean stop, 125 when the Pod process died); for
   several 0 when all are 0, else 1; 124 when `--timeout` passed.
-- `--json`: one JSON value for a command that answers once (`ls`, `tree`,
-  `scope`, `check`, `wait`, `registry ls`); JSON Lines, one object per
-  line, for a stream (`log`, `logs`, also with `--follow`).
+- `--json`: one JSON value (pretty-printed) for a command that answers
+  once (`ls`, `tree`, `scope`, `check`, `wait`, `registry ls`); JSON
+  Lines, one object per line, for a stream (`log`, `logs`, also with
+  `--follow`). How a Pod ended is one object shape everywhere (`ls`,
+  `wait`, and the MCP server's answers): `state` (`exited`, `killed`,
+  `stopped`, `crashed`, `lost`; `running` while it runs) with
+  `exit_code` for `exited` or `signal` (its number) for `killed`;
+  the text output writes it `exited(3)`, `killed(SIGKILL)`. Times are
+  milliseconds since the epoch in `timestamp_ms` (`log`, `logs`).
 ";
 
 /// The whole reference, as `docs/cli.md` must hold it.
@@ -57,8 +63,15 @@ fn section(out: &mut String, cmd: &clap::Command, parent: &str) {
             out.push('\n');
         }
         for arg in args {
+            // A flag's default (false) says nothing; a value's does.
+            let defaults: Vec<String> = match arg.get_action().takes_values() {
+                true => arg.get_default_values().iter().map(|v| v.to_string_lossy().into_owned()).collect(),
+                false => Vec::new(),
+            };
+            let default =
+                if defaults.is_empty() { String::new() } else { format!(" (default: {})", defaults.join(" ")) };
             out.push_str(&format!(
-                "- `{}`: {}\n",
+                "- `{}`: {}{default}\n",
                 shown(arg),
                 arg.get_help().map(|h| h.to_string()).unwrap_or_default()
             ));
@@ -69,15 +82,16 @@ fn section(out: &mut String, cmd: &clap::Command, parent: &str) {
     }
 }
 
-/// `--write PATH`, `NAME`, `-- CMD...`.
+/// `--write PATH`, `-s, --signal SIG`, `NAME`, `-- CMD...`.
 fn shown(arg: &clap::Arg) -> String {
     let value = arg
         .get_value_names()
         .map(|names| names.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(" "))
         .unwrap_or_else(|| arg.get_id().to_string().to_uppercase());
+    let short = arg.get_short().map_or(String::new(), |c| format!("-{c}, "));
     match arg.get_long() {
-        Some(long) if arg.get_action().takes_values() => format!("--{long} {value}"),
-        Some(long) => format!("--{long}"),
+        Some(long) if arg.get_action().takes_values() => format!("{short}--{long} {value}"),
+        Some(long) => format!("{short}--{long}"),
         None if arg.is_last_set() => format!("-- {value}..."),
         None => value,
     }

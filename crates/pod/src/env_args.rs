@@ -1,6 +1,7 @@
 //! `--env K=V`, `--env K` and `--env-file FILE`: the variables a workload
 //! gets on top of what it inherits (see `process/workload.rs`), validated
-//! here at the edge. `--env K` takes K's value from the caller's own
+//! here at the edge by the checks of `pod_client::env` (shared with the MCP
+//! server). `--env K` takes K's value from the caller's own
 //! environment, so a secret never appears in argv. The values travel to
 //! the Pod process on its launch pipe (start) or its parent's socket
 //! (spawn) and are never written to a file or a log.
@@ -8,18 +9,11 @@
 use std::io::Read;
 use std::path::Path;
 
+use pod_client::env::{check_env, check_var as check};
 use pod_client::protocol::Env;
 use pod_proto::WireError;
 use scope::Echo;
 
-use crate::process::RESERVED_ENV;
-
-/// Most variables one command gives.
-pub const MAX_VARS: usize = 256;
-/// Longest variable name.
-pub const MAX_NAME_BYTES: usize = 256;
-/// Longest value.
-pub const MAX_VALUE_BYTES: usize = 32 << 10;
 /// Largest `--env-file`.
 pub const MAX_FILE_BYTES: u64 = 64 << 10;
 
@@ -70,33 +64,7 @@ pub fn collect(args: &[String], file: Option<&Path>, cwd: &Path) -> Result<Env, 
         check(&key, &value)?;
         put(key, value);
     }
-    if vars.len() > MAX_VARS {
-        return Err(bad("env.too_many", format!("{} variables; the limit is {MAX_VARS}", vars.len())));
-    }
-    Ok(Env(vars))
-}
-
-fn check(key: &str, value: &str) -> Result<(), WireError> {
-    let well_formed = !key.is_empty()
-        && key.len() <= MAX_NAME_BYTES
-        && !key.starts_with(|c: char| c.is_ascii_digit())
-        && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-    if !well_formed {
-        return Err(bad(
-            "env.bad_name",
-            format!("{} is no variable name (letters, digits and _, not starting with a digit, at most {MAX_NAME_BYTES} bytes)", Echo(key)),
-        ));
-    }
-    if RESERVED_ENV.contains(&key) {
-        return Err(bad("env.reserved", format!("{key} is set by the runtime itself and cannot be given")));
-    }
-    if value.len() > MAX_VALUE_BYTES || value.contains('\0') {
-        return Err(bad(
-            "env.bad_value",
-            format!("the value of {key} is longer than {MAX_VALUE_BYTES} bytes or holds a NUL byte"),
-        ));
-    }
-    Ok(())
+    check_env(vars)
 }
 
 /// An env file's text: a regular file, at most the limit, never blocking

@@ -22,7 +22,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use cli::{Cli, Command, McpCommand, RegistryCommand};
-use commands::{demo, inspect, lifecycle, mcp, registry};
+use commands::{demo, inspect, kv, lifecycle, mcp, registry};
 
 /// The `pod` binary: parses `std::env::args` and runs the command.
 pub fn main() -> ExitCode {
@@ -98,7 +98,7 @@ async fn dispatch(command: Command) -> Result<ExitCode, pod_proto::WireError> {
     match command {
         Command::Start(args) => lifecycle::start(args).await,
         Command::Spawn(args) => lifecycle::spawn(args).await,
-        Command::Stop { name } => lifecycle::stop(&name).await,
+        Command::Stop { name, timeout } => lifecycle::stop(&name, timeout).await,
         Command::Resume { name } => lifecycle::resume(&name).await,
         Command::Rm { names, stopped } => lifecycle::rm(&names, stopped).await,
         Command::Kill { name, signal } => lifecycle::kill(&name, &signal).await,
@@ -110,6 +110,8 @@ async fn dispatch(command: Command) -> Result<ExitCode, pod_proto::WireError> {
         Command::Check { name, path, write, json } => inspect::check(&name, &path, write, json.json).await,
         Command::Log { name, follow, json } => inspect::log(&name, follow, json.json).await,
         Command::Registry { command: RegistryCommand::Ls(j) } => registry::ls(j.json).await,
+        Command::Kv { command } => kv::kv(command).await,
+        Command::Lease { command } => kv::lease(command).await,
         Command::Mcp { command: None } => mcp::serve().await,
         Command::Mcp { command: Some(McpCommand::Config) } => mcp::config(),
         Command::Registry { command: RegistryCommand::Stop { all } } => registry::stop(all).await,

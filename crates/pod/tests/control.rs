@@ -1,6 +1,7 @@
 //! Restarts and control (issue 12): `pod resume` after the runtime folder
-//! vanished (a reboot's tmpfs), `pod kill`, `pod rm` of several Pods and of
-//! every stopped one, readable `pod log`, completions, `--version`.
+//! vanished (a reboot's tmpfs), `pod stop --timeout`, `pod kill`, `pod rm`
+//! of several Pods and of every stopped one, readable `pod log`,
+//! completions, `--version`.
 
 mod common;
 
@@ -130,4 +131,105 @@ fn ls_hints_resume_for_a_crashed_pod() {
     insta::assert_snapshot!(ls);
     h.must(&["resume", "lead"]);
     assert_eq!(h.json(&["ls", "--json"])[0]["state"], "running");
+}
+
+/// A workload that traps SIGTERM (running `on_term` when it comes), says
+/// `ready` once the trap is set, and otherwise runs until it is stopped.
+/// The trap runs once the current `sleep 0.1` has ended.
+fn trapping(on_term: &str) -> String {
+    format!("trap '{on_term}' TERM; echo ready; while :; do sleep 0.1; done")
+}
+
+/// Waits until `pod`'s workload said `ready` (its trap is set).
+fn wait_ready(h: &Home, pod: &str) {
+    wait_until("the workload's trap is set", || h.json(&["logs", pod, "--json"])["line"] == "ready");
+}
+
+/// The time (ms) of the workload line `line` in `pod logs`.
+fn line_time(h: &Home, pod: &str, line: &str) -> i64 {
+    let run = h.must(&["logs", pod, "--json"]);
+    let lines: Vec<serde_json::Value> =
+        run.stdout.lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect();
+    let found = lines.iter().find(|l| l["line"] == line).unwrap_or_else(|| panic!("no line {line:?}: {lines:?}"));
+    found["timestamp_ms"].as_i64().expect("timestamp_ms")
+}
+
+/// The time (ms) of `pod`'s `pod.stopped` event in its session log.
+fn stopped_time(h: &Home, pod: &str) -> i64 {
+    let run = h.must(&["log", pod, "--json"]);
+    let records: Vec<serde_json::Value> =
+        run.stdout.lines().map(|l| serde_json::from_str(l).expect("a log line")).collect();
+    let stopped = records.iter().find(|r| r["event"]["kind"] == "pod.stopped").expect("pod.stopped");
+    stopped["timestamp_ms"].as_i64().expect("timestamp_ms")
+}
+
+/// `pod ls --json`, without the pids (which change from run to run).
+fn listed(h: &Home) -> serde_json::Value {
+    let mut ls = h.json(&["ls", "--json"]);
+    for pod in ls.as_array_mut().expect("ls") {
+        pod.as_object_mut().expect("a pod").remove("pid");
+    }
+    ls
+}
+
+#[test]
+fn stop_timeout_lets_a_term_trapping_workload_exit_and_kills_one_ignoring_term_after_it() {
+    let h = Home::new();
+    h.must(&["start", "lead", "--write", "."]);
+    h.must(&["spawn", "polite", "--parent", "lead", "--write", "docs", "--", "sh", "-c", &trapping("exit 7")]);
+    h.must(&["spawn", "stubborn", "--parent", "lead", "--write", "src", "--", "sh", "-c", &trapping("echo got TERM")]);
+    wait_ready(&h, "polite");
+    wait_ready(&h, "stubborn");
+    // Exits on SIGTERM, well within its timeout: its own exit code.
+    let polite = h.must(&["stop", "polite", "--timeout", "30"]);
+    assert_eq!(polite.stdout, "stopped polite; lead has its scope back\n");
+    // Goes on after SIGTERM: SIGKILL once its timeout (1s) is over.
+    let stubborn = h.must(&["stop", "stubborn", "--timeout", "1"]);
+    assert_eq!(stubborn.stdout, "stopped stubborn; lead has its scope back\n");
+    assert_eq!(
+        listed(&h),
+        serde_json::json!([
+            { "name": "lead", "state": "running", "parent": null },
+            { "name": "polite", "state": "exited", "exit_code": 7, "parent": "lead" },
+            { "name": "stubborn", "state": "killed", "signal": 9, "parent": "lead" },
+        ])
+    );
+    let table = h.must(&["ls"]).stdout;
+    let states: Vec<&str> = table.lines().skip(1).filter_map(|l| l.split_whitespace().nth(1)).collect();
+    assert_eq!(states, ["running", "exited(7)", "killed(SIGKILL)"]);
+    // Timed by the Pod's own records: the workload saw SIGTERM (its line,
+    // at most one `sleep 0.1` late), then the Pod recorded its stop a full
+    // timeout later, and well before the default timeout (5s) would have
+    // ended.
+    let after_term = stopped_time(&h, "stubborn") - line_time(&h, "stubborn", "got TERM");
+    assert!((900..4000).contains(&after_term), "killed {after_term}ms after SIGTERM was seen");
+}
+
+#[test]
+fn stop_timeout_over_the_limit_is_refused_in_one_line() {
+    let h = Home::new();
+    h.must(&["start", "lead", "--write", "."]);
+    let refused = h.pod(&["stop", "lead", "--timeout", "121"]);
+    assert_eq!(
+        (refused.code, refused.stderr.as_str()),
+        (2, "pod: a stop timeout of 121s is over the limit of 120s [pod.bad_timeout]\n")
+    );
+    assert_eq!(listed(&h), serde_json::json!([{ "name": "lead", "state": "running", "parent": null }]));
+}
+
+#[test]
+fn a_child_stopped_by_pod_stop_has_its_exit_status_in_the_parents_log() {
+    let h = Home::new();
+    h.must(&["start", "lead", "--write", "."]);
+    h.must(&["spawn", "three", "--parent", "lead", "--write", "docs", "--", "sh", "-c", &trapping("exit 3")]);
+    h.must(&["spawn", "stubborn", "--parent", "lead", "--write", "src", "--", "sh", "-c", &trapping(":")]);
+    h.must(&["spawn", "idle", "--parent", "lead", "--write", "tmp"]);
+    wait_ready(&h, "three");
+    wait_ready(&h, "stubborn");
+    for pod in ["three", "stubborn", "idle"] {
+        h.must(&["stop", pod, "--timeout", "1"]);
+    }
+    let removed: Vec<serde_json::Value> =
+        h.events("lead").into_iter().filter(|e| e["kind"] == "child.removed").collect();
+    insta::assert_json_snapshot!(removed);
 }

@@ -2,11 +2,14 @@
 # A scripted stand-in for an agent client (no model): it runs as the lead
 # Pod's workload, starts `pod mcp` as its own child (so the server speaks as
 # the lead, from the kernel's view of the process tree) and sends the tool
-# calls a lead agent would: hand `work/` to a helper, look at the tree, ask
-# what the lead may still write, stop the helper when its work is done.
+# calls a lead agent would: publish a task in the layer's store, hand
+# `work/` to a helper (worker.sh, another stand-in agent), wait for the
+# helper's result in its /peer slot, wait for it to exit, read its output,
+# and check that `work/` is the lead's again.
 # The server's answers, one JSON-RPC message a line, go to $ANSWERS.
 set -eu
 : "${POD:?POD names the pod binary}" "${ANSWERS:?ANSWERS names the transcript file}"
+here=$(cd "$(dirname "$0")" && pwd)
 part="$ANSWERS.part"
 : > "$part"
 
@@ -20,21 +23,25 @@ answered() {
     done
 }
 
+call() {
+    printf '{"jsonrpc":"2.0","id":%s,"method":"tools/call","params":{"name":"%s","arguments":%s}}\n' "$1" "$2" "$3"
+}
+
 {
     printf '%s\n' '{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"stand-in-agent","version":"0"}}}'
     answered 1
     printf '%s\n' '{"jsonrpc":"2.0","method":"notifications/initialized"}'
-    printf '%s\n' '{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"pod_spawn","arguments":{"name":"worker","write":["work"],"command":["sh","-c","echo 42 > work/answer.txt; exec sleep 600"]}}}'
+    call 2 kv_set '{"key":"/shared/task","value":"write the answer to work/answer.txt"}'
     answered 2
-    printf '%s\n' '{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"pod_status","arguments":{}}}'
-    printf '%s\n' '{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"pod_check","arguments":{"path":"work/answer.txt","write":true}}}'
-    answered 3; answered 4
-    # The helper's work is done once its file is there.
-    n=0
-    while [ ! -s work/answer.txt ]; do n=$((n + 1)); [ "$n" -le 600 ] || exit 1; sleep 0.05; done
-    printf '%s\n' '{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"pod_stop","arguments":{"name":"worker"}}}'
+    call 3 pod_spawn "{\"name\":\"worker\",\"write\":[\"work\"],\"command\":[\"sh\",\"$here/worker.sh\"],\"env\":{\"ANSWER\":\"42\"}}"
+    answered 3
+    # The helper's result, in its /peer slot: the wait returns once it is written.
+    call 4 kv_wait '{"key":"/peer/worker/result","timeout_seconds":30}'
+    answered 4
+    call 5 pod_wait '{"names":["worker"],"timeout_seconds":30}'
     answered 5
-    printf '%s\n' '{"jsonrpc":"2.0","id":6,"method":"tools/call","params":{"name":"pod_check","arguments":{"path":"work/answer.txt","write":true}}}'
-    answered 6
+    call 6 pod_logs '{"name":"worker"}'
+    call 7 pod_check '{"path":"work/answer.txt","write":true}'
+    answered 6; answered 7
 } | "$POD" mcp > "$part"
 mv "$part" "$ANSWERS"

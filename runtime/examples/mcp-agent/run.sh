@@ -25,5 +25,14 @@ import json, sys
 for line in open(sys.argv[1]):
     m = json.loads(line)
     r = m.get("result", {})
-    print(m["id"], json.dumps(r.get("structuredContent", r.get("serverInfo")), sort_keys=True))
-' "$ANSWERS"
+    shown = r.get("structuredContent", r.get("serverInfo"))
+    # Times, pids and the temporary folder change from run to run.
+    if "pid" in (shown or {}):
+        shown["pid"] = "[pid]"
+    for line in (shown or {}).get("lines", []):
+        line["ts_ms"] = "[ts]"
+    for key in ("written_at", "written_at_ms"):
+        if key in (shown or {}):
+            shown[key] = "[time]"
+    print(m["id"], json.dumps(shown, sort_keys=True).replace(sys.argv[2], "[tmp]"))
+' "$ANSWERS" "$tmp"

@@ -17,14 +17,15 @@ use crate::layout::PodPaths;
 use crate::pod::{not_running, Pod};
 use crate::process::start_time_of;
 
-/// One Pod as `pod ls` lists it.
+/// One Pod as `pod ls` lists it. How a stopped Pod ended has the shape of
+/// every outcome (`wait`'s too): `state` with `exit_code` or `signal`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PodSummary {
     pub name: PodName,
-    /// running, starting, exiting, exited(N), killed(SIG), stopped,
-    /// crashed, lost, corrupt, fenced (running without an allocation, failed
-    /// closed), held (its process is gone but processes of its workload
-    /// remain: its region stays taken until they are ended).
+    /// running, starting, exiting, exited, killed, stopped, crashed, lost,
+    /// corrupt, fenced (running without an allocation, failed closed), held
+    /// (its process is gone but processes of its workload remain: its region
+    /// stays taken until they are ended).
     pub state: String,
     pub parent: Option<PodName>,
     pub pid: Option<u32>,
@@ -57,6 +58,16 @@ impl PodSummary {
         };
         let parent = parent.or(gone.parent);
         PodSummary { name, state: gone.state, parent, pid, problem: gone.problem, exit_code, signal }
+    }
+
+    /// The state as a person reads it: `exited(3)`, `killed(SIGKILL)`, or
+    /// the state alone.
+    pub fn label(&self) -> String {
+        match (self.exit_code, self.signal) {
+            (Some(code), _) => format!("{}({code})", self.state),
+            (None, Some(signal)) => format!("{}({})", self.state, crate::commands::wait::signal_name(signal)),
+            (None, None) => self.state.clone(),
+        }
     }
 }
 
@@ -227,7 +238,7 @@ fn held_by_workload(a: &Allocation) -> Option<String> {
 }
 
 /// A Pod without a running process: how it ended if its log replays
-/// (`exited(N)`, `killed(SIG)`, `stopped`, `crashed`, `lost`), `corrupt`
+/// (`exited`, `killed`, `stopped`, `crashed`, `lost`), `corrupt`
 /// (with the error) if it is damaged, `exiting` while its process still
 /// holds it.
 fn stopped_state(paths: &PodPaths, name: &PodName) -> Gone {
@@ -237,7 +248,7 @@ fn stopped_state(paths: &PodPaths, name: &PodName) -> Gone {
     let opened = SessionLog::open(paths.session_log(), LogOptions::default());
     match opened.and_then(|log| log.replay()) {
         Ok(_) => match ended(paths, name) {
-            Ok((ended, parent)) => Gone { state: ended.label(), problem: None, ended: Some(ended), parent },
+            Ok((ended, parent)) => Gone { state: ended.state().into(), problem: None, ended: Some(ended), parent },
             Err(e) => Gone {
                 state: "stopped".into(),
                 problem: Some(format!("{} [{}]", e.message, e.code)),

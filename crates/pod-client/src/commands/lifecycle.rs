@@ -11,7 +11,7 @@ use crate::launch::{launch, LaunchMode, LaunchRequest};
 use crate::layout::PodPaths;
 use crate::pod::{not_running, Pod, PodClient};
 use crate::process::{start_time_of, PidFd};
-use crate::protocol::{Env, PodRequest, SpawnRequest};
+use crate::protocol::{Env, PodRequest, SpawnRequest, StopGrace};
 
 /// Longest `stop` waits for a top-level Pod's process to be gone.
 const STOP_WAIT: Duration = Duration::from_secs(30);
@@ -112,7 +112,8 @@ impl Client {
     /// Stops a Pod, its children first. A child is stopped by its parent
     /// (StopPod), which reclaims its scope; a top-level Pod, or a child
     /// whose parent does not answer, is asked to shut down and waited for.
-    pub async fn stop(&self, name: &PodName) -> Result<Stopped, WireError> {
+    /// Each workload of the tree gets `grace` between SIGTERM and SIGKILL.
+    pub async fn stop(&self, name: &PodName, grace: StopGrace) -> Result<Stopped, WireError> {
         let paths = self.paths(name);
         let mut registry = self.registry().await?;
         let Some(alloc) = registry.get(name).await? else {
@@ -123,7 +124,7 @@ impl Client {
             let parent_paths = self.paths(parent);
             match PodClient::call_once(
                 &parent_paths.socket().to_string_lossy(),
-                &PodRequest::StopChild { child: name.clone() },
+                &PodRequest::StopChild { child: name.clone(), grace },
             )
             .await
             {
@@ -142,7 +143,7 @@ impl Client {
         }
         // Held before the request: after the exit its pid may be reused.
         let process = PidFd::open(alloc.pid, alloc.start_time);
-        Pod { paths: &paths, name }.shutdown().await?;
+        Pod { paths: &paths, name }.shutdown(grace).await?;
         if let Some(process) = process {
             if tokio::time::timeout(STOP_WAIT, process.wait_or_kill(STOP_WAIT)).await.is_err() {
                 return Err(WireError::new("pod.stop_timeout", format!("{name} did not exit within {STOP_WAIT:?}")));

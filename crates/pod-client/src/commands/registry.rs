@@ -45,7 +45,7 @@ impl Client {
                 ));
             }
             for (name, _) in live.iter().filter(|(_, top)| *top) {
-                self.stop(name).await?;
+                self.stop(name, crate::protocol::StopGrace::default()).await?;
                 stopped.push(name.clone());
             }
             if let Some((name, _)) = self.live_pods().await?.first() {

@@ -66,6 +66,18 @@ impl Ended {
         }
     }
 
+    /// `exited`, `killed`, `stopped`, `crashed`, `lost`: the `state` of
+    /// its JSON.
+    pub fn state(self) -> &'static str {
+        match self {
+            Ended::Exited { .. } => "exited",
+            Ended::Killed { .. } => "killed",
+            Ended::Stopped => "stopped",
+            Ended::Crashed => "crashed",
+            Ended::Lost => "lost",
+        }
+    }
+
     /// `exited(3)`, `killed(SIGKILL)`, `stopped`, `crashed`, `lost`.
     pub fn label(self) -> String {
         match self {

@@ -23,7 +23,7 @@ pub async fn ls(json: bool) -> Result<ExitCode, WireError> {
         for p in &pods {
             let parent = p.parent.as_ref().map_or("-".to_string(), |p| p.to_string());
             let pid = p.pid.map_or("-".to_string(), |p| p.to_string());
-            println!("{:<24} {:<16} {:<24} {pid}", p.name.as_str(), p.state, parent);
+            println!("{:<24} {:<16} {:<24} {pid}", p.name.as_str(), p.label(), parent);
         }
         for p in &pods {
             if let Some(problem) = &p.problem {
@@ -226,7 +226,7 @@ fn print_output(line: &pod_client::output::OutputLine, json: bool) -> Result<(),
         let text = serde_json::to_string(line).map_err(|e| WireError::new("cli.json", e.to_string()))?;
         println!("{text}");
     } else {
-        println!("{} {} {}", crate::render::local_time(line.ts_ms), line.stream.as_str(), line.line);
+        println!("{} {} {}", crate::render::local_time(line.timestamp_ms), line.stream.as_str(), line.line);
     }
     Ok(())
 }

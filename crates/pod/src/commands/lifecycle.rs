@@ -4,6 +4,7 @@
 
 use std::process::ExitCode;
 
+use pod_client::protocol::StopGrace;
 use pod_client::{SpawnSpec, StartSpec, Stopped};
 use pod_proto::WireError;
 use scope::Permission;
@@ -79,9 +80,10 @@ pub async fn spawn(args: SpawnArgs) -> Result<ExitCode, WireError> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn stop(name: &str) -> Result<ExitCode, WireError> {
+pub async fn stop(name: &str, timeout: u64) -> Result<ExitCode, WireError> {
     let name = pod_name(name)?;
-    match client()?.stop(&name).await? {
+    let grace = StopGrace::from_secs(timeout)?;
+    match client()?.stop(&name, grace).await? {
         Stopped::Reclaimed { name, parent } => println!("stopped {name}; {parent} has its scope back"),
         Stopped::AlreadyStopped { name, parent } => println!("{name} had already stopped; {parent} has its scope back"),
         Stopped::ParentDown { name, parent } => {
@@ -104,9 +106,9 @@ pub async fn rm(names: &[String], stopped: bool) -> Result<ExitCode, WireError> 
     let names = if stopped {
         // Every Pod that has ended; running, crashed (resumable) and
         // corrupt ones are kept.
-        let ended = ["exited(", "killed(", "stopped", "lost"];
+        let ended = ["exited", "killed", "stopped", "lost"];
         let pods = client.ls().await?;
-        pods.into_iter().filter(|p| ended.iter().any(|e| p.state.starts_with(e))).map(|p| p.name).collect()
+        pods.into_iter().filter(|p| ended.contains(&p.state.as_str())).map(|p| p.name).collect()
     } else {
         names.iter().map(|n| pod_name(n)).collect::<Result<Vec<_>, _>>()?
     };

@@ -18,7 +18,7 @@ pub mod server;
 pub mod watch;
 pub(crate) mod workload;
 
-pub use workload::{HELPER_SUBCOMMAND, RESERVED_ENV};
+pub use workload::HELPER_SUBCOMMAND;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};

@@ -110,8 +110,8 @@ impl Writer {
     }
 
     fn write(&mut self, stream: Stream, bytes: &[u8]) -> Result<(), WireError> {
-        let ts_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-        let line = OutputLine { ts_ms, stream, line: String::from_utf8_lossy(bytes).into_owned() };
+        let timestamp_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let line = OutputLine { timestamp_ms, stream, line: String::from_utf8_lossy(bytes).into_owned() };
         let mut text = serde_json::to_vec(&line).map_err(|e| WireError::new("pod.io", e.to_string()))?;
         text.push(b'\n');
         if self.size > 0 && self.size + text.len() as u64 > MAX_FILE_BYTES {

@@ -33,19 +33,23 @@ use crate::mirror::{self, MirroredChild};
 use crate::process::caller::Peer;
 use crate::process::lease::{LeaseGuard, LEASE_LOST};
 use crate::process::watch::{self, PidFd};
-use crate::protocol::{ChildStatus, PodReply, PodRequest, PodStatus, SpawnRequest};
+use crate::protocol::{ChildStatus, PodReply, PodRequest, PodStatus, SpawnRequest, StopGrace};
 use crate::registry_link::Registry;
 use pod_client::pod::PodClient;
 
-/// Longest a stopping child gets to exit before it is killed and reclaimed.
+/// How long a stopping Pod process gets for its own bookkeeping (its
+/// record, its callback, its reply), past its workload's grace, before its
+/// parent kills it and reclaims; and the bounded waits for a workload's exit
+/// status after it was killed.
 pub const STOP_GRACE: Duration = Duration::from_secs(5);
 /// How long a failed reclaim is retried before its callers get the error
 /// (the child then stays recorded, and a later stop or the prune on resume
 /// takes it back).
 pub const RECLAIM_RETRY_FOR: Duration = Duration::from_secs(30);
 /// Longest a shutdown waits for its children's stops and reclaims and for
-/// the registry's release; the workload's stop (at most twice
-/// [`STOP_GRACE`]) comes after.
+/// the registry's release, plus the stop's grace (its children's
+/// workloads have it too); the workload's stop (its grace, then at most
+/// [`STOP_GRACE`] for its exit status) comes after.
 pub const SHUTDOWN_WAIT: Duration = Duration::from_secs(30);
 /// Longest the ShutDown callback (and the registry lookup of whom to call)
 /// may take; past it the parent notices the exit instead.
@@ -85,9 +89,11 @@ pub enum OwnerMsg {
         name: PodName,
         pid: u32,
     },
-    /// A StopPod's grace period ended (the child exited or was killed).
+    /// A StopPod's grace period ended (the child exited or was killed);
+    /// how its workload ended when its reply said so.
     StopFinished {
         name: PodName,
+        exit: Option<Exit>,
     },
     /// Time to try the reclaims that failed again.
     RetryReclaims,
@@ -132,6 +138,13 @@ enum ShutdownOrigin {
     Signal,
 }
 
+/// A child being stopped: who waits for its reclaim, and its workloads'
+/// grace (that of the first stop asked for).
+struct Stopping {
+    waiters: Vec<Responder>,
+    grace: Duration,
+}
+
 /// A child whose process is gone (or was stopped) but whose reclaim
 /// failed: retried until it succeeds or [`RECLAIM_RETRY_FOR`] passed.
 struct Unreclaimed {
@@ -144,6 +157,9 @@ struct Shutdown {
     origin: ShutdownOrigin,
     waiters: Vec<Responder>,
     deadline: Instant,
+    /// The workloads' time between SIGTERM and SIGKILL (this Pod's and its
+    /// children's): the shortest one asked for.
+    grace: Duration,
     /// A second signal: finish without waiting any more.
     now: bool,
 }
@@ -167,7 +183,11 @@ pub struct Owner {
     launching: BTreeSet<PodName>,
     /// Gone children whose workload a task is ending before their reclaim.
     ending: BTreeSet<PodName>,
-    stopping: BTreeMap<PodName, Vec<Responder>>,
+    stopping: BTreeMap<PodName, Stopping>,
+    /// Children whose stop task (the request, the grace, the kill) runs:
+    /// their exit is reclaimed when it ends (`StopFinished`, with the exit
+    /// status their reply gave), not when their process is seen gone.
+    stop_tasks: BTreeSet<PodName>,
     unreclaimed: BTreeMap<PodName, Unreclaimed>,
     retry_pending: bool,
     retry_pause: Duration,
@@ -230,6 +250,7 @@ impl Owner {
             launching: BTreeSet::new(),
             ending: BTreeSet::new(),
             stopping: BTreeMap::new(),
+            stop_tasks: BTreeSet::new(),
             unreclaimed: BTreeMap::new(),
             retry_pending: false,
             retry_pause: RETRY_FIRST,
@@ -349,7 +370,7 @@ impl Owner {
                 OwnerMsg::Launched { name, outcome, reply } => self.launched(name, outcome, reply).await,
                 OwnerMsg::ChildExited { name, pid } => {
                     let known_pid = self.pids.get(&name).map(|(pid, _)| *pid);
-                    if known_pid == Some(pid) {
+                    if known_pid == Some(pid) && !self.stop_tasks.contains(&name) {
                         // An exit we asked for is a stop; any other is a loss.
                         let reason = if self.stopping.contains_key(&name) {
                             RemovalReason::Stopped
@@ -360,7 +381,11 @@ impl Owner {
                     }
                     self.finish_stop(&name);
                 }
-                OwnerMsg::StopFinished { name } => {
+                OwnerMsg::StopFinished { name, exit } => {
+                    self.stop_tasks.remove(&name);
+                    if let Some(exit) = exit.filter(|_| self.core.children.contains_key(&name)) {
+                        self.child_exits.insert(name.clone(), exit);
+                    }
                     self.reclaim_or_retry(&name, RemovalReason::Stopped).await;
                     self.finish_stop(&name);
                 }
@@ -380,11 +405,11 @@ impl Owner {
                 OwnerMsg::WorkloadExited { exit } => {
                     tracing::info!(?exit, "workload exited; the pod shuts down");
                     self.workload_process = None;
-                    self.begin_shutdown(ShutdownOrigin::Workload, None).await;
+                    self.begin_shutdown(ShutdownOrigin::Workload, None, StopGrace::default()).await;
                 }
-                OwnerMsg::Terminate => self.begin_shutdown(ShutdownOrigin::Signal, None).await,
+                OwnerMsg::Terminate => self.begin_shutdown(ShutdownOrigin::Signal, None, StopGrace::default()).await,
                 OwnerMsg::TerminateNow => {
-                    self.begin_shutdown(ShutdownOrigin::Signal, None).await;
+                    self.begin_shutdown(ShutdownOrigin::Signal, None, StopGrace::default()).await;
                     if let Some(shutdown) = &mut self.shutdown {
                         shutdown.now = true;
                     }
@@ -450,14 +475,14 @@ impl Owner {
                 self.spawn(request, reply).await;
                 return;
             }
-            PodRequest::StopChild { child } => {
+            PodRequest::StopChild { child, grace } => {
                 if !self.core.children.contains_key(&child) {
                     // Not (or no longer) ours: the CLI found it under us in
                     // the registry a moment ago, so another path (its own
                     // callback, a noticed death) reclaimed it meanwhile.
                     Ok(PodReply::Stopped { reclaimed: false })
                 } else {
-                    self.stop_child(&child, Some(reply)).await;
+                    self.stop_child(&child, Some(reply), grace.duration()).await;
                     return;
                 }
             }
@@ -469,9 +494,9 @@ impl Owner {
                 (None, _) => Err(WireError::new("pod.no_workload", format!("{} runs no workload to signal", self.name))),
                 (_, None) => Err(WireError::new("pod.bad_signal", format!("{signal} is no signal"))),
             },
-            PodRequest::Shutdown => {
+            PodRequest::Shutdown { grace } => {
                 let origin = if self.is_parent(&peer) { ShutdownOrigin::Parent } else { ShutdownOrigin::User };
-                self.begin_shutdown(origin, Some(reply)).await;
+                self.begin_shutdown(origin, Some(reply), grace).await;
                 return;
             }
             PodRequest::ChildShutDown { child, exit } => match self.pids.get(&child).copied() {
@@ -699,10 +724,10 @@ impl Owner {
     /// first), give it a bounded time, then reclaim whether or not it
     /// answered. The reply goes out when the reclaim is done. A child still
     /// starting is stopped once its launch ends.
-    async fn stop_child(&mut self, child: &PodName, reply: Option<Responder>) {
+    async fn stop_child(&mut self, child: &PodName, reply: Option<Responder>, grace: Duration) {
         let first = !self.stopping.contains_key(child);
-        let waiters = self.stopping.entry(child.clone()).or_default();
-        waiters.extend(reply);
+        let stopping = self.stopping.entry(child.clone()).or_insert(Stopping { waiters: Vec::new(), grace });
+        stopping.waiters.extend(reply);
         if !first {
             return;
         }
@@ -719,27 +744,43 @@ impl Owner {
         }
     }
 
-    fn begin_stop(&self, child: &PodName) {
+    fn begin_stop(&mut self, child: &PodName) {
         let Some(record) = self.core.children.get(child) else { return };
         let socket = record.socket.clone();
+        let grace = self.stopping.get(child).map_or(StopGrace::default().duration(), |s| s.grace);
+        // Whole seconds: a grace asked for is one (see `StopGrace`).
+        let request = PodRequest::Shutdown { grace: StopGrace::from_secs(grace.as_secs()).unwrap_or_default() };
+        self.stop_tasks.insert(child.clone());
         // Held before asking it to stop: once it exits and is reaped, its
         // pid may name another process, which must never get our SIGKILL.
         let process = self.pids.get(child).and_then(|(pid, start)| PidFd::open(*pid, *start));
         let tx = self.tx.clone();
         let name = child.clone();
         tokio::spawn(async move {
-            // The child answers when its own shutdown is done; past the
-            // grace it is killed (its own children are then noticed and
-            // adopted by us, the registry reparenting them).
-            match tokio::time::timeout(STOP_GRACE, PodClient::call_at(&socket, &PodRequest::Shutdown)).await {
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => tracing::info!(child = %name, error = %e, "child did not take the shutdown request"),
-                Err(_) => tracing::warn!(child = %name, ?STOP_GRACE, "child did not finish its shutdown in time"),
-            }
+            // The child answers when its own shutdown is done (its workload
+            // had `grace`, its bookkeeping gets STOP_GRACE more); past that
+            // it is killed (its own children are then noticed and adopted by
+            // us, the registry reparenting them).
+            let patience = grace + STOP_GRACE;
+            let exit = match tokio::time::timeout(patience, PodClient::call_at(&socket, &request)).await {
+                Ok(Ok(PodReply::ShuttingDown { exit })) => Some(exit),
+                Ok(Ok(other)) => {
+                    tracing::warn!(child = %name, reply = ?other, "child answered its shutdown unexpectedly");
+                    None
+                }
+                Ok(Err(e)) => {
+                    tracing::info!(child = %name, error = %e, "child did not take the shutdown request");
+                    None
+                }
+                Err(_) => {
+                    tracing::warn!(child = %name, ?patience, "child did not finish its shutdown in time");
+                    None
+                }
+            };
             if let Some(process) = process {
                 process.wait_or_kill(STOP_GRACE).await;
             }
-            if tx.send(OwnerMsg::StopFinished { name }).await.is_err() {
+            if tx.send(OwnerMsg::StopFinished { name, exit }).await.is_err() {
                 tracing::debug!("owner gone before a stop finished");
             }
         });
@@ -758,7 +799,7 @@ impl Owner {
         } else {
             return;
         };
-        for waiter in self.stopping.remove(child).unwrap_or_default() {
+        for waiter in self.stopping.remove(child).map(|s| s.waiters).unwrap_or_default() {
             if waiter.send(outcome.clone()).is_err() {
                 tracing::debug!("stop caller went away");
             }
@@ -923,8 +964,9 @@ impl Owner {
         // A Pod shutting down stops every child it has, including those it
         // adopts on the way (they were not there when the shutdown began).
         if self.shutdown.is_some() {
+            let grace = self.shutdown.as_ref().map_or(StopGrace::default().duration(), |s| s.grace);
             for child in &adopted {
-                self.stop_child(child, None).await;
+                self.stop_child(child, None, grace).await;
             }
         }
         Ok(removed.len())
@@ -1020,12 +1062,18 @@ impl Owner {
         }
     }
 
-    async fn begin_shutdown(&mut self, origin: ShutdownOrigin, reply: Option<Responder>) {
+    async fn begin_shutdown(&mut self, origin: ShutdownOrigin, reply: Option<Responder>, grace: StopGrace) {
+        let grace = grace.duration();
         match &mut self.shutdown {
-            Some(shutdown) => shutdown.waiters.extend(reply),
+            Some(shutdown) => {
+                shutdown.waiters.extend(reply);
+                shutdown.grace = shutdown.grace.min(grace);
+            }
             None => {
-                let deadline = Instant::now() + SHUTDOWN_WAIT;
-                self.shutdown = Some(Shutdown { origin, waiters: reply.into_iter().collect(), deadline, now: false });
+                // The children's workloads have `grace` too.
+                let deadline = Instant::now() + SHUTDOWN_WAIT + grace;
+                self.shutdown =
+                    Some(Shutdown { origin, waiters: reply.into_iter().collect(), deadline, grace, now: false });
                 let tx = self.tx.clone();
                 tokio::spawn(async move {
                     tokio::time::sleep_until(deadline).await;
@@ -1034,8 +1082,9 @@ impl Owner {
                 });
             }
         }
+        let grace = self.shutdown.as_ref().map_or(grace, |s| s.grace);
         for child in self.child_names() {
-            self.stop_child(&child, None).await;
+            self.stop_child(&child, None, grace).await;
         }
     }
 
@@ -1046,12 +1095,12 @@ impl Owner {
     }
 
     async fn shut_down(&mut self, shutdown: Shutdown) {
-        let Shutdown { origin, waiters, deadline, now } = shutdown;
+        let Shutdown { origin, waiters, deadline, grace, now } = shutdown;
         self.workload_process = None;
         if let Some(tree) = self.workload_tree.take() {
             // The whole tree, whatever the main process did: nothing the
             // workload started outlives its Pod.
-            let grace = if now { Duration::ZERO } else { STOP_GRACE };
+            let grace = if now { Duration::ZERO } else { grace };
             if let Err(e) = tree.end(grace).await {
                 tracing::error!(error = %e, code = e.code(), "the workload's processes could not be shown gone");
             }
@@ -1066,7 +1115,7 @@ impl Owner {
             tracing::error!(error = %e, "could not record pod.stopped");
         }
         for waiter in waiters {
-            if waiter.send(Ok(PodReply::ShuttingDown)).is_err() {
+            if waiter.send(Ok(PodReply::ShuttingDown { exit })).is_err() {
                 tracing::debug!("shutdown caller went away");
             }
         }

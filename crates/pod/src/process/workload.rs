@@ -39,8 +39,6 @@ use crate::process::enforcement;
 use crate::process::owner::OwnerMsg;
 use crate::process::watch::PidFd;
 
-/// Variables the runtime sets itself; `--env` is refused for them.
-pub const RESERVED_ENV: [&str; 4] = ["POD_NAME", "POD_SOCKET", "POD_HOME", "POD_PARENT"];
 /// The hidden subcommand that runs the sandbox's re-exec helper.
 pub const HELPER_SUBCOMMAND: &str = "__sandbox-exec";
 /// How often the exit watcher looks whether the keeper vanished without
@@ -118,7 +116,7 @@ fn wire(e: SandboxError) -> WireError {
 fn environment(spec: &WorkloadSpec<'_>, paths: &PodPaths, name: &str) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = std::env::vars_os()
         .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-        .filter(|(k, _)| !RESERVED_ENV.contains(&k.as_str()))
+        .filter(|(k, _)| !pod_client::env::RESERVED_ENV.contains(&k.as_str()))
         .collect();
     let mut set = |key: &str, value: String| {
         env.retain(|(k, _)| k != key);
