@@ -8,6 +8,9 @@
 //! - stop: StopPod until the parent has reclaimed;
 //! - resume: a parent with `--resume-children` recorded children, half of
 //!   them killed while it was down, from launch to ready (prune included);
+//! - stop tree: a Pod whose workload runs ten processes (setsid and
+//!   double-forked among them), from the Shutdown request until every one
+//!   of them is gone, `--stop-trees` times;
 //! - the resident memory of an idle Pod.
 
 use std::path::{Path, PathBuf};
@@ -33,6 +36,9 @@ pub struct Args {
     /// Recorded children of the resumed parent (half are killed).
     #[arg(long, default_value_t = 1000)]
     resume_children: usize,
+    /// Pods with a ten-process workload stopped one by one.
+    #[arg(long, default_value_t = 20)]
+    stop_trees: usize,
     /// Where POD_HOME goes; default: `$CARGO_TARGET_DIR` if set, else
     /// `$TMPDIR` (or /tmp).
     #[arg(long)]
@@ -42,12 +48,14 @@ pub struct Args {
     pub json: bool,
 }
 
-/// True when this process was started as a Pod process or as the registry
-/// daemon by the runtime under test.
+/// True when this process was started as a Pod process, a workload's
+/// keeper (or one of its stages) or the registry daemon by the runtime
+/// under test.
 pub fn is_runtime_invocation() -> bool {
     let mut args = std::env::args().skip(1);
     match args.next().as_deref() {
         Some("__pod") => true,
+        Some(helper) if helper == pod::process::HELPER_SUBCOMMAND => true,
         // `pod registry serve` (the daemon), not this tool's `registry` suite.
         Some("registry") => args.next().as_deref() == Some("serve"),
         _ => false,
@@ -93,6 +101,15 @@ pub fn run(args: &Args) -> Result<Value, String> {
 }
 
 pub(crate) async fn start(pod: &str, write: &Path, home: &Path) -> Result<(PodName, String, u32), String> {
+    start_with(pod, write, home, None).await
+}
+
+async fn start_with(
+    pod: &str,
+    write: &Path,
+    home: &Path,
+    workload: Option<Vec<String>>,
+) -> Result<(PodName, String, u32), String> {
     let pod = name(pod.to_string())?;
     std::fs::create_dir_all(write).map_err(|e| e.to_string())?;
     let dirs = pod_proto::RuntimeDirs { run: home.join("run"), data: home.join("data") };
@@ -102,9 +119,10 @@ pub(crate) async fn start(pod: &str, write: &Path, home: &Path) -> Result<(PodNa
     let run_dir = paths.run_dir;
     let request = LaunchRequest {
         name: pod.clone(),
-        mode: LaunchMode::Start { allow: vec![write_rule(write)?], deny: vec![], workload: None },
+        mode: LaunchMode::Start { allow: vec![write_rule(write)?], deny: vec![], workload },
         cwd: None,
         env: Default::default(),
+        limits: Default::default(),
     };
     let launched = launch(&request, &run_dir.join("pod.log")).await.map_err(|e| e.to_string())?;
     Ok((pod, launched.socket, launched.pid))
@@ -126,6 +144,7 @@ async fn spawn_children(socket: &str, repo: &Path, n: usize, prefix: &str) -> Re
             workload: None,
             cwd: None,
             env: Default::default(),
+            limits: Default::default(),
         });
         let t = Instant::now();
         match call(socket, &request).await? {
@@ -154,7 +173,60 @@ pub(crate) async fn shut_down(socket: &str, pid: u32) -> Result<(), String> {
     Ok(())
 }
 
+/// A workload of ten processes: the main shell, three background sleeps,
+/// three shells that exec a sleep, and three sleeps in sessions of their
+/// own left behind by subshells that exit (double forks). Once all ten run
+/// it writes their pids, one a line, to `pids`.
+fn ten_process_workload(pids: &Path) -> Vec<String> {
+    let f = pids.display();
+    let script = format!(
+        r#"for i in 1 2 3; do sleep 1000 & echo $! >> {f}.tmp; done
+for i in 1 2 3; do sh -c "echo \$\$ >> {f}.tmp; exec sleep 1000" & done
+for i in 1 2 3; do (setsid sh -c "echo \$\$ >> {f}.tmp; exec sleep 1000" &); done
+until [ "$(wc -l < {f}.tmp)" -ge 9 ]; do :; done
+echo $$ >> {f}.tmp && mv {f}.tmp {f}
+wait"#
+    );
+    vec!["sh".into(), "-c".into(), script]
+}
+
+/// Starts a Pod with a ten-process workload, then measures from Shutdown
+/// until none of the ten runs.
+async fn stop_tree(root: &Path, home: &Path, i: usize) -> Result<u64, String> {
+    let pids_file = root.join(format!("tree{i}.pids"));
+    let (_, socket, pid) =
+        start_with(&format!("tree{i}"), &root.join(format!("tree{i}")), home, Some(ten_process_workload(&pids_file)))
+            .await?;
+    let deadline = Instant::now() + EXIT_WAIT;
+    let text = loop {
+        match std::fs::read_to_string(&pids_file) {
+            Ok(text) => break text,
+            Err(_) if Instant::now() < deadline => tokio::time::sleep(std::time::Duration::from_millis(1)).await,
+            Err(e) => return Err(format!("the ten-process workload never wrote {}: {e}", pids_file.display())),
+        }
+    };
+    let tree: Vec<PidFd> = text.lines().filter_map(|l| l.trim().parse().ok()).map(process).collect::<Result<_, _>>()?;
+    if tree.len() != 10 {
+        return Err(format!("the workload runs {} processes, not 10", tree.len()));
+    }
+    let handle = process(pid)?;
+    let t = Instant::now();
+    call(&socket, &PodRequest::Shutdown).await?;
+    for p in tree {
+        p.exited().await;
+    }
+    let us = t.elapsed().as_micros() as u64;
+    handle.wait_or_kill(EXIT_WAIT).await;
+    Ok(us)
+}
+
 async fn measure(args: &Args, root: &Path, home: &Path) -> Result<Value, String> {
+    // Whole workload trees, stopped.
+    let mut stop_tree_us = Vec::with_capacity(args.stop_trees);
+    for i in 0..args.stop_trees {
+        stop_tree_us.push(stop_tree(root, home, i).await?);
+    }
+
     // An idle Pod's memory.
     let (_, idle_socket, idle_pid) = start("idle", &root.join("idle"), home).await?;
     let rss = rss_mb(idle_pid)?;
@@ -194,7 +266,13 @@ async fn measure(args: &Args, root: &Path, home: &Path) -> Result<Value, String>
     let run_dir = home.join("run/pods").join(big.as_str());
     let t = Instant::now();
     let resumed = launch(
-        &LaunchRequest { name: big.clone(), mode: LaunchMode::Resume, cwd: None, env: Default::default() },
+        &LaunchRequest {
+            name: big.clone(),
+            mode: LaunchMode::Resume,
+            cwd: None,
+            env: Default::default(),
+            limits: Default::default(),
+        },
         &run_dir.join("pod.log"),
     )
     .await
@@ -218,5 +296,7 @@ async fn measure(args: &Args, root: &Path, home: &Path) -> Result<Value, String>
         "resume_children": args.resume_children,
         "resume_1000_children_ms": resume_ms,
         "pod_rss_mb": (rss * 10.0).round() / 10.0,
+        "stop_trees": args.stop_trees,
+        "stop_tree_ms_p50": quantile(&mut stop_tree_us, 0.50) as f64 / 1000.0,
     }))
 }

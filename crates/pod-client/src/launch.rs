@@ -33,6 +33,9 @@ pub struct LaunchRequest {
     /// Variables for the workload (`--env`): they travel on this pipe only.
     #[serde(default)]
     pub env: crate::protocol::Env,
+    /// The workload's resource limits (`--max-pids`, `--memory`).
+    #[serde(default)]
+    pub limits: pod_sandbox::Limits,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -70,6 +70,9 @@ pub struct SpawnRequest {
     /// Variables for the child's workload (never stored).
     #[serde(default)]
     pub env: Env,
+    /// The child's workload's resource limits (`--max-pids`, `--memory`).
+    #[serde(default)]
+    pub limits: pod_sandbox::Limits,
 }
 
 /// How long a stopping workload has between SIGTERM and SIGKILL (`pod

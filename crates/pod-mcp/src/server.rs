@@ -114,6 +114,7 @@ impl PodTools {
                     workload: a.command,
                     cwd: Some(self.cwd.to_string_lossy().into_owned()),
                     env: pod_client::env::check_env(a.env.into_iter().collect())?,
+                    limits: Default::default(),
                 };
                 to_json(&self.client.spawn(spec).await?)
             }

@@ -24,6 +24,9 @@ use crate::{proc, SandboxError};
 /// How long `terminate` waits after SIGKILL (or `cgroup.kill`) before it
 /// declares the workload held.
 pub const KILL_WAIT: Duration = Duration::from_secs(5);
+/// How long `terminate` lets the keeper report and exit after every other
+/// process of a cgroup was killed, before `cgroup.kill` takes it too.
+pub const KEEPER_WAIT: Duration = Duration::from_secs(1);
 /// Longest instance token.
 pub const MAX_INSTANCE_BYTES: usize = 40;
 
@@ -236,21 +239,20 @@ impl Containment {
         if !cgroup::is_populated(dir)? {
             return Ok(());
         }
-        let ours = self.record.v2_path.as_deref();
-        for pid in cgroup::members(dir) {
-            let Some(id) = ProcessId::of(pid) else { continue };
-            let Some(fd) = id.open() else { continue };
-            // Still in our cgroup once pinned by the pidfd?
-            let inside = match (ours, proc::cgroup_v2_path(pid)) {
-                (Some(ours), Some(now)) => now.starts_with(ours),
-                _ => true,
-            };
-            if inside {
-                let _ = pidfd_send_signal(&fd, Signal::TERM);
-            }
-        }
+        self.signal_members(dir, Signal::TERM, None);
         if cgroup::wait_empty(dir, grace)? {
             return Ok(());
+        }
+        // Every process but the keeper first: the keeper then reaps the
+        // main process, reports how it ended (killed, signal 9: a kernel
+        // fact the Pod records) and exits once its tree is gone.
+        // `cgroup.kill` only for what is left after KEEPER_WAIT (a process
+        // forked meanwhile, a keeper that does not go).
+        if let Some(keeper) = self.record.keeper.filter(|k| k.is_alive()) {
+            self.signal_members(dir, Signal::KILL, Some(keeper));
+            if cgroup::wait_empty(dir, KEEPER_WAIT)? {
+                return Ok(());
+            }
         }
         cgroup::kill(dir)?;
         if cgroup::wait_empty(dir, KILL_WAIT)? {
@@ -261,6 +263,27 @@ impl Containment {
             dir.display(),
             cgroup::members(dir).len()
         )))
+    }
+
+    /// Sends `signal` to every process of the cgroup `dir` but `except`,
+    /// each through a pidfd opened while it is still in the cgroup.
+    fn signal_members(&self, dir: &Path, signal: Signal, except: Option<ProcessId>) {
+        let ours = self.record.v2_path.as_deref();
+        for pid in cgroup::members(dir) {
+            let Some(id) = ProcessId::of(pid) else { continue };
+            if except == Some(id) {
+                continue;
+            }
+            let Some(fd) = id.open() else { continue };
+            // Still in our cgroup once pinned by the pidfd?
+            let inside = match (ours, proc::cgroup_v2_path(pid)) {
+                (Some(ours), Some(now)) => now.starts_with(ours),
+                _ => true,
+            };
+            if inside {
+                let _ = pidfd_send_signal(&fd, signal);
+            }
+        }
     }
 
     fn terminate_supervised(&self, grace: Duration) -> Result<(), SandboxError> {

@@ -27,7 +27,7 @@ fn session_of(pid: u32) -> Option<u32> {
 
 fn escaper_is_ended(disable: &[Feature], mechanism: Mechanism) {
     let fx = Fixture::new();
-    let mut run = start(&fx, "escaper", Level::Landlock, &fx.policy(vec![]), disable, Limits::default(), ESCAPER);
+    let run = start(&fx, "escaper", Level::Landlock, &fx.policy(vec![]), disable, Limits::default(), ESCAPER);
     assert_eq!(run.containment.mechanism(), mechanism);
     assert_eq!(synced(&fx), "up");
     let members: Vec<ProcessId> = run.containment.members().into_iter().filter_map(ProcessId::of).collect();
@@ -183,7 +183,7 @@ fn the_exit_of_the_main_process_is_reported_with_its_code() {
         return;
     }
     let fx = Fixture::new();
-    let mut run = start(&fx, "short", Level::Off, &fx.policy(vec![]), &[], Limits::default(), "exit 7");
+    let run = start(&fx, "short", Level::Off, &fx.policy(vec![]), &[], Limits::default(), "exit 7");
     let exit = run.workload.wait_exit(Duration::from_secs(10)).expect("exit");
     assert_eq!((exit.code, exit.signal, exit.shell_code()), (Some(7), None, 7));
     let status = run.workload.reap().expect("reap");

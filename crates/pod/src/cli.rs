@@ -408,6 +408,8 @@ pub struct StartArgs {
     pub manifest: Option<PathBuf>,
     #[command(flatten)]
     pub env: EnvArgs,
+    #[command(flatten)]
+    pub limits: LimitArgs,
     /// The workload to run; the Pod stops when it exits.
     #[arg(last = true, value_name = "CMD")]
     pub workload: Vec<String>,
@@ -424,9 +426,39 @@ pub struct SpawnArgs {
     pub rules: RuleArgs,
     #[command(flatten)]
     pub env: EnvArgs,
+    #[command(flatten)]
+    pub limits: LimitArgs,
     /// The child's workload; the child stops when it exits.
     #[arg(last = true, value_name = "CMD")]
     pub workload: Vec<String>,
+}
+
+/// Resource limits of the workload, applied through its cgroup's
+/// controllers; refused where the machine lacks the controller.
+#[derive(Args, Debug)]
+pub struct LimitArgs {
+    /// At most N processes in the workload at once, its keeper included
+    /// (at least 8; the pids controller).
+    #[arg(long = "max-pids", value_name = "N")]
+    pub max_pids: Option<u32>,
+    /// At most BYTES of memory for the workload (at least 4194304; the
+    /// memory controller).
+    #[arg(long, value_name = "BYTES")]
+    pub memory: Option<u64>,
+}
+
+impl LimitArgs {
+    /// The limits, refused for a Pod that runs no workload.
+    pub fn limits(&self, has_workload: bool) -> Result<pod_sandbox::Limits, pod_proto::WireError> {
+        let limits = pod_sandbox::Limits { max_pids: self.max_pids, memory_bytes: self.memory };
+        if !has_workload && limits != pod_sandbox::Limits::default() {
+            return Err(pod_proto::WireError::new(
+                "cli.limits_without_workload",
+                "--max-pids and --memory limit a workload, and this pod runs none (give one after --)",
+            ));
+        }
+        Ok(limits)
+    }
 }
 
 #[derive(Args, Debug)]

@@ -29,6 +29,7 @@ pub struct StartSpec {
     pub cwd: Option<String>,
     /// Variables for the workload, on top of what it inherits.
     pub env: Env,
+    pub limits: pod_sandbox::Limits,
 }
 
 /// A child of a running Pod.
@@ -40,6 +41,7 @@ pub struct SpawnSpec {
     pub workload: Option<Vec<String>>,
     pub cwd: Option<String>,
     pub env: Env,
+    pub limits: pod_sandbox::Limits,
 }
 
 /// A Pod process that is ready to serve (`start`, `resume`).
@@ -86,6 +88,7 @@ impl Client {
             mode: LaunchMode::Start { allow: spec.allow, deny: spec.deny, workload: spec.workload },
             cwd: spec.cwd,
             env: spec.env,
+            limits: spec.limits,
         };
         let launched = launch(&request, &paths.pod_log()).await?;
         Ok(Started { name: spec.name, pid: launched.pid })
@@ -100,6 +103,7 @@ impl Client {
             workload: spec.workload,
             cwd: spec.cwd,
             env: spec.env,
+            limits: spec.limits,
         };
         let (child, pid) = Pod { paths: &parent_paths, name: &spec.parent }.spawn(request).await?;
         Ok(Spawned { child, pid, parent: spec.parent })
@@ -168,7 +172,13 @@ impl Client {
         if paths.lock_held() && !exited(&paths).await {
             return Err(WireError::new("pod.running", format!("pod {name} is already running")));
         }
-        let request = LaunchRequest { name: name.clone(), mode: LaunchMode::Resume, cwd: None, env: Env::default() };
+        let request = LaunchRequest {
+            name: name.clone(),
+            mode: LaunchMode::Resume,
+            cwd: None,
+            env: Env::default(),
+            limits: Default::default(),
+        };
         let launched = launch(&request, &paths.pod_log()).await?;
         Ok(Started { name: name.clone(), pid: launched.pid })
     }

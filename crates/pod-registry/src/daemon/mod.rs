@@ -34,6 +34,10 @@ pub enum DaemonError {
     Listen(#[from] ProtoError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// Started inside a Pod workload's cgroup: it would end with that
+    /// workload, and every Pod with it.
+    #[error("{0}")]
+    InsideWorkload(String),
 }
 
 impl DaemonError {
@@ -45,6 +49,7 @@ impl DaemonError {
             DaemonError::Registry(e) => e.code(),
             DaemonError::Listen(e) => e.code(),
             DaemonError::Io(_) => "registry.daemon",
+            DaemonError::InsideWorkload(_) => "registry.inside_workload",
         }
     }
 }
@@ -73,6 +78,7 @@ pub fn run_with(dirs: &RuntimeDirs, config: &Config) -> Result<Served, DaemonErr
 }
 
 async fn serve(dirs: &RuntimeDirs, config: &Config) -> Result<Served, DaemonError> {
+    refuse_inside_a_workload()?;
     dirs.ensure()?;
     let Some(lock) = lock::try_lock(&dirs.registry_lock())? else {
         tracing::info!("another registry daemon holds the lock; exiting");
@@ -193,4 +199,19 @@ async fn open_shared(
     _: &RuntimeDirs,
 ) -> Result<(Arc<RwLock<State>>, Backend, Option<SharedTasks>), DaemonError> {
     Err(RegistryError::Config("this registry was built without etcd support (cargo feature `etcd`)".into()).into())
+}
+
+/// The daemon outlives every Pod, so it never runs inside a workload's
+/// containment: a workload's end kills every process of its cgroup. (A
+/// Pod connects to the registry before its workload starts, so a daemon
+/// is normally running by then; this refuses the one started from inside
+/// a workload after it stopped.)
+fn refuse_inside_a_workload() -> Result<(), DaemonError> {
+    let Some(path) = pod_sandbox::proc::cgroup_v2_path(std::process::id()) else { return Ok(()) };
+    match pod_sandbox::cgroup::parse_workload_path(&path) {
+        Some((_, pod, _)) => Err(DaemonError::InsideWorkload(format!(
+            "the registry daemon refuses to start inside the cgroup of pod {pod}'s workload ({path}): it would end with that workload; start it from outside every workload (any pod command run there starts it)"
+        ))),
+        None => Ok(()),
+    }
 }

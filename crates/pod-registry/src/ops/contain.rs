@@ -45,12 +45,11 @@ fn check_record(req: &Contain) -> Result<(), RegistryError> {
             && tail[0] == leaf
             && tail[1] == format!("{}{}", pod_sandbox::cgroup::HOME_PREFIX, r.home_tag)
     };
+    let foreign = r.cgroups.v2.iter().chain(r.cgroups.v1.iter().map(|c| &c.dir)).find(|d| !ours(d));
     let bad = if r.pod != req.name.as_str() {
         Some(format!("it names pod {:?}", r.pod))
-    } else if let Some(dir) = r.cgroups.v2.iter().chain(r.cgroups.v1.iter().map(|c| &c.dir)).find(|d| !ours(d)) {
-        Some(format!("{} is not a cgroup of this pod's workload", dir.display()))
     } else {
-        None
+        foreign.map(|dir| format!("{} is not a cgroup of this pod's workload", dir.display()))
     };
     match bad {
         Some(why) => {

@@ -219,7 +219,7 @@ pub fn until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
 }
 
 /// Ends the workload and removes its containment.
-pub fn finish(mut run: Running) {
+pub fn finish(run: Running) {
     run.containment.terminate(Duration::from_millis(200)).expect("terminate");
     let _ = run.workload.reap();
     assert!(!run.containment.is_populated().expect("populated"));

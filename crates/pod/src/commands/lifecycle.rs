@@ -49,7 +49,8 @@ pub async fn start(args: StartArgs) -> Result<ExitCode, WireError> {
     deny.extend(resolve_args(&args.deny_read, &cwd, Permission::Read)?);
     let workload = if args.workload.is_empty() { manifest.and_then(|m| m.workload) } else { Some(args.workload) };
     let env = crate::env_args::collect(&args.env.env, args.env.env_file.as_deref(), &cwd)?;
-    let spec = StartSpec { name, allow, deny, workload, cwd: Some(cwd.to_string_lossy().into_owned()), env };
+    let limits = args.limits.limits(workload.is_some())?;
+    let spec = StartSpec { name, allow, deny, workload, cwd: Some(cwd.to_string_lossy().into_owned()), env, limits };
     let started = client()?.start(spec).await?;
     println!("started {} (pid {})", started.name, started.pid);
     Ok(ExitCode::SUCCESS)
@@ -64,8 +65,10 @@ pub async fn spawn(args: SpawnArgs) -> Result<ExitCode, WireError> {
     let mut rules = resolve_args(&args.rules.write, &cwd, Permission::Write)?;
     rules.extend(resolve_args(&args.rules.read, &cwd, Permission::Read)?);
     let env = crate::env_args::collect(&args.env.env, args.env.env_file.as_deref(), &cwd)?;
+    let limits = args.limits.limits(!args.workload.is_empty())?;
     let spec = SpawnSpec {
         env,
+        limits,
         parent,
         child,
         rules,

@@ -12,16 +12,20 @@
 //! the registry's authorization uses too, so the Pod and the registry never
 //! disagree about who a process is.
 //!
-//! Today the answer comes from the process tree: a process belongs to the
-//! Pod whose Pod process is its nearest ancestor (itself included), where a
-//! Pod process is one whose pid and start time are the ones its Pod wrote
-//! in `run/pods/NAME/pid` (`/proc/PID/cmdline` only says which record to
+//! First the containment: a process in a workload's cgroup belongs to that
+//! workload's Pod (`pod_sandbox::workload_of`, the kernel's bookkeeping,
+//! which a setsid or a double fork cannot leave), provided the cgroup is
+//! the running Pod's own (its instance names the Pod process's pid and
+//! start time). Else the process tree: a process belongs to the Pod whose
+//! Pod process is its nearest ancestor (itself included), where a Pod
+//! process is one whose pid and start time are the ones its Pod wrote in
+//! `run/pods/NAME/pid` (`/proc/PID/cmdline` only says which record to
 //! compare with). Every step up is checked by start time, so an ancestor
-//! that exited and whose pid was reused is never taken for a Pod. Limits,
-//! until containment by cgroups replaces this function: a process that
-//! leaves its Pod's tree (a daemon that double-forks and is reparented to
-//! init or a subreaper) is taken for the operator, and a pid file is a
-//! file the same user can write.
+//! that exited and whose pid was reused is never taken for a Pod. The tree
+//! covers the Pod processes themselves and workloads held by a supervisor
+//! instead of a cgroup (the keeper is the subreaper of its tree, so an
+//! orphan stays under it). Limit: a pid file is a file the same user can
+//! write.
 
 use pod_proto::{PeerCred, RuntimeDirs, WireError};
 use pod_registry::proc::stat;
@@ -75,6 +79,9 @@ pub fn identify(peer: &Peer, dirs: &RuntimeDirs) -> Result<Caller, WireError> {
     let Some(mut start_time) = peer.start_time else {
         return Err(unknown("it exited right after it connected".into()));
     };
+    if let Some(name) = by_containment(peer.pid, start_time, dirs) {
+        return Ok(Caller::Pod(name));
+    }
     let mut pid = peer.pid;
     for _ in 0..MAX_DEPTH {
         if let Some(name) = pod_process(pid, start_time, dirs) {
@@ -99,6 +106,15 @@ pub fn identify(peer: &Peer, dirs: &RuntimeDirs) -> Result<Caller, WireError> {
         start_time = parent.start_time;
     }
     Err(unknown(format!("its process tree is deeper than {MAX_DEPTH}")))
+}
+
+/// The Pod whose running workload's cgroup holds `pid`, if any.
+fn by_containment(pid: u32, start_time: u64, dirs: &RuntimeDirs) -> Option<PodName> {
+    let tag = pod_sandbox::cgroup::home_tag(dirs.run.parent()?);
+    let workload = pod_sandbox::workload_of(pid, start_time, &tag, &[])?;
+    let name = PodName::new(&workload.pod).ok()?;
+    let record = PidRecord::read(&PodPaths::new(dirs, &name))?;
+    (workload.instance == crate::process::workload::instance(record.pid, record.start_time)).then_some(name)
 }
 
 /// The Pod `pid` is the Pod process of, if it is one: its command line is

@@ -16,7 +16,7 @@ mod output;
 pub mod owner;
 pub mod server;
 pub mod watch;
-mod workload;
+pub(crate) mod workload;
 
 pub use workload::HELPER_SUBCOMMAND;
 
@@ -274,7 +274,8 @@ async fn take_scope_and_serve(
         LaunchMode::Resume => {
             let owner = resume(&name, &paths, &log, registry, tx.clone()).await?;
             tracing::info!(ms = phase.elapsed().as_secs_f64() * 1e3, "scope restored and pruned");
-            return serve(owner, paths, log, lock, request.cwd, request.env, tx).await;
+            return serve(owner, paths, log, lock, WorkloadInput::of(request.cwd, request.env, request.limits), tx)
+                .await;
         }
         LaunchMode::Start { allow, deny, workload } => {
             refuse_existing_log(&log, &name, "`pod resume NAME` or `pod rm NAME`")?;
@@ -298,18 +299,38 @@ async fn take_scope_and_serve(
         }
     };
     tracing::info!(ms = phase.elapsed().as_secs_f64() * 1e3, "scope taken and recorded");
+    let top_level = parent.is_none();
     let owner = Owner::new(
-        name,
+        name.clone(),
         parent,
         workload,
         paths.clone(),
         scope,
         BTreeMap::new(),
         Arc::clone(&log),
-        registry,
+        registry.clone(),
         tx.clone(),
     );
-    serve(owner, paths, log, lock, request.cwd, request.env, tx).await
+    let served = serve(owner, paths, log, lock, WorkloadInput::of(request.cwd, request.env, request.limits), tx).await;
+    if served.is_err() && top_level {
+        // A workload that could not start (e.g. a limit the machine cannot
+        // enforce) leaves no Pod behind; a child's is undone by its parent.
+        registry.release_quietly(&name).await;
+    }
+    served
+}
+
+/// What a launch says of the workload besides its command.
+struct WorkloadInput {
+    cwd: Option<String>,
+    env: pod_client::protocol::Env,
+    limits: pod_sandbox::Limits,
+}
+
+impl WorkloadInput {
+    fn of(cwd: Option<String>, env: pod_client::protocol::Env, limits: pod_sandbox::Limits) -> WorkloadInput {
+        WorkloadInput { cwd, env, limits }
+    }
 }
 
 /// The last steps of every startup: the socket, the pid file, the workload.
@@ -318,10 +339,10 @@ async fn serve(
     paths: PodPaths,
     log: Arc<SessionLog>,
     lock: std::fs::File,
-    cwd: Option<String>,
-    env: pod_client::protocol::Env,
+    input: WorkloadInput,
     tx: mpsc::Sender<OwnerMsg>,
 ) -> Result<Started, WireError> {
+    let WorkloadInput { cwd, env, limits } = input;
     // The layer's store is open before anyone can call it (and before the
     // workload, its first caller, starts).
     let kv = kv::KvShell::open(&paths.data_dir.join(kv::KV_DIR))
@@ -334,7 +355,7 @@ async fn serve(
             cwd: cwd.as_deref(),
             env: &env,
             parent: owner.parent.as_ref(),
-            limits: pod_sandbox::Limits::default(),
+            limits,
         };
         let running = workload::start(spec, &paths, tx).await?;
         // Recorded before the Pod reports ready: from then on, whoever finds

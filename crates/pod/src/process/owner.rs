@@ -676,6 +676,7 @@ impl Owner {
             },
             cwd: request.cwd.clone(),
             env: request.env.clone(),
+            limits: request.limits,
         };
         let starting = crate::launch::start(&launch, &child_paths.pod_log())?;
         // Our unreaped child: its pid cannot be reused yet, so this start

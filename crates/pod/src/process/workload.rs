@@ -101,6 +101,13 @@ impl Contained {
     }
 }
 
+/// The containment instance of the Pod process `pid` started at
+/// `start_time`: unique per run of a Pod, and how a cgroup is known to be
+/// the running Pod's (`caller.rs`).
+pub fn instance(pid: u32, start_time: u64) -> String {
+    format!("{pid}-{start_time}")
+}
+
 fn wire(e: SandboxError) -> WireError {
     WireError::new(e.code(), e.to_string())
 }
@@ -159,7 +166,7 @@ pub async fn start(spec: WorkloadSpec<'_>, paths: &PodPaths, tx: mpsc::Sender<Ow
     let me = std::process::id();
     let my_start = crate::process::watch::start_time_of(me)
         .ok_or_else(|| WireError::new("pod.io", "cannot read this process's own start time from /proc"))?;
-    let key = ContainmentKey { home, pod, instance: format!("{me}-{my_start}") };
+    let key = ContainmentKey { home, pod, instance: instance(me, my_start) };
     let limits = spec.limits;
     let (stdout, stdout_w) = output_pipe()?;
     let (stderr, stderr_w) = output_pipe()?;
