@@ -3,11 +3,11 @@
 //! contract: two helpers with their task in the environment, both waited
 //! for, their output and exit codes read, everything removed after.
 
-mod common;
+use pod_e2e as common;
 
 #[test]
 fn the_example_lead_script_runs() {
-    let repo = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    let repo = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
     let bin = std::path::Path::new(common::POD).parent().expect("bin dir");
     let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
     let out = std::process::Command::new("sh")
