@@ -6,8 +6,15 @@
 //! - get: a read on one connection (`get_us_p50`);
 //! - wait_wake: from a set being acknowledged to the waiter (on another
 //!   connection) having the value (`wait_wake_us_p50`);
-//! - lease_handoff: not measured yet (`null`): a hand-off needs a second
-//!   holder, and every call of this process is the operator's;
+//! - lease_handoff: from the holder's release being sent to the queued
+//!   waiter having the grant (`lease_handoff_us_p50`, `_p99`; it includes
+//!   the release's durable commit). The holder is this process (the
+//!   operator); the waiter is a member Pod whose workload is this very
+//!   binary ([`HANDOFF_WAITER`]), calling through `pod_client`'s lease
+//!   calls. The two sides stamp the system-wide monotonic clock; each
+//!   round's order is forced through the store (the waiter queues only
+//!   after `/ref/roundN` is set, the release only once `lease ls` shows it
+//!   queued);
 //! - concurrent32: 32 clients, each a loop of durable sets of its own
 //!   `/shared` key (`concurrent32_ops_per_s`).
 //!
@@ -18,7 +25,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pod::protocol::{PodReply, PodRequest};
+use pod::protocol::{PodReply, PodRequest, SpawnRequest};
 use pod_client::pod::PodClient;
 use pod_kv::{Expect, Op, Outcome, Reach};
 use serde_json::{json, Value};
@@ -91,6 +98,139 @@ pub fn run(args: &Args) -> Result<Value, String> {
     Ok(figures)
 }
 
+/// The first argument that makes this binary the hand-off's waiter (the
+/// workload of a member Pod; see the module comment).
+pub const HANDOFF_WAITER: &str = "__kv-handoff-waiter";
+/// The lease the hand-off passes back and forth.
+const HANDOFF_LEASE: &str = "handoff";
+/// How long either side of the hand-off waits for the other, at most.
+const HANDOFF_BOUND: Duration = Duration::from_secs(30);
+
+/// The system-wide monotonic clock in microseconds (comparable across
+/// processes, unlike `Instant`).
+fn mono_us() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    (t.tv_sec as u64).saturating_mul(1_000_000).saturating_add(t.tv_nsec as u64 / 1_000)
+}
+
+/// The waiter's side of the hand-off (`HANDOFF_WAITER ROUNDS OUT`): per
+/// round, wait for `/ref/roundN`, queue for the lease, stamp the grant,
+/// release it; then write `N STAMP` lines to OUT.
+pub fn handoff_waiter() -> std::process::ExitCode {
+    let args: Vec<String> = std::env::args().skip(2).collect();
+    let parsed = match (args.first().and_then(|r| r.parse::<usize>().ok()), args.get(1)) {
+        (Some(rounds), Some(out)) => Some((rounds, PathBuf::from(out))),
+        _ => None,
+    };
+    let Some((rounds, out)) = parsed else {
+        eprintln!("pod-bench: usage: {HANDOFF_WAITER} ROUNDS OUT");
+        return std::process::ExitCode::from(2);
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("pod-bench: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let waited = runtime.block_on(async {
+        let (client, _) = pod_client::Client::from_env().map_err(|e| e.to_string())?;
+        let route = pod_client::KvRoute::default();
+        let mut stamps = String::new();
+        for i in 0..rounds {
+            let round = format!("/ref/round{i}");
+            client.kv_wait(&route, &round, 0, HANDOFF_BOUND).await.map_err(|e| e.to_string())?;
+            let ttl = Duration::from_secs(10);
+            let grant = client.lease_acquire(&route, HANDOFF_LEASE, ttl, Some(HANDOFF_BOUND)).await;
+            let stamp = mono_us();
+            let grant = grant.map_err(|e| e.to_string())?;
+            stamps.push_str(&format!("{i} {stamp}\n"));
+            client.lease_release(&route, HANDOFF_LEASE, Some(grant.token), false).await.map_err(|e| e.to_string())?;
+        }
+        std::fs::write(&out, stamps).map_err(|e| e.to_string())
+    });
+    match waited {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pod-bench: the hand-off waiter failed: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// The holder's side: `rounds` hand-offs to a member Pod running
+/// [`handoff_waiter`]; the microseconds of each.
+async fn handoffs(socket: &str, repo: &Path, rounds: usize) -> Result<Vec<u64>, String> {
+    let dir = repo.join("handoff");
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let out = dir.join("stamps");
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let target = scope::ScopePath::new(&dir.to_string_lossy()).map_err(|e| e.to_string())?;
+    let spawn = PodRequest::Spawn(SpawnRequest {
+        child: scope::PodName::new("waiter".to_string()).map_err(|e| e.to_string())?,
+        rules: vec![scope::ScopeRule::write(target)],
+        workload: Some(vec![
+            exe.to_string_lossy().into_owned(),
+            HANDOFF_WAITER.into(),
+            rounds.to_string(),
+            out.to_string_lossy().into_owned(),
+        ]),
+        cwd: None,
+        env: Default::default(),
+    });
+    match PodClient::call_at(socket, &spawn).await.map_err(|e| e.to_string())? {
+        PodReply::Spawned { .. } => {}
+        other => return Err(format!("spawn answered {other:?}")),
+    }
+    let mut client = connect(socket).await?;
+    let mut sent = Vec::with_capacity(rounds);
+    for i in 0..rounds {
+        // Free, or freed by the waiter's release of the last round.
+        let acquire = layer(Op::Acquire {
+            name: HANDOFF_LEASE.into(),
+            ttl_ms: 60_000,
+            wait_ms: Some(HANDOFF_BOUND.as_millis() as u64),
+        });
+        let token = match kv(&mut client, &acquire).await? {
+            Outcome::Granted(grant) => grant.token,
+            other => return Err(format!("acquire answered {other:?}")),
+        };
+        kv(&mut client, &set(&format!("/ref/round{i}"), b"go")).await?;
+        let deadline = Instant::now() + HANDOFF_BOUND;
+        loop {
+            let queued = match kv(&mut client, &layer(Op::Leases)).await? {
+                Outcome::Leases(leases) => leases.iter().any(|l| l.name.as_str() == HANDOFF_LEASE && l.waiting == 1),
+                other => return Err(format!("lease ls answered {other:?}")),
+            };
+            if queued {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(format!("the hand-off waiter did not queue in round {i}"));
+            }
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        sent.push(mono_us());
+        let release = layer(Op::Release { name: HANDOFF_LEASE.into(), token: Some(token), overriding: false });
+        kv(&mut client, &release).await?;
+    }
+    let deadline = Instant::now() + HANDOFF_BOUND;
+    let stamps = loop {
+        match std::fs::read_to_string(&out) {
+            Ok(text) if text.lines().count() == rounds => break text,
+            _ if Instant::now() > deadline => return Err("the hand-off waiter wrote no stamps".into()),
+            _ => tokio::time::sleep(Duration::from_millis(5)).await,
+        }
+    };
+    let mut micros = Vec::with_capacity(rounds);
+    for (line, sent) in stamps.lines().zip(sent) {
+        let stamp: u64 =
+            line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| format!("bad stamp {line:?}"))?;
+        micros.push(stamp.saturating_sub(sent));
+    }
+    Ok(micros)
+}
+
 fn layer(op: Op) -> PodRequest {
     PodRequest::Kv { reach: Reach::Layer, op, id: None }
 }
@@ -159,6 +299,7 @@ async fn measure(args: &Args, root: &Path, home: &Path) -> Result<Value, String>
         let at = woken.await.map_err(|e| e.to_string())??;
         wake_us.push(at.saturating_duration_since(acked).as_micros() as u64);
     }
+    let mut handoff_us = handoffs(&socket, &root.join("repo"), args.wakes).await?;
     // 32 clients, each a loop of durable sets of its own key.
     let done = Arc::new(AtomicU64::new(0));
     let until = Instant::now() + Duration::from_secs(args.concurrent_secs);
@@ -191,9 +332,8 @@ async fn measure(args: &Args, root: &Path, home: &Path) -> Result<Value, String>
         "get_us_p99": quantile(&mut get_us, 0.99),
         "wait_wake_us_p50": quantile(&mut wake_us, 0.5),
         "wait_wake_us_p99": quantile(&mut wake_us, 0.99),
-        // A hand-off needs two holders, and every call of this process is
-        // the operator's: measured once the bench runs a workload.
-        "lease_handoff_us_p50": null,
+        "lease_handoff_us_p50": quantile(&mut handoff_us, 0.5),
+        "lease_handoff_us_p99": quantile(&mut handoff_us, 0.99),
         "concurrent32_ops_per_s": ops_per_s.round(),
     }))
 }

@@ -51,6 +51,10 @@ fn main() -> std::process::ExitCode {
     if pod_suite::is_runtime_invocation() {
         return pod::main();
     }
+    // The `kv` suite's hand-off waiter, the workload of a member Pod.
+    if std::env::args().nth(1).as_deref() == Some(kv_suite::HANDOFF_WAITER) {
+        return kv_suite::handoff_waiter();
+    }
     let cli = Cli::parse();
     let (report, json) = match cli.suite {
         Suite::Scope(args) => (scope_suite::run(&args), args.json),

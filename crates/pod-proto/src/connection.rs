@@ -71,6 +71,19 @@ impl Connection {
         }
     }
 
+    /// Resolves once the peer has closed the connection (or it failed)
+    /// with nothing unread; bytes that arrive meanwhile stay buffered for
+    /// the next `read_frame`, and then this never resolves (the peer is
+    /// there). Cancel-safe: a server selects on it while it holds a call
+    /// (a store wait), to give the waiter's place up when it goes away.
+    pub async fn closed(&mut self) {
+        use tokio::io::AsyncBufReadExt;
+        match self.stream.fill_buf().await {
+            Ok(buffered) if !buffered.is_empty() => std::future::pending().await,
+            _ => {}
+        }
+    }
+
     /// Writes one frame in a single write call.
     pub async fn write_frame<T: Serialize>(&mut self, value: &T) -> Result<(), ProtoError> {
         let bytes = frame::encode(value)?;

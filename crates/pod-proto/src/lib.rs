@@ -26,7 +26,7 @@ pub use peer::PeerCred;
 
 /// Bumped on every incompatible change of any message carried over a
 /// [`Connection`]; the handshake refuses a peer with another number.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Largest frame body accepted or sent, in bytes: the coordination
 /// store's largest value (1 MiB) plus 64 KiB for everything else in its

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::answers::{RequestId, StreamId};
 use crate::limits::MAX_FIELD_BYTES;
-use crate::ops::{Adopt, Delegate, Op, Query, Register};
+use crate::ops::{Adopt, Contain, Delegate, Op, Query, Register};
 use crate::{Allocation, RegistryError};
 
 /// A rule as sent: the target may be any absolute path; it is normalized.
@@ -65,6 +65,14 @@ pub enum Request {
         pid: u32,
         session: String,
         socket: String,
+    },
+    /// A Pod's own process records its workload's containment.
+    Contain {
+        #[serde(default)]
+        id: Option<RequestId>,
+        name: String,
+        pid: u32,
+        containment: pod_sandbox::ContainmentRecord,
     },
     /// The parent takes back a child's region. Idempotent.
     Reclaim {
@@ -286,6 +294,7 @@ impl Request {
             Request::Register { id, .. }
             | Request::Delegate { id, .. }
             | Request::Adopt { id, .. }
+            | Request::Contain { id, .. }
             | Request::Reclaim { id, .. }
             | Request::Release { id, .. } => *id,
             _ => None,
@@ -310,6 +319,7 @@ impl Request {
             Request::Register { .. }
             | Request::Delegate { .. }
             | Request::Adopt { .. }
+            | Request::Contain { .. }
             | Request::Reclaim { .. }
             | Request::Release { .. } => self.id().is_some(),
         }
@@ -321,6 +331,7 @@ impl Request {
             Request::Register { id, .. }
             | Request::Delegate { id, .. }
             | Request::Adopt { id, .. }
+            | Request::Contain { id, .. }
             | Request::Reclaim { id, .. }
             | Request::Release { id, .. } => {
                 id.get_or_insert(new);
@@ -337,6 +348,7 @@ impl Request {
             Request::Register { .. }
                 | Request::Delegate { .. }
                 | Request::Adopt { .. }
+                | Request::Contain { .. }
                 | Request::Reclaim { .. }
                 | Request::Release { .. }
         )
@@ -379,6 +391,15 @@ impl Request {
                     start_time: start_of(pid)?,
                     session: field("session id", session)?,
                     socket: field("socket path", socket)?,
+                }))
+            }
+            Request::Contain { id: _, name: n, pid: p, containment } => {
+                let pid = pid(*p)?;
+                Command::Mutate(Op::Contain(Contain {
+                    name: name("pod name", n)?,
+                    pid,
+                    start_time: start_of(pid)?,
+                    containment: containment.clone(),
                 }))
             }
             Request::Reclaim { id: _, parent, child } => {

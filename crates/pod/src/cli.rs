@@ -124,6 +124,21 @@ pub enum Command {
         #[arg(long)]
         stopped: bool,
     },
+    /// The coordination store of a layer (a lead and its direct children):
+    /// keys with versions, waits. Exit status: 0 ok, 1 denied, 2 bad input,
+    /// 3 version mismatch, 4 not found, 124 wait timed out, 69 the lead
+    /// does not answer.
+    Kv {
+        #[command(subcommand)]
+        command: KvCommand,
+    },
+    /// Leases of a layer's coordination store (or of the tree's, --global).
+    /// Exit status: 0 ok, 1 denied, 2 bad input, 3 held by another, 4 not
+    /// held, 124 wait timed out, 69 the lead does not answer.
+    Lease {
+        #[command(subcommand)]
+        command: LeaseCommand,
+    },
     /// Serve this runtime's tools to an MCP agent client over stdio, with
     /// the rights of the Pod this process runs in (outside every Pod: the
     /// operator's).
@@ -153,6 +168,172 @@ pub enum Command {
     /// `resume`.
     #[command(name = "__pod", hide = true)]
     PodProcess(PodProcessArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KvCommand {
+    /// Print KEY's value alone, as written (--json: with its version,
+    /// writer and time).
+    Get {
+        /// The key: /ref/NAME, /shared/NAME, /peer/MEMBER/NAME or
+        /// /peer/self/NAME.
+        key: String,
+        #[command(flatten)]
+        layer: LayerArg,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Write KEY (prints its new version).
+    Set {
+        key: String,
+        /// The value; `-` reads it from stdin (at most 1 MiB).
+        value: String,
+        #[command(flatten)]
+        overriding: OverrideFlag,
+        #[command(flatten)]
+        layer: LayerArg,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Write KEY only if it is at version EXPECTED (0: only if it does not
+    /// exist); prints its new version, exit 3 on a mismatch.
+    Cas {
+        key: String,
+        expected: u64,
+        /// The value; `-` reads it from stdin (at most 1 MiB).
+        value: String,
+        #[command(flatten)]
+        overriding: OverrideFlag,
+        #[command(flatten)]
+        layer: LayerArg,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Delete KEY (prints the version it had).
+    Rm {
+        key: String,
+        #[command(flatten)]
+        overriding: OverrideFlag,
+        #[command(flatten)]
+        layer: LayerArg,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// List the keys matching GLOB that you may read (`*` one segment,
+    /// `**` any number), at most 1,000.
+    Ls {
+        glob: String,
+        #[command(flatten)]
+        layer: LayerArg,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Wait until KEY exists (or is at --min-version), then print its value
+    /// as `get` does; exit 124 after --timeout.
+    Wait {
+        key: String,
+        /// The version to wait for (0: until the key exists).
+        #[arg(long, value_name = "V", default_value_t = 0)]
+        min_version: u64,
+        /// Give up after SECS seconds (decimals allowed; at most 3600).
+        #[arg(long, value_name = "SECS", default_value = "3600", value_parser = parse_secs)]
+        timeout: std::time::Duration,
+        #[command(flatten)]
+        layer: LayerArg,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum LeaseCommand {
+    /// Take lease NAME for --ttl seconds (prints the grant and its fencing
+    /// token); exit 3 if another holds it, unless --wait queues for it.
+    Acquire {
+        /// The lease's name: one key segment (it lives at /leases/NAME).
+        name: String,
+        /// How long the grant lasts unless renewed (0.1 to 86400 seconds).
+        #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+        ttl: std::time::Duration,
+        /// Queue up to SECS seconds for a held lease (first come, first
+        /// served; exit 124 after).
+        #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+        wait: Option<std::time::Duration>,
+        #[command(flatten)]
+        target: LeaseTarget,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Extend your grant of NAME by its TTL (or --ttl) from now.
+    Renew {
+        name: String,
+        /// A new TTL in seconds (default: the grant's own).
+        #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+        ttl: Option<std::time::Duration>,
+        /// Only the grant with this fencing token.
+        #[arg(long, value_name = "TOKEN")]
+        token: Option<u64>,
+        #[command(flatten)]
+        target: LeaseTarget,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Give NAME up; the first waiter gets it.
+    Release {
+        name: String,
+        /// Only the grant with this fencing token.
+        #[arg(long, value_name = "TOKEN")]
+        token: Option<u64>,
+        #[command(flatten)]
+        overriding: OverrideFlag,
+        #[command(flatten)]
+        target: LeaseTarget,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// List the live grants: name, holder, token, expiry, waiters.
+    Ls {
+        #[command(flatten)]
+        target: LeaseTarget,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct LayerArg {
+    /// The layer's lead: yourself or your parent (default: your parent's
+    /// layer, or your own without a parent); outside every Pod, required.
+    #[arg(long, value_name = "LEAD")]
+    pub layer: Option<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct LeaseTarget {
+    #[command(flatten)]
+    pub layer: LayerArg,
+    /// The tree-wide leases, kept at the root of the tree (of --layer's
+    /// tree when given).
+    #[arg(long)]
+    pub global: bool,
+}
+
+#[derive(Args, Debug, Clone, Copy)]
+pub struct OverrideFlag {
+    /// Act with the lead's rights on a member's slot or another's lease
+    /// (the lead and the operator only).
+    #[arg(long = "override")]
+    pub overriding: bool,
+}
+
+/// Seconds as the store's commands take them: a decimal number, to the
+/// millisecond (range checks are the store's, with its codes).
+pub fn parse_secs(text: &str) -> Result<std::time::Duration, String> {
+    let secs: f64 = text.parse().map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    if !secs.is_finite() || !(0.0..=1e9).contains(&secs) {
+        return Err(format!("{text:?} is not a number of seconds from 0 to 1e9"));
+    }
+    Ok(std::time::Duration::from_millis((secs * 1000.0).round() as u64))
 }
 
 #[derive(Subcommand, Debug)]

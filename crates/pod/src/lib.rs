@@ -22,11 +22,17 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use cli::{Cli, Command, McpCommand, RegistryCommand};
-use commands::{demo, inspect, lifecycle, mcp, registry};
+use commands::{demo, inspect, kv, lifecycle, mcp, registry};
 
 /// The `pod` binary: parses `std::env::args` and runs the command.
 pub fn main() -> ExitCode {
     pod_proto::paths::private_umask();
+    // The sandbox's re-exec helper (a workload's keeper and its stages):
+    // hidden, before anything else, as the helper expects a bare process.
+    if std::env::args_os().nth(1).is_some_and(|first| first == process::HELPER_SUBCOMMAND) {
+        let stage: Vec<String> = std::env::args_os().skip(2).map(|a| a.to_string_lossy().into_owned()).collect();
+        return pod_sandbox::helper_main(&stage);
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) if matches!(e.kind(), clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion) => {
@@ -104,6 +110,8 @@ async fn dispatch(command: Command) -> Result<ExitCode, pod_proto::WireError> {
         Command::Check { name, path, write, json } => inspect::check(&name, &path, write, json.json).await,
         Command::Log { name, follow, json } => inspect::log(&name, follow, json.json).await,
         Command::Registry { command: RegistryCommand::Ls(j) } => registry::ls(j.json).await,
+        Command::Kv { command } => kv::kv(command).await,
+        Command::Lease { command } => kv::lease(command).await,
         Command::Mcp { command: None } => mcp::serve().await,
         Command::Mcp { command: Some(McpCommand::Config) } => mcp::config(),
         Command::Registry { command: RegistryCommand::Stop { all } } => registry::stop(all).await,

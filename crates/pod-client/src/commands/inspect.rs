@@ -23,11 +23,14 @@ use crate::process::start_time_of;
 pub struct PodSummary {
     pub name: PodName,
     /// running, starting, exiting, exited, killed, stopped, crashed, lost,
-    /// corrupt, fenced (running without an allocation, failed closed).
+    /// corrupt, fenced (running without an allocation, failed closed), held
+    /// (its process is gone but processes of its workload remain: its region
+    /// stays taken until they are ended).
     pub state: String,
     pub parent: Option<PodName>,
     pub pid: Option<u32>,
-    /// Why a Pod is marked `corrupt`: its session log's error, whole.
+    /// Why a Pod is marked `corrupt` (its session log's error, whole) or
+    /// `held` (what still runs).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
     /// How its workload ended, for a Pod that stopped.
@@ -87,6 +90,9 @@ pub struct ScopeView {
     /// then denied, whatever its rules say.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fenced: Option<String>,
+    /// How its workload's processes are held together, while one runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub containment: Option<crate::protocol::ContainmentView>,
     #[serde(flatten)]
     pub scope: ScopeSnapshot,
 }
@@ -118,6 +124,9 @@ impl Client {
             let gone = match a.state {
                 pod_registry::AllocState::Reserved => live("starting"),
                 pod_registry::AllocState::Live if start_time_of(a.pid) == Some(a.start_time) => live("running"),
+                pod_registry::AllocState::Live if held_by_workload(&a).is_some() => {
+                    Gone { state: "held".into(), problem: held_by_workload(&a), ended: None, parent: None }
+                }
                 // Its process is gone and the registry has not swept it yet: a
                 // crash, which `pod resume` recovers, unless its log is damaged.
                 pod_registry::AllocState::Live => match stopped_state(&self.paths(&a.name), &a.name) {
@@ -179,8 +188,8 @@ impl Client {
 
     /// A Pod's scope: from the running Pod, else from its log.
     pub async fn scope(&self, name: &PodName) -> Result<ScopeView, WireError> {
-        let (scope, running, fenced) = current_scope(&self.paths(name), name).await?;
-        Ok(ScopeView { name: name.clone(), running, fenced, scope })
+        let (scope, running, fenced, containment) = current_scope(&self.paths(name), name).await?;
+        Ok(ScopeView { name: name.clone(), running, fenced, containment, scope })
     }
 
     /// May `name` read (or write) `path`, and which rule decides.
@@ -198,7 +207,7 @@ impl Client {
         let (allowed, permission, decided_by) = if let Some(verdict) = live {
             verdict
         } else {
-            let (snapshot, _, _) = current_scope(&paths, name).await?;
+            let (snapshot, ..) = current_scope(&paths, name).await?;
             let scope = Scope::from_snapshot(snapshot).map_err(|e| WireError::new(e.code(), e.to_string()))?;
             let v = scope.permission_at(&path);
             (v.allows(wanted), v.permission, v.decided_by.to_string())
@@ -210,6 +219,21 @@ impl Client {
     /// `follow`, it goes on with new records until the Pod stops.
     pub fn log(&self, name: &PodName, follow: bool) -> LogReader {
         LogReader { paths: self.paths(name), name: name.clone(), follow, reading: Reading::NotStarted }
+    }
+}
+
+/// Why a Pod whose process is gone still holds its region: processes of
+/// its workload remain (a Pod is live while any of them is).
+fn held_by_workload(a: &Allocation) -> Option<String> {
+    let containment = pod_sandbox::Containment::from_record(a.containment.clone()?);
+    match containment.is_populated() {
+        Ok(false) => None,
+        Ok(true) => Some(format!(
+            "its Pod process is gone but {} processes of its workload still run ({}); its region stays held until they are ended",
+            containment.members().len(),
+            containment.describe()
+        )),
+        Err(e) => Some(format!("its Pod process is gone and whether its workload still runs is unknown ({e}); its region stays held")),
     }
 }
 
@@ -270,10 +294,13 @@ async fn fenced(paths: &PodPaths, name: &PodName) -> Option<String> {
 
 /// A running Pod's scope from itself, else from its log; and why the
 /// running Pod failed closed, if it did.
-async fn current_scope(paths: &PodPaths, name: &PodName) -> Result<(ScopeSnapshot, bool, Option<String>), WireError> {
+/// The scope, whether the Pod runs, why it is fenced, its containment.
+type CurrentScope = (ScopeSnapshot, bool, Option<String>, Option<crate::protocol::ContainmentView>);
+
+async fn current_scope(paths: &PodPaths, name: &PodName) -> Result<CurrentScope, WireError> {
     if paths.lock_held() {
         match (Pod { paths, name }).status().await {
-            Ok(s) => return Ok((s.scope, true, s.fenced)),
+            Ok(s) => return Ok((s.scope, true, s.fenced, s.containment)),
             // Exiting (its lock not yet released): its log is about to be
             // complete; read it there.
             Err(e) if e.code == "pod.not_running" => {}
@@ -281,7 +308,7 @@ async fn current_scope(paths: &PodPaths, name: &PodName) -> Result<(ScopeSnapsho
         }
     }
     let state = open_log(paths, name)?.replay().map_err(|e| WireError::new(e.code(), e.to_string()))?;
-    Ok((state.scope, false, None))
+    Ok((state.scope, false, None, None))
 }
 
 /// Opens a stopped Pod's log. A Pod that stopped answering may still be

@@ -94,9 +94,9 @@ pub fn run(dir: Option<&Path>) -> Result<ExitCode, WireError> {
     }
     println!("# demo in {} (POD_HOME={})", root.display(), home.display());
     let demo = Demo { exe, home, repo };
-    let result = steps(&demo);
+    let result = steps(&demo).and_then(|()| coordination(&demo));
     // Leave nothing running, whatever happened.
-    for name in ["lead", "docs", "tests"] {
+    for name in ["lead", "docs", "tests", "crew"] {
         let _ = Command::new(&demo.exe)
             .args(["stop", name])
             .env("POD_HOME", &demo.home)
@@ -141,5 +141,48 @@ fn steps(d: &Demo) -> Result<(), WireError> {
     d.must(&["log", "lead"])?;
     d.must(&["stop", "lead"])?;
     d.must(&["ls"])?;
+    Ok(())
+}
+
+/// The coordination store: the lead publishes tasks in `/ref`, each helper
+/// (a workload calling `pod kv` and `pod lease` from inside its Pod, so the
+/// lead knows it from the kernel) reads them, takes the `build` lease in
+/// turn, and leaves its result in its own slot; one helper tries to read
+/// the other's slot and is refused (exit 1).
+fn coordination(d: &Demo) -> Result<(), WireError> {
+    println!("\n# A lead and its helpers coordinate through the lead's layer of the store.");
+    d.must(&["start", "crew", "--write", "."])?;
+    d.must(&["kv", "set", "--layer", "crew", "/ref/tasks", "h1: compile src; h2: write docs"])?;
+    let exe = d.exe.to_string_lossy();
+    let helper = |me: &str, work: &str, peek: &str| {
+        format!(
+            "P='{exe}'\n\
+             echo \"{me} reads the tasks: $(\"$P\" kv get /ref/tasks)\"\n\
+             \"$P\" lease acquire build --ttl 10 --wait 30 > /dev/null && echo \"{me} holds the build lease\"\n\
+             \"$P\" kv set /peer/self/result '{work}' > /dev/null\n\
+             \"$P\" lease release build > /dev/null\n\
+             {peek}"
+        )
+    };
+    let h1 = helper("h1", "h1: src compiled", "");
+    let h2 = helper(
+        "h2",
+        "h2: docs written",
+        "\"$P\" kv get /peer/h1/result || echo \"h2 was refused h1's slot (exit $?)\"",
+    );
+    d.must(&["spawn", "h1", "--parent", "crew", "--write", "src", "--", "sh", "-c", &h1])?;
+    d.must(&["spawn", "h2", "--parent", "crew", "--write", "docs", "--", "sh", "-c", &h2])?;
+    println!("\n# The lead waits for each helper's result, then reads every slot (only it may).");
+    d.must(&["kv", "wait", "--layer", "crew", "/peer/h1/result", "--timeout", "30"])?;
+    println!();
+    d.must(&["kv", "wait", "--layer", "crew", "/peer/h2/result", "--timeout", "30"])?;
+    println!();
+    d.must(&["wait", "h1", "h2", "--timeout", "30"])?;
+    d.must(&["kv", "ls", "--layer", "crew", "/**"])?;
+    d.must(&["lease", "ls", "--layer", "crew"])?;
+    println!("\n# What the helpers printed: h2 could not read h1's slot.");
+    d.must(&["logs", "h1"])?;
+    d.must(&["logs", "h2"])?;
+    d.must(&["stop", "crew"])?;
     Ok(())
 }

@@ -6,6 +6,7 @@
 
 pub mod demo;
 pub mod inspect;
+pub mod kv;
 pub mod lifecycle;
 pub mod mcp;
 pub mod registry;

@@ -137,6 +137,15 @@ impl KvShell {
         }))
     }
 
+    /// Gives up the wait of `ticket` (its caller went away): it leaves its
+    /// queue, and no wake will come for it.
+    pub async fn cancel(self: &Arc<Self>, ticket: Ticket) {
+        if let Err(e) = self.submit(Job::Event(Event::Cancel(ticket))).await.answer {
+            tracing::error!(error = %e, "cannot cancel a wait whose caller went away");
+        }
+        lock(&self.waiting).remove(&ticket);
+    }
+
     /// The leases and waits of every run of `child` end: it was reclaimed
     /// (stopped, died, pruned), so no run of it is left.
     pub fn holders_gone(self: &Arc<Self>, children: &[PodName]) {
@@ -277,7 +286,8 @@ pub struct Call {
 }
 
 /// Answers one `Kv` request of `caller` (the kernel's identity of the
-/// connection). A waiting call is answered when its wake comes.
+/// connection). A waiting call is answered when its wake comes, or given
+/// up when `closed` resolves (the caller closed its connection).
 pub async fn call(
     shell: &Arc<KvShell>,
     lead: &PodName,
@@ -285,7 +295,9 @@ pub async fn call(
     caller: &crate::process::caller::Caller,
     standing: &mut Standing,
     request: Call,
+    closed: impl std::future::Future<Output = ()>,
 ) -> Result<crate::protocol::PodReply, pod_proto::WireError> {
+    use pod_kv::Outcome::{Queued, Waiting};
     let Call { reach, op, id } = request;
     let identity = match &standing.identity {
         Some(identity) => identity.clone(),
@@ -325,11 +337,28 @@ pub async fn call(
     }
     let reply = shell.submit(Job::Request { caller: role.clone(), op, id }).await;
     let outcome = match (reply.answer.map_err(|e| wire(&e))?, reply.wake) {
-        (waiting, Some(wake)) => {
+        (waiting, Some(mut wake)) => {
             // The tests force "a write after the wait is in" on this line.
             tracing::info!(outcome = ?waiting, "kv wait registered");
-            let answer =
-                wake.await.unwrap_or_else(|_| Err(KvError::Storage("the store closed while this call waited".into())));
+            let answer = tokio::select! {
+                answer = &mut wake => answer.unwrap_or_else(|_| Err(KvError::Storage("the store closed while this call waited".into()))),
+                () = closed => {
+                    // The waiter went away: its place is given up, so it is
+                    // neither granted a lease nor holding a slot. A grant
+                    // that came before the cancel is released again.
+                    if let Some(Waiting { ticket } | Queued { ticket }) = waiting {
+                        shell.cancel(ticket).await;
+                    }
+                    tracing::info!("kv wait cancelled: the caller closed its connection");
+                    if let Ok(Ok(pod_kv::Outcome::Granted(grant))) = wake.try_recv() {
+                        let op = pod_kv::Op::Release { name: grant.name.to_string(), token: Some(grant.token), overriding: false };
+                        if let Err(e) = shell.submit(Job::Request { caller: role.clone(), op, id: None }).await.answer {
+                            tracing::error!(error = %e, "cannot release a grant whose waiter went away");
+                        }
+                    }
+                    Err(KvError::Storage("the caller went away while it waited".into()))
+                }
+            };
             answer.map_err(|e| wire(&e))?
         }
         (Some(outcome), None) => outcome,

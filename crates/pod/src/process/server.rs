@@ -78,7 +78,9 @@ pub async fn handle_connection(mut conn: Connection, cred: PeerCred, ctx: Connec
                 let answer = match gate.caller() {
                     Ok(caller) => {
                         let call = crate::process::kv::Call { reach, op, id };
-                        crate::process::kv::call(&kv, &gate.name, &gate.registry, &caller, &mut standing, call).await
+                        let closed = conn.closed();
+                        crate::process::kv::call(&kv, &gate.name, &gate.registry, &caller, &mut standing, call, closed)
+                            .await
                     }
                     Err(e) => Err(e),
                 };
@@ -235,6 +237,7 @@ async fn release_undelivered(kv: &Arc<crate::process::kv::KvShell>, gate: &Gate,
             &caller,
             &mut standing,
             crate::process::kv::Call { reach, op: op.clone(), id: None },
+            std::future::pending(),
         )
         .await;
         if released.is_ok() {
