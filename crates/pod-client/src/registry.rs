@@ -3,7 +3,8 @@
 //! resend; see `pod_registry::client`), its errors in the runtime's codes,
 //! and one typed method per call. The Pod's own side of the registry
 //! (delegate, adopt, reclaim, the watch) is `crates/pod/src/registry_link.rs`,
-//! built on the same [`to_wire`] and [`daemon_command`].
+//! built on the same [`to_wire`], [`daemon_command`], [`get_on`] and
+//! [`list_on`].
 
 use pod_proto::{ProtoError, RuntimeDirs, WireError};
 use pod_registry::client::{DaemonCommand, Link};
@@ -55,6 +56,31 @@ pub fn daemon_command() -> Result<DaemonCommand, WireError> {
     Ok(DaemonCommand { program, args: vec!["registry".into(), "serve".into()] })
 }
 
+/// `name`'s allocation, asked on `link` (a client's, or the Pod's own).
+pub async fn get_on(link: &mut Link, name: &PodName) -> Result<Option<Allocation>, WireError> {
+    match link.call(Request::Get { name: name.to_string() }).await.map_err(to_wire)? {
+        Reply::Found(a) => Ok(a),
+        _ => Err(unexpected("get")),
+    }
+}
+
+/// Every allocation, page by page, in name order, asked on `link`.
+pub async fn list_on(link: &mut Link) -> Result<Vec<Allocation>, WireError> {
+    let mut all: Vec<Allocation> = Vec::new();
+    loop {
+        let after = all.last().map(|a| a.name.to_string());
+        match link.call(Request::List { after }).await.map_err(to_wire)? {
+            Reply::Page { allocations, more } => {
+                all.extend(allocations);
+                if !more {
+                    return Ok(all);
+                }
+            }
+            _ => return Err(unexpected("list")),
+        }
+    }
+}
+
 /// A client's link to the registry (starting the daemon if none answers).
 pub struct RegistryClient {
     link: Link,
@@ -72,27 +98,12 @@ impl RegistryClient {
     }
 
     pub async fn get(&mut self, name: &PodName) -> Result<Option<Allocation>, WireError> {
-        match self.call(Request::Get { name: name.to_string() }).await? {
-            Reply::Found(a) => Ok(a),
-            _ => Err(unexpected("get")),
-        }
+        get_on(&mut self.link, name).await
     }
 
     /// Every allocation, page by page, in name order.
     pub async fn list(&mut self) -> Result<Vec<Allocation>, WireError> {
-        let mut all: Vec<Allocation> = Vec::new();
-        loop {
-            let after = all.last().map(|a| a.name.to_string());
-            match self.call(Request::List { after }).await? {
-                Reply::Page { allocations, more } => {
-                    all.extend(allocations);
-                    if !more {
-                        return Ok(all);
-                    }
-                }
-                _ => return Err(unexpected("list")),
-            }
-        }
+        list_on(&mut self.link).await
     }
 
     /// Gives up `name`'s allocation; its live children become top-level.

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 pub use pod_client::registry::CONNECTION_LOST;
-use pod_client::registry::{daemon_command, to_wire, unexpected};
+use pod_client::registry::{daemon_command, get_on, list_on, to_wire, unexpected};
 use pod_proto::{RuntimeDirs, WireError};
 use pod_registry::client::{DaemonCommand, Link};
 use pod_registry::wire::Survivor;
@@ -222,10 +222,7 @@ impl Registry {
     }
 
     pub async fn get(&self, name: &PodName) -> Result<Option<Allocation>, WireError> {
-        match self.call(Request::Get { name: name.to_string() }).await? {
-            Reply::Found(a) => Ok(a),
-            _ => Err(unexpected("get")),
-        }
+        get_on(&mut *self.link.lock().await, name).await
     }
 
     /// Forgets allocations whose process is gone (a crashed Pod's own old
@@ -238,20 +235,10 @@ impl Registry {
         }
     }
 
+    /// Every allocation (the prune on resume): its pages one after the
+    /// other on the Pod's link.
     pub async fn list(&self) -> Result<Vec<Allocation>, WireError> {
-        let mut all: Vec<Allocation> = Vec::new();
-        loop {
-            let after = all.last().map(|a| a.name.to_string());
-            match self.call(Request::List { after }).await? {
-                Reply::Page { allocations, more } => {
-                    all.extend(allocations);
-                    if !more {
-                        return Ok(all);
-                    }
-                }
-                _ => return Err(unexpected("list")),
-            }
-        }
+        list_on(&mut *self.link.lock().await).await
     }
 
     /// A link of its own for a long-poll (`watch`), so that it never holds

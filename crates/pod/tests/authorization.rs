@@ -6,7 +6,7 @@
 //! everything; a ShutDown callback is taken only from the child's own
 //! process.
 
-mod common;
+use pod_e2e as common;
 
 use common::{wait_until, Home, POD};
 

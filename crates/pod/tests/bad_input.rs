@@ -7,7 +7,7 @@
 //! refused wherever a path is taken; control characters never reach an
 //! output unescaped; what an error echoes is cut.
 
-mod common;
+use pod_e2e as common;
 
 use std::path::Path;
 use std::time::{Duration, Instant};

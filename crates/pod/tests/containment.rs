@@ -4,7 +4,7 @@
 //! cgroup) and skips with the reason without it, unless POD_TEST_REQUIRE
 //! names that need.
 
-mod common;
+use pod_e2e as common;
 
 use common::{available, wait_until, Home, Proc};
 use insta::assert_snapshot;

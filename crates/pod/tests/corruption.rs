@@ -5,7 +5,7 @@
 //! and every command says so at once, never serving a table that lacks
 //! acknowledged changes.
 
-mod common;
+use pod_e2e as common;
 
 use std::os::unix::fs::FileExt;
 

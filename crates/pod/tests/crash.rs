@@ -10,7 +10,7 @@
 //! --test crash`.
 #![cfg(feature = "failpoints")]
 
-mod common;
+use pod_e2e as common;
 
 use std::collections::BTreeSet;
 

@@ -8,7 +8,7 @@
 //! POD_TEST_REQUIRE names `etcd`.
 #![cfg(feature = "etcd")]
 
-mod common;
+use pod_e2e as common;
 
 use std::time::{Duration, Instant};
 

@@ -4,7 +4,7 @@
 //! member known by the kernel (its process tree), not by `POD_NAME`.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use pod_e2e as common;
 
 use std::path::{Path, PathBuf};
 

@@ -14,7 +14,7 @@
 //! after a sleep.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use pod_e2e as common;
 
 use common::{wait_until, Home, Run, POD};
 use serde_json::Value;

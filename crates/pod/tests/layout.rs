@@ -4,7 +4,7 @@
 //! (never read as empty) or refused while it runs, and everything the
 //! runtime creates is owner-only, in folders nobody else can write.
 
-mod common;
+use pod_e2e as common;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};

@@ -3,7 +3,7 @@
 //! the first one got, so the Pod and the registry stay equal.
 #![cfg(feature = "failpoints")]
 
-mod common;
+use pod_e2e as common;
 
 use common::{layer_names, wait_until, Home};
 

@@ -4,7 +4,7 @@
 //! limit, and that identity comes from where the server runs (a server
 //! inside a helper cannot stop the helper's parent).
 
-mod common;
+use pod_e2e as common;
 
 use common::*;
 use rmcp::model::{CallToolRequestParams, CallToolResult};

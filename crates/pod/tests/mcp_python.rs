@@ -4,7 +4,7 @@
 //! `.venv/mcp/bin/python` at the repository root). Without it the test
 //! skips with a printed reason, unless POD_TEST_REQUIRE names `mcp-python`.
 
-mod common;
+use pod_e2e as common;
 
 use std::path::PathBuf;
 use std::process::Command;

@@ -12,7 +12,7 @@
 //! --test races`.
 #![cfg(feature = "failpoints")]
 
-mod common;
+use pod_e2e as common;
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

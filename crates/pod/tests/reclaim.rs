@@ -4,7 +4,7 @@
 //! checks the parent's write coming back and the state staying consistent in
 //! the scope, the registry, the session log and spawned_pods.json.
 
-mod common;
+use pod_e2e as common;
 
 use common::{layer_names, wait_until, Home};
 use serde_json::Value;

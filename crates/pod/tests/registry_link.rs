@@ -2,7 +2,7 @@
 //! closes idle connections, or is sent frames by a same-uid stranger: real
 //! Pod processes, a real daemon started on demand, real SIGKILL.
 
-mod common;
+use pod_e2e as common;
 
 use common::{kill9, wait_until, Home};
 use pod_registry::{Client, ClientError};

@@ -4,7 +4,7 @@
 //! once on a second SIGTERM; what it could not reclaim stays recorded and
 //! the next resume prunes it.
 
-mod common;
+use pod_e2e as common;
 
 use std::time::{Duration, Instant};
 

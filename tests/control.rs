@@ -3,7 +3,7 @@
 //! of several Pods and of every stopped one, readable `pod log`,
 //! completions, `--version`.
 
-mod common;
+use pod_e2e as common;
 
 use common::{wait_until, Home};
 

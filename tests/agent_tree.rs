@@ -5,7 +5,7 @@
 //! workload and is written nowhere. Workloads hold on a flag file the test
 //! creates, so every order asserted here is forced.
 
-mod common;
+use pod_e2e as common;
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;

@@ -2,7 +2,9 @@
 //! repository per test, the real `pod` binary, real Pod processes, a real
 //! registry daemon (started on demand, as for a user), real SIGKILL. Waits
 //! are on conditions with a bound; nothing sleeps for synchronization.
-#![allow(dead_code)] // each test binary uses a different part
+//! The black-box suite beside it (`tests/*.rs`) and the Pod crate's own
+//! tests (`crates/pod/tests`, those needing its failpoints build or its
+//! internals) share it.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -10,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-pub const POD: &str = env!("CARGO_BIN_EXE_pod");
+/// The `pod` binary of this build (see `build.rs`): built with the `pod`
+/// package, which `cargo test --workspace` builds.
+pub const POD: &str = env!("POD_E2E_BINARY");
 pub const BOUND: Duration = Duration::from_secs(30);
 
 pub struct Home {
@@ -46,6 +50,9 @@ impl std::fmt::Debug for Run {
 }
 
 impl Home {
+    /// A new private home and repository (temporary folders): made, not a
+    /// default value, hence no `Default`.
+    #[allow(clippy::new_without_default)]
     pub fn new() -> Home {
         let tmp = tempfile::tempdir().expect("tempdir");
         let root = std::fs::canonicalize(tmp.path()).expect("canonical tempdir");
@@ -68,7 +75,10 @@ impl Home {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        Run::from_output(cmd.output().expect("run pod"))
+        let out = cmd.output().unwrap_or_else(|e| {
+            panic!("cannot run {POD}: {e} (it is built with the pod package: `cargo test --workspace`, or `cargo build -p pod` first)")
+        });
+        Run::from_output(out)
     }
 
     /// Runs `pod ARGS` and insists it succeeds.

@@ -2,7 +2,7 @@
 //! tree bottom-up, SIGTERM is a clean shutdown, a workload sees its Pod in
 //! its environment and can spawn helpers, and `pod log --follow` streams.
 
-mod common;
+use pod_e2e as common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};

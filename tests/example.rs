@@ -5,11 +5,11 @@
 //! the MCP example (runtime/examples/mcp-agent/run.sh), as docs/agents.md
 //! shows it: the stand-in lead agent's transcript is its contract.
 
-mod common;
+use pod_e2e as common;
 
 #[test]
 fn the_example_lead_script_runs() {
-    let repo = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    let repo = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
     let bin = std::path::Path::new(common::POD).parent().expect("bin dir");
     let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
     let out = std::process::Command::new("sh")
