@@ -177,6 +177,7 @@ async fn handoffs(socket: &str, repo: &Path, rounds: usize) -> Result<Vec<u64>, 
         ]),
         cwd: None,
         env: Default::default(),
+        limits: Default::default(),
     });
     match PodClient::call_at(socket, &spawn).await.map_err(|e| e.to_string())? {
         PodReply::Spawned { .. } => {}

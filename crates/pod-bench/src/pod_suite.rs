@@ -211,7 +211,7 @@ async fn stop_tree(root: &Path, home: &Path, i: usize) -> Result<u64, String> {
     }
     let handle = process(pid)?;
     let t = Instant::now();
-    call(&socket, &PodRequest::Shutdown).await?;
+    call(&socket, &PodRequest::Shutdown { grace: Default::default() }).await?;
     for p in tree {
         p.exited().await;
     }
