@@ -105,6 +105,7 @@ pub(crate) async fn start(pod: &str, write: &Path, home: &Path) -> Result<(PodNa
         mode: LaunchMode::Start { allow: vec![write_rule(write)?], deny: vec![], workload: None },
         cwd: None,
         env: Default::default(),
+        enforce: Default::default(),
     };
     let launched = launch(&request, &run_dir.join("pod.log")).await.map_err(|e| e.to_string())?;
     Ok((pod, launched.socket, launched.pid))
@@ -126,6 +127,7 @@ async fn spawn_children(socket: &str, repo: &Path, n: usize, prefix: &str) -> Re
             workload: None,
             cwd: None,
             env: Default::default(),
+            enforce: Default::default(),
         });
         let t = Instant::now();
         match call(socket, &request).await? {
@@ -192,7 +194,13 @@ async fn measure(args: &Args, root: &Path, home: &Path) -> Result<Value, String>
     let run_dir = home.join("run/pods").join(big.as_str());
     let t = Instant::now();
     let resumed = launch(
-        &LaunchRequest { name: big.clone(), mode: LaunchMode::Resume, cwd: None, env: Default::default() },
+        &LaunchRequest {
+            name: big.clone(),
+            mode: LaunchMode::Resume,
+            cwd: None,
+            env: Default::default(),
+            enforce: Default::default(),
+        },
         &run_dir.join("pod.log"),
     )
     .await

@@ -33,6 +33,10 @@ pub struct LaunchRequest {
     /// Variables for the workload (`--env`): they travel on this pipe only.
     #[serde(default)]
     pub env: crate::protocol::Env,
+    /// Kernel enforcement of the workload (start and spawn; a child's level
+    /// is already decided by its parent).
+    #[serde(default)]
+    pub enforce: crate::protocol::EnforceRequest,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -47,7 +51,12 @@ pub enum LaunchMode {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum LaunchOutcome {
-    Ready { pid: u32, socket: String },
+    Ready {
+        pid: u32,
+        socket: String,
+        #[serde(default)]
+        enforcement: Option<crate::protocol::Enforcement>,
+    },
     Failed(WireError),
 }
 
@@ -55,6 +64,8 @@ pub enum LaunchOutcome {
 pub struct Launched {
     pub pid: u32,
     pub socket: String,
+    /// The level the new Pod's workload is enforced at.
+    pub enforcement: Option<crate::protocol::Enforcement>,
     /// The process handle, kept by a parent Pod to notice the child's exit.
     pub child: Child,
 }
@@ -138,7 +149,9 @@ impl Starting {
         let result = tokio::time::timeout(READY_TIMEOUT, outcome).await;
         let Starting { mut child, .. } = self;
         match result {
-            Ok(Ok(LaunchOutcome::Ready { pid, socket })) => Ok(Launched { pid, socket, child }),
+            Ok(Ok(LaunchOutcome::Ready { pid, socket, enforcement })) => {
+                Ok(Launched { pid, socket, enforcement, child })
+            }
             Ok(Ok(LaunchOutcome::Failed(e))) => {
                 reap(&mut child).await;
                 Err(e)

@@ -156,6 +156,7 @@ impl PodTools {
                     workload: a.command.filter(|c| !c.is_empty()),
                     cwd: Some(self.cwd.to_string_lossy().into_owned()),
                     env: pod_client::protocol::Env(Vec::new()),
+                    enforce: pod_client::protocol::EnforceRequest::default(),
                 };
                 to_json(&self.client.spawn(spec).await?)
             }

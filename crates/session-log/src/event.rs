@@ -49,6 +49,10 @@ pub enum Event {
     /// a lost registry lease); `reason` says which, in words.
     #[serde(rename = "pod.fenced")]
     PodFenced { reason: String },
+    /// How strongly the kernel holds this Pod's workload to its scope,
+    /// decided once when the Pod is created (`--enforce`).
+    #[serde(rename = "pod.enforced")]
+    PodEnforced(Enforced),
     /// A kind this build does not know, written by a newer one. Read-only:
     /// `append` refuses it.
     #[serde(untagged)]
@@ -91,6 +95,19 @@ impl Exit {
     }
 }
 
+/// An enforcement level as the log stores it: `level` is `full`,
+/// `landlock` or `off` (the `pod-sandbox` level's name); `landlock_abi` the
+/// kernel's Landlock ABI when Landlock is applied; `scratch` the paths
+/// outside every allocation the workload may write (`--scratch`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Enforced {
+    pub level: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub landlock_abi: Option<u32>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scratch: Vec<scope::ScopePath>,
+}
+
 /// One record as readers see it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
@@ -100,8 +117,16 @@ pub struct Record {
 }
 
 /// The kinds this build writes and decodes strictly.
-const KNOWN_KINDS: [&str; 7] =
-    ["pod.created", "pod.scope", "child.spawned", "child.removed", "child.reparented", "pod.stopped", "pod.fenced"];
+const KNOWN_KINDS: [&str; 8] = [
+    "pod.created",
+    "pod.scope",
+    "child.spawned",
+    "child.removed",
+    "child.reparented",
+    "pod.stopped",
+    "pod.fenced",
+    "pod.enforced",
+];
 
 impl Event {
     /// The kind string, as stored.
@@ -114,6 +139,7 @@ impl Event {
             Event::ChildReparented { .. } => "child.reparented",
             Event::PodStopped { .. } => "pod.stopped",
             Event::PodFenced { .. } => "pod.fenced",
+            Event::PodEnforced(_) => "pod.enforced",
             Event::Unknown { kind } => kind,
         }
     }

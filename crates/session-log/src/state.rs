@@ -50,6 +50,10 @@ pub struct PodState {
     pub stopped: bool,
     /// The sequence number of the last record folded in; 0 for none.
     pub last_seq: u64,
+    /// The enforcement level recorded by `pod.enforced` (none in logs
+    /// written before levels existed).
+    #[serde(default)]
+    pub enforced: Option<crate::Enforced>,
 }
 
 /// How to take one applied event back.
@@ -64,6 +68,7 @@ enum Change {
     Scope(ScopeSnapshot),
     Added(PodName),
     Removed(PodName, ChildRecord),
+    Enforced(Option<crate::Enforced>),
 }
 
 impl PodState {
@@ -167,6 +172,7 @@ impl PodState {
                 Some(record) => Ok(Change::Removed(name.clone(), record)),
                 None => Err(FoldError::UnknownChild { seq, name: name.clone() }),
             },
+            Event::PodEnforced(enforced) => Ok(Change::Enforced(self.enforced.replace(enforced.clone()))),
             Event::PodStopped { .. } | Event::PodFenced { .. } | Event::PodCreated { .. } | Event::Unknown { .. } => {
                 Ok(Change::Nothing)
             }
@@ -197,6 +203,7 @@ impl PodState {
             Change::Removed(name, record) => {
                 self.children.insert(name, record);
             }
+            Change::Enforced(old) => self.enforced = old,
         }
     }
 }

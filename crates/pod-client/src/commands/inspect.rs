@@ -77,6 +77,8 @@ pub struct ScopeView {
     /// then denied, whatever its rules say.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fenced: Option<String>,
+    /// How the kernel holds its workload (`None`: its log predates levels).
+    pub enforcement: Option<crate::protocol::Enforcement>,
     #[serde(flatten)]
     pub scope: ScopeSnapshot,
 }
@@ -169,8 +171,14 @@ impl Client {
 
     /// A Pod's scope: from the running Pod, else from its log.
     pub async fn scope(&self, name: &PodName) -> Result<ScopeView, WireError> {
-        let (scope, running, fenced) = current_scope(&self.paths(name), name).await?;
-        Ok(ScopeView { name: name.clone(), running, fenced, scope })
+        let current = current_scope(&self.paths(name), name).await?;
+        Ok(ScopeView {
+            name: name.clone(),
+            running: current.running,
+            fenced: current.fenced,
+            enforcement: current.enforcement,
+            scope: current.scope,
+        })
     }
 
     /// May `name` read (or write) `path`, and which rule decides.
@@ -188,7 +196,7 @@ impl Client {
         let (allowed, permission, decided_by) = if let Some(verdict) = live {
             verdict
         } else {
-            let (snapshot, _, _) = current_scope(&paths, name).await?;
+            let snapshot = current_scope(&paths, name).await?.scope;
             let scope = Scope::from_snapshot(snapshot).map_err(|e| WireError::new(e.code(), e.to_string()))?;
             let v = scope.permission_at(&path);
             (v.allows(wanted), v.permission, v.decided_by.to_string())
@@ -260,10 +268,12 @@ async fn fenced(paths: &PodPaths, name: &PodName) -> Option<String> {
 
 /// A running Pod's scope from itself, else from its log; and why the
 /// running Pod failed closed, if it did.
-async fn current_scope(paths: &PodPaths, name: &PodName) -> Result<(ScopeSnapshot, bool, Option<String>), WireError> {
+async fn current_scope(paths: &PodPaths, name: &PodName) -> Result<Current, WireError> {
     if paths.lock_held() {
         match (Pod { paths, name }).status().await {
-            Ok(s) => return Ok((s.scope, true, s.fenced)),
+            Ok(s) => {
+                return Ok(Current { scope: s.scope, running: true, fenced: s.fenced, enforcement: s.enforcement })
+            }
             // Exiting (its lock not yet released): its log is about to be
             // complete; read it there.
             Err(e) if e.code == "pod.not_running" => {}
@@ -271,7 +281,16 @@ async fn current_scope(paths: &PodPaths, name: &PodName) -> Result<(ScopeSnapsho
         }
     }
     let state = open_log(paths, name)?.replay().map_err(|e| WireError::new(e.code(), e.to_string()))?;
-    Ok((state.scope, false, None))
+    let enforcement = state.enforced.as_ref().map(crate::protocol::Enforcement::from_recorded).transpose()?;
+    Ok(Current { scope: state.scope, running: false, fenced: None, enforcement })
+}
+
+/// A Pod's scope as `current_scope` found it.
+struct Current {
+    scope: ScopeSnapshot,
+    running: bool,
+    fenced: Option<String>,
+    enforcement: Option<crate::protocol::Enforcement>,
 }
 
 /// Opens a stopped Pod's log. A Pod that stopped answering may still be

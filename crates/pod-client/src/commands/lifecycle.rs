@@ -11,7 +11,7 @@ use crate::launch::{launch, LaunchMode, LaunchRequest};
 use crate::layout::PodPaths;
 use crate::pod::{not_running, Pod, PodClient};
 use crate::process::{start_time_of, PidFd};
-use crate::protocol::{Env, PodRequest, SpawnRequest};
+use crate::protocol::{EnforceRequest, Enforcement, Env, PodRequest, SpawnRequest};
 
 /// Longest `stop` waits for a top-level Pod's process to be gone.
 const STOP_WAIT: Duration = Duration::from_secs(30);
@@ -29,6 +29,7 @@ pub struct StartSpec {
     pub cwd: Option<String>,
     /// Variables for the workload, on top of what it inherits.
     pub env: Env,
+    pub enforce: EnforceRequest,
 }
 
 /// A child of a running Pod.
@@ -40,6 +41,7 @@ pub struct SpawnSpec {
     pub workload: Option<Vec<String>>,
     pub cwd: Option<String>,
     pub env: Env,
+    pub enforce: EnforceRequest,
 }
 
 /// A Pod process that is ready to serve (`start`, `resume`).
@@ -47,6 +49,9 @@ pub struct SpawnSpec {
 pub struct Started {
     pub name: PodName,
     pub pid: u32,
+    /// `None` for a resumed Pod started before levels were recorded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enforcement: Option<Enforcement>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -54,6 +59,8 @@ pub struct Spawned {
     pub child: PodName,
     pub pid: u32,
     pub parent: PodName,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enforcement: Option<Enforcement>,
 }
 
 /// How a stop ended.
@@ -86,9 +93,10 @@ impl Client {
             mode: LaunchMode::Start { allow: spec.allow, deny: spec.deny, workload: spec.workload },
             cwd: spec.cwd,
             env: spec.env,
+            enforce: spec.enforce,
         };
         let launched = launch(&request, &paths.pod_log()).await?;
-        Ok(Started { name: spec.name, pid: launched.pid })
+        Ok(Started { name: spec.name, pid: launched.pid, enforcement: launched.enforcement })
     }
 
     /// Spawns a child of a running Pod; returns when the child is ready.
@@ -100,9 +108,10 @@ impl Client {
             workload: spec.workload,
             cwd: spec.cwd,
             env: spec.env,
+            enforce: spec.enforce,
         };
-        let (child, pid) = Pod { paths: &parent_paths, name: &spec.parent }.spawn(request).await?;
-        Ok(Spawned { child, pid, parent: spec.parent })
+        let (child, pid, enforcement) = Pod { paths: &parent_paths, name: &spec.parent }.spawn(request).await?;
+        Ok(Spawned { child, pid, parent: spec.parent, enforcement })
     }
 
     /// Stops a Pod, its children first. A child is stopped by its parent
@@ -167,9 +176,15 @@ impl Client {
         if paths.lock_held() && !exited(&paths).await {
             return Err(WireError::new("pod.running", format!("pod {name} is already running")));
         }
-        let request = LaunchRequest { name: name.clone(), mode: LaunchMode::Resume, cwd: None, env: Env::default() };
+        let request = LaunchRequest {
+            name: name.clone(),
+            mode: LaunchMode::Resume,
+            cwd: None,
+            env: Env::default(),
+            enforce: EnforceRequest::default(),
+        };
         let launched = launch(&request, &paths.pod_log()).await?;
-        Ok(Started { name: name.clone(), pid: launched.pid })
+        Ok(Started { name: name.clone(), pid: launched.pid, enforcement: launched.enforcement })
     }
 
     /// Forgets a stopped Pod: its session log and runtime directory.

@@ -9,6 +9,7 @@
 
 pub mod authorize;
 pub mod caller;
+pub mod enforcement;
 pub mod kv;
 pub mod lease;
 mod output;
@@ -105,6 +106,7 @@ async fn run(request: LaunchRequest) -> (std::process::ExitCode, Option<std::fs:
     };
     let Started { mut owner, listener, log, lock, kv } = started;
     owner.set_kv(Arc::clone(&kv));
+    let enforcement = owner.enforcement().cloned();
     let socket = owner.paths.socket().to_string_lossy().into_owned();
     let pid_file = owner.paths.pid_file();
     if let Err(e) = owner.start_watching().await {
@@ -136,7 +138,7 @@ async fn run(request: LaunchRequest) -> (std::process::ExitCode, Option<std::fs:
         move |conn, peer| server::handle_connection(conn, peer, ctx.clone()),
     ));
     spawn_signal_handler(tx.clone(), hurry_tx);
-    report(&LaunchOutcome::Ready { pid: std::process::id(), socket });
+    report(&LaunchOutcome::Ready { pid: std::process::id(), socket, enforcement });
     drop(tx);
     if let Err(e) = owner_task.await {
         tracing::error!(error = %e, "owner task failed");
@@ -267,7 +269,7 @@ async fn take_scope_and_serve(
     let pid = std::process::id();
     let socket = paths.socket().to_string_lossy().into_owned();
     let session = paths.session_id();
-    let (scope, parent, workload) = match request.mode {
+    let (scope, parent, workload, enforced) = match request.mode {
         LaunchMode::Resume => {
             let owner = resume(&name, &paths, &log, registry, tx.clone()).await?;
             tracing::info!(ms = phase.elapsed().as_secs_f64() * 1e3, "scope restored and pruned");
@@ -276,26 +278,45 @@ async fn take_scope_and_serve(
         LaunchMode::Start { allow, deny, workload } => {
             refuse_existing_log(&log, &name, "`pod resume NAME` or `pod rm NAME`")?;
             let scope = Scope::new(allow, deny).map_err(|e| WireError::new(e.code(), e.to_string()))?;
+            // Decided before the allocation is taken: a refusal changes nothing.
+            let (enforced, _choice) = enforcement::choose(
+                enforcement::support()?,
+                scope.snapshot(),
+                &request.enforce,
+                None,
+                &paths.dirs,
+                &name,
+            )?;
             registry.register(&name, pid, &socket, &session, scope.snapshot()).await?;
-            let created = record_creation(&log, &name, None, &scope, &workload).await;
+            let created = record_creation(&log, &name, None, &scope, &workload, &enforced).await;
             if created.is_err() {
                 registry.release_quietly(&name).await;
             }
             created?;
-            (scope, None, workload)
+            (scope, None, workload, enforced)
         }
         LaunchMode::Child { parent, rules, workload } => {
             refuse_existing_log(&log, &name, "`pod rm NAME` first")?;
             let scope = Scope::new(rules, Vec::new()).map_err(|e| WireError::new(e.code(), e.to_string()))?;
+            // The parent decided the level (never below its own) before
+            // its delegate; this plans again at exactly that level.
+            let (enforced, _choice) = enforcement::choose(
+                enforcement::support()?,
+                scope.snapshot(),
+                &request.enforce,
+                None,
+                &paths.dirs,
+                &name,
+            )?;
             fail::fail_point!("spawn.before_adopt");
             registry.adopt(&name, pid, &session, &socket).await?;
             // A failure from here on is undone by the parent's reclaim.
-            record_creation(&log, &name, Some(&parent), &scope, &workload).await?;
-            (scope, Some(parent), workload)
+            record_creation(&log, &name, Some(&parent), &scope, &workload, &enforced).await?;
+            (scope, Some(parent), workload, enforced)
         }
     };
     tracing::info!(ms = phase.elapsed().as_secs_f64() * 1e3, "scope taken and recorded");
-    let owner = Owner::new(
+    let mut owner = Owner::new(
         name,
         parent,
         workload,
@@ -306,6 +327,7 @@ async fn take_scope_and_serve(
         registry,
         tx.clone(),
     );
+    owner.set_enforcement(Some(enforced));
     serve(owner, paths, log, lock, request.cwd, request.env, tx).await
 }
 
@@ -372,6 +394,7 @@ async fn record_creation(
     parent: Option<&PodName>,
     scope: &Scope,
     workload: &Option<Vec<String>>,
+    enforced: &pod_client::protocol::Enforcement,
 ) -> Result<(), WireError> {
     let created = vec![
         Event::PodCreated {
@@ -381,6 +404,7 @@ async fn record_creation(
             workload: workload.clone(),
         },
         Event::PodScope { scope: scope.snapshot().clone() },
+        Event::PodEnforced(enforced.recorded()),
     ];
     append(log, created).await
 }
@@ -436,6 +460,7 @@ async fn resume(
         registry.clone(),
         tx,
     );
+    owner.set_enforcement(state.enforced.as_ref().map(pod_client::protocol::Enforcement::from_recorded).transpose()?);
     // A child is kept when the registry names its process and that process
     // still runs (same pid, same start time): its pid comes from the
     // registry and the kernel, never from what answers on its socket.

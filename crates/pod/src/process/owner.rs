@@ -33,7 +33,7 @@ use crate::mirror::{self, MirroredChild};
 use crate::process::caller::Peer;
 use crate::process::lease::{LeaseGuard, LEASE_LOST};
 use crate::process::watch::{self, PidFd};
-use crate::protocol::{ChildStatus, PodReply, PodRequest, PodStatus, SpawnRequest};
+use crate::protocol::{ChildStatus, Enforcement, PodReply, PodRequest, PodStatus, SpawnRequest};
 use crate::registry_link::Registry;
 use pod_client::pod::PodClient;
 
@@ -192,6 +192,9 @@ pub struct Owner {
     /// to fence. The wait for a child's readiness comes after (the child is
     /// then in `launching`, its layer in both), so it needs no exception.
     spawning: BTreeSet<PodName>,
+    /// How the kernel holds this Pod's workload (`None`: a resumed Pod
+    /// whose log predates levels); its children are never held less.
+    enforcement: Option<Enforcement>,
 }
 
 impl Owner {
@@ -233,7 +236,16 @@ impl Owner {
             lease: LeaseGuard::new(),
             spawning: Default::default(),
             kv: None,
+            enforcement: None,
         }
+    }
+
+    pub fn set_enforcement(&mut self, enforcement: Option<Enforcement>) {
+        self.enforcement = enforcement;
+    }
+
+    pub fn enforcement(&self) -> Option<&Enforcement> {
+        self.enforcement.as_ref()
     }
 
     /// Starts the long-poll on this Pod's allocation and its node's lease
@@ -512,6 +524,7 @@ impl Owner {
                 .collect(),
             workload: self.workload.clone(),
             fenced: self.fenced.clone().or_else(|| self.lease.check().err().map(|r| format!("{LEASE_LOST_REASON}{r}"))),
+            enforcement: self.enforcement.clone(),
         }
     }
 
@@ -544,7 +557,7 @@ impl Owner {
         );
     }
 
-    async fn start_child(&mut self, request: SpawnRequest) -> Result<Starting, WireError> {
+    async fn start_child(&mut self, mut request: SpawnRequest) -> Result<Starting, WireError> {
         if self.shutdown.is_some() {
             return Err(WireError::new("pod.shutting_down", format!("{} is shutting down", self.name)));
         }
@@ -568,6 +581,19 @@ impl Owner {
             .scope
             .check_delegation(&child, &request.rules)
             .map_err(|e| WireError::new(e.code(), e.to_string()))?;
+        // The child's level, decided before the delegate (a refusal changes
+        // nothing) and never below this Pod's; the child plans at it.
+        let child_scope =
+            Scope::new(request.rules.clone(), Vec::new()).map_err(|e| WireError::new(e.code(), e.to_string()))?;
+        let (enforced, _choice) = crate::process::enforcement::choose(
+            crate::process::enforcement::support()?,
+            child_scope.snapshot(),
+            &request.enforce,
+            self.enforcement.as_ref().map(|e| e.level),
+            &self.paths.dirs,
+            &child,
+        )?;
+        request.enforce.level = Some(enforced.level);
         self.spawning.insert(child.clone());
         let spawned = self.spawn_delegated(request).await;
         self.spawning.remove(&child);
@@ -626,6 +652,7 @@ impl Owner {
             },
             cwd: request.cwd.clone(),
             env: request.env.clone(),
+            enforce: request.enforce.clone(),
         };
         let starting = crate::launch::start(&launch, &child_paths.pod_log())?;
         // Our unreaped child: its pid cannot be reused yet, so this start
@@ -657,7 +684,7 @@ impl Owner {
                 if self.stopping.contains_key(&child) && self.core.children.contains_key(&child) {
                     self.begin_stop(&child);
                 }
-                Ok(PodReply::Spawned { child, pid, socket: launched.socket })
+                Ok(PodReply::Spawned { child, pid, socket: launched.socket, enforcement: launched.enforcement })
             }
             Err(e) => {
                 tracing::warn!(%child, error = %e, "child did not start; reclaiming");
