@@ -123,6 +123,7 @@ const ENFORCE_ENV: &str = "POD_ENFORCE";
 fn enforced_suffix(enforcement: Option<&Enforcement>) -> String {
     match enforcement {
         None => String::new(),
+        Some(e) if e.level == Level::Off => ", not enforced (level off)".to_string(),
         Some(e) => match e.landlock_abi {
             Some(abi) => format!(", enforced at {} (Landlock ABI {abi})", e.level),
             None => format!(", enforced at {}", e.level),

@@ -1,0 +1,119 @@
+//! Kernel enforcement as the Pod runtime offers it (issue 11): `pod doctor`,
+//! the `--enforce` levels (chosen, refused, recorded, shown), a child never
+//! enforced below its parent. Missing kernel features are simulated with
+//! `POD_SANDBOX_DISABLE`, which the Pod processes inherit from `pod start`.
+
+mod common;
+
+use common::{available, Home, Run};
+
+/// Every feature `POD_SANDBOX_DISABLE` knows.
+const ALL_FEATURES: &str = "landlock,userns,mountns,pidns,cgroup,pids,memory";
+
+fn landlock_here() -> bool {
+    let support = pod_sandbox::Support::detect().expect("detection");
+    available("landlock", support.landlock.is_ok())
+}
+
+/// `run`'s exit code, stdout and stderr, with the test's folders, process
+/// numbers and the kernel's Landlock ABI replaced by placeholders.
+fn shown(h: &Home, run: &Run) -> String {
+    let text = format!("exit {}\nstdout:\n{}stderr:\n{}", run.code, run.stdout, run.stderr);
+    common::redact_numbers_after(&h.redact(&text), &["ABI "])
+}
+
+#[test]
+fn doctor_names_each_missing_feature_and_why() {
+    let h = Home::new();
+    let run = h.pod_env(&["doctor"], &[("POD_SANDBOX_DISABLE", ALL_FEATURES)]);
+    // The first line says who runs it (root or not): not this test's subject.
+    let text = shown(&h, &run);
+    let text: Vec<&str> = text.lines().filter(|l| !l.starts_with("user: ")).collect();
+    insta::assert_snapshot!(text.join("\n"));
+    let json = h.pod_env(&["doctor", "--json"], &[("POD_SANDBOX_DISABLE", "mountns")]);
+    let value: serde_json::Value = serde_json::from_str(&json.stdout).expect("json");
+    assert_eq!(value["level"], "landlock", "{json:?}");
+    let unknown = h.pod_env(&["doctor"], &[("POD_SANDBOX_DISABLE", "landlok")]);
+    insta::assert_snapshot!("unknown_feature", shown(&h, &unknown));
+}
+
+#[test]
+fn a_level_the_machine_cannot_give_is_refused_and_nothing_is_taken() {
+    let h = Home::new();
+    let run = h.pod_env(&["start", "lead", "--write", ".", "--enforce", "full"], &[("POD_SANDBOX_DISABLE", "mountns")]);
+    insta::assert_snapshot!(shown(&h, &run));
+    assert_eq!(h.json(&["registry", "ls", "--json"]), serde_json::json!([]));
+    assert_eq!(h.json(&["ls", "--json"]), serde_json::json!([]));
+    // The name is free: nothing of the refused start stayed.
+    let off = h.pod_env(&["start", "lead", "--write", ".", "--enforce", "off"], &[("POD_SANDBOX_DISABLE", "mountns")]);
+    insta::assert_snapshot!("off", shown(&h, &off));
+    h.must(&["stop", "lead"]);
+}
+
+#[test]
+fn bad_levels_and_rules_the_level_cannot_express_are_refused_in_one_line() {
+    let h = Home::new();
+    let mut refusals = Vec::new();
+    let bad_flag = h.pod(&["start", "lead", "--write", ".", "--enforce", "strict"]);
+    refusals.push(shown(&h, &bad_flag));
+    let bad_env = h.pod_env(&["start", "lead", "--write", "."], &[("POD_ENFORCE", "strict")]);
+    refusals.push(shown(&h, &bad_env));
+    if landlock_here() {
+        let carve = h.pod(&["start", "lead", "--write", ".", "--deny-write", "secrets", "--enforce", "landlock"]);
+        refusals.push(shown(&h, &carve));
+        let hide = h.pod(&["start", "lead", "--write", "src", "--deny-read", "secrets", "--enforce", "landlock"]);
+        refusals.push(shown(&h, &hide));
+    }
+    insta::assert_snapshot!(refusals.join("\n---\n"));
+    assert_eq!(h.json(&["ls", "--json"]), serde_json::json!([]));
+}
+
+#[test]
+fn the_level_is_said_recorded_and_shown() {
+    if !landlock_here() {
+        return;
+    }
+    let h = Home::new();
+    let disable = [("POD_SANDBOX_DISABLE", "mountns")];
+    // The default steps down to landlock, says why, and warns.
+    let started = h.pod_env(&["start", "lead", "--write", "."], &disable);
+    let spawned = h.pod(&["spawn", "docs", "--parent", "lead", "--write", "docs"]);
+    let scope = h.pod(&["scope", "lead"]);
+    let json = h.json(&["scope", "docs", "--json"]);
+    assert_eq!(json["enforcement"]["level"], "landlock", "{json}");
+    h.must(&["stop", "lead"]);
+    // A stopped Pod's level comes from its log.
+    let stopped = h.pod(&["scope", "lead"]);
+    let log = h.pod(&["log", "lead"]);
+    let enforced: Vec<&str> = log.stdout.lines().filter(|l| l.contains("pod.enforced")).collect();
+    assert_eq!(enforced.len(), 1, "{log:?}");
+    let recorded = common::redact_numbers_after(enforced[0].split_once("pod.enforced").expect("kind").1, &["ABI "]);
+    insta::assert_snapshot!([
+        shown(&h, &started),
+        shown(&h, &spawned),
+        shown(&h, &scope),
+        shown(&h, &stopped),
+        recorded.trim().to_string()
+    ]
+    .join("\n---\n"));
+}
+
+#[test]
+fn a_child_is_never_enforced_below_its_parent() {
+    if !landlock_here() {
+        return;
+    }
+    let h = Home::new();
+    h.must(&["start", "lead", "--write", ".", "--enforce", "landlock"]);
+    let off = h.pod(&["spawn", "docs", "--parent", "lead", "--write", "docs", "--enforce", "off"]);
+    let from_env = h.pod_env(&["spawn", "docs", "--parent", "lead", "--write", "docs"], &[("POD_ENFORCE", "off")]);
+    insta::assert_snapshot!([shown(&h, &off), shown(&h, &from_env)].join("\n---\n"));
+    // Refused before the delegate: the parent holds no layer, the
+    // registry no child.
+    assert!(common::layer_names(&h.scope("lead")).is_empty());
+    assert_eq!(h.allocation("docs"), None);
+    // Stronger than the parent is fine.
+    h.must(&["spawn", "docs", "--parent", "lead", "--write", "docs", "--enforce", "full"]);
+    assert_eq!(h.json(&["scope", "docs", "--json"])["enforcement"]["level"], "full");
+    h.must(&["stop", "lead"]);
+}
