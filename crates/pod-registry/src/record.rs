@@ -56,8 +56,14 @@ pub struct Allocation {
     /// registry shared through etcd; `None` on the embedded one. Only that
     /// node's registry changes it. Last, and left out when absent, so the
     /// embedded store's records encode as they always did.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub node: Option<NodeName>,
+    /// Paths this Pod's workload may write that no allocation may overlap
+    /// (`--scratch`). Last, and left out when empty; `node` is always
+    /// written since they exist (positional encoding), and read as absent
+    /// from records written before.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scratch: Vec<scope::ScopePath>,
 }
 
 /// A node's name: like a Pod name, 1-64 bytes of `[a-z0-9._-]` starting

@@ -89,11 +89,13 @@ pub fn plan(state: &State, req: &Register) -> Result<(Plan, Reply), RegistryErro
         fence: 0,
         former_parent: None,
         node: state.local_node().cloned(),
+        scratch: req.scratch.clone(),
     };
     conflict::check(
         state,
         &Claim { name: &rec.name, allow: &rec.allow, caps: rec.write_caps().collect(), skip: None },
     )?;
+    crate::scratch::check(state, &rec.name, &rec.allow, &rec.scratch)?;
     let mut plan = PlanBuilder::new(state);
     for (held, keep_former) in adopted {
         let mut child = held.rec.clone();
