@@ -102,6 +102,17 @@ impl Enforcement {
         }
     }
 
+    /// `pod check`'s answer where a scratch path decides: write (and read)
+    /// beneath a scratch path, unless a deny rule of the Pod decided
+    /// (enforcement keeps base denies over scratch too). `decider` is the
+    /// scope's own verdict.
+    pub fn scratch_verdict(&self, path: &scope::ScopePath, decider: &scope::Decider<'_>) -> Option<String> {
+        if matches!(decider, scope::Decider::Deny { .. }) {
+            return None;
+        }
+        self.scratch.iter().find(|s| path.is_within(s)).map(|s| format!("scratch {s}/**"))
+    }
+
     /// What a log recorded; an unknown level (a newer build's) is an error
     /// naming it.
     pub fn from_recorded(recorded: &session_log::Enforced) -> Result<Enforcement, pod_proto::WireError> {

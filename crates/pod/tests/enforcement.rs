@@ -117,3 +117,58 @@ fn a_child_is_never_enforced_below_its_parent() {
     assert_eq!(h.json(&["scope", "docs", "--json"])["enforcement"]["level"], "full");
     h.must(&["stop", "lead"]);
 }
+
+#[test]
+fn scratch_paths_are_writable_by_check_and_never_overlap_an_allocation() {
+    let h = Home::new();
+    let cache = h.home.parent().expect("root").join("cache");
+    std::fs::create_dir_all(&cache).expect("cache");
+    let cache = cache.to_string_lossy().into_owned();
+    h.must(&["start", "lead", "--write", "src", "--scratch", &cache, "--enforce", "off"]);
+    // Several Pods may share one scratch path.
+    h.must(&["start", "other", "--write", "docs", "--scratch", &cache, "--enforce", "off"]);
+    let check = h.pod(&["check", "lead", &format!("{cache}/tool/state"), "--write"]);
+    let scope = h.pod(&["scope", "lead"]);
+    let taken = h.pod(&["start", "greedy", "--write", &cache, "--enforce", "off"]);
+    let inside = h.pod(&["start", "tool", "--write", "tests", "--scratch", "src/target", "--enforce", "off"]);
+    let child = h.pod(&["spawn", "c", "--parent", "lead", "--write", "src/c", "--scratch", "docs", "--enforce", "off"]);
+    let not_tree = h.pod(&["start", "t", "--write", "tests", "--scratch", "a/*", "--enforce", "off"]);
+    insta::assert_snapshot!([
+        shown(&h, &check),
+        shown(&h, &scope),
+        shown(&h, &taken),
+        shown(&h, &inside),
+        shown(&h, &child),
+        shown(&h, &not_tree)
+    ]
+    .join("\n---\n")
+    .replace(&cache, "[cache]"));
+    // Refused starts and spawns left nothing behind.
+    for pod in ["greedy", "tool", "c", "t"] {
+        assert_eq!(h.allocation(pod), None, "{pod}");
+    }
+    assert!(common::layer_names(&h.scope("lead")).is_empty());
+    h.must(&["stop", "lead"]);
+    // A stopped Pod's check still names its scratch (from its log).
+    let stopped = h.pod(&["check", "lead", &format!("{cache}/x"), "--write"]);
+    assert_eq!(stopped.stdout.replace(&cache, "[cache]"), "allowed: lead write [cache]/x (scratch [cache]/**)\n");
+    h.must(&["stop", "other"]);
+}
+
+#[test]
+fn each_workload_gets_a_private_tmpdir() {
+    use std::os::unix::fs::PermissionsExt;
+    let h = Home::new();
+    let script = r#"echo "$TMPDIR" > tmpdir.txt.part && touch "$TMPDIR/made" && mv tmpdir.txt.part tmpdir.txt && exec sleep 600"#;
+    h.must(&["start", "lead", "--write", ".", "--enforce", "off", "--", "sh", "-c", script]);
+    let told = h.repo.join("tmpdir.txt");
+    common::wait_until("the workload wrote its TMPDIR", || told.exists());
+    let tmpdir = std::path::PathBuf::from(std::fs::read_to_string(&told).expect("tmpdir.txt").trim());
+    assert_eq!(tmpdir, h.home.join("run/tmp/lead"));
+    assert!(tmpdir.join("made").exists());
+    for dir in [&tmpdir, &h.home.join("run/tmp")] {
+        assert_eq!(std::fs::metadata(dir).expect("dir").permissions().mode() & 0o777, 0o700, "{}", dir.display());
+    }
+    h.must(&["stop", "lead"]);
+    assert!(!tmpdir.exists(), "the TMPDIR outlived its Pod");
+}

@@ -196,10 +196,13 @@ impl Client {
         let (allowed, permission, decided_by) = if let Some(verdict) = live {
             verdict
         } else {
-            let snapshot = current_scope(&paths, name).await?.scope;
-            let scope = Scope::from_snapshot(snapshot).map_err(|e| WireError::new(e.code(), e.to_string()))?;
+            let current = current_scope(&paths, name).await?;
+            let scope = Scope::from_snapshot(current.scope).map_err(|e| WireError::new(e.code(), e.to_string()))?;
             let v = scope.permission_at(&path);
-            (v.allows(wanted), v.permission, v.decided_by.to_string())
+            match current.enforcement.as_ref().and_then(|e| e.scratch_verdict(&path, &v.decided_by)) {
+                Some(scratch) => (true, Some(Permission::Write), scratch),
+                None => (v.allows(wanted), v.permission, v.decided_by.to_string()),
+            }
         };
         Ok(CheckView { pod: name.clone(), path: path.to_string(), wanted, allowed, permission, decided_by })
     }

@@ -209,7 +209,7 @@ impl Client {
             }
             registry.release(name).await?;
         }
-        for dir in [&paths.data_dir, &paths.run_dir] {
+        for dir in [&paths.data_dir, &paths.run_dir, &paths.tmp_dir()] {
             match std::fs::remove_dir_all(dir) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

@@ -9,15 +9,10 @@
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use pod_client::protocol::{EnforceRequest, Enforcement};
+use pod_client::protocol::{EnforceRequest, Enforcement, Env};
 use pod_proto::{RuntimeDirs, WireError};
 use pod_sandbox::{Choice, Level, Policy, Support};
 use scope::{PodName, ScopePath, ScopeSnapshot};
-
-/// The directory of a workload's private TMPDIR parents: `run/tmp/`, beside
-/// (not inside) the runtime's own files in `run/pods/` and `run/registry/`,
-/// which no workload may write.
-const TMP_DIR: &str = "tmp";
 
 /// What this machine offers, detected on first use (honouring
 /// `POD_SANDBOX_DISABLE`).
@@ -29,9 +24,32 @@ pub fn support() -> Result<&'static Support, WireError> {
         .map_err(Clone::clone)
 }
 
-/// The workload's private temporary directory: `run/tmp/NAME` (0700).
-pub fn tmpdir(dirs: &RuntimeDirs, name: &PodName) -> PathBuf {
-    dirs.run.join(TMP_DIR).join(name.as_str())
+/// The workload's private temporary directory (`PodPaths::tmp_dir`).
+fn tmpdir(dirs: &RuntimeDirs, name: &PodName) -> PathBuf {
+    crate::layout::PodPaths::new(dirs, name).tmp_dir()
+}
+
+/// Creates the workload's TMPDIR (0700, its parent too) and returns `env`
+/// with `TMPDIR` naming it, last, so it wins over an `--env TMPDIR`: under
+/// enforcement no other temporary directory would be writable.
+pub fn with_tmpdir(paths: &crate::layout::PodPaths, mut env: Env) -> Result<Env, WireError> {
+    let dir = paths.tmp_dir();
+    if let Some(parent) = dir.parent() {
+        pod_proto::paths::ensure_private_dir(parent).map_err(|e| WireError::new(e.code(), e.to_string()))?;
+    }
+    pod_proto::paths::ensure_private_dir(&dir).map_err(|e| WireError::new(e.code(), e.to_string()))?;
+    env.0.push(("TMPDIR".to_string(), dir.to_string_lossy().into_owned()));
+    Ok(env)
+}
+
+/// Removes the workload's TMPDIR when the Pod exits (what its workload
+/// left there is nobody's).
+pub fn remove_tmpdir(paths: &crate::layout::PodPaths) {
+    match std::fs::remove_dir_all(paths.tmp_dir()) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => tracing::warn!(error = %e, "cannot remove the workload's TMPDIR"),
+    }
 }
 
 fn scope_path(path: &std::path::Path) -> Result<ScopePath, WireError> {

@@ -109,6 +109,7 @@ async fn run(request: LaunchRequest) -> (std::process::ExitCode, Option<std::fs:
     let enforcement = owner.enforcement().cloned();
     let socket = owner.paths.socket().to_string_lossy().into_owned();
     let pid_file = owner.paths.pid_file();
+    let tmp_paths = owner.paths.clone();
     if let Err(e) = owner.start_watching().await {
         tracing::error!(error = %e, "cannot watch this pod's allocation; registry changes go unnoticed");
     }
@@ -156,6 +157,7 @@ async fn run(request: LaunchRequest) -> (std::process::ExitCode, Option<std::fs:
     if let Err(e) = std::fs::remove_file(&pid_file) {
         tracing::debug!(error = %e, "pid file already gone");
     }
+    enforcement::remove_tmpdir(&tmp_paths);
     (std::process::ExitCode::SUCCESS, Some(lock))
 }
 
@@ -287,7 +289,7 @@ async fn take_scope_and_serve(
                 &paths.dirs,
                 &name,
             )?;
-            registry.register(&name, pid, &socket, &session, scope.snapshot()).await?;
+            registry.register(&name, pid, &socket, &session, scope.snapshot(), &enforced.scratch).await?;
             let created = record_creation(&log, &name, None, &scope, &workload, &enforced).await;
             if created.is_err() {
                 registry.release_quietly(&name).await;
@@ -309,7 +311,7 @@ async fn take_scope_and_serve(
                 &name,
             )?;
             fail::fail_point!("spawn.before_adopt");
-            registry.adopt(&name, pid, &session, &socket).await?;
+            registry.adopt(&name, pid, &session, &socket, &enforced.scratch).await?;
             // A failure from here on is undone by the parent's reclaim.
             record_creation(&log, &name, Some(&parent), &scope, &workload, &enforced).await?;
             (scope, Some(parent), workload, enforced)
@@ -348,6 +350,7 @@ async fn serve(
         .map_err(|e| WireError::new(e.code(), e.to_string()))?;
     let listener = pod_proto::server::bind(&paths.socket()).await.map_err(|e| e.to_wire())?;
     if let Some(command) = owner.workload.clone() {
+        let env = enforcement::with_tmpdir(&paths, env)?;
         let spec =
             workload::WorkloadSpec { command: &command, cwd: cwd.as_deref(), env: &env, parent: owner.parent.as_ref() };
         owner.set_workload(workload::start(spec, &paths, tx)?);
@@ -444,7 +447,9 @@ async fn resume(
     let socket = paths.socket().to_string_lossy().into_owned();
     let gone = registry.sweep().await?;
     tracing::info!(?gone, "swept dead allocations before re-registering");
-    registry.register(name, pid, &socket, &paths.session_id(), scope.snapshot()).await?;
+    let enforced = state.enforced.as_ref().map(pod_client::protocol::Enforcement::from_recorded).transpose()?;
+    let scratch = enforced.as_ref().map(|e| e.scratch.clone()).unwrap_or_default();
+    registry.register(name, pid, &socket, &paths.session_id(), scope.snapshot(), &scratch).await?;
     fail::fail_point!("resume.after_register");
     let mut owner = Owner::new(
         name.clone(),
@@ -460,7 +465,7 @@ async fn resume(
         registry.clone(),
         tx,
     );
-    owner.set_enforcement(state.enforced.as_ref().map(pod_client::protocol::Enforcement::from_recorded).transpose()?);
+    owner.set_enforcement(enforced);
     // A child is kept when the registry names its process and that process
     // still runs (same pid, same start time): its pid comes from the
     // registry and the kernel, never from what answers on its socket.

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use pod_proto::WireError;
 use rustix::process::Signal;
-use scope::{PodName, Scope};
+use scope::{Permission, PodName, Scope};
 use session_log::{ChildRecord, Event, Exit, RemovalReason, SessionLog};
 use tokio::sync::{mpsc, oneshot, watch as watch_channel};
 use tokio::time::Instant;
@@ -430,11 +430,16 @@ impl Owner {
             }),
             PodRequest::Check { path, permission } => {
                 let verdict = self.core.scope.permission_at(&path);
-                Ok(PodReply::Verdict {
-                    allowed: verdict.allows(permission),
-                    permission: verdict.permission,
-                    decided_by: verdict.decided_by.to_string(),
-                })
+                let scratch = self.enforcement.as_ref().and_then(|e| e.scratch_verdict(&path, &verdict.decided_by));
+                if let Some(decided_by) = scratch {
+                    Ok(PodReply::Verdict { allowed: true, permission: Some(Permission::Write), decided_by })
+                } else {
+                    Ok(PodReply::Verdict {
+                        allowed: verdict.allows(permission),
+                        permission: verdict.permission,
+                        decided_by: verdict.decided_by.to_string(),
+                    })
+                }
             }
             PodRequest::Spawn(request) => {
                 self.spawn(request, reply).await;
@@ -1221,8 +1226,9 @@ impl Owner {
             Ok(None) => {
                 let socket = self.paths.socket().to_string_lossy().into_owned();
                 let snapshot = self.core.scope.snapshot().clone();
+                let scratch = self.enforcement.as_ref().map(|e| e.scratch.clone()).unwrap_or_default();
                 self.registry
-                    .register(&self.name, std::process::id(), &socket, &self.paths.session_id(), &snapshot)
+                    .register(&self.name, std::process::id(), &socket, &self.paths.session_id(), &snapshot, &scratch)
                     .await
             }
             Err(e) => Err(e),
