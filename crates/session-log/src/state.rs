@@ -352,6 +352,26 @@ mod tests {
     }
 
     #[test]
+    fn the_enforcement_level_is_folded_and_a_refused_batch_takes_it_back() {
+        let enforced = |level: &str| {
+            Event::PodEnforced(crate::Enforced {
+                level: level.into(),
+                landlock_abi: Some(7),
+                scratch: vec![ScopePath::new("/cache").unwrap()],
+            })
+        };
+        let mut s = fold(&[created(), enforced("full")]).unwrap();
+        assert_eq!(s.enforced.as_ref().map(|e| e.level.as_str()), Some("full"));
+        let before = s.clone();
+        // The second event is refused (a child twice): the whole batch goes.
+        let err = s.apply_batch(3, &[enforced("off"), spawned("a"), spawned("a")]);
+        assert!(err.is_err());
+        assert_eq!(s, before);
+        // A log written before levels existed folds to none.
+        assert_eq!(fold(&[created()]).unwrap().enforced, None);
+    }
+
+    #[test]
     fn gaps_are_refused() {
         let mut s = PodState::new();
         s.apply(1, &created()).unwrap();
