@@ -19,6 +19,7 @@ pub mod protocol;
 pub mod registry;
 
 pub use commands::inspect::{CheckView, LogReader, PodSummary, ScopeView, TreeNode};
+pub use commands::kv::{KvList, KvListed, KvRoute, KvValue, KvVersion, Lease, Released};
 pub use commands::lifecycle::{Removed, SpawnSpec, Spawned, StartSpec, Started, Stopped};
 pub use commands::logs::LogsReader;
 pub use commands::wait::{Ended, WaitOutcome, Waited};

@@ -36,6 +36,12 @@ impl PodClient {
         Ok(PodClient { conn })
     }
 
+    /// How long one call may take in all (default: the idle timeout); a
+    /// call the Pod holds on purpose (a store wait) needs its own.
+    pub fn set_call_limit(&mut self, limit: Duration) {
+        self.conn.set_idle_timeout(limit);
+    }
+
     pub async fn call(&mut self, request: &PodRequest) -> Result<PodReply, ProtoError> {
         self.conn.call(request).await
     }

@@ -196,6 +196,21 @@ pub struct PodStatus {
     /// How the kernel holds its workload to its scope.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enforcement: Option<Enforcement>,
+    /// How the workload's processes are held together, while it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub containment: Option<ContainmentView>,
+}
+
+/// The containment of a running workload, as `pod scope` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainmentView {
+    /// `cgroup` (a cgroup v2 of its own), `pid_namespace` (a supervisor
+    /// that is the init of a PID namespace) or `subreaper` (a supervisor
+    /// that every orphan of the tree comes back to).
+    pub mechanism: String,
+    /// In words: the mechanism, where it lives, and the cgroup v1
+    /// hierarchies that carry a limit.
+    pub detail: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

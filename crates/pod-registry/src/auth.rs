@@ -147,6 +147,10 @@ pub fn authorize(state: &State, op: &Op, caller: Option<&Caller>, kernel: &dyn K
                 caller_parent_pid: caller.parent.map(|p| p.pid),
             })
         }
+        Op::Contain(c) => match state.get(&c.name) {
+            Some(held) if !is_process(caller, &held.rec) => Err(not_pod_process("contain", &held.rec, caller)),
+            _ => Ok(()),
+        },
         Op::Reclaim { parent, child } => {
             let (Some(p), c) = (state.get(parent), state.get(child)) else { return Ok(()) };
             if is_process(caller, &p.rec) {

@@ -54,14 +54,18 @@ pub struct Allocation {
     pub former_parent: Option<PodName>,
     /// The node (machine) whose registry holds this allocation, on a
     /// registry shared through etcd; `None` on the embedded one. Only that
-    /// node's registry changes it. Last, and left out when absent, so the
-    /// embedded store's records encode as they always did.
+    /// node's registry changes it. Records are arrays in the stores: a
+    /// record written before this field (or `containment`) existed decodes
+    /// with it absent.
     #[serde(default)]
     pub node: Option<NodeName>,
+    /// The containment of the Pod's workload, once it started one: what the
+    /// sweep and a parent's reclaim end before the region is given up (a
+    /// Pod is live while its process or any process of its workload is).
+    #[serde(default)]
+    pub containment: Option<pod_sandbox::ContainmentRecord>,
     /// Paths this Pod's workload may write that no allocation may overlap
-    /// (`--scratch`). Last, and left out when empty; `node` is always
-    /// written since they exist (positional encoding), and read as absent
-    /// from records written before.
+    /// (`--scratch`); absent from records written before.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub scratch: Vec<scope::ScopePath>,
 }

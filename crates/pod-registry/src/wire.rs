@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::answers::{RequestId, StreamId};
 use crate::limits::MAX_FIELD_BYTES;
-use crate::ops::{Adopt, Delegate, Op, Query, Register};
+use crate::ops::{Adopt, Contain, Delegate, Op, Query, Register};
 use crate::{Allocation, RegistryError};
 
 /// A rule as sent: the target may be any absolute path; it is normalized.
@@ -70,6 +70,14 @@ pub enum Request {
         socket: String,
         #[serde(default)]
         scratch: Vec<String>,
+    },
+    /// A Pod's own process records its workload's containment.
+    Contain {
+        #[serde(default)]
+        id: Option<RequestId>,
+        name: String,
+        pid: u32,
+        containment: pod_sandbox::ContainmentRecord,
     },
     /// The parent takes back a child's region. Idempotent.
     Reclaim {
@@ -299,6 +307,7 @@ impl Request {
             Request::Register { id, .. }
             | Request::Delegate { id, .. }
             | Request::Adopt { id, .. }
+            | Request::Contain { id, .. }
             | Request::Reclaim { id, .. }
             | Request::Release { id, .. } => *id,
             _ => None,
@@ -323,6 +332,7 @@ impl Request {
             Request::Register { .. }
             | Request::Delegate { .. }
             | Request::Adopt { .. }
+            | Request::Contain { .. }
             | Request::Reclaim { .. }
             | Request::Release { .. } => self.id().is_some(),
         }
@@ -334,6 +344,7 @@ impl Request {
             Request::Register { id, .. }
             | Request::Delegate { id, .. }
             | Request::Adopt { id, .. }
+            | Request::Contain { id, .. }
             | Request::Reclaim { id, .. }
             | Request::Release { id, .. } => {
                 id.get_or_insert(new);
@@ -350,6 +361,7 @@ impl Request {
             Request::Register { .. }
                 | Request::Delegate { .. }
                 | Request::Adopt { .. }
+                | Request::Contain { .. }
                 | Request::Reclaim { .. }
                 | Request::Release { .. }
         )
@@ -394,6 +406,15 @@ impl Request {
                     session: field("session id", session)?,
                     socket: field("socket path", socket)?,
                     scratch: scratch_paths(scratch)?,
+                }))
+            }
+            Request::Contain { id: _, name: n, pid: p, containment } => {
+                let pid = pid(*p)?;
+                Command::Mutate(Op::Contain(Contain {
+                    name: name("pod name", n)?,
+                    pid,
+                    start_time: start_of(pid)?,
+                    containment: containment.clone(),
                 }))
             }
             Request::Reclaim { id: _, parent, child } => {

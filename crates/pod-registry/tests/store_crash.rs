@@ -48,6 +48,7 @@ fn record(pod: &str, commit: u64) -> Allocation {
         layers: BTreeMap::new(),
         fence: commit,
         former_parent: None,
+        containment: None,
         node: None,
     }
 }

@@ -32,6 +32,11 @@ pub enum SandboxError {
     /// The helper reported a failure, or went away without a word.
     #[error("sandbox helper: {0}")]
     Helper(String),
+    /// The workload's program could not be executed: the OS's reason
+    /// alone (it crosses the helper stages as is; the caller names the
+    /// program in its own words).
+    #[error("{0}")]
+    Exec(String),
     /// A malformed or oversized frame on the helper's control channel.
     #[error("sandbox control channel: {0}")]
     Protocol(String),
@@ -50,6 +55,7 @@ impl SandboxError {
             SandboxError::Missing { .. } => "enforce.missing",
             SandboxError::Held(_) => "containment.held",
             SandboxError::Helper(_) => "sandbox.helper",
+            SandboxError::Exec(_) => "sandbox.exec",
             SandboxError::Protocol(_) => "sandbox.protocol",
             SandboxError::BadRequest(_) => "sandbox.bad_request",
         }

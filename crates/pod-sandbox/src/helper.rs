@@ -279,6 +279,7 @@ pub(crate) fn remote_error(code: &str, message: String) -> SandboxError {
         "enforce.refused" => SandboxError::Refused(message),
         "sandbox.bad_request" => SandboxError::BadRequest(message),
         "sandbox.protocol" => SandboxError::Protocol(message),
+        "sandbox.exec" => SandboxError::Exec(message),
         _ => SandboxError::Helper(message),
     }
 }
@@ -690,7 +691,8 @@ fn exec(spec: Spec, mut parent: UnixStream) -> ExitCode {
         .env_clear()
         .envs(program.env.iter().map(|(k, v)| (k, v)))
         .exec();
-    let e = SandboxError::Helper(format!("cannot run {:?}: {err}", program.program));
-    let _ = write_frame(&mut parent, &Event::Failed { code: "sandbox.exec".into(), message: e.to_string() });
+    // The OS's reason alone: the Pod names the program in its own words.
+    let e = SandboxError::Exec(err.to_string());
+    let _ = write_frame(&mut parent, &Event::Failed { code: e.code().into(), message: err.to_string() });
     ExitCode::from(EXIT_EXEC_FAILED)
 }

@@ -38,7 +38,9 @@ pub struct LaunchSpec<'a> {
 
 /// A running, sandboxed workload.
 pub struct Workload {
-    keeper: Child,
+    /// Behind a lock so that one thread can reap it while others talk to
+    /// the keeper through `&self`.
+    keeper: Mutex<Child>,
     keeper_pid: u32,
     workload_pid: u32,
     level: Level,
@@ -133,7 +135,7 @@ pub fn launch(containment: &mut Containment, spec: LaunchSpec<'_>) -> Result<Wor
         })
         .map_err(SandboxError::io("cannot start the control reader"))?;
     Ok(Workload {
-        keeper,
+        keeper: Mutex::new(keeper),
         keeper_pid,
         workload_pid,
         level: spec.level,
@@ -225,14 +227,19 @@ impl Workload {
         self.exits.lock().ok()?.recv_timeout(timeout).ok()
     }
 
-    /// Reaps the keeper (it exits once the whole tree is gone).
-    pub fn reap(&mut self) -> std::io::Result<ExitStatus> {
-        self.keeper.wait()
+    /// Reaps the keeper (it exits once the whole tree is gone). Holds the
+    /// keeper's lock while it waits: `try_reap` meanwhile blocks too.
+    pub fn reap(&self) -> std::io::Result<ExitStatus> {
+        self.keeper_lock()?.wait()
     }
 
     /// Reaps the keeper if it has exited.
-    pub fn try_reap(&mut self) -> std::io::Result<Option<ExitStatus>> {
-        self.keeper.try_wait()
+    pub fn try_reap(&self) -> std::io::Result<Option<ExitStatus>> {
+        self.keeper_lock()?.try_wait()
+    }
+
+    fn keeper_lock(&self) -> std::io::Result<std::sync::MutexGuard<'_, Child>> {
+        self.keeper.lock().map_err(|_| std::io::Error::other("the keeper's handle is poisoned"))
     }
 }
 

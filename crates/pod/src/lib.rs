@@ -27,6 +27,12 @@ use commands::{demo, doctor, inspect, lifecycle, mcp, registry};
 /// The `pod` binary: parses `std::env::args` and runs the command.
 pub fn main() -> ExitCode {
     pod_proto::paths::private_umask();
+    // The sandbox's re-exec helper (a workload's keeper and its stages):
+    // hidden, before anything else, as the helper expects a bare process.
+    if std::env::args_os().nth(1).is_some_and(|first| first == process::HELPER_SUBCOMMAND) {
+        let stage: Vec<String> = std::env::args_os().skip(2).map(|a| a.to_string_lossy().into_owned()).collect();
+        return pod_sandbox::helper_main(&stage);
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) if matches!(e.kind(), clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion) => {

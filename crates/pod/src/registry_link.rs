@@ -147,6 +147,18 @@ impl Registry {
         }
     }
 
+    /// Records this Pod's workload containment in its allocation (durable
+    /// once answered), so that the sweep or a parent's reclaim can end the
+    /// workload if this process dies.
+    pub async fn contain(&self, name: &PodName, record: &pod_sandbox::ContainmentRecord) -> Result<(), WireError> {
+        let request =
+            Request::Contain { id: None, name: name.to_string(), pid: std::process::id(), containment: record.clone() };
+        match self.call(request).await? {
+            Reply::Allocation(_) => Ok(()),
+            _ => Err(unexpected("contain")),
+        }
+    }
+
     /// Reclaims every child of `children` (each idempotent, each with its
     /// request id, so a lost answer is asked again and reports the same
     /// survivors). A single child uses the shared link; many are spread

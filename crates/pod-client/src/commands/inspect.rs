@@ -23,11 +23,13 @@ pub struct PodSummary {
     pub name: PodName,
     /// running, starting, exiting, exited(N), killed(SIG), stopped,
     /// crashed, lost, corrupt, fenced (running without an allocation, failed
-    /// closed).
+    /// closed), held (its process is gone but processes of its workload
+    /// remain: its region stays taken until they are ended).
     pub state: String,
     pub parent: Option<PodName>,
     pub pid: Option<u32>,
-    /// Why a Pod is marked `corrupt`: its session log's error, whole.
+    /// Why a Pod is marked `corrupt` (its session log's error, whole) or
+    /// `held` (what still runs).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
     /// How its workload ended, for a Pod that stopped.
@@ -79,6 +81,9 @@ pub struct ScopeView {
     pub fenced: Option<String>,
     /// How the kernel holds its workload (`None`: its log predates levels).
     pub enforcement: Option<crate::protocol::Enforcement>,
+    /// How its workload's processes are held together, while one runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub containment: Option<crate::protocol::ContainmentView>,
     #[serde(flatten)]
     pub scope: ScopeSnapshot,
 }
@@ -110,6 +115,9 @@ impl Client {
             let gone = match a.state {
                 pod_registry::AllocState::Reserved => live("starting"),
                 pod_registry::AllocState::Live if start_time_of(a.pid) == Some(a.start_time) => live("running"),
+                pod_registry::AllocState::Live if held_by_workload(&a).is_some() => {
+                    Gone { state: "held".into(), problem: held_by_workload(&a), ended: None, parent: None }
+                }
                 // Its process is gone and the registry has not swept it yet: a
                 // crash, which `pod resume` recovers, unless its log is damaged.
                 pod_registry::AllocState::Live => match stopped_state(&self.paths(&a.name), &a.name) {
@@ -177,6 +185,7 @@ impl Client {
             running: current.running,
             fenced: current.fenced,
             enforcement: current.enforcement,
+            containment: current.containment,
             scope: current.scope,
         })
     }
@@ -211,6 +220,21 @@ impl Client {
     /// `follow`, it goes on with new records until the Pod stops.
     pub fn log(&self, name: &PodName, follow: bool) -> LogReader {
         LogReader { paths: self.paths(name), name: name.clone(), follow, reading: Reading::NotStarted }
+    }
+}
+
+/// Why a Pod whose process is gone still holds its region: processes of
+/// its workload remain (a Pod is live while any of them is).
+fn held_by_workload(a: &Allocation) -> Option<String> {
+    let containment = pod_sandbox::Containment::from_record(a.containment.clone()?);
+    match containment.is_populated() {
+        Ok(false) => None,
+        Ok(true) => Some(format!(
+            "its Pod process is gone but {} processes of its workload still run ({}); its region stays held until they are ended",
+            containment.members().len(),
+            containment.describe()
+        )),
+        Err(e) => Some(format!("its Pod process is gone and whether its workload still runs is unknown ({e}); its region stays held")),
     }
 }
 
@@ -275,7 +299,13 @@ async fn current_scope(paths: &PodPaths, name: &PodName) -> Result<Current, Wire
     if paths.lock_held() {
         match (Pod { paths, name }).status().await {
             Ok(s) => {
-                return Ok(Current { scope: s.scope, running: true, fenced: s.fenced, enforcement: s.enforcement })
+                return Ok(Current {
+                    scope: s.scope,
+                    running: true,
+                    fenced: s.fenced,
+                    enforcement: s.enforcement,
+                    containment: s.containment,
+                })
             }
             // Exiting (its lock not yet released): its log is about to be
             // complete; read it there.
@@ -285,7 +315,7 @@ async fn current_scope(paths: &PodPaths, name: &PodName) -> Result<Current, Wire
     }
     let state = open_log(paths, name)?.replay().map_err(|e| WireError::new(e.code(), e.to_string()))?;
     let enforcement = state.enforced.as_ref().map(crate::protocol::Enforcement::from_recorded).transpose()?;
-    Ok(Current { scope: state.scope, running: false, fenced: None, enforcement })
+    Ok(Current { scope: state.scope, running: false, fenced: None, enforcement, containment: None })
 }
 
 /// A Pod's scope as `current_scope` found it.
@@ -294,6 +324,8 @@ struct Current {
     running: bool,
     fenced: Option<String>,
     enforcement: Option<crate::protocol::Enforcement>,
+    /// How its workload's processes are held together, while one runs.
+    containment: Option<crate::protocol::ContainmentView>,
 }
 
 /// Opens a stopped Pod's log. A Pod that stopped answering may still be

@@ -8,6 +8,7 @@
 //! `ScopePath`s): parsing what a user typed is the caller's edge.
 
 pub mod inspect;
+pub mod kv;
 pub mod lifecycle;
 pub mod logs;
 pub mod registry;
@@ -24,23 +25,29 @@ use crate::registry::RegistryClient;
 #[derive(Debug, Clone)]
 pub struct Client {
     dirs: RuntimeDirs,
+    /// The socket of the Pod this process runs in (`POD_SOCKET`), asked
+    /// who the kernel says this process is before a store call (see
+    /// `kv.rs`); `None`: the operator.
+    own_socket: Option<std::path::PathBuf>,
 }
 
 impl Client {
     /// The runtime directories of this process's environment (`POD_HOME`
     /// or XDG), created or checked, with a home of the old layout moved
     /// into this one first; what was moved is returned for the caller to
-    /// tell.
+    /// tell. Inside a workload, its Pod's socket is `POD_SOCKET`.
     pub fn from_env() -> Result<(Client, Option<Migrated>), WireError> {
         let dirs = RuntimeDirs::from_env().map_err(|e| WireError::new(e.code(), e.to_string()))?;
         let moved = migrate_old_layout(&dirs)?;
         dirs.ensure().map_err(|e| WireError::new(e.code(), e.to_string()))?;
-        Ok((Client { dirs }, moved))
+        let own_socket = std::env::var_os("POD_SOCKET").filter(|s| !s.is_empty()).map(std::path::PathBuf::from);
+        Ok((Client { dirs, own_socket }, moved))
     }
 
-    /// A client of directories already made ready (`RuntimeDirs::ensure`).
+    /// A client of directories already made ready (`RuntimeDirs::ensure`),
+    /// calling the store as the operator (see [`Client::with_own_socket`]).
     pub fn new(dirs: RuntimeDirs) -> Client {
-        Client { dirs }
+        Client { dirs, own_socket: None }
     }
 
     pub fn dirs(&self) -> &RuntimeDirs {

@@ -132,21 +132,29 @@ impl Ctx {
     }
 
     /// The one operation that visits every allocation: it must look at
-    /// every live pid. The scan runs on a copy of (name, pid, start) taken
-    /// under the read lock; each removal is a `Forget` that re-checks the
-    /// record still names the dead process.
+    /// every live pid. The scan runs on a copy of (name, pid, start,
+    /// containment) taken under the read lock; each removal is a `Forget`
+    /// that re-checks the record still names the dead process. A Pod is
+    /// live while its process or any process of its workload is: a dead
+    /// Pod's workload is ended first (TERM, [`SWEEP_GRACE`], KILL), and a
+    /// Pod whose workload cannot be shown gone is kept (its region stays
+    /// held; the next sweep tries again).
     pub async fn sweep(&self) -> Result<Reply, RegistryError> {
         let state = self.state.read().await;
         // Another node's Pods live as long as its lease: their pids mean
         // nothing here.
-        let live: Vec<(PodName, u32, u64)> = state
+        let live: Vec<(PodName, u32, u64, Option<pod_sandbox::ContainmentRecord>)> = state
             .iter()
             .filter(|h| h.rec.state == AllocState::Live && !state.is_remote(&h.rec))
-            .map(|h| (h.rec.name.clone(), h.rec.pid, h.rec.start_time))
+            .map(|h| (h.rec.name.clone(), h.rec.pid, h.rec.start_time, h.rec.containment.clone()))
             .collect();
         drop(state);
         let dead = tokio::task::spawn_blocking(move || {
-            live.into_iter().filter(|(_, pid, start)| !proc::is_alive(*pid, *start)).collect::<Vec<_>>()
+            live.into_iter()
+                .filter(|(_, pid, start, _)| !proc::is_alive(*pid, *start))
+                .filter(|(name, _, _, containment)| workload_ended(name, containment.as_ref()))
+                .map(|(name, pid, start, _)| (name, pid, start))
+                .collect::<Vec<_>>()
         })
         .await
         .map_err(|e| RegistryError::Store(format!("sweep task failed: {e}")))?;
@@ -164,6 +172,24 @@ impl Ctx {
             }
         }
         Ok(Reply::Swept { gone })
+    }
+}
+
+/// How long the sweep lets a dead Pod's workload go after SIGTERM, before
+/// it is killed.
+pub const SWEEP_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Ends the workload of a Pod whose process is gone; true once none of its
+/// processes remains (or it had none).
+fn workload_ended(name: &PodName, record: Option<&pod_sandbox::ContainmentRecord>) -> bool {
+    let Some(record) = record else { return true };
+    let containment = pod_sandbox::Containment::from_record(record.clone());
+    match containment.terminate(SWEEP_GRACE).and_then(|()| containment.remove()) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(pod = %name, error = %e, "its process is gone but its workload could not be ended; its region stays held");
+            false
+        }
     }
 }
 
@@ -214,6 +240,7 @@ fn kind(request: &Request) -> &'static str {
         Request::Register { .. } => "register",
         Request::Delegate { .. } => "delegate",
         Request::Adopt { .. } => "adopt",
+        Request::Contain { .. } => "contain",
         Request::Reclaim { .. } => "reclaim",
         Request::Release { .. } => "release",
         Request::Get { .. } => "get",

@@ -43,6 +43,7 @@ pub fn plan(state: &State, req: &Delegate) -> Result<(Plan, Reply), RegistryErro
         fence: 0,
         former_parent: None,
         node: state.local_node().cloned(),
+        containment: None,
         scratch: Vec::new(),
     };
     conflict::check(

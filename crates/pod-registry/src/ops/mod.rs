@@ -3,6 +3,7 @@
 //! of the registry is tested without sockets or disks.
 
 mod adopt;
+mod contain;
 mod delegate;
 mod query;
 mod reclaim;
@@ -84,12 +85,22 @@ pub struct Adopt {
     pub scratch: Vec<ScopePath>,
 }
 
+/// A Pod's own process records its workload's containment.
+#[derive(Debug, Clone)]
+pub struct Contain {
+    pub name: PodName,
+    pub pid: u32,
+    pub start_time: u64,
+    pub containment: pod_sandbox::ContainmentRecord,
+}
+
 /// A mutation.
 #[derive(Debug, Clone)]
 pub enum Op {
     Register(Register),
     Delegate(Delegate),
     Adopt(Adopt),
+    Contain(Contain),
     Reclaim {
         parent: PodName,
         child: PodName,
@@ -122,6 +133,7 @@ pub fn plan(state: &State, op: &Op) -> Result<(Plan, Reply), RegistryError> {
         Op::Register(r) => register::plan(state, r),
         Op::Delegate(d) => delegate::plan(state, d),
         Op::Adopt(a) => adopt::plan(state, a),
+        Op::Contain(c) => contain::plan(state, c),
         Op::Reclaim { parent, child } => reclaim::plan_reclaim(state, parent, child),
         Op::Release { name } => reclaim::plan_release(state, name),
         Op::Forget { name, pid, start_time } => reclaim::plan_forget(state, name, *pid, *start_time),
@@ -140,6 +152,7 @@ fn check_node(state: &State, op: &Op) -> Result<(), RegistryError> {
         Op::Register(r) => r.layers.keys().collect(),
         Op::Delegate(d) => vec![&d.parent, &d.child],
         Op::Adopt(a) => vec![&a.name],
+        Op::Contain(c) => vec![&c.name],
         Op::Reclaim { parent, child } => vec![parent, child],
         Op::Release { name } | Op::Forget { name, .. } => vec![name],
     };

@@ -89,6 +89,7 @@ pub fn plan(state: &State, req: &Register) -> Result<(Plan, Reply), RegistryErro
         fence: 0,
         former_parent: None,
         node: state.local_node().cloned(),
+        containment: None,
         scratch: req.scratch.clone(),
     };
     conflict::check(

@@ -88,6 +88,16 @@ pub async fn scope(name: &str, json: bool) -> Result<ExitCode, WireError> {
         }
         None => println!("  enforced (not recorded: this Pod's log predates enforcement levels)"),
     }
+    if let Some(containment) = &view.containment {
+        // The mechanism in words; where it lives is in --json.
+        let words = match containment.mechanism.as_str() {
+            "cgroup" => "a cgroup v2",
+            "pid_namespace" => "a PID-namespace supervisor",
+            "subreaper" => "a subreaper supervisor",
+            other => other,
+        };
+        println!("  contained by {words}");
+    }
     for r in &view.scope.allow {
         println!("  allow  {r}");
     }

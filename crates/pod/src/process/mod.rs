@@ -18,7 +18,7 @@ pub mod server;
 pub mod watch;
 mod workload;
 
-pub use workload::RESERVED_ENV;
+pub use workload::{HELPER_SUBCOMMAND, RESERVED_ENV};
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -351,9 +351,29 @@ async fn serve(
     let listener = pod_proto::server::bind(&paths.socket()).await.map_err(|e| e.to_wire())?;
     if let Some(command) = owner.workload.clone() {
         let env = enforcement::with_tmpdir(&paths, env)?;
-        let spec =
-            workload::WorkloadSpec { command: &command, cwd: cwd.as_deref(), env: &env, parent: owner.parent.as_ref() };
-        owner.set_workload(workload::start(spec, &paths, tx)?);
+        let recorded = owner.enforcement().cloned().ok_or_else(|| {
+            WireError::new("pod.internal", "a workload is started without a recorded enforcement level")
+        })?;
+        let choice = enforcement::plan_for_workload(&recorded, owner.core.scope.snapshot(), &paths.dirs, &owner.name)?;
+        let spec = workload::WorkloadSpec {
+            command: &command,
+            cwd: cwd.as_deref(),
+            env: &env,
+            parent: owner.parent.as_ref(),
+            limits: pod_sandbox::Limits::default(),
+            enforcement: choice,
+        };
+        let running = workload::start(spec, &paths, tx).await?;
+        // Recorded before the Pod reports ready: from then on, whoever finds
+        // this process gone ends the workload from the record.
+        let record = running.contained.containment().record().clone();
+        if let Err(e) = owner.registry().contain(&owner.name, &record).await {
+            if let Err(end) = running.contained.end(std::time::Duration::ZERO).await {
+                tracing::error!(error = %end, "cannot end a workload whose containment was not recorded");
+            }
+            return Err(e);
+        }
+        owner.set_workload(running);
     }
     Ok(Started { owner, listener, log, lock, kv })
 }

@@ -91,6 +91,12 @@ pub enum OwnerMsg {
     },
     /// Time to try the reclaims that failed again.
     RetryReclaims,
+    /// The task ending a gone child's workload is done (its reclaim can
+    /// go on if nothing of it remains).
+    ChildWorkloadEnded {
+        name: PodName,
+        outcome: Result<(), String>,
+    },
     /// The shutdown's bound is reached.
     ShutdownDeadline,
     WorkloadExited {
@@ -159,6 +165,8 @@ pub struct Owner {
     tx: mpsc::Sender<OwnerMsg>,
     /// Children whose launch has not ended yet.
     launching: BTreeSet<PodName>,
+    /// Gone children whose workload a task is ending before their reclaim.
+    ending: BTreeSet<PodName>,
     stopping: BTreeMap<PodName, Vec<Responder>>,
     unreclaimed: BTreeMap<PodName, Unreclaimed>,
     retry_pending: bool,
@@ -172,6 +180,8 @@ pub struct Owner {
     hurry: Option<watch_channel::Receiver<bool>>,
     /// The workload's process, held from its start.
     workload_process: Option<PidFd>,
+    /// The workload's whole process tree, ended at shutdown.
+    workload_tree: Option<crate::process::workload::Contained>,
     /// How the workload ended, once it has; and its output's writer.
     workload_exit: Option<watch_channel::Receiver<Option<Exit>>>,
     workload_output: Option<tokio::task::JoinHandle<()>>,
@@ -221,6 +231,7 @@ impl Owner {
             registry,
             tx,
             launching: BTreeSet::new(),
+            ending: BTreeSet::new(),
             stopping: BTreeMap::new(),
             unreclaimed: BTreeMap::new(),
             retry_pending: false,
@@ -229,6 +240,7 @@ impl Owner {
             shutdown: None,
             hurry: None,
             workload_process: None,
+            workload_tree: None,
             workload_exit: None,
             workload_output: None,
             child_exits: BTreeMap::new(),
@@ -280,6 +292,7 @@ impl Owner {
 
     pub fn set_workload(&mut self, running: crate::process::workload::Running) {
         self.workload_process = running.process;
+        self.workload_tree = Some(running.contained);
         self.workload_exit = Some(running.exit);
         self.workload_output = Some(running.output);
     }
@@ -364,6 +377,15 @@ impl Owner {
                     self.finish_stop(&name);
                 }
                 OwnerMsg::RetryReclaims => self.retry_reclaims().await,
+                OwnerMsg::ChildWorkloadEnded { name, outcome } => {
+                    self.ending.remove(&name);
+                    match outcome {
+                        Ok(()) => self.retry_reclaims().await,
+                        Err(e) => {
+                            tracing::error!(child = %name, error = %e, "the workload of a gone child could not be ended; its region stays held")
+                        }
+                    }
+                }
                 OwnerMsg::ShutdownDeadline => {
                     tracing::warn!(?SHUTDOWN_WAIT, children = self.core.children.len(), "shutdown bound reached");
                 }
@@ -530,6 +552,7 @@ impl Owner {
             workload: self.workload.clone(),
             fenced: self.fenced.clone().or_else(|| self.lease.check().err().map(|r| format!("{LEASE_LOST_REASON}{r}"))),
             enforcement: self.enforcement.clone(),
+            containment: self.workload_tree.as_ref().map(|tree| tree.view()),
         }
     }
 
@@ -803,17 +826,75 @@ impl Owner {
 
     async fn reclaim_all_in_span(&mut self, children: &[PodName], reason: RemovalReason) -> Result<usize, WireError> {
         fail::fail_point!("reclaim.before_registry");
+        let (ended, held) = self.workloads_ended(children).await;
         // Answers that arrived are applied even when others failed: the
         // registry committed them, so the Pod must take them in (and adopt
         // the survivors they report); the rest stay recorded for a later
         // reclaim, and the error is returned after.
-        let outcome = self.registry.reclaim_many(&self.name, children).await;
+        let outcome = self.registry.reclaim_many(&self.name, &ended).await;
         fail::fail_point!("reclaim.after_registry");
         let removed = self.apply_reclaimed(outcome.done, reason).await?;
-        match outcome.failed {
+        match outcome.failed.or(held) {
             Some(e) => Err(e),
             None => Ok(removed),
         }
+    }
+
+    /// A Pod is live while its process or any process of its workload is:
+    /// a child's region comes back only once its workload is gone. Returns
+    /// the children none of whose workload's processes remain, and the
+    /// error for the others, whose workload a task is ending meanwhile
+    /// (TERM, [`STOP_GRACE`], KILL; [`OwnerMsg::ChildWorkloadEnded`]) so
+    /// that the reclaim's retry finds them gone.
+    async fn workloads_ended(&mut self, children: &[PodName]) -> (Vec<PodName>, Option<WireError>) {
+        let mut ended = Vec::new();
+        let mut held = None;
+        for child in children {
+            let record = match self.registry.get(child).await {
+                Ok(alloc) => alloc.and_then(|a| a.containment),
+                Err(e) => {
+                    held = Some(e);
+                    continue;
+                }
+            };
+            let Some(record) = record else {
+                ended.push(child.clone());
+                continue;
+            };
+            let containment = pod_sandbox::Containment::from_record(record);
+            match containment.is_populated() {
+                Ok(false) => {
+                    // Its cgroups go too (a child killed -9 left them).
+                    if let Err(e) = containment.remove() {
+                        tracing::warn!(%child, error = %e, "cannot remove a gone child's containment");
+                    }
+                    ended.push(child.clone());
+                    continue;
+                }
+                Ok(true) => {}
+                Err(e) => tracing::warn!(%child, error = %e, "cannot tell whether a gone child's workload runs"),
+            }
+            held = Some(WireError::new(
+                "containment.held",
+                format!(
+                    "{child}'s workload still runs ({}); its region stays held until it is ended",
+                    containment.describe()
+                ),
+            ));
+            if self.ending.insert(child.clone()) {
+                let (tx, name) = (self.tx.clone(), child.clone());
+                tokio::spawn(async move {
+                    let ending = tokio::task::spawn_blocking(move || {
+                        containment.terminate(STOP_GRACE).and_then(|()| containment.remove()).map_err(|e| e.to_string())
+                    });
+                    let outcome = ending.await.unwrap_or_else(|e| Err(format!("the task ending it failed: {e}")));
+                    if tx.send(OwnerMsg::ChildWorkloadEnded { name, outcome }).await.is_err() {
+                        tracing::debug!("owner gone before a child's workload ended");
+                    }
+                });
+            }
+        }
+        (ended, held)
     }
 
     /// Takes in what the registry answered for reclaimed children: log,
@@ -997,11 +1078,14 @@ impl Owner {
 
     async fn shut_down(&mut self, shutdown: Shutdown) {
         let Shutdown { origin, waiters, deadline, now } = shutdown;
-        if let Some(workload) = self.workload_process.take() {
-            if now {
-                workload.signal(Signal::KILL);
+        self.workload_process = None;
+        if let Some(tree) = self.workload_tree.take() {
+            // The whole tree, whatever the main process did: nothing the
+            // workload started outlives its Pod.
+            let grace = if now { Duration::ZERO } else { STOP_GRACE };
+            if let Err(e) = tree.end(grace).await {
+                tracing::error!(error = %e, code = e.code(), "the workload's processes could not be shown gone");
             }
-            workload.terminate(STOP_GRACE).await;
         }
         let exit = self.workload_ended().await;
         match &self.parent {

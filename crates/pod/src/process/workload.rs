@@ -4,17 +4,32 @@
 //! (`output.rs`); its stdin is empty. When it exits, its Pod shuts down and
 //! records how it ended.
 //!
+//! It starts through `pod_sandbox::launch`, inside a containment of its own
+//! (a cgroup where the machine has one, else a supervisor): the keeper, this
+//! very binary re-executed as `pod __sandbox-exec keeper`, joins it and
+//! executes the workload, so that every process the workload ever starts
+//! (setsid, double-forked) is in it and ends with the Pod ([`Contained::end`]).
+//! The level and plan it is enforced with are `enforcement.rs`'s.
+//!
 //! Its environment: the Pod process's own (for a top-level Pod, that of the
-//! `pod start` caller; for a child, inherited from its parent Pod process),
-//! then the `--env` variables, then `POD_NAME`, `POD_SOCKET`, `POD_HOME`
-//! (when the Pod has one) and `POD_PARENT` (a child's parent), which
-//! `--env` cannot set.
+//! `pod start` caller; for a child, inherited from its parent Pod process;
+//! variables whose name or value is not UTF-8 are left out), then the
+//! `--env` variables, then `POD_NAME`, `POD_SOCKET`, `POD_HOME` (when the
+//! Pod has one) and `POD_PARENT` (a child's parent), which `--env` cannot
+//! set.
 
-use std::os::unix::process::ExitStatusExt;
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
 
-use pod_client::protocol::Env;
+use pod_client::protocol::{ContainmentView, Env};
 use pod_proto::WireError;
+use pod_sandbox::{
+    choose_containment, launch, Containment, ContainmentKey, ExitReport, HelperCommand, LaunchSpec, Limits, Mechanism,
+    Program, SandboxError, Support, Workload,
+};
 use session_log::Exit;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -25,12 +40,20 @@ use crate::process::watch::PidFd;
 
 /// Variables the runtime sets itself; `--env` is refused for them.
 pub const RESERVED_ENV: [&str; 4] = ["POD_NAME", "POD_SOCKET", "POD_HOME", "POD_PARENT"];
+/// The hidden subcommand that runs the sandbox's re-exec helper.
+pub const HELPER_SUBCOMMAND: &str = "__sandbox-exec";
+/// How often the exit watcher looks whether the keeper vanished without
+/// reporting the workload's exit (it was killed).
+const KEEPER_CHECK: Duration = Duration::from_secs(1);
 
 pub struct WorkloadSpec<'a> {
     pub command: &'a [String],
     pub cwd: Option<&'a str>,
     pub env: &'a Env,
     pub parent: Option<&'a scope::PodName>,
+    pub limits: Limits,
+    /// The level and plan it is enforced with (`enforcement.rs`).
+    pub enforcement: pod_sandbox::Choice,
 }
 
 /// A started workload.
@@ -41,60 +64,191 @@ pub struct Running {
     pub exit: watch::Receiver<Option<Exit>>,
     /// Finishes when its output is all written.
     pub output: JoinHandle<()>,
+    /// Its whole process tree.
+    pub contained: Contained,
 }
 
-pub fn start(spec: WorkloadSpec<'_>, paths: &PodPaths, tx: mpsc::Sender<OwnerMsg>) -> Result<Running, WireError> {
+/// The workload's containment and the keeper that holds it.
+#[derive(Clone)]
+pub struct Contained {
+    containment: Arc<Containment>,
+    workload: Arc<Workload>,
+}
+
+impl Contained {
+    pub fn containment(&self) -> &Containment {
+        &self.containment
+    }
+
+    /// Ends the whole tree (TERM, `grace`, KILL) and removes the
+    /// containment; returns once no process of it remains, or `Held` when
+    /// that cannot be shown.
+    pub async fn end(&self, grace: Duration) -> Result<(), SandboxError> {
+        let containment = Arc::clone(&self.containment);
+        tokio::task::spawn_blocking(move || {
+            containment.terminate(grace)?;
+            containment.remove()
+        })
+        .await
+        .map_err(|e| SandboxError::Held(format!("the task ending the workload failed: {e}")))?
+    }
+
+    /// What `pod scope` says of it.
+    pub fn view(&self) -> ContainmentView {
+        let mechanism = match self.containment.mechanism() {
+            Mechanism::Cgroup => "cgroup",
+            Mechanism::PidNamespace => "pid_namespace",
+            Mechanism::Subreaper => "subreaper",
+        };
+        ContainmentView { mechanism: mechanism.to_string(), detail: self.containment.describe() }
+    }
+}
+
+fn wire(e: SandboxError) -> WireError {
+    WireError::new(e.code(), e.to_string())
+}
+
+/// The workload's whole environment (see the module's comment).
+fn environment(spec: &WorkloadSpec<'_>, paths: &PodPaths, name: &str) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .filter(|(k, _)| !RESERVED_ENV.contains(&k.as_str()))
+        .collect();
+    let mut set = |key: &str, value: String| {
+        env.retain(|(k, _)| k != key);
+        env.push((key.to_string(), value));
+    };
+    for (key, value) in &spec.env.0 {
+        set(key, value.clone());
+    }
+    set("POD_NAME", name.to_string());
+    set("POD_SOCKET", paths.socket().to_string_lossy().into_owned());
+    if let Some(parent) = spec.parent {
+        set("POD_PARENT", parent.as_str().to_string());
+    }
+    if let (Some(home), true) = (paths.dirs.run.parent(), std::env::var_os("POD_HOME").is_some()) {
+        set("POD_HOME", home.to_string_lossy().into_owned());
+    }
+    env
+}
+
+/// A pipe whose write end the workload gets and whose read end the Pod reads.
+fn output_pipe() -> Result<(tokio::net::unix::pipe::Receiver, OwnedFd), WireError> {
+    let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+        .map_err(|e| WireError::new("pod.workload", format!("cannot create the workload's output pipe: {e}")))?;
+    let read = tokio::net::unix::pipe::Receiver::from_owned_fd(read)
+        .map_err(|e| WireError::new("pod.workload", format!("cannot read the workload's output pipe: {e}")))?;
+    Ok((read, write))
+}
+
+pub async fn start(spec: WorkloadSpec<'_>, paths: &PodPaths, tx: mpsc::Sender<OwnerMsg>) -> Result<Running, WireError> {
     let (program, args) =
         spec.command.split_first().ok_or_else(|| WireError::new("pod.workload", "the workload command is empty"))?;
     let name = paths.run_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let home = paths.dirs.run.parent().map(|p| p.to_path_buf());
-    let mut cmd = tokio::process::Command::new(program);
-    cmd.args(args);
-    for (key, value) in &spec.env.0 {
-        cmd.env(key, value);
-    }
-    cmd.env("POD_NAME", &name)
-        .env("POD_SOCKET", paths.socket())
-        .env_remove("POD_PARENT")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    if let Some(parent) = spec.parent {
-        cmd.env("POD_PARENT", parent.as_str());
-    }
-    if let (Some(home), Some(_)) = (home, std::env::var_os("POD_HOME")) {
-        cmd.env("POD_HOME", home);
-    }
-    if let Some(dir) = spec.cwd {
-        cmd.current_dir(dir);
-    }
-    let mut child =
-        cmd.spawn().map_err(|e| WireError::new("pod.workload", format!("cannot start workload {program:?}: {e}")))?;
-    let pid = child.id().ok_or_else(|| WireError::new("pod.workload", "the workload exited at once"))?;
-    let stdout = child.stdout.take().ok_or_else(|| WireError::new("pod.workload", "no stdout pipe"))?;
-    let stderr = child.stderr.take().ok_or_else(|| WireError::new("pod.workload", "no stderr pipe"))?;
-    let output = crate::process::output::capture(paths, stdout, stderr)?;
-    // Opened before the waiter below can reap it: the handle stays bound to
-    // this process even after its pid is reused. `None` when the workload
-    // has already exited; the waiter reports that as usual.
-    let process = crate::process::watch::start_time_of(pid).and_then(|start| PidFd::open(pid, start));
-    let (exit_tx, exit) = watch::channel(None);
-    tokio::spawn(async move {
-        let exit = match child.wait().await {
-            Ok(status) => match (status.code(), status.signal()) {
-                (Some(code), _) => Exit::code(code),
-                (None, Some(signal)) => Exit::signal(signal),
-                (None, None) => Exit::default(),
+    let pod = scope::PodName::new(&name).map_err(|e| WireError::new(e.code(), e.to_string()))?;
+    let cwd = match spec.cwd {
+        Some(dir) => PathBuf::from(dir),
+        None => std::env::current_dir()
+            .map_err(|e| WireError::new("pod.workload", format!("cannot read the working directory: {e}")))?,
+    };
+    let program_spec =
+        Program { program: program.clone(), args: args.to_vec(), env: environment(&spec, paths, &name), cwd };
+    let helper = HelperCommand {
+        program: std::env::current_exe()
+            .map_err(|e| WireError::new("pod.workload", format!("cannot find this program to re-run it: {e}")))?,
+        args: vec![HELPER_SUBCOMMAND.to_string()],
+    };
+    let home = paths.dirs.run.parent().map(|p| p.to_path_buf()).unwrap_or_else(|| paths.dirs.run.clone());
+    let me = std::process::id();
+    let my_start = crate::process::watch::start_time_of(me)
+        .ok_or_else(|| WireError::new("pod.io", "cannot read this process's own start time from /proc"))?;
+    let key = ContainmentKey { home, pod, instance: format!("{me}-{my_start}") };
+    let limits = spec.limits;
+    let enforcement = spec.enforcement.clone();
+    let (stdout, stdout_w) = output_pipe()?;
+    let (stderr, stderr_w) = output_pipe()?;
+    let launched = tokio::task::spawn_blocking(move || -> Result<(Containment, Workload), SandboxError> {
+        let support = Support::detect()?;
+        let choice = choose_containment(&support, &limits)?;
+        let mut containment = Containment::create(&support, &choice, &key, &limits)?;
+        let launched = launch(
+            &mut containment,
+            LaunchSpec {
+                helper,
+                program: program_spec,
+                level: enforcement.level,
+                plan: &enforcement.plan,
+                support: &support,
+                stdout: Stdio::from(stdout_w),
+                stderr: Stdio::from(stderr_w),
             },
+        );
+        match launched {
+            Ok(workload) => Ok((containment, workload)),
             Err(e) => {
-                tracing::error!(error = %e, "cannot wait for the workload");
-                Exit::default()
+                // Nothing runs: the cgroups go too.
+                if let Err(rm) = containment.remove() {
+                    tracing::warn!(error = %rm, "cannot remove the containment of a workload that did not start");
+                }
+                Err(e)
             }
-        };
-        exit_tx.send_replace(Some(exit));
-        if tx.send(OwnerMsg::WorkloadExited { exit }).await.is_err() {
-            tracing::debug!("owner gone before the workload exited");
         }
-    });
-    Ok(Running { process, exit, output })
+    })
+    .await
+    .map_err(|e| WireError::new("pod.internal", format!("the workload's launch task failed: {e}")))?;
+    let (containment, workload) = launched.map_err(|e| match e {
+        SandboxError::Exec(why) => WireError::new("pod.workload", format!("cannot start workload {program:?}: {why}")),
+        other => wire(other),
+    })?;
+    let output = crate::process::output::capture(paths, stdout, stderr)?;
+    let pid = workload.pid();
+    // The main process, held for `pod kill`: a pidfd stays bound to it
+    // even after its pid is reused. `None` when it has already exited.
+    let process = crate::process::watch::start_time_of(pid).and_then(|start| PidFd::open(pid, start));
+    tracing::info!(pid, keeper = workload.keeper_pid(), containment = %containment.describe(), "workload started");
+    let contained = Contained { containment: Arc::new(containment), workload: Arc::new(workload) };
+    let (exit_tx, exit) = watch::channel(None);
+    let watched = Arc::clone(&contained.workload);
+    std::thread::Builder::new()
+        .name("workload-exit".into())
+        .spawn(move || {
+            let exit = exit_of(wait_for_exit(&watched));
+            exit_tx.send_replace(Some(exit));
+            if tx.blocking_send(OwnerMsg::WorkloadExited { exit }).is_err() {
+                tracing::debug!("owner gone before the workload exited");
+            }
+            // The keeper exits once the whole tree is gone (the Pod's
+            // shutdown ends it); reaped here so it is no zombie.
+            if let Err(e) = watched.reap() {
+                tracing::warn!(error = %e, "cannot reap the workload's keeper");
+            }
+        })
+        .map_err(|e| WireError::new("pod.internal", format!("cannot start the workload's exit watcher: {e}")))?;
+    Ok(Running { process, exit, output, contained })
+}
+
+/// The main process's exit as the keeper reports it; `None` when the
+/// keeper went away without a report.
+fn wait_for_exit(workload: &Workload) -> Option<ExitReport> {
+    loop {
+        if let Some(report) = workload.wait_exit(KEEPER_CHECK) {
+            return Some(report);
+        }
+        match workload.try_reap() {
+            Ok(None) => continue,
+            // Gone: a report it sent just before is still read.
+            Ok(Some(_)) | Err(_) => return workload.wait_exit(KEEPER_CHECK),
+        }
+    }
+}
+
+fn exit_of(report: Option<ExitReport>) -> Exit {
+    match report {
+        Some(ExitReport { code: Some(code), .. }) => Exit::code(code),
+        Some(ExitReport { signal: Some(signal), .. }) => Exit::signal(signal),
+        _ => {
+            tracing::error!("the workload's keeper went away without reporting how the workload ended");
+            Exit::default()
+        }
+    }
 }
