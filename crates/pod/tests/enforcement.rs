@@ -172,3 +172,94 @@ fn each_workload_gets_a_private_tmpdir() {
     h.must(&["stop", "lead"]);
     assert!(!tmpdir.exists(), "the TMPDIR outlived its Pod");
 }
+
+fn full_here() -> bool {
+    let support = pod_sandbox::Support::detect().expect("detection");
+    available("landlock", support.landlock.is_ok()) && available("mountns", support.mountns.is_ok())
+}
+
+/// The lead's workload: on each `go` file it tries to append to
+/// `docs/probe` and answers `W` (written) or `R` (refused) in `result`.
+const PROBE: &str = r#"while true; do if [ -e go ]; then if echo x >> docs/probe 2>/dev/null; then echo W > result.part; else echo R > result.part; fi; rm go; mv result.part result; fi; sleep 0.02; done"#;
+
+/// Asks the lead's probing workload whether it can write `docs/` now.
+fn lead_writes_docs(h: &Home) -> bool {
+    let result = h.repo.join("result");
+    let _ = std::fs::remove_file(&result);
+    std::fs::write(h.repo.join("go"), "").expect("go");
+    common::wait_until("the probe answered", || result.exists());
+    std::fs::read_to_string(&result).expect("result").trim() == "W"
+}
+
+#[test]
+fn a_helpers_workload_writes_exactly_inside_its_scope() {
+    if !full_here() {
+        return;
+    }
+    let h = Home::new();
+    std::fs::write(h.repo.join("src/main.rs"), "fn main() {}\n").expect("src");
+    std::fs::write(h.repo.join("docs/old.md"), "old\n").expect("docs");
+    h.must(&["start", "lead", "--write", "."]);
+    let attempts = r#"
+try() { if sh -c "$2" 2>/dev/null; then echo "$1 allowed"; else echo "$1 refused"; fi; }
+for where in src docs; do
+  try "create $where" "echo new > $where/new.txt"
+  try "append $where" "echo more >> $where/$( [ $where = src ] && echo main.rs || echo old.md )"
+  try "truncate $where" ": > $where/$( [ $where = src ] && echo main.rs || echo old.md )"
+  try "rename into $where" "echo r > docs/r.tmp && mv docs/r.tmp $where/renamed"
+  try "link into $where" "ln docs/old.md $where/linked"
+  try "delete in $where" "rm $where/$( [ $where = src ] && echo main.rs || echo old.md )"
+done
+"#;
+    h.must(&["spawn", "helper", "--parent", "lead", "--write", "docs", "--", "sh", "-c", attempts]);
+    assert_eq!(h.pod(&["wait", "helper"]).code, 0);
+    let logs = h.must(&["logs", "helper"]);
+    let lines: Vec<&str> = logs.stdout.lines().map(|l| l.split_once(' ').expect("time").1).collect();
+    insta::assert_snapshot!(lines.join("\n"));
+    assert_eq!(std::fs::read_to_string(h.repo.join("src/main.rs")).expect("src kept"), "fn main() {}\n");
+    h.must(&["stop", "lead"]);
+}
+
+#[test]
+fn the_leads_workload_loses_a_delegated_dir_within_spawn_and_gets_it_back() {
+    if !full_here() {
+        return;
+    }
+    let h = Home::new();
+    h.must(&["start", "lead", "--write", ".", "--deny-write", "tests", "--", "sh", "-c", PROBE]);
+    assert!(lead_writes_docs(&h), "before any delegation");
+    // After `pod stop`.
+    h.must(&["spawn", "a", "--parent", "lead", "--write", "docs", "--", "sleep", "600"]);
+    assert!(!lead_writes_docs(&h), "lost within pod spawn");
+    h.must(&["stop", "a"]);
+    assert!(lead_writes_docs(&h), "back after pod stop");
+    // After the helper exits.
+    h.must(&["spawn", "b", "--parent", "lead", "--write", "docs", "--", "sleep", "600"]);
+    assert!(!lead_writes_docs(&h));
+    h.must(&["kill", "b", "--signal", "TERM"]);
+    h.pod(&["wait", "b"]);
+    common::wait_until("b's layer reclaimed", || common::layer_names(&h.scope("lead")).is_empty());
+    assert!(lead_writes_docs(&h), "back after the helper exited");
+    // After the helper's Pod is killed.
+    h.must(&["spawn", "c", "--parent", "lead", "--write", "docs", "--", "sleep", "600"]);
+    assert!(!lead_writes_docs(&h));
+    h.kill9("c");
+    common::wait_until("c's layer reclaimed", || common::layer_names(&h.scope("lead")).is_empty());
+    assert!(lead_writes_docs(&h), "back after the helper was killed");
+    h.must(&["stop", "lead"]);
+}
+
+#[test]
+fn a_process_holding_the_region_makes_the_spawn_fail_busy_and_nothing_changes() {
+    if !full_here() {
+        return;
+    }
+    let h = Home::new();
+    let hold = r#"cd docs && exec sleep 600"#;
+    h.must(&["start", "lead", "--write", ".", "--", "sh", "-c", hold]);
+    let busy = h.pod(&["spawn", "docs", "--parent", "lead", "--write", "docs"]);
+    insta::assert_snapshot!(shown(&h, &busy));
+    assert!(common::layer_names(&h.scope("lead")).is_empty());
+    assert_eq!(h.allocation("docs"), None);
+    h.must(&["stop", "lead"]);
+}

@@ -252,6 +252,28 @@ impl Owner {
         }
     }
 
+    /// This Pod's running workload, when it is enforced at `full` (the only
+    /// level whose running workload follows delegations).
+    fn narrowing_tree(&self) -> Option<&crate::process::workload::Contained> {
+        let full = self.enforcement.as_ref().is_some_and(|e| e.level == pod_sandbox::Level::Full);
+        self.workload_tree.as_ref().filter(|_| full)
+    }
+
+    /// Gives this Pod's workload write back on `child`'s region, then takes
+    /// the parts `adopted` grandchildren hold. A failure is logged: the
+    /// workload then has less write than its scope, never more.
+    async fn widen_for(&self, child: &PodName, adopted: &[crate::registry_link::Orphan]) {
+        let Some(tree) = self.narrowing_tree() else { return };
+        if let Err(e) = tree.widen(child).await {
+            tracing::warn!(%child, error = %e, "cannot give the workload write back on a reclaimed region");
+        }
+        for orphan in adopted {
+            if let Err(e) = tree.narrow(&orphan.name, &orphan.rules).await {
+                tracing::error!(grandchild = %orphan.name, error = %e, "cannot take an adopted grandchild's region from the workload");
+            }
+        }
+    }
+
     pub fn set_enforcement(&mut self, enforcement: Option<Enforcement>) {
         self.enforcement = enforcement;
     }
@@ -622,9 +644,18 @@ impl Owner {
             &child,
         )?;
         request.enforce.level = Some(enforced.level);
+        // At `full`, this Pod's own running workload loses write on the
+        // region before anything is delegated: a process of it holding a
+        // path there refuses the spawn (`enforce.busy`), nothing changed.
+        if let Some(tree) = self.narrowing_tree() {
+            tree.narrow(&child, &request.rules).await.map_err(|e| WireError::new(e.code(), e.to_string()))?;
+        }
         self.spawning.insert(child.clone());
         let spawned = self.spawn_delegated(request).await;
         self.spawning.remove(&child);
+        if spawned.is_err() {
+            self.widen_for(&child, &[]).await;
+        }
         spawned
     }
 
@@ -931,6 +962,14 @@ impl Owner {
         let removed = plan.removed;
         for child in &removed {
             self.pids.remove(child);
+        }
+        // Write comes back to this Pod's workload (the child's containment
+        // was ended before its region was given up), except where adopted
+        // grandchildren now hold part of it.
+        for (child, orphans) in &results {
+            if removed.contains(child) {
+                self.widen_for(child, orphans).await;
+            }
         }
         // Every reclaim path comes here (stop, callback, noticed death,
         // prune on resume): the child's leases pass on, its waits end.

@@ -93,6 +93,24 @@ impl Contained {
         .map_err(|e| SandboxError::Held(format!("the task ending the workload failed: {e}")))?
     }
 
+    /// Takes `rules` (delegated to `child`) from the running workload at
+    /// level `full`; returns once the kernel enforces it (`enforce.busy`,
+    /// nothing changed, while one of its processes holds a path there).
+    pub async fn narrow(&self, child: &scope::PodName, rules: &[scope::ScopeRule]) -> Result<(), SandboxError> {
+        let (workload, child, rules) = (Arc::clone(&self.workload), child.clone(), rules.to_vec());
+        tokio::task::spawn_blocking(move || workload.narrow(&child, &rules))
+            .await
+            .map_err(|e| SandboxError::Helper(format!("the task narrowing the workload failed: {e}")))?
+    }
+
+    /// Gives back what `narrow(child)` took (idempotent).
+    pub async fn widen(&self, child: &scope::PodName) -> Result<(), SandboxError> {
+        let (workload, child) = (Arc::clone(&self.workload), child.clone());
+        tokio::task::spawn_blocking(move || workload.widen(&child))
+            .await
+            .map_err(|e| SandboxError::Helper(format!("the task widening the workload failed: {e}")))?
+    }
+
     /// What `pod scope` says of it.
     pub fn view(&self) -> ContainmentView {
         let mechanism = match self.containment.mechanism() {
