@@ -75,8 +75,12 @@ fn the_level_is_said_recorded_and_shown() {
     }
     let h = Home::new();
     let disable = [("POD_SANDBOX_DISABLE", "mountns")];
-    // The default steps down to landlock, says why, and warns.
-    let started = h.pod_env(&["start", "lead", "--write", "."], &disable);
+    // Unasked: off, naming the level this machine could give (landlock,
+    // as mount namespaces are simulated missing).
+    let unasked = h.pod_env(&["start", "unasked", "--write", "src"], &disable);
+    h.must(&["stop", "unasked"]);
+    // Asked through POD_ENFORCE: said, with what it does not cover.
+    let started = h.pod_env(&["start", "lead", "--write", "."], &[disable[0], ("POD_ENFORCE", "landlock")]);
     let spawned = h.pod(&["spawn", "docs", "--parent", "lead", "--write", "docs"]);
     let scope = h.pod(&["scope", "lead"]);
     let json = h.json(&["scope", "docs", "--json"]);
@@ -89,6 +93,7 @@ fn the_level_is_said_recorded_and_shown() {
     assert_eq!(enforced.len(), 1, "{log:?}");
     let recorded = common::redact_numbers_after(enforced[0].split_once("pod.enforced").expect("kind").1, &["ABI "]);
     insta::assert_snapshot!([
+        shown(&h, &unasked),
         shown(&h, &started),
         shown(&h, &spawned),
         shown(&h, &scope),
@@ -199,7 +204,7 @@ fn a_helpers_workload_writes_exactly_inside_its_scope() {
     let h = Home::new();
     std::fs::write(h.repo.join("src/main.rs"), "fn main() {}\n").expect("src");
     std::fs::write(h.repo.join("docs/old.md"), "old\n").expect("docs");
-    h.must(&["start", "lead", "--write", "."]);
+    h.must(&["start", "lead", "--write", ".", "--enforce", "full"]);
     let attempts = r#"
 try() { if sh -c "$2" 2>/dev/null; then echo "$1 allowed"; else echo "$1 refused"; fi; }
 for where in src docs; do
@@ -226,7 +231,7 @@ fn the_leads_workload_loses_a_delegated_dir_within_spawn_and_gets_it_back() {
         return;
     }
     let h = Home::new();
-    h.must(&["start", "lead", "--write", ".", "--deny-write", "tests", "--", "sh", "-c", PROBE]);
+    h.must(&["start", "lead", "--write", ".", "--deny-write", "tests", "--enforce", "full", "--", "sh", "-c", PROBE]);
     assert!(lead_writes_docs(&h), "before any delegation");
     // After `pod stop`.
     h.must(&["spawn", "a", "--parent", "lead", "--write", "docs", "--", "sleep", "600"]);
@@ -256,10 +261,82 @@ fn a_process_holding_the_region_makes_the_spawn_fail_busy_and_nothing_changes() 
     }
     let h = Home::new();
     let hold = r#"cd docs && exec sleep 600"#;
-    h.must(&["start", "lead", "--write", ".", "--", "sh", "-c", hold]);
+    h.must(&["start", "lead", "--write", ".", "--enforce", "full", "--", "sh", "-c", hold]);
     let busy = h.pod(&["spawn", "docs", "--parent", "lead", "--write", "docs"]);
     insta::assert_snapshot!(shown(&h, &busy));
     assert!(common::layer_names(&h.scope("lead")).is_empty());
     assert_eq!(h.allocation("docs"), None);
     h.must(&["stop", "lead"]);
+}
+
+#[test]
+fn deny_rules_and_the_stores_files_hold_for_the_workload() {
+    if !full_here() {
+        return;
+    }
+    let h = Home::new();
+    std::fs::write(h.repo.join("secrets/key"), "hunter2\n").expect("secret");
+    let log_dir = h.data_dir("lead").join("log");
+    let attempts = r#"
+try() { if sh -c "$2" >/dev/null 2>&1; then echo "$1 allowed"; else echo "$1 refused"; fi; }
+try "read secrets/key" "cat secrets/key"
+try "list secrets" "ls secrets | grep -q key"
+try "read the session log" "cat $LOG/conf"
+try "write tests (deny-write)" "echo x > tests/x"
+try "write src" "echo x > src/x"
+"#;
+    h.must(&[
+        "start",
+        "lead",
+        "--write",
+        ".",
+        "--enforce",
+        "full",
+        "--deny-read",
+        "secrets",
+        "--deny-write",
+        "tests",
+        "--env",
+        &format!("LOG={}", log_dir.display()),
+        "--",
+        "sh",
+        "-c",
+        attempts,
+    ]);
+    assert_eq!(h.pod(&["wait", "lead"]).code, 0);
+    let logs = h.must(&["logs", "lead"]);
+    let lines: Vec<&str> = logs.stdout.lines().map(|l| l.split_once(' ').expect("time").1).collect();
+    insta::assert_snapshot!(lines.join("\n"));
+}
+
+#[test]
+fn a_tool_writing_its_cache_under_scratch_works() {
+    if !full_here() {
+        return;
+    }
+    let h = Home::new();
+    let cache = h.home.parent().expect("root").join("cache");
+    std::fs::create_dir_all(&cache).expect("cache");
+    let tool =
+        r#"mkdir -p "$CACHE/tool" && echo state > "$CACHE/tool/state" && echo t > "$TMPDIR/t" && echo src > src/out"#;
+    let cache_env = format!("CACHE={}", cache.display());
+    let scratch = cache.to_string_lossy().into_owned();
+    h.must(&[
+        "start",
+        "lead",
+        "--write",
+        "src",
+        "--scratch",
+        &scratch,
+        "--env",
+        &cache_env,
+        "--enforce",
+        "full",
+        "--",
+        "sh",
+        "-c",
+        tool,
+    ]);
+    assert_eq!(h.pod(&["wait", "lead"]).code, 0, "{:?}", h.pod(&["logs", "lead"]));
+    assert_eq!(std::fs::read_to_string(cache.join("tool/state")).expect("cache written"), "state\n");
 }
