@@ -639,7 +639,7 @@ fn with_scratch(
     allow: Vec<ScopeRule>,
     scratch: &[&str],
 ) -> Result<Reply, RegistryError> {
-    let scratch = scratch.iter().map(|s| ScopePath::new(*s).expect("path")).collect();
+    let scratch = scratch.iter().map(|s| ScopePath::new(s).expect("path")).collect();
     run(
         state,
         Op::Register(Register {
