@@ -85,7 +85,6 @@ pub async fn spawn(args: SpawnArgs) -> Result<ExitCode, WireError> {
         spawned.parent,
         enforced_suffix(spawned.enforcement.as_ref())
     );
-    warn_weak(&spawned.child, spawned.enforcement.as_ref());
     Ok(ExitCode::SUCCESS)
 }
 
