@@ -260,7 +260,7 @@ fn a_damaged_commit_with_whole_ones_after_it_is_refused() {
     let err = SledStore::open(dir.path()).err().expect("refused");
     assert_eq!(err.code(), "registry.corrupt", "{err}");
     let line = err.to_string().replace(&dir.path().to_string_lossy().into_owned(), "[dir]");
-    insta::assert_snapshot!(line, @"stored registry data is corrupt: the write-ahead log [dir]/wal is damaged at byte 24466: commit 3 is in neither the log nor sled (sled holds commits up to 0; whole commits up to 5 follow the damage)");
+    insta::assert_snapshot!(line, @"stored registry data is corrupt: the write-ahead log [dir]/wal is damaged at byte 24474: commit 3 is in neither the log nor sled (sled holds commits up to 0; whole commits up to 5 follow the damage)");
     assert_eq!(std::fs::read(dir.path().join("wal")).unwrap(), wal_before, "a refused open wrote to the log");
     let again = SledStore::open(dir.path()).err().expect("refused again");
     assert_eq!(again.to_string(), err.to_string());
