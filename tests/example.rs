@@ -22,7 +22,7 @@ fn the_example_lead_script_runs() {
         .expect("run the example");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    insta::assert_snapshot!(common::redact_numbers_after(&stdout, &["(pid "]));
+    insta::assert_snapshot!(common::redact_numbers_after(&stdout, &["(pid ", "ABI "]));
 }
 
 #[test]

@@ -89,6 +89,7 @@ fn log_follow_streams_new_events() {
     };
     assert_eq!(next_event()["kind"], "pod.created");
     assert_eq!(next_event()["kind"], "pod.scope");
+    assert_eq!(next_event()["kind"], "pod.enforced");
     h.must(&["spawn", "docs", "--parent", "lead", "--write", "docs"]);
     let spawned = next_event();
     assert_eq!((spawned["kind"].as_str(), spawned["name"].as_str()), (Some("child.spawned"), Some("docs")));

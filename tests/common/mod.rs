@@ -265,7 +265,7 @@ impl Home {
         let text = text.replace(&self.home.to_string_lossy().into_owned(), "[home]");
         let text = text.replace(&self.repo.to_string_lossy().into_owned(), "[repo]");
         let text = text.replace(&root, "[tmp]");
-        redact_numbers_after(&text, &["process ", "pid ", "(pid ", "uid "])
+        redact_numbers_after(&text, &["process ", "pid ", "(pid ", "uid ", "ABI "])
     }
 }
 

@@ -178,6 +178,7 @@ async fn handoffs(socket: &str, repo: &Path, rounds: usize) -> Result<Vec<u64>, 
         cwd: None,
         env: Default::default(),
         limits: Default::default(),
+        enforce: Default::default(),
     });
     match PodClient::call_at(socket, &spawn).await.map_err(|e| e.to_string())? {
         PodReply::Spawned { .. } => {}

@@ -123,6 +123,7 @@ async fn start_with(
         cwd: None,
         env: Default::default(),
         limits: Default::default(),
+        enforce: Default::default(),
     };
     let launched = launch(&request, &run_dir.join("pod.log")).await.map_err(|e| e.to_string())?;
     Ok((pod, launched.socket, launched.pid))
@@ -145,6 +146,7 @@ async fn spawn_children(socket: &str, repo: &Path, n: usize, prefix: &str) -> Re
             cwd: None,
             env: Default::default(),
             limits: Default::default(),
+            enforce: Default::default(),
         });
         let t = Instant::now();
         match call(socket, &request).await? {
@@ -272,6 +274,7 @@ async fn measure(args: &Args, root: &Path, home: &Path) -> Result<Value, String>
             cwd: None,
             env: Default::default(),
             limits: Default::default(),
+            enforce: Default::default(),
         },
         &run_dir.join("pod.log"),
     )

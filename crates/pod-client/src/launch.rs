@@ -36,6 +36,10 @@ pub struct LaunchRequest {
     /// The workload's resource limits (`--max-pids`, `--memory`).
     #[serde(default)]
     pub limits: pod_sandbox::Limits,
+    /// Kernel enforcement of the workload (start and spawn; a child's level
+    /// is already decided by its parent).
+    #[serde(default)]
+    pub enforce: crate::protocol::EnforceRequest,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -50,7 +54,12 @@ pub enum LaunchMode {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum LaunchOutcome {
-    Ready { pid: u32, socket: String },
+    Ready {
+        pid: u32,
+        socket: String,
+        #[serde(default)]
+        enforcement: Option<crate::protocol::Enforcement>,
+    },
     Failed(WireError),
 }
 
@@ -58,6 +67,8 @@ pub enum LaunchOutcome {
 pub struct Launched {
     pub pid: u32,
     pub socket: String,
+    /// The level the new Pod's workload is enforced at.
+    pub enforcement: Option<crate::protocol::Enforcement>,
     /// The process handle, kept by a parent Pod to notice the child's exit.
     pub child: Child,
 }
@@ -141,7 +152,9 @@ impl Starting {
         let result = tokio::time::timeout(READY_TIMEOUT, outcome).await;
         let Starting { mut child, .. } = self;
         match result {
-            Ok(Ok(LaunchOutcome::Ready { pid, socket })) => Ok(Launched { pid, socket, child }),
+            Ok(Ok(LaunchOutcome::Ready { pid, socket, enforcement })) => {
+                Ok(Launched { pid, socket, enforcement, child })
+            }
             Ok(Ok(LaunchOutcome::Failed(e))) => {
                 reap(&mut child).await;
                 Err(e)

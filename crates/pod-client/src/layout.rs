@@ -69,6 +69,12 @@ impl PodPaths {
         self.run_dir.join("pod.log")
     }
 
+    /// The workload's private TMPDIR: `run/tmp/NAME` (0700), beside (not
+    /// inside) `run/pods/` and `run/registry/`, which no workload may write.
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.dirs.run.join("tmp").join(self.run_dir.file_name().unwrap_or_default())
+    }
+
     /// The session log's sled directory.
     pub fn session_log(&self) -> PathBuf {
         self.data_dir.join("log")

@@ -116,10 +116,13 @@ impl Pod<'_> {
         }
     }
 
-    /// Spawns a child; its name and pid once it is ready.
-    pub async fn spawn(&self, request: SpawnRequest) -> Result<(PodName, u32), WireError> {
+    /// Spawns a child; its name, pid and enforcement once it is ready.
+    pub async fn spawn(
+        &self,
+        request: SpawnRequest,
+    ) -> Result<(PodName, u32, Option<crate::protocol::Enforcement>), WireError> {
         match self.call(&PodRequest::Spawn(request)).await? {
-            PodReply::Spawned { child, pid, .. } => Ok((child, pid)),
+            PodReply::Spawned { child, pid, enforcement, .. } => Ok((child, pid, enforcement)),
             other => Err(unexpected(&other)),
         }
     }

@@ -73,6 +73,74 @@ pub struct SpawnRequest {
     /// The child's workload's resource limits (`--max-pids`, `--memory`).
     #[serde(default)]
     pub limits: pod_sandbox::Limits,
+    /// Kernel enforcement of the child's workload (`--enforce`, `--scratch`).
+    #[serde(default)]
+    pub enforce: EnforceRequest,
+}
+
+/// What a new Pod asks of kernel enforcement, on `pod start` and `pod spawn`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnforceRequest {
+    /// `--enforce` (or `POD_ENFORCE`); `None`: the strongest level the
+    /// machine and the Pod's rules allow, never weaker than the parent's.
+    #[serde(default)]
+    pub level: Option<pod_sandbox::Level>,
+    /// `--scratch`: paths the workload may write that no Pod allocates.
+    #[serde(default)]
+    pub scratch: Vec<scope::ScopePath>,
+}
+
+/// The level a Pod's workload is enforced at, as `pod start`, `pod spawn`
+/// and `pod scope` report it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Enforcement {
+    pub level: pod_sandbox::Level,
+    /// The kernel's Landlock ABI, when Landlock is applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub landlock_abi: Option<u32>,
+    /// What the user should hear: why a stronger level was not given, what
+    /// this level does not cover on this kernel (said only at creation).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+    /// `--scratch` paths.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scratch: Vec<scope::ScopePath>,
+}
+
+impl Enforcement {
+    /// The `pod.enforced` event body.
+    pub fn recorded(&self) -> session_log::Enforced {
+        session_log::Enforced {
+            level: self.level.name().to_string(),
+            landlock_abi: self.landlock_abi,
+            scratch: self.scratch.clone(),
+        }
+    }
+
+    /// `pod check`'s answer where a scratch path decides: write (and read)
+    /// beneath a scratch path, unless a deny rule of the Pod decided
+    /// (enforcement keeps base denies over scratch too). `decider` is the
+    /// scope's own verdict.
+    pub fn scratch_verdict(&self, path: &scope::ScopePath, decider: &scope::Decider<'_>) -> Option<String> {
+        if matches!(decider, scope::Decider::Deny { .. }) {
+            return None;
+        }
+        self.scratch.iter().find(|s| path.is_within(s)).map(|s| format!("scratch {s}/**"))
+    }
+
+    /// What a log recorded; an unknown level (a newer build's) is an error
+    /// naming it.
+    pub fn from_recorded(recorded: &session_log::Enforced) -> Result<Enforcement, pod_proto::WireError> {
+        let level = pod_sandbox::Level::parse(&recorded.level).map_err(|e| {
+            pod_proto::WireError::new("log.corrupt", format!("pod.enforced records an unknown level: {e}"))
+        })?;
+        Ok(Enforcement {
+            level,
+            landlock_abi: recorded.landlock_abi,
+            notes: Vec::new(),
+            scratch: recorded.scratch.clone(),
+        })
+    }
 }
 
 /// How long a stopping workload has between SIGTERM and SIGKILL (`pod
@@ -155,6 +223,8 @@ pub enum PodReply {
         child: PodName,
         pid: u32,
         socket: String,
+        #[serde(default)]
+        enforcement: Option<Enforcement>,
     },
     /// Reclaim done (`reclaimed: false` when the child was already gone).
     Stopped {
@@ -194,6 +264,9 @@ pub struct PodStatus {
     /// it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fenced: Option<String>,
+    /// How the kernel holds its workload to its scope.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enforcement: Option<Enforcement>,
     /// How the workload's processes are held together, while it runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub containment: Option<ContainmentView>,

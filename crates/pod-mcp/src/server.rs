@@ -115,6 +115,7 @@ impl PodTools {
                     cwd: Some(self.cwd.to_string_lossy().into_owned()),
                     env: pod_client::env::check_env(a.env.into_iter().collect())?,
                     limits: Default::default(),
+                    enforce: pod_client::protocol::EnforceRequest::default(),
                 };
                 to_json(&self.client.spawn(spec).await?)
             }

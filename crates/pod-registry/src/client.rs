@@ -262,6 +262,7 @@ impl Client {
             allow: wire(&reg.allow),
             deny: wire(&reg.deny),
             layers: reg.layers.iter().map(|(c, r)| (c.to_string(), wire(r))).collect(),
+            scratch: Vec::new(),
         };
         match self.call(&request).await? {
             Reply::Allocation(a) => Ok(a),
@@ -303,6 +304,7 @@ impl Client {
             pid,
             session: session.to_string(),
             socket: socket.to_string(),
+            scratch: Vec::new(),
         };
         match self.call(&request).await? {
             Reply::Allocation(a) => Ok(a),

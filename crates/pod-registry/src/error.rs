@@ -33,6 +33,10 @@ pub enum RegistryError {
     /// node is named too (same code as `WriteConflict`).
     #[error("{} conflicts with pod {} on node {}, which holds {} (both cover {})", .0.rule, .0.holder, .0.node, .0.holder_rule, .0.overlap)]
     NodeConflict(Box<NodeConflict>),
+    #[error("scratch path {scratch} overlaps pod {holder}'s {rule}; a scratch path lies outside every allocation")]
+    ScratchOverlap { scratch: scope::ScopePath, holder: PodName, rule: ScopeRule },
+    #[error("{rule} overlaps scratch path {scratch} of pod {holder}; no allocation may cover a scratch path")]
+    ScratchTaken { rule: ScopeRule, holder: PodName, scratch: scope::ScopePath },
     #[error("no pod named {0} is registered")]
     UnknownPod(PodName),
     #[error("{child} is not a child of {parent} (its parent is {actual})")]
@@ -106,6 +110,7 @@ impl RegistryError {
             RegistryError::DuplicateName(_) => "registry.duplicate_name",
             RegistryError::SessionTaken { .. } => "registry.session_taken",
             RegistryError::WriteConflict { .. } | RegistryError::NodeConflict(_) => "registry.write_conflict",
+            RegistryError::ScratchOverlap { .. } | RegistryError::ScratchTaken { .. } => "registry.scratch_overlap",
             RegistryError::UnknownPod(_) => "registry.unknown_pod",
             RegistryError::NotParent { .. } => "registry.not_parent",
             RegistryError::NotLive(_) => "registry.not_live",

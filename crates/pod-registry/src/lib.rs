@@ -28,6 +28,7 @@ pub mod ops;
 pub mod preconditions;
 pub mod proc;
 pub mod record;
+pub mod scratch;
 pub mod state;
 pub mod store;
 pub mod wire;
@@ -50,6 +51,8 @@ pub mod limits {
     pub const MAX_PAGE: usize = 256;
     /// Longest session id and socket path, in bytes.
     pub const MAX_FIELD_BYTES: usize = 4096;
+    /// Most scratch paths (`--scratch`) of one Pod.
+    pub const MAX_SCRATCH: usize = 64;
     /// How often the daemon sweeps dead Pods on its own.
     pub const SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
     /// How long a client waits for an on-demand daemon to answer.

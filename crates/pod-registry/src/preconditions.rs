@@ -99,6 +99,7 @@ mod tests {
             allow,
             deny: vec![],
             layers: Default::default(),
+            scratch: vec![],
         })
     }
 

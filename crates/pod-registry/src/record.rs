@@ -64,6 +64,10 @@ pub struct Allocation {
     /// Pod is live while its process or any process of its workload is).
     #[serde(default)]
     pub containment: Option<pod_sandbox::ContainmentRecord>,
+    /// Paths this Pod's workload may write that no allocation may overlap
+    /// (`--scratch`); absent from records written before.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scratch: Vec<scope::ScopePath>,
 }
 
 /// A node's name: like a Pod name, 1-64 bytes of `[a-z0-9._-]` starting

@@ -47,6 +47,9 @@ pub enum Request {
         allow: Vec<WireRule>,
         deny: Vec<WireRule>,
         layers: BTreeMap<String, Vec<WireRule>>,
+        /// Scratch paths (`--scratch`); absent from older clients.
+        #[serde(default)]
+        scratch: Vec<String>,
     },
     /// A parent hands `rules` to a new, reserved child.
     Delegate {
@@ -65,6 +68,8 @@ pub enum Request {
         pid: u32,
         session: String,
         socket: String,
+        #[serde(default)]
+        scratch: Vec<String>,
     },
     /// A Pod's own process records its workload's containment.
     Contain {
@@ -270,6 +275,14 @@ fn rules(field: &'static str, raw: &[WireRule]) -> Result<Vec<ScopeRule>, Regist
     raw.iter().map(|r| Ok(ScopeRule::new(path(field, &r.target)?, r.permission, r.recursive))).collect()
 }
 
+fn scratch_paths(raw: &[String]) -> Result<Vec<ScopePath>, RegistryError> {
+    use crate::limits::MAX_SCRATCH;
+    if raw.len() > MAX_SCRATCH {
+        return Err(RegistryError::BadRequest(format!("{} scratch paths; the limit is {MAX_SCRATCH}", raw.len())));
+    }
+    raw.iter().map(|p| path("scratch path", p)).collect()
+}
+
 fn field(what: &'static str, raw: &str) -> Result<String, RegistryError> {
     if raw.len() > MAX_FIELD_BYTES {
         return Err(RegistryError::BadRequest(format!(
@@ -360,7 +373,7 @@ impl Request {
     /// why it is passed in: validation itself stays pure).
     pub fn validate(&self, start_of: impl Fn(u32) -> Result<u64, RegistryError>) -> Result<Command, RegistryError> {
         Ok(match self {
-            Request::Register { id: _, name: n, pid: p, socket, session, allow, deny, layers } => {
+            Request::Register { id: _, name: n, pid: p, socket, session, allow, deny, layers, scratch } => {
                 let pid = pid(*p)?;
                 let mut parsed = BTreeMap::new();
                 for (child, layer) in layers {
@@ -375,6 +388,7 @@ impl Request {
                     allow: rules("allow rule target", allow)?,
                     deny: rules("deny rule target", deny)?,
                     layers: parsed,
+                    scratch: scratch_paths(scratch)?,
                 }))
             }
             Request::Delegate { id: _, parent, child, rules: r, deny } => Command::Mutate(Op::Delegate(Delegate {
@@ -383,7 +397,7 @@ impl Request {
                 rules: rules("delegated rule target", r)?,
                 deny: rules("deny rule target", deny)?,
             })),
-            Request::Adopt { id: _, name: n, pid: p, session, socket } => {
+            Request::Adopt { id: _, name: n, pid: p, session, socket, scratch } => {
                 let pid = pid(*p)?;
                 Command::Mutate(Op::Adopt(Adopt {
                     name: name("pod name", n)?,
@@ -391,6 +405,7 @@ impl Request {
                     start_time: start_of(pid)?,
                     session: field("session id", session)?,
                     socket: field("socket path", socket)?,
+                    scratch: scratch_paths(scratch)?,
                 }))
             }
             Request::Contain { id: _, name: n, pid: p, containment } => {

@@ -160,6 +160,7 @@ async fn relative_paths_and_invalid_names_are_refused_and_the_connection_stays_u
         allow: vec![WireRule { target: target.into(), permission: Permission::Write, recursive: true }],
         deny: vec![],
         layers: Default::default(),
+        scratch: vec![],
     };
     let e = c.call(&register("rel", "repo/src")).await.expect_err("relative");
     assert_eq!(e.code(), "path.not_absolute");

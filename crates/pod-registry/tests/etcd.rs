@@ -475,6 +475,7 @@ async fn kill_9_of_a_nodes_registry_and_a_restart_within_the_ttl_lose_and_double
         allow: vec![WireRule::from(&w("/load/once"))],
         deny: vec![],
         layers: BTreeMap::new(),
+        scratch: vec![],
     };
     let first = a.client().await.call(&request).await.expect("first");
     let journal = Journal::default();

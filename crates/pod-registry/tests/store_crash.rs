@@ -50,6 +50,7 @@ fn record(pod: &str, commit: u64) -> Allocation {
         former_parent: None,
         containment: None,
         node: None,
+        scratch: Vec::new(),
     }
 }
 

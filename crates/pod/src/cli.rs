@@ -158,6 +158,9 @@ pub enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Print what this machine offers for enforcement and containment
+    /// (Landlock, namespaces, cgroups), and why not where it does not.
+    Doctor(JsonFlag),
     /// Print a completion script for SHELL (bash, zsh, fish, elvish,
     /// powershell).
     Completions {
@@ -410,6 +413,8 @@ pub struct StartArgs {
     pub env: EnvArgs,
     #[command(flatten)]
     pub limits: LimitArgs,
+    #[command(flatten)]
+    pub enforce: EnforceArgs,
     /// The workload to run; the Pod stops when it exits.
     #[arg(last = true, value_name = "CMD")]
     pub workload: Vec<String>,
@@ -428,6 +433,8 @@ pub struct SpawnArgs {
     pub env: EnvArgs,
     #[command(flatten)]
     pub limits: LimitArgs,
+    #[command(flatten)]
+    pub enforce: EnforceArgs,
     /// The child's workload; the child stops when it exits.
     #[arg(last = true, value_name = "CMD")]
     pub workload: Vec<String>,
@@ -471,6 +478,22 @@ pub struct EnvArgs {
     /// wins over it.
     #[arg(long = "env-file", value_name = "FILE")]
     pub env_file: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct EnforceArgs {
+    /// How the kernel holds the workload to its scope: full (Landlock and a
+    /// private mount namespace; delegated regions taken from the running
+    /// workload), landlock (bounded at exec only) or off. Default:
+    /// POD_ENFORCE, else the parent's level for a child and off for a
+    /// top-level Pod (said with the level the machine offers); never
+    /// weaker than the parent's.
+    #[arg(long = "enforce", value_name = "LEVEL")]
+    pub level: Option<String>,
+    /// Let the workload write PATH and below (caches, tool state): a path
+    /// no Pod's scope may overlap; several Pods may share it.
+    #[arg(long = "scratch", value_name = "PATH")]
+    pub scratch: Vec<String>,
 }
 
 #[derive(Args, Debug)]

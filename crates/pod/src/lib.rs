@@ -22,7 +22,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use cli::{Cli, Command, McpCommand, RegistryCommand};
-use commands::{demo, inspect, kv, lifecycle, mcp, registry};
+use commands::{demo, doctor, inspect, kv, lifecycle, mcp, registry};
 
 /// The `pod` binary: parses `std::env::args` and runs the command.
 pub fn main() -> ExitCode {
@@ -115,6 +115,7 @@ async fn dispatch(command: Command) -> Result<ExitCode, pod_proto::WireError> {
         Command::Mcp { command: None } => mcp::serve().await,
         Command::Mcp { command: Some(McpCommand::Config) } => mcp::config(),
         Command::Registry { command: RegistryCommand::Stop { all } } => registry::stop(all).await,
+        Command::Doctor(j) => doctor::run(j.json),
         Command::Demo { .. }
         | Command::Completions { .. }
         | Command::PodProcess(_)

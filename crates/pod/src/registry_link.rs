@@ -91,6 +91,7 @@ impl Registry {
         socket: &str,
         session: &str,
         snapshot: &ScopeSnapshot,
+        scratch: &[scope::ScopePath],
     ) -> Result<Allocation, WireError> {
         let request = Request::Register {
             id: None,
@@ -101,6 +102,7 @@ impl Registry {
             allow: wire(&snapshot.allow),
             deny: wire(&snapshot.deny),
             layers: snapshot.layers.iter().map(|(c, r)| (c.to_string(), wire(r))).collect(),
+            scratch: scratch.iter().map(|p| p.as_str().to_string()).collect(),
         };
         match self.call(request).await? {
             Reply::Allocation(a) => Ok(a),
@@ -123,13 +125,21 @@ impl Registry {
         }
     }
 
-    pub async fn adopt(&self, name: &PodName, pid: u32, session: &str, socket: &str) -> Result<Allocation, WireError> {
+    pub async fn adopt(
+        &self,
+        name: &PodName,
+        pid: u32,
+        session: &str,
+        socket: &str,
+        scratch: &[scope::ScopePath],
+    ) -> Result<Allocation, WireError> {
         let request = Request::Adopt {
             id: None,
             name: name.to_string(),
             pid,
             session: session.to_string(),
             socket: socket.to_string(),
+            scratch: scratch.iter().map(|p| p.as_str().to_string()).collect(),
         };
         match self.call(request).await? {
             Reply::Allocation(a) => Ok(a),

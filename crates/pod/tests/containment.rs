@@ -85,6 +85,7 @@ fn pod_scope_says_how_the_workload_is_contained() {
     let scope = h.must(&["scope", "lead"]);
     assert_snapshot!(h.redact(&scope.stdout), @r"
     lead (running)
+      enforced off
       contained by a cgroup v2
       allow  write [repo]/**
     ");

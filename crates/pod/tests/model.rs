@@ -449,6 +449,7 @@ impl World {
             allow: allow.clone(),
             deny: deny.clone(),
             layers: BTreeMap::new(),
+            scratch: vec![],
         }));
         if registered.is_err() {
             return;
@@ -563,6 +564,7 @@ impl World {
             start_time,
             session: session(&child),
             socket: socket(&child),
+            scratch: vec![],
         }))
         .unwrap_or_else(|e| panic!("spawn: the registry refused {child}'s adopt: {e}"));
         let created = vec![
@@ -712,6 +714,7 @@ impl World {
             allow: scope.allow().to_vec(),
             deny: scope.deny().to_vec(),
             layers: scope.layers().clone(),
+            scratch: vec![],
         }));
         if let Err(e) = registered {
             // A resume may lose its region to a Pod started over it after it

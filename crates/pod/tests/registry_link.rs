@@ -154,6 +154,7 @@ fn start_own_pod(h: &Home, name: &str) -> std::process::Child {
         cwd: None,
         env: Default::default(),
         limits: Default::default(),
+        enforce: Default::default(),
     };
     let mut pod = std::process::Command::new(common::POD)
         .args(["__pod", name])

@@ -57,6 +57,10 @@ pub enum Event {
     /// why.
     #[serde(rename = "pod.rejoined")]
     PodRejoined { reclaimed: Vec<PodName>, fenced: std::collections::BTreeMap<PodName, String> },
+    /// How strongly the kernel holds this Pod's workload to its scope,
+    /// decided once when the Pod is created (`--enforce`).
+    #[serde(rename = "pod.enforced")]
+    PodEnforced(Enforced),
     /// A kind this build does not know, written by a newer one. Read-only:
     /// `append` refuses it.
     #[serde(untagged)]
@@ -99,6 +103,19 @@ impl Exit {
     }
 }
 
+/// An enforcement level as the log stores it: `level` is `full`,
+/// `landlock` or `off` (the `pod-sandbox` level's name); `landlock_abi` the
+/// kernel's Landlock ABI when Landlock is applied; `scratch` the paths
+/// outside every allocation the workload may write (`--scratch`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Enforced {
+    pub level: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub landlock_abi: Option<u32>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scratch: Vec<scope::ScopePath>,
+}
+
 /// One record as readers see it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
@@ -108,7 +125,7 @@ pub struct Record {
 }
 
 /// The kinds this build writes and decodes strictly.
-const KNOWN_KINDS: [&str; 8] = [
+const KNOWN_KINDS: [&str; 9] = [
     "pod.created",
     "pod.scope",
     "child.spawned",
@@ -117,6 +134,7 @@ const KNOWN_KINDS: [&str; 8] = [
     "pod.stopped",
     "pod.fenced",
     "pod.rejoined",
+    "pod.enforced",
 ];
 
 impl Event {
@@ -131,6 +149,7 @@ impl Event {
             Event::PodStopped { .. } => "pod.stopped",
             Event::PodFenced { .. } => "pod.fenced",
             Event::PodRejoined { .. } => "pod.rejoined",
+            Event::PodEnforced(_) => "pod.enforced",
             Event::Unknown { kind } => kind,
         }
     }

@@ -26,7 +26,7 @@ mod log;
 mod state;
 
 pub use error::{FoldError, LogError};
-pub use event::{Event, Exit, Record, RemovalReason};
+pub use event::{Enforced, Event, Exit, Record, RemovalReason};
 pub use log::{AppendReceipt, CommitStats, LogOptions, RecordIter, SessionLog, VerifyReport};
 pub use state::{ChildRecord, PodIdentity, PodState};
 

@@ -50,6 +50,10 @@ pub struct PodState {
     pub stopped: bool,
     /// The sequence number of the last record folded in; 0 for none.
     pub last_seq: u64,
+    /// The enforcement level recorded by `pod.enforced` (none in logs
+    /// written before levels existed).
+    #[serde(default)]
+    pub enforced: Option<crate::Enforced>,
 }
 
 /// How to take one applied event back.
@@ -64,6 +68,7 @@ enum Change {
     Scope(ScopeSnapshot),
     Added(PodName),
     Removed(PodName, ChildRecord),
+    Enforced(Option<crate::Enforced>),
 }
 
 impl PodState {
@@ -167,6 +172,7 @@ impl PodState {
                 Some(record) => Ok(Change::Removed(name.clone(), record)),
                 None => Err(FoldError::UnknownChild { seq, name: name.clone() }),
             },
+            Event::PodEnforced(enforced) => Ok(Change::Enforced(self.enforced.replace(enforced.clone()))),
             Event::PodStopped { .. }
             | Event::PodFenced { .. }
             | Event::PodRejoined { .. }
@@ -199,6 +205,7 @@ impl PodState {
             Change::Removed(name, record) => {
                 self.children.insert(name, record);
             }
+            Change::Enforced(old) => self.enforced = old,
         }
     }
 }
@@ -344,6 +351,26 @@ mod tests {
 
     fn scope_of(s: &ScopeSnapshot) -> Event {
         Event::PodScope { scope: s.clone() }
+    }
+
+    #[test]
+    fn the_enforcement_level_is_folded_and_a_refused_batch_takes_it_back() {
+        let enforced = |level: &str| {
+            Event::PodEnforced(crate::Enforced {
+                level: level.into(),
+                landlock_abi: Some(7),
+                scratch: vec![ScopePath::new("/cache").unwrap()],
+            })
+        };
+        let mut s = fold(&[created(), enforced("full")]).unwrap();
+        assert_eq!(s.enforced.as_ref().map(|e| e.level.as_str()), Some("full"));
+        let before = s.clone();
+        // The second event is refused (a child twice): the whole batch goes.
+        let err = s.apply_batch(3, &[enforced("off"), spawned("a"), spawned("a")]);
+        assert!(err.is_err());
+        assert_eq!(s, before);
+        // A log written before levels existed folds to none.
+        assert_eq!(fold(&[created()]).unwrap().enforced, None);
     }
 
     #[test]

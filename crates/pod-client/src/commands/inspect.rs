@@ -90,6 +90,8 @@ pub struct ScopeView {
     /// then denied, whatever its rules say.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fenced: Option<String>,
+    /// How the kernel holds its workload (`None`: its log predates levels).
+    pub enforcement: Option<crate::protocol::Enforcement>,
     /// How its workload's processes are held together, while one runs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub containment: Option<crate::protocol::ContainmentView>,
@@ -188,8 +190,15 @@ impl Client {
 
     /// A Pod's scope: from the running Pod, else from its log.
     pub async fn scope(&self, name: &PodName) -> Result<ScopeView, WireError> {
-        let (scope, running, fenced, containment) = current_scope(&self.paths(name), name).await?;
-        Ok(ScopeView { name: name.clone(), running, fenced, containment, scope })
+        let current = current_scope(&self.paths(name), name).await?;
+        Ok(ScopeView {
+            name: name.clone(),
+            running: current.running,
+            fenced: current.fenced,
+            enforcement: current.enforcement,
+            containment: current.containment,
+            scope: current.scope,
+        })
     }
 
     /// May `name` read (or write) `path`, and which rule decides.
@@ -207,10 +216,13 @@ impl Client {
         let (allowed, permission, decided_by) = if let Some(verdict) = live {
             verdict
         } else {
-            let (snapshot, ..) = current_scope(&paths, name).await?;
-            let scope = Scope::from_snapshot(snapshot).map_err(|e| WireError::new(e.code(), e.to_string()))?;
+            let current = current_scope(&paths, name).await?;
+            let scope = Scope::from_snapshot(current.scope).map_err(|e| WireError::new(e.code(), e.to_string()))?;
             let v = scope.permission_at(&path);
-            (v.allows(wanted), v.permission, v.decided_by.to_string())
+            match current.enforcement.as_ref().and_then(|e| e.scratch_verdict(&path, &v.decided_by)) {
+                Some(scratch) => (true, Some(Permission::Write), scratch),
+                None => (v.allows(wanted), v.permission, v.decided_by.to_string()),
+            }
         };
         Ok(CheckView { pod: name.clone(), path: path.to_string(), wanted, allowed, permission, decided_by })
     }
@@ -294,13 +306,18 @@ async fn fenced(paths: &PodPaths, name: &PodName) -> Option<String> {
 
 /// A running Pod's scope from itself, else from its log; and why the
 /// running Pod failed closed, if it did.
-/// The scope, whether the Pod runs, why it is fenced, its containment.
-type CurrentScope = (ScopeSnapshot, bool, Option<String>, Option<crate::protocol::ContainmentView>);
-
-async fn current_scope(paths: &PodPaths, name: &PodName) -> Result<CurrentScope, WireError> {
+async fn current_scope(paths: &PodPaths, name: &PodName) -> Result<Current, WireError> {
     if paths.lock_held() {
         match (Pod { paths, name }).status().await {
-            Ok(s) => return Ok((s.scope, true, s.fenced, s.containment)),
+            Ok(s) => {
+                return Ok(Current {
+                    scope: s.scope,
+                    running: true,
+                    fenced: s.fenced,
+                    enforcement: s.enforcement,
+                    containment: s.containment,
+                })
+            }
             // Exiting (its lock not yet released): its log is about to be
             // complete; read it there.
             Err(e) if e.code == "pod.not_running" => {}
@@ -308,7 +325,18 @@ async fn current_scope(paths: &PodPaths, name: &PodName) -> Result<CurrentScope,
         }
     }
     let state = open_log(paths, name)?.replay().map_err(|e| WireError::new(e.code(), e.to_string()))?;
-    Ok((state.scope, false, None, None))
+    let enforcement = state.enforced.as_ref().map(crate::protocol::Enforcement::from_recorded).transpose()?;
+    Ok(Current { scope: state.scope, running: false, fenced: None, enforcement, containment: None })
+}
+
+/// A Pod's scope as `current_scope` found it.
+struct Current {
+    scope: ScopeSnapshot,
+    running: bool,
+    fenced: Option<String>,
+    enforcement: Option<crate::protocol::Enforcement>,
+    /// How its workload's processes are held together, while one runs.
+    containment: Option<crate::protocol::ContainmentView>,
 }
 
 /// Opens a stopped Pod's log. A Pod that stopped answering may still be

@@ -11,7 +11,7 @@ use crate::launch::{launch, LaunchMode, LaunchRequest};
 use crate::layout::PodPaths;
 use crate::pod::{not_running, Pod, PodClient};
 use crate::process::{start_time_of, PidFd};
-use crate::protocol::{Env, PodRequest, SpawnRequest, StopGrace};
+use crate::protocol::{EnforceRequest, Enforcement, Env, PodRequest, SpawnRequest, StopGrace};
 
 /// Longest `stop` waits for a top-level Pod's process to be gone.
 const STOP_WAIT: Duration = Duration::from_secs(30);
@@ -30,6 +30,7 @@ pub struct StartSpec {
     /// Variables for the workload, on top of what it inherits.
     pub env: Env,
     pub limits: pod_sandbox::Limits,
+    pub enforce: EnforceRequest,
 }
 
 /// A child of a running Pod.
@@ -42,6 +43,7 @@ pub struct SpawnSpec {
     pub cwd: Option<String>,
     pub env: Env,
     pub limits: pod_sandbox::Limits,
+    pub enforce: EnforceRequest,
 }
 
 /// A Pod process that is ready to serve (`start`, `resume`).
@@ -49,6 +51,9 @@ pub struct SpawnSpec {
 pub struct Started {
     pub name: PodName,
     pub pid: u32,
+    /// `None` for a resumed Pod started before levels were recorded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enforcement: Option<Enforcement>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -56,6 +61,8 @@ pub struct Spawned {
     pub child: PodName,
     pub pid: u32,
     pub parent: PodName,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enforcement: Option<Enforcement>,
 }
 
 /// How a stop ended.
@@ -89,9 +96,10 @@ impl Client {
             cwd: spec.cwd,
             env: spec.env,
             limits: spec.limits,
+            enforce: spec.enforce,
         };
         let launched = launch(&request, &paths.pod_log()).await?;
-        Ok(Started { name: spec.name, pid: launched.pid })
+        Ok(Started { name: spec.name, pid: launched.pid, enforcement: launched.enforcement })
     }
 
     /// Spawns a child of a running Pod; returns when the child is ready.
@@ -104,9 +112,10 @@ impl Client {
             cwd: spec.cwd,
             env: spec.env,
             limits: spec.limits,
+            enforce: spec.enforce,
         };
-        let (child, pid) = Pod { paths: &parent_paths, name: &spec.parent }.spawn(request).await?;
-        Ok(Spawned { child, pid, parent: spec.parent })
+        let (child, pid, enforcement) = Pod { paths: &parent_paths, name: &spec.parent }.spawn(request).await?;
+        Ok(Spawned { child, pid, parent: spec.parent, enforcement })
     }
 
     /// Stops a Pod, its children first. A child is stopped by its parent
@@ -178,9 +187,10 @@ impl Client {
             cwd: None,
             env: Env::default(),
             limits: Default::default(),
+            enforce: EnforceRequest::default(),
         };
         let launched = launch(&request, &paths.pod_log()).await?;
-        Ok(Started { name: name.clone(), pid: launched.pid })
+        Ok(Started { name: name.clone(), pid: launched.pid, enforcement: launched.enforcement })
     }
 
     /// Forgets a stopped Pod: its session log and runtime directory.
@@ -205,7 +215,7 @@ impl Client {
             }
             registry.release(name).await?;
         }
-        for dir in [&paths.data_dir, &paths.run_dir] {
+        for dir in [&paths.data_dir, &paths.run_dir, &paths.tmp_dir()] {
             match std::fs::remove_dir_all(dir) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

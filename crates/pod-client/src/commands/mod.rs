@@ -38,9 +38,15 @@ impl Client {
     /// tell. Inside a workload, its Pod's socket is `POD_SOCKET`.
     pub fn from_env() -> Result<(Client, Option<Migrated>), WireError> {
         let dirs = RuntimeDirs::from_env().map_err(|e| WireError::new(e.code(), e.to_string()))?;
+        let own_socket = std::env::var_os("POD_SOCKET").filter(|s| !s.is_empty()).map(std::path::PathBuf::from);
+        // Inside a workload its Pod made the directories ready; an enforced
+        // workload may not write them (and at `full` sees `data/` as an
+        // empty read-only directory), so it neither moves nor creates them.
+        if own_socket.is_some() {
+            return Ok((Client { dirs, own_socket }, None));
+        }
         let moved = migrate_old_layout(&dirs)?;
         dirs.ensure().map_err(|e| WireError::new(e.code(), e.to_string()))?;
-        let own_socket = std::env::var_os("POD_SOCKET").filter(|s| !s.is_empty()).map(std::path::PathBuf::from);
         Ok((Client { dirs, own_socket }, moved))
     }
 

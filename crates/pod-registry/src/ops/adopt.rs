@@ -18,12 +18,14 @@ pub fn plan(state: &State, req: &Adopt) -> Result<(Plan, Reply), RegistryError> 
         return Err(RegistryError::AlreadyLive(req.name.clone()));
     }
     check_session(state, &req.session, &req.name)?;
+    crate::scratch::check(state, &req.name, &held.rec.allow, &req.scratch)?;
     let mut rec = held.rec.clone();
     rec.state = AllocState::Live;
     rec.pid = req.pid;
     rec.start_time = req.start_time;
     rec.session = req.session.clone();
     rec.socket = req.socket.clone();
+    rec.scratch = req.scratch.clone();
     let mut plan = PlanBuilder::new(state);
     let reply = Reply::Allocation(plan.put(rec, held.scope.clone()).clone());
     Ok((plan.finish(), reply))

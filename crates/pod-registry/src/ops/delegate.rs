@@ -44,11 +44,15 @@ pub fn plan(state: &State, req: &Delegate) -> Result<(Plan, Reply), RegistryErro
         former_parent: None,
         node: state.local_node().cloned(),
         containment: None,
+        scratch: Vec::new(),
     };
     conflict::check(
         state,
         &Claim { name: &child.name, allow: &child.allow, caps: child.write_caps().collect(), skip: Some(&req.parent) },
     )?;
+    // The parent's rules keep apart from scratch paths; a child's lie in
+    // them, so this only matters for a scratch path taken since.
+    crate::scratch::check(state, &child.name, &child.allow, &[])?;
     let mut parent_scope = parent.scope.clone();
     parent_scope.delegate(req.child.clone(), req.rules.clone())?;
     let mut parent_rec = parent.rec.clone();

@@ -62,6 +62,8 @@ pub struct Register {
     pub allow: Vec<ScopeRule>,
     pub deny: Vec<ScopeRule>,
     pub layers: BTreeMap<PodName, Vec<ScopeRule>>,
+    /// Paths outside every allocation the Pod's workload may write.
+    pub scratch: Vec<ScopePath>,
 }
 
 #[derive(Debug, Clone)]
@@ -79,6 +81,8 @@ pub struct Adopt {
     pub start_time: u64,
     pub session: String,
     pub socket: String,
+    /// The child's scratch paths (its rules were checked by the delegate).
+    pub scratch: Vec<ScopePath>,
 }
 
 /// A Pod's own process records its workload's containment.

@@ -90,11 +90,13 @@ pub fn plan(state: &State, req: &Register) -> Result<(Plan, Reply), RegistryErro
         former_parent: None,
         node: state.local_node().cloned(),
         containment: None,
+        scratch: req.scratch.clone(),
     };
     conflict::check(
         state,
         &Claim { name: &rec.name, allow: &rec.allow, caps: rec.write_caps().collect(), skip: None },
     )?;
+    crate::scratch::check(state, &rec.name, &rec.allow, &rec.scratch)?;
     let mut plan = PlanBuilder::new(state);
     for (held, keep_former) in adopted {
         let mut child = held.rec.clone();

@@ -57,6 +57,7 @@ fn register_full(
             allow,
             deny,
             layers,
+            scratch: vec![],
         }),
     )
 }
@@ -69,8 +70,14 @@ fn delegate(state: &mut State, parent: &str, child: &str, rules: Vec<ScopeRule>)
 fn spawn(state: &mut State, parent: &str, child: &str, rules: Vec<ScopeRule>) {
     delegate(state, parent, child, rules).expect("delegate");
     let pid = 1000 + state.len() as u32;
-    let adopt =
-        Op::Adopt(Adopt { name: n(child), pid, start_time: 1, session: format!("s-{child}"), socket: "/x".into() });
+    let adopt = Op::Adopt(Adopt {
+        name: n(child),
+        pid,
+        start_time: 1,
+        session: format!("s-{child}"),
+        socket: "/x".into(),
+        scratch: vec![],
+    });
     run(state, adopt).expect("adopt");
 }
 
@@ -336,7 +343,9 @@ fn adopt_takes_a_reservation_once() {
     let mut s = State::new();
     register(&mut s, "lead", vec![w("/repo")], vec![]).expect("lead");
     delegate(&mut s, "lead", "c", vec![w("/repo/src")]).expect("c");
-    let adopt = |pid| Op::Adopt(Adopt { name: n("c"), pid, start_time: 5, session: "s".into(), socket: "/x".into() });
+    let adopt = |pid| {
+        Op::Adopt(Adopt { name: n("c"), pid, start_time: 5, session: "s".into(), socket: "/x".into(), scratch: vec![] })
+    };
     run(&mut s, adopt(7)).expect("adopt");
     assert_eq!(s.get(&n("c")).expect("c").rec.state, AllocState::Live);
     run(&mut s, adopt(7)).expect("same adopt again is fine");
@@ -435,6 +444,7 @@ proptest! {
                     allow: vec![rule(d, rec)],
                     deny: deny.map(|x| vec![rule(x, true)]).unwrap_or_default(),
                     layers: BTreeMap::new(),
+                    scratch: vec![],
                 }),
                 RandOp::Delegate(p, c, d, rec) => Op::Delegate(Delegate {
                     parent: pod_name(p), child: pod_name(c), rules: vec![rule(d, rec)], deny: vec![],
@@ -443,6 +453,7 @@ proptest! {
                 RandOp::Release(p) => Op::Release { name: pod_name(p) },
                 RandOp::Adopt(p) => Op::Adopt(Adopt {
                     name: pod_name(p), pid: 100 + p as u32, start_time: 1, session: String::new(), socket: String::new(),
+                    scratch: vec![],
                 }),
                 RandOp::Die(p) => match s.get(&pod_name(p)) {
                     Some(h) => Op::Forget { name: pod_name(p), pid: h.rec.pid, start_time: h.rec.start_time },
@@ -597,8 +608,16 @@ mod submissions {
     fn a_reservation_is_adopted_by_a_process_its_parent_started() {
         let (mut s, kernel) = tree();
         delegate(&mut s, "lead", "new", vec![w("/r/n")]).expect("delegate");
-        let adopt =
-            |pid| Op::Adopt(Adopt { name: n("new"), pid, start_time: 4, session: "sn".into(), socket: "/n".into() });
+        let adopt = |pid| {
+            Op::Adopt(Adopt {
+                name: n("new"),
+                pid,
+                start_time: 4,
+                session: "sn".into(),
+                socket: "/n".into(),
+                scratch: vec![],
+            })
+        };
         let e = submit(&mut s, adopt(7), None, caller(7, 4, Some((6, 2))), &kernel).expect_err("stranger");
         assert_eq!(e.code(), "registry.not_spawned_by_parent");
         submit(&mut s, adopt(8), None, caller(8, 4, Some((100, 1))), &kernel).expect("started by lead's process");
@@ -612,4 +631,72 @@ mod submissions {
         let e = register_full(&mut s, "greedy", vec![w("/")], vec![], layers, "").expect_err("not its child");
         assert_eq!(e.code(), "registry.not_former_child");
     }
+}
+
+fn with_scratch(
+    state: &mut State,
+    name: &str,
+    allow: Vec<ScopeRule>,
+    scratch: &[&str],
+) -> Result<Reply, RegistryError> {
+    let scratch = scratch.iter().map(|s| ScopePath::new(s).expect("path")).collect();
+    run(
+        state,
+        Op::Register(Register {
+            name: n(name),
+            pid: 100,
+            start_time: 1,
+            socket: String::new(),
+            session: String::new(),
+            allow,
+            deny: vec![],
+            layers: BTreeMap::new(),
+            scratch,
+        }),
+    )
+}
+
+#[test]
+fn scratch_paths_stay_apart_from_every_allocation_both_ways() {
+    let mut s = State::new();
+    with_scratch(&mut s, "lead", vec![w("/repo")], &["/cache"]).expect("disjoint");
+    // Shared by several Pods.
+    with_scratch(&mut s, "other", vec![w("/elsewhere")], &["/cache"]).expect("shared scratch");
+    // A new allocation over an existing scratch path.
+    let err = register(&mut s, "greedy", vec![w("/cache/sub")], vec![]).expect_err("over scratch");
+    assert_eq!(err.code(), "registry.scratch_overlap");
+    assert_eq!(
+        err.to_string(),
+        "write /cache/sub/** overlaps scratch path /cache of pod lead; no allocation may cover a scratch path"
+    );
+    // A new scratch path over an existing allocation, and over its own.
+    let err = with_scratch(&mut s, "tool", vec![w("/tmp/t")], &["/repo/target"]).expect_err("inside lead");
+    assert_eq!(
+        err.to_string(),
+        "scratch path /repo/target overlaps pod lead's write /repo/**; a scratch path lies outside every allocation"
+    );
+    let err = with_scratch(&mut s, "mine", vec![w("/own")], &["/"]).expect_err("around its own");
+    assert_eq!(err.code(), "registry.scratch_overlap");
+    assert!(err.to_string().starts_with("scratch path / overlaps pod "), "{err}");
+    // A refused claim changed nothing.
+    assert!(s.get(&n("greedy")).is_none() && s.get(&n("tool")).is_none() && s.get(&n("mine")).is_none());
+    // Read rules never conflict with scratch.
+    with_scratch(&mut s, "reader", vec![w("/r2"), r("/cache")], &[]).expect("reads are fine");
+}
+
+#[test]
+fn a_child_takes_its_scratch_at_adopt() {
+    let mut s = State::new();
+    register(&mut s, "lead", vec![w("/repo")], vec![]).expect("lead");
+    with_scratch(&mut s, "other", vec![w("/o")], &[]).expect("other");
+    delegate(&mut s, "lead", "c", vec![w("/repo/c")]).expect("delegate");
+    let adopt = |scratch: Vec<ScopePath>| {
+        Op::Adopt(Adopt { name: n("c"), pid: 7, start_time: 1, session: "sc".into(), socket: "/x".into(), scratch })
+    };
+    let err = run(&mut s, adopt(vec![ScopePath::new("/o/cache").expect("path")])).expect_err("in other");
+    assert_eq!(err.code(), "registry.scratch_overlap");
+    run(&mut s, adopt(vec![ScopePath::new("/c-cache").expect("path")])).expect("outside");
+    assert_eq!(s.get(&n("c")).expect("c").rec.scratch, vec![ScopePath::new("/c-cache").expect("path")]);
+    let err = register(&mut s, "late", vec![w("/c-cache")], vec![]).expect_err("covers the child's scratch");
+    assert_eq!(err.code(), "registry.scratch_overlap");
 }

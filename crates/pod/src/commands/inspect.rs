@@ -78,6 +78,16 @@ pub async fn scope(name: &str, json: bool) -> Result<ExitCode, WireError> {
         // Every check of this Pod is denied, whatever its rules say.
         println!("  fenced {reason}");
     }
+    match &view.enforcement {
+        Some(e) => {
+            let abi = e.landlock_abi.map(|a| format!(" (Landlock ABI {a})")).unwrap_or_default();
+            println!("  enforced {}{abi}", e.level);
+            for path in &e.scratch {
+                println!("  scratch {path}/**");
+            }
+        }
+        None => println!("  enforced (not recorded: this Pod's log predates enforcement levels)"),
+    }
     if let Some(containment) = &view.containment {
         // The mechanism in words; where it lives is in --json.
         let words = match containment.mechanism.as_str() {
@@ -207,6 +217,10 @@ impl LogView {
                 }
                 text
             }
+            Event::PodEnforced(e) => match e.landlock_abi {
+                Some(abi) => format!("enforced at {} (Landlock ABI {abi})", e.level),
+                None => format!("enforced at {}", e.level),
+            },
             Event::Unknown { kind } => format!("({kind}: an event of a newer version)"),
         }
     }

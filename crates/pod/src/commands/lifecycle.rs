@@ -4,12 +4,13 @@
 
 use std::process::ExitCode;
 
-use pod_client::protocol::StopGrace;
+use pod_client::protocol::{EnforceRequest, Enforcement, StopGrace};
 use pod_client::{SpawnSpec, StartSpec, Stopped};
 use pod_proto::WireError;
+use pod_sandbox::Level;
 use scope::Permission;
 
-use crate::cli::{SpawnArgs, StartArgs};
+use crate::cli::{EnforceArgs, SpawnArgs, StartArgs};
 use crate::commands::{client, cwd, pod_name, print_json, resolve_args};
 use crate::manifest::Manifest;
 
@@ -50,9 +51,12 @@ pub async fn start(args: StartArgs) -> Result<ExitCode, WireError> {
     let workload = if args.workload.is_empty() { manifest.and_then(|m| m.workload) } else { Some(args.workload) };
     let env = crate::env_args::collect(&args.env.env, args.env.env_file.as_deref(), &cwd)?;
     let limits = args.limits.limits(workload.is_some())?;
-    let spec = StartSpec { name, allow, deny, workload, cwd: Some(cwd.to_string_lossy().into_owned()), env, limits };
+    let enforce = enforce_request(&args.enforce, &cwd)?;
+    let spec =
+        StartSpec { name, allow, deny, workload, cwd: Some(cwd.to_string_lossy().into_owned()), env, limits, enforce };
     let started = client()?.start(spec).await?;
-    println!("started {} (pid {})", started.name, started.pid);
+    println!("started {} (pid {}){}", started.name, started.pid, enforced_suffix(started.enforcement.as_ref()));
+    warn_weak(&started.name, started.enforcement.as_ref());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -66,9 +70,11 @@ pub async fn spawn(args: SpawnArgs) -> Result<ExitCode, WireError> {
     rules.extend(resolve_args(&args.rules.read, &cwd, Permission::Read)?);
     let env = crate::env_args::collect(&args.env.env, args.env.env_file.as_deref(), &cwd)?;
     let limits = args.limits.limits(!args.workload.is_empty())?;
+    let enforce = enforce_request(&args.enforce, &cwd)?;
     let spec = SpawnSpec {
         env,
         limits,
+        enforce,
         parent,
         child,
         rules,
@@ -76,8 +82,74 @@ pub async fn spawn(args: SpawnArgs) -> Result<ExitCode, WireError> {
         cwd: Some(cwd.to_string_lossy().into_owned()),
     };
     let spawned = client()?.spawn(spec).await?;
-    println!("spawned {} (pid {}) under {}", spawned.child, spawned.pid, spawned.parent);
+    println!(
+        "spawned {} (pid {}) under {}{}",
+        spawned.child,
+        spawned.pid,
+        spawned.parent,
+        enforced_suffix(spawned.enforcement.as_ref())
+    );
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--enforce` (else `POD_ENFORCE`) and `--scratch`, validated here: one
+/// line naming a bad level, scratch paths resolved like rule paths.
+fn enforce_request(args: &EnforceArgs, cwd: &std::path::Path) -> Result<EnforceRequest, WireError> {
+    let from_env = std::env::var(ENFORCE_ENV).ok().filter(|v| !v.is_empty());
+    let level = match (args.level.as_deref(), from_env.as_deref()) {
+        (Some(text), _) => Some(Level::parse(text).map_err(|e| WireError::new(e.code(), format!("--enforce: {e}")))?),
+        (None, Some(text)) => {
+            Some(Level::parse(text).map_err(|e| WireError::new(e.code(), format!("{ENFORCE_ENV}: {e}")))?)
+        }
+        (None, None) => None,
+    };
+    let scratch = resolve_args(&args.scratch, cwd, Permission::Write)?
+        .into_iter()
+        .map(|rule| {
+            if rule.recursive {
+                Ok(rule.target)
+            } else {
+                Err(WireError::new(
+                    "enforce.scratch",
+                    format!("--scratch {rule}: a scratch path is a whole tree; drop the trailing /*"),
+                ))
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(EnforceRequest { level, scratch })
+}
+
+/// The default level's environment variable.
+const ENFORCE_ENV: &str = "POD_ENFORCE";
+
+/// `, enforced at full (Landlock ABI 7)` for the start and spawn lines.
+fn enforced_suffix(enforcement: Option<&Enforcement>) -> String {
+    match enforcement {
+        None => String::new(),
+        Some(e) if e.level == Level::Off => ", not enforced (level off)".to_string(),
+        Some(e) => match e.landlock_abi {
+            Some(abi) => format!(", enforced at {} (Landlock ABI {abi})", e.level),
+            None => format!(", enforced at {}", e.level),
+        },
+    }
+}
+
+/// Below `full`, and for what a level does not cover here, a warning on
+/// stderr: the user must not believe in an enforcement that is not there.
+fn warn_weak(name: &scope::PodName, enforcement: Option<&Enforcement>) {
+    let Some(e) = enforcement else { return };
+    match e.level {
+        Level::Full => {}
+        Level::Landlock => eprintln!(
+            "pod: WARNING: {name} is enforced at landlock only: its workload keeps write on regions it delegates while it runs"
+        ),
+        Level::Off => eprintln!(
+            "pod: WARNING: {name} is NOT enforced (level off): its workload can write anywhere its user can; the scope is bookkeeping"
+        ),
+    }
+    for note in &e.notes {
+        eprintln!("pod: WARNING: {name}: {note}");
+    }
 }
 
 pub async fn stop(name: &str, timeout: u64) -> Result<ExitCode, WireError> {

@@ -5,6 +5,7 @@
 //! is printed on failure.
 
 pub mod demo;
+pub mod doctor;
 pub mod inspect;
 pub mod kv;
 pub mod lifecycle;

@@ -9,7 +9,7 @@
 
 pub mod authorize;
 pub mod caller;
-mod enforcement;
+pub mod enforcement;
 pub mod kv;
 pub mod lease;
 mod output;
@@ -106,8 +106,10 @@ async fn run(request: LaunchRequest) -> (std::process::ExitCode, Option<std::fs:
     };
     let Started { mut owner, listener, log, lock, kv } = started;
     owner.set_kv(Arc::clone(&kv));
+    let enforcement = owner.enforcement().cloned();
     let socket = owner.paths.socket().to_string_lossy().into_owned();
     let pid_file = owner.paths.pid_file();
+    let tmp_paths = owner.paths.clone();
     if let Err(e) = owner.start_watching().await {
         tracing::error!(error = %e, "cannot watch this pod's allocation; registry changes go unnoticed");
     }
@@ -139,7 +141,7 @@ async fn run(request: LaunchRequest) -> (std::process::ExitCode, Option<std::fs:
         move |conn, peer| server::handle_connection(conn, peer, ctx.clone()),
     ));
     spawn_signal_handler(tx.clone(), hurry_tx);
-    report(&LaunchOutcome::Ready { pid: std::process::id(), socket });
+    report(&LaunchOutcome::Ready { pid: std::process::id(), socket, enforcement });
     drop(tx);
     if let Err(e) = owner_task.await {
         tracing::error!(error = %e, "owner task failed");
@@ -157,6 +159,7 @@ async fn run(request: LaunchRequest) -> (std::process::ExitCode, Option<std::fs:
     if let Err(e) = std::fs::remove_file(&pid_file) {
         tracing::debug!(error = %e, "pid file already gone");
     }
+    enforcement::remove_tmpdir(&tmp_paths);
     (std::process::ExitCode::SUCCESS, Some(lock))
 }
 
@@ -270,7 +273,7 @@ async fn take_scope_and_serve(
     let pid = std::process::id();
     let socket = paths.socket().to_string_lossy().into_owned();
     let session = paths.session_id();
-    let (scope, parent, workload) = match request.mode {
+    let (scope, parent, workload, enforced) = match request.mode {
         LaunchMode::Resume => {
             let owner = resume(&name, &paths, &log, registry, tx.clone()).await?;
             tracing::info!(ms = phase.elapsed().as_secs_f64() * 1e3, "scope restored and pruned");
@@ -280,27 +283,46 @@ async fn take_scope_and_serve(
         LaunchMode::Start { allow, deny, workload } => {
             refuse_existing_log(&log, &name, "`pod resume NAME` or `pod rm NAME`")?;
             let scope = Scope::new(allow, deny).map_err(|e| WireError::new(e.code(), e.to_string()))?;
-            registry.register(&name, pid, &socket, &session, scope.snapshot()).await?;
-            let created = record_creation(&log, &name, None, &scope, &workload).await;
+            // Decided before the allocation is taken: a refusal changes nothing.
+            let (enforced, _choice) = enforcement::choose(
+                enforcement::support()?,
+                scope.snapshot(),
+                &request.enforce,
+                None,
+                &paths.dirs,
+                &name,
+            )?;
+            registry.register(&name, pid, &socket, &session, scope.snapshot(), &enforced.scratch).await?;
+            let created = record_creation(&log, &name, None, &scope, &workload, &enforced).await;
             if created.is_err() {
                 registry.release_quietly(&name).await;
             }
             created?;
-            (scope, None, workload)
+            (scope, None, workload, enforced)
         }
         LaunchMode::Child { parent, rules, workload } => {
             refuse_existing_log(&log, &name, "`pod rm NAME` first")?;
             let scope = Scope::new(rules, Vec::new()).map_err(|e| WireError::new(e.code(), e.to_string()))?;
+            // The parent decided the level (never below its own) before
+            // its delegate; this plans again at exactly that level.
+            let (enforced, _choice) = enforcement::choose(
+                enforcement::support()?,
+                scope.snapshot(),
+                &request.enforce,
+                None,
+                &paths.dirs,
+                &name,
+            )?;
             fail::fail_point!("spawn.before_adopt");
-            registry.adopt(&name, pid, &session, &socket).await?;
+            registry.adopt(&name, pid, &session, &socket, &enforced.scratch).await?;
             // A failure from here on is undone by the parent's reclaim.
-            record_creation(&log, &name, Some(&parent), &scope, &workload).await?;
-            (scope, Some(parent), workload)
+            record_creation(&log, &name, Some(&parent), &scope, &workload, &enforced).await?;
+            (scope, Some(parent), workload, enforced)
         }
     };
     tracing::info!(ms = phase.elapsed().as_secs_f64() * 1e3, "scope taken and recorded");
     let top_level = parent.is_none();
-    let owner = Owner::new(
+    let mut owner = Owner::new(
         name.clone(),
         parent,
         workload,
@@ -311,6 +333,7 @@ async fn take_scope_and_serve(
         registry.clone(),
         tx.clone(),
     );
+    owner.set_enforcement(Some(enforced));
     let served = serve(owner, paths, log, lock, WorkloadInput::of(request.cwd, request.env, request.limits), tx).await;
     if served.is_err() && top_level {
         // A workload that could not start (e.g. a limit the machine cannot
@@ -350,12 +373,18 @@ async fn serve(
         .map_err(|e| WireError::new(e.code(), e.to_string()))?;
     let listener = pod_proto::server::bind(&paths.socket()).await.map_err(|e| e.to_wire())?;
     if let Some(command) = owner.workload.clone() {
+        let env = enforcement::with_tmpdir(&paths, env)?;
+        let recorded = owner.enforcement().cloned().ok_or_else(|| {
+            WireError::new("pod.internal", "a workload is started without a recorded enforcement level")
+        })?;
+        let choice = enforcement::plan_for_workload(&recorded, owner.core.scope.snapshot(), &paths.dirs, &owner.name)?;
         let spec = workload::WorkloadSpec {
             command: &command,
             cwd: cwd.as_deref(),
             env: &env,
             parent: owner.parent.as_ref(),
             limits,
+            enforcement: choice,
         };
         let running = workload::start(spec, &paths, tx).await?;
         // Recorded before the Pod reports ready: from then on, whoever finds
@@ -411,6 +440,7 @@ async fn record_creation(
     parent: Option<&PodName>,
     scope: &Scope,
     workload: &Option<Vec<String>>,
+    enforced: &pod_client::protocol::Enforcement,
 ) -> Result<(), WireError> {
     let created = vec![
         Event::PodCreated {
@@ -420,6 +450,7 @@ async fn record_creation(
             workload: workload.clone(),
         },
         Event::PodScope { scope: scope.snapshot().clone() },
+        Event::PodEnforced(enforced.recorded()),
     ];
     append(log, created).await
 }
@@ -459,7 +490,9 @@ async fn resume(
     let socket = paths.socket().to_string_lossy().into_owned();
     let gone = registry.sweep().await?;
     tracing::info!(?gone, "swept dead allocations before re-registering");
-    registry.register(name, pid, &socket, &paths.session_id(), scope.snapshot()).await?;
+    let enforced = state.enforced.as_ref().map(pod_client::protocol::Enforcement::from_recorded).transpose()?;
+    let scratch = enforced.as_ref().map(|e| e.scratch.clone()).unwrap_or_default();
+    registry.register(name, pid, &socket, &paths.session_id(), scope.snapshot(), &scratch).await?;
     fail::fail_point!("resume.after_register");
     let mut owner = Owner::new(
         name.clone(),
@@ -475,6 +508,7 @@ async fn resume(
         registry.clone(),
         tx,
     );
+    owner.set_enforcement(enforced);
     // A child is kept when the registry names its process and that process
     // still runs (same pid, same start time): its pid comes from the
     // registry and the kernel, never from what answers on its socket.

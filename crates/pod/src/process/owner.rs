@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use pod_proto::WireError;
 use rustix::process::Signal;
-use scope::{PodName, Scope};
+use scope::{Permission, PodName, Scope};
 use session_log::{ChildRecord, Event, Exit, RemovalReason, SessionLog};
 use tokio::sync::{mpsc, oneshot, watch as watch_channel};
 use tokio::time::Instant;
@@ -33,7 +33,7 @@ use crate::mirror::{self, MirroredChild};
 use crate::process::caller::Peer;
 use crate::process::lease::{LeaseGuard, LEASE_LOST};
 use crate::process::watch::{self, PidFd};
-use crate::protocol::{ChildStatus, PodReply, PodRequest, PodStatus, SpawnRequest, StopGrace};
+use crate::protocol::{ChildStatus, Enforcement, PodReply, PodRequest, PodStatus, SpawnRequest, StopGrace};
 use crate::registry_link::Registry;
 use pod_client::pod::PodClient;
 
@@ -224,6 +224,9 @@ pub struct Owner {
     /// to fence. The wait for a child's readiness comes after (the child is
     /// then in `launching`, its layer in both), so it needs no exception.
     spawning: BTreeSet<PodName>,
+    /// How the kernel holds this Pod's workload (`None`: a resumed Pod
+    /// whose log predates levels); its children are never held less.
+    enforcement: Option<Enforcement>,
 }
 
 impl Owner {
@@ -268,7 +271,38 @@ impl Owner {
             lease: LeaseGuard::new(),
             spawning: Default::default(),
             kv: None,
+            enforcement: None,
         }
+    }
+
+    /// This Pod's running workload, when it is enforced at `full` (the only
+    /// level whose running workload follows delegations).
+    fn narrowing_tree(&self) -> Option<&crate::process::workload::Contained> {
+        let full = self.enforcement.as_ref().is_some_and(|e| e.level == pod_sandbox::Level::Full);
+        self.workload_tree.as_ref().filter(|_| full)
+    }
+
+    /// Gives this Pod's workload write back on `child`'s region, then takes
+    /// the parts `adopted` grandchildren hold. A failure is logged: the
+    /// workload then has less write than its scope, never more.
+    async fn widen_for(&self, child: &PodName, adopted: &[crate::registry_link::Orphan]) {
+        let Some(tree) = self.narrowing_tree() else { return };
+        if let Err(e) = tree.widen(child).await {
+            tracing::warn!(%child, error = %e, "cannot give the workload write back on a reclaimed region");
+        }
+        for orphan in adopted {
+            if let Err(e) = tree.narrow(&orphan.name, &orphan.rules).await {
+                tracing::error!(grandchild = %orphan.name, error = %e, "cannot take an adopted grandchild's region from the workload");
+            }
+        }
+    }
+
+    pub fn set_enforcement(&mut self, enforcement: Option<Enforcement>) {
+        self.enforcement = enforcement;
+    }
+
+    pub fn enforcement(&self) -> Option<&Enforcement> {
+        self.enforcement.as_ref()
     }
 
     /// Starts the long-poll on this Pod's allocation and its node's lease
@@ -467,11 +501,16 @@ impl Owner {
             }),
             PodRequest::Check { path, permission } => {
                 let verdict = self.core.scope.permission_at(&path);
-                Ok(PodReply::Verdict {
-                    allowed: verdict.allows(permission),
-                    permission: verdict.permission,
-                    decided_by: verdict.decided_by.to_string(),
-                })
+                let scratch = self.enforcement.as_ref().and_then(|e| e.scratch_verdict(&path, &verdict.decided_by));
+                if let Some(decided_by) = scratch {
+                    Ok(PodReply::Verdict { allowed: true, permission: Some(Permission::Write), decided_by })
+                } else {
+                    Ok(PodReply::Verdict {
+                        allowed: verdict.allows(permission),
+                        permission: verdict.permission,
+                        decided_by: verdict.decided_by.to_string(),
+                    })
+                }
             }
             PodRequest::Spawn(request) => {
                 self.spawn(request, reply).await;
@@ -561,6 +600,7 @@ impl Owner {
                 .collect(),
             workload: self.workload.clone(),
             fenced: self.fenced.clone().or_else(|| self.lease.check().err().map(|r| format!("{LEASE_LOST_REASON}{r}"))),
+            enforcement: self.enforcement.clone(),
             containment: self.workload_tree.as_ref().map(|tree| tree.view()),
         }
     }
@@ -594,7 +634,7 @@ impl Owner {
         );
     }
 
-    async fn start_child(&mut self, request: SpawnRequest) -> Result<Starting, WireError> {
+    async fn start_child(&mut self, mut request: SpawnRequest) -> Result<Starting, WireError> {
         if self.shutdown.is_some() {
             return Err(WireError::new("pod.shutting_down", format!("{} is shutting down", self.name)));
         }
@@ -618,9 +658,31 @@ impl Owner {
             .scope
             .check_delegation(&child, &request.rules)
             .map_err(|e| WireError::new(e.code(), e.to_string()))?;
+        // The child's level, decided before the delegate (a refusal changes
+        // nothing) and never below this Pod's; the child plans at it.
+        let child_scope =
+            Scope::new(request.rules.clone(), Vec::new()).map_err(|e| WireError::new(e.code(), e.to_string()))?;
+        let (enforced, _choice) = crate::process::enforcement::choose(
+            crate::process::enforcement::support()?,
+            child_scope.snapshot(),
+            &request.enforce,
+            self.enforcement.as_ref().map(|e| e.level),
+            &self.paths.dirs,
+            &child,
+        )?;
+        request.enforce.level = Some(enforced.level);
+        // At `full`, this Pod's own running workload loses write on the
+        // region before anything is delegated: a process of it holding a
+        // path there refuses the spawn (`enforce.busy`), nothing changed.
+        if let Some(tree) = self.narrowing_tree() {
+            tree.narrow(&child, &request.rules).await.map_err(|e| WireError::new(e.code(), e.to_string()))?;
+        }
         self.spawning.insert(child.clone());
         let spawned = self.spawn_delegated(request).await;
         self.spawning.remove(&child);
+        if spawned.is_err() {
+            self.widen_for(&child, &[]).await;
+        }
         spawned
     }
 
@@ -677,6 +739,7 @@ impl Owner {
             cwd: request.cwd.clone(),
             env: request.env.clone(),
             limits: request.limits,
+            enforce: request.enforce.clone(),
         };
         let starting = crate::launch::start(&launch, &child_paths.pod_log())?;
         // Our unreaped child: its pid cannot be reused yet, so this start
@@ -708,7 +771,7 @@ impl Owner {
                 if self.stopping.contains_key(&child) && self.core.children.contains_key(&child) {
                     self.begin_stop(&child);
                 }
-                Ok(PodReply::Spawned { child, pid, socket: launched.socket })
+                Ok(PodReply::Spawned { child, pid, socket: launched.socket, enforcement: launched.enforcement })
             }
             Err(e) => {
                 tracing::warn!(%child, error = %e, "child did not start; reclaiming");
@@ -943,6 +1006,14 @@ impl Owner {
         let removed = plan.removed;
         for child in &removed {
             self.pids.remove(child);
+        }
+        // Write comes back to this Pod's workload (the child's containment
+        // was ended before its region was given up), except where adopted
+        // grandchildren now hold part of it.
+        for (child, orphans) in &results {
+            if removed.contains(child) {
+                self.widen_for(child, orphans).await;
+            }
         }
         // Every reclaim path comes here (stop, callback, noticed death,
         // prune on resume): the child's leases pass on, its waits end.

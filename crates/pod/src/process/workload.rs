@@ -35,7 +35,6 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::layout::PodPaths;
-use crate::process::enforcement;
 use crate::process::owner::OwnerMsg;
 use crate::process::watch::PidFd;
 
@@ -51,6 +50,8 @@ pub struct WorkloadSpec<'a> {
     pub env: &'a Env,
     pub parent: Option<&'a scope::PodName>,
     pub limits: Limits,
+    /// The level and plan it is enforced with (`enforcement.rs`).
+    pub enforcement: pod_sandbox::Choice,
 }
 
 /// A started workload.
@@ -88,6 +89,24 @@ impl Contained {
         })
         .await
         .map_err(|e| SandboxError::Held(format!("the task ending the workload failed: {e}")))?
+    }
+
+    /// Takes `rules` (delegated to `child`) from the running workload at
+    /// level `full`; returns once the kernel enforces it (`enforce.busy`,
+    /// nothing changed, while one of its processes holds a path there).
+    pub async fn narrow(&self, child: &scope::PodName, rules: &[scope::ScopeRule]) -> Result<(), SandboxError> {
+        let (workload, child, rules) = (Arc::clone(&self.workload), child.clone(), rules.to_vec());
+        tokio::task::spawn_blocking(move || workload.narrow(&child, &rules))
+            .await
+            .map_err(|e| SandboxError::Helper(format!("the task narrowing the workload failed: {e}")))?
+    }
+
+    /// Gives back what `narrow(child)` took (idempotent).
+    pub async fn widen(&self, child: &scope::PodName) -> Result<(), SandboxError> {
+        let (workload, child) = (Arc::clone(&self.workload), child.clone());
+        tokio::task::spawn_blocking(move || workload.widen(&child))
+            .await
+            .map_err(|e| SandboxError::Helper(format!("the task widening the workload failed: {e}")))?
     }
 
     /// What `pod scope` says of it.
@@ -168,13 +187,13 @@ pub async fn start(spec: WorkloadSpec<'_>, paths: &PodPaths, tx: mpsc::Sender<Ow
         .ok_or_else(|| WireError::new("pod.io", "cannot read this process's own start time from /proc"))?;
     let key = ContainmentKey { home, pod, instance: instance(me, my_start) };
     let limits = spec.limits;
+    let enforcement = spec.enforcement.clone();
     let (stdout, stdout_w) = output_pipe()?;
     let (stderr, stderr_w) = output_pipe()?;
     let launched = tokio::task::spawn_blocking(move || -> Result<(Containment, Workload), SandboxError> {
         let support = Support::detect()?;
         let choice = choose_containment(&support, &limits)?;
         let mut containment = Containment::create(&support, &choice, &key, &limits)?;
-        let enforcement = enforcement::decide();
         let launched = launch(
             &mut containment,
             LaunchSpec {

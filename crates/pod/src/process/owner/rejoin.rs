@@ -111,7 +111,9 @@ impl Owner {
                 return Err(other());
             }
             let socket = self.paths.socket().to_string_lossy().into_owned();
-            self.registry.adopt(&self.name, std::process::id(), &self.paths.session_id(), &socket).await?;
+            self.registry
+                .adopt(&self.name, std::process::id(), &self.paths.session_id(), &socket, &self.scratch())
+                .await?;
             return Ok(Claimed::Afresh);
         }
         match self.explain(Some(&rec)).await {
@@ -126,7 +128,10 @@ impl Owner {
         let socket = self.paths.socket().to_string_lossy().into_owned();
         let scope = self.core.scope.snapshot();
         let own = ScopeSnapshot { allow: scope.allow.clone(), deny: scope.deny.clone(), layers: BTreeMap::new() };
-        self.registry.register(&self.name, std::process::id(), &socket, &self.paths.session_id(), &own).await.map(drop)
+        self.registry
+            .register(&self.name, std::process::id(), &socket, &self.paths.session_id(), &own, &self.scratch())
+            .await
+            .map(drop)
     }
 
     /// Delegates each child's part again; notes whom it did and whom not.
@@ -148,5 +153,10 @@ impl Owner {
         if let Err(e) = self.append(vec![Event::PodRejoined { reclaimed, fenced }]).await {
             tracing::error!(error = %e, "could not record pod.rejoined");
         }
+    }
+
+    /// The `--scratch` paths the registry keeps with this Pod's claim.
+    fn scratch(&self) -> Vec<scope::ScopePath> {
+        self.enforcement().map(|e| e.scratch.clone()).unwrap_or_default()
     }
 }
