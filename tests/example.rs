@@ -27,7 +27,7 @@ fn the_example_lead_script_runs() {
 
 #[test]
 fn the_mcp_agent_example_runs() {
-    let repo = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    let repo = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
     let out = std::process::Command::new("sh")
         .arg("runtime/examples/mcp-agent/run.sh")
         .current_dir(repo)
