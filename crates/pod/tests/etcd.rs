@@ -226,6 +226,7 @@ fn a_frozen_nodes_pods_deny_before_another_node_gets_their_paths_and_rejoin_only
     insta::assert_snapshot!(redact_ms(&a.home.redact(&scope)), @r#"
         x (running)
           fenced lease_lost: node a's etcd lease deadline passed ([n] ms ago on CLOCK_BOOTTIME) with no newer keepalive heard; re-claim under the new lease refused: write [repo]/src/** conflicts with pod y on node b, which holds write [repo]/src/** (both cover [repo]/src/**) [registry.write_conflict]
+          enforced off
           allow  write [repo]/src/**
           layer  xc: write [repo]/src/c/**
     "#);
@@ -245,6 +246,7 @@ fn a_frozen_nodes_pods_deny_before_another_node_gets_their_paths_and_rejoin_only
     insta::assert_snapshot!(redact_ms(&a.home.redact(&a.must(&["scope", "xc"]).stdout)), @r"
     xc (running)
       fenced lease_lost: node a's etcd lease deadline passed ([n] ms ago on CLOCK_BOOTTIME) with no newer keepalive heard; re-claim waits for its parent x, which delegates this pod's part again once its own claim is back
+      enforced off
       allow  write [repo]/src/c/**
     ");
 
