@@ -258,6 +258,20 @@ async fn startup_locked(
     }
 }
 
+/// The level this Pod is created at (a child's was decided by its parent
+/// before the delegate; this plans again at exactly that level). The plan
+/// itself is made when the workload starts.
+fn launch_level(
+    scope: &Scope,
+    request: &pod_client::protocol::EnforceRequest,
+    paths: &PodPaths,
+    name: &PodName,
+) -> Result<pod_client::protocol::Enforcement, WireError> {
+    let (enforced, _plan) =
+        enforcement::choose(enforcement::support()?, scope.snapshot(), request, None, &paths.dirs, name)?;
+    Ok(enforced)
+}
+
 async fn take_scope_and_serve(
     request: LaunchRequest,
     paths: PodPaths,
@@ -284,14 +298,7 @@ async fn take_scope_and_serve(
             refuse_existing_log(&log, &name, "`pod resume NAME` or `pod rm NAME`")?;
             let scope = Scope::new(allow, deny).map_err(|e| WireError::new(e.code(), e.to_string()))?;
             // Decided before the allocation is taken: a refusal changes nothing.
-            let (enforced, _choice) = enforcement::choose(
-                enforcement::support()?,
-                scope.snapshot(),
-                &request.enforce,
-                None,
-                &paths.dirs,
-                &name,
-            )?;
+            let enforced = launch_level(&scope, &request.enforce, &paths, &name)?;
             registry.register(&name, pid, &socket, &session, scope.snapshot(), &enforced.scratch).await?;
             let created = record_creation(&log, &name, None, &scope, &workload, &enforced).await;
             if created.is_err() {
@@ -305,14 +312,7 @@ async fn take_scope_and_serve(
             let scope = Scope::new(rules, Vec::new()).map_err(|e| WireError::new(e.code(), e.to_string()))?;
             // The parent decided the level (never below its own) before
             // its delegate; this plans again at exactly that level.
-            let (enforced, _choice) = enforcement::choose(
-                enforcement::support()?,
-                scope.snapshot(),
-                &request.enforce,
-                None,
-                &paths.dirs,
-                &name,
-            )?;
+            let enforced = launch_level(&scope, &request.enforce, &paths, &name)?;
             fail::fail_point!("spawn.before_adopt");
             registry.adopt(&name, pid, &session, &socket, &enforced.scratch).await?;
             // A failure from here on is undone by the parent's reclaim.
