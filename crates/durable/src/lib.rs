@@ -14,7 +14,10 @@
 //! sync); this crate is the one copy.
 //!
 //! What it does, for a store that says what its records are ([`Records`]):
-//! - **open**: sled with automatic flushes off, the write-ahead file, the
+//! - **open**: a lock on sled's directory, held while the store is open
+//!   (so the snapshots a killed open of sled left unfinished, which sled
+//!   0.34 would refuse as corruption forever after, can be removed first),
+//!   sled with automatic flushes off, the write-ahead file, the
 //!   store's durable head read from sled; a sled behind what the file's
 //!   header vouches for is refused ([`DurableError::Behind`]); the entries
 //!   beyond the head are decoded (all of them, before anything is written)
@@ -41,7 +44,8 @@
 //! commit (the session log's synchronous appenders and the registry's
 //! writer lead a group commit each in their own way).
 //!
-//! Deliberately absent: threads, locks, buffering, any meaning of records.
+//! Deliberately absent: threads, locks beyond the open lock, buffering, any
+//! meaning of records.
 
 use std::collections::HashSet;
 use std::ffi::OsString;
@@ -57,6 +61,11 @@ pub use wal::{Entry, Fill, WalError, WalOptions};
 const SLED_LOG_FILE: &str = "db";
 /// The directory sled 0.34 writes large pages to, one file each.
 const SLED_BLOBS_DIR: &str = "blobs";
+/// The file in sled's directory every open of ours holds a lock on for as
+/// long as its store is open (see [`clear_dead_snapshots`]).
+const OPEN_LOCK_FILE: &str = "open.lock";
+/// The suffix sled 0.34 gives a snapshot until it is whole.
+const SNAPSHOT_IN_PROGRESS: &str = ".generating";
 
 /// Where a store lives and how its files are shaped.
 #[derive(Debug, Clone)]
@@ -148,6 +157,8 @@ pub enum Logged {
 
 pub struct Durable {
     db: sled::Db,
+    /// Held (an exclusive `flock`) until the store is dropped, after `db`.
+    _open_lock: File,
     sled_dir: PathBuf,
     /// sled's log file, synced by us after sled's own flush.
     db_file: File,
@@ -166,6 +177,8 @@ impl Durable {
         records: impl FnOnce(&sled::Db) -> Result<R, R::Error>,
     ) -> Result<(Durable, R, u64), R::Error> {
         let _span = tracing::info_span!("durable.open", dir = %options.sled_dir.display()).entered();
+        let open_lock = lock_for_open(options)?;
+        clear_dead_snapshots(&options.sled_dir)?;
         let db = open_db(options)?;
         let sled_dir = options.sled_dir.clone();
         let log_path = sled_dir.join(SLED_LOG_FILE);
@@ -185,7 +198,7 @@ impl Durable {
             records.replay(&db, seq, commit)?;
             head = seq;
         }
-        let mut durable = Durable { db, sled_dir, db_file, synced_blobs: HashSet::new(), wal };
+        let mut durable = Durable { db, _open_lock: open_lock, sled_dir, db_file, synced_blobs: HashSet::new(), wal };
         // With an empty lap sled holds nothing the header does not vouch
         // for already; otherwise what a killed process left in the page
         // cache, and what was just put back, must be made durable before a
@@ -292,6 +305,72 @@ impl Durable {
 
 fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> DurableError + 'a {
     move |source| DurableError::Io { op, path: path.to_path_buf(), source }
+}
+
+/// Takes the lock every open of ours holds on sled's directory (created,
+/// owner-only, if it is new), waiting for it as long as for sled's own.
+fn lock_for_open(options: &Options) -> Result<File, DurableError> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let dir = &options.sled_dir;
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io("create", dir))?;
+    let path = dir.join(OPEN_LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)
+        .map_err(io("open", &path))?;
+    let deadline = Instant::now() + options.lock_wait;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => return Ok(file),
+            Err(rustix::io::Errno::WOULDBLOCK) if Instant::now() < deadline => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(50));
+            }
+            Err(rustix::io::Errno::WOULDBLOCK) => {
+                let held = std::io::Error::new(ErrorKind::WouldBlock, "the store is open in another process");
+                return Err(DurableError::Io { op: "lock", path, source: held });
+            }
+            Err(errno) => return Err(DurableError::Io { op: "lock", path, source: errno.into() }),
+        }
+    }
+}
+
+/// Removes the snapshots a killed open of sled left unfinished.
+///
+/// sled 0.34 writes a snapshot only while it opens, as
+/// `snap.<lsn>.generating`, syncs it and renames it to `snap.<lsn>`, and
+/// only then removes the older ones. An open killed before the rename
+/// leaves the `.generating` file, which sled's next open takes for the
+/// newest snapshot (its listing skips no such name) and refuses as corrupt
+/// when it is not whole, so the store would never open again. Found by
+/// real kill -9 of the registry daemon while it was starting. Under
+/// [`lock_for_open`] no open is running, so every such file is a dead
+/// open's leftover: the snapshot it was to replace is still there, and
+/// recovery from it (and sled's log) is what sled would have done had the
+/// file not been named yet.
+fn clear_dead_snapshots(sled_dir: &Path) -> Result<(), DurableError> {
+    let entries = std::fs::read_dir(sled_dir).map_err(io("list", sled_dir))?;
+    let mut removed = false;
+    for entry in entries {
+        let entry = entry.map_err(io("list", sled_dir))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("snap.") && name.ends_with(SNAPSHOT_IN_PROGRESS) {
+            let path = entry.path();
+            tracing::warn!(path = %path.display(), "removing a snapshot a killed open of sled left unfinished");
+            std::fs::remove_file(&path).map_err(io("remove an unfinished snapshot", &path))?;
+            removed = true;
+        }
+    }
+    if removed {
+        File::open(sled_dir).and_then(|d| d.sync_all()).map_err(io("sync the directory", sled_dir))?;
+    }
+    Ok(())
 }
 
 fn open_db(options: &Options) -> Result<sled::Db, DurableError> {
