@@ -16,6 +16,11 @@ use pod_kv::store::{Job, KvStore, RequestId};
 use pod_kv::{Caller, Expect, Incarnation, KvError, Now, Op, Outcome, PodRef};
 
 const DIR_ENV: &str = "POD_KV_CRASH_DIR";
+/// Set (to anything) for the writer whose every fourth value is large, so
+/// that the write-ahead file's lap fills between kills.
+const LARGE_ENV: &str = "POD_KV_CRASH_LARGE";
+/// Repeats of a large value's unit: about 100 KiB.
+const LARGE_REPEAT: usize = 10_000;
 const WORKERS: u64 = 4;
 const KILLS: usize = 8;
 
@@ -68,6 +73,41 @@ fn values_and_versions_survive_a_reopen_and_the_files_are_owner_only() {
         let entry = entry.unwrap();
         let want = if entry.file_type().unwrap().is_dir() { 0o700 } else { 0o600 };
         assert_eq!(mode(&entry.path()), want, "{}", entry.path().display());
+    }
+}
+
+/// Commits go to the write-ahead file only; sled gets a lap's groups when
+/// the lap fills and at a clean close. Here laps fill several times, and
+/// the write-ahead file is removed after the close: what the reopen finds
+/// is then only what sled was given.
+#[test]
+fn full_laps_and_a_clean_close_leave_every_value_in_sled() {
+    let dir = tempfile::tempdir().unwrap();
+    let kv = dir.path().join("kv");
+    let w1 = member("w1");
+    let big = |i: usize, round: u8| vec![round.wrapping_add(i as u8); 200 << 10];
+    const KEYS: usize = 40;
+    // The version of each key's last set (versions count per namespace).
+    let mut versions = vec![0; KEYS];
+    {
+        let mut store = KvStore::open(&kv, &clock()).unwrap();
+        for round in 0..2u8 {
+            for (i, version) in versions.iter_mut().enumerate() {
+                let key = format!("/shared/k{i}");
+                *version = version_of(one(&mut store, &w1, set(&key, &big(i, round)), None).unwrap());
+            }
+        }
+        one(&mut store, &w1, Op::Delete { key: "/shared/k0".into(), overriding: false }, None).unwrap();
+    }
+    const { assert!(KEYS as u64 * 2 * (200 << 10) > 3 * pod_kv::store::WAL_BYTES, "the laps fill at least three times") };
+    std::fs::remove_file(kv.join("wal")).unwrap();
+    let mut store = KvStore::open(&kv, &clock()).unwrap();
+    let gone = one(&mut store, &w1, Op::Get { key: "/shared/k0".into() }, None);
+    assert!(matches!(gone, Err(KvError::NotFound { .. })), "{gone:?}");
+    for (i, &version) in versions.iter().enumerate().skip(1) {
+        let found = one(&mut store, &w1, Op::Get { key: format!("/shared/k{i}") }, None).unwrap();
+        let Outcome::Found(found) = found else { panic!("{found:?}") };
+        assert_eq!((found.value, found.version), (big(i, 1), version), "key {i}");
     }
 }
 
@@ -128,8 +168,12 @@ fn a_lease_keeps_its_deadline_across_a_reopen_and_is_freed_once_it_passed() {
 }
 
 /// A value of worker `t`'s `n`th set: its name repeated, of a length that
-/// varies, so a torn or mixed value shows.
-fn value(t: u64, n: u64) -> Vec<u8> {
+/// varies, so a torn or mixed value shows. With `large`, every fourth is
+/// about 100 KiB (its unit starts with `L`, so a reader knows).
+fn value(t: u64, n: u64, large: bool) -> Vec<u8> {
+    if large && n % 4 == 0 {
+        return format!("L{t}-{n};").repeat(LARGE_REPEAT).into_bytes();
+    }
     let unit = format!("w{t}-{n};");
     unit.repeat(1 + ((n * 7919 + t) % 400) as usize).into_bytes()
 }
@@ -137,9 +181,10 @@ fn value(t: u64, n: u64) -> Vec<u8> {
 fn parse_value(raw: &[u8]) -> (u64, u64) {
     let text = std::str::from_utf8(raw).unwrap();
     let unit = text.split(';').next().unwrap();
-    let (t, n) = unit.trim_start_matches('w').split_once('-').unwrap();
+    let large = unit.starts_with('L');
+    let (t, n) = unit.trim_start_matches(['w', 'L']).split_once('-').unwrap();
     let (t, n) = (t.parse().unwrap(), n.parse().unwrap());
-    assert_eq!(raw, value(t, n).as_slice(), "the value is whole, as one set wrote it");
+    assert_eq!(raw, value(t, n, large).as_slice(), "the value is whole, as one set wrote it");
     (t, n)
 }
 
@@ -148,6 +193,7 @@ fn parse_value(raw: &[u8]) -> (u64, u64) {
 fn crash_writer() {
     let dir = std::env::var(DIR_ENV)
         .unwrap_or_else(|_| panic!("{DIR_ENV} is not set: this test is the child process of another, not run alone"));
+    let large = std::env::var_os(LARGE_ENV).is_some();
     let store = Arc::new(Mutex::new(KvStore::open(Path::new(&dir), &clock()).unwrap()));
     let threads: Vec<_> = (0..WORKERS)
         .map(|t| {
@@ -168,7 +214,7 @@ fn crash_writer() {
                 while Instant::now() < stop {
                     let version = {
                         let mut s = store.lock().unwrap();
-                        version_of(one(&mut s, &caller, set(&key, &value(t, n)), None).unwrap())
+                        version_of(one(&mut s, &caller, set(&key, &value(t, n, large)), None).unwrap())
                     };
                     let mut out = std::io::stdout().lock();
                     writeln!(out, "ack {t} {n} {version}").unwrap();
@@ -190,6 +236,17 @@ fn random_below(n: u64) -> u64 {
 
 #[test]
 fn acknowledged_writes_survive_kill_9_of_the_writer() {
+    kill_9_rounds(false);
+}
+
+/// The same with values large enough that the lap fills (and sled gets
+/// the lap's groups in one batch) several times between two kills.
+#[test]
+fn acknowledged_writes_survive_kill_9_across_full_laps() {
+    kill_9_rounds(true);
+}
+
+fn kill_9_rounds(large: bool) {
     let dir = tempfile::tempdir().unwrap();
     let kv = dir.path().join("kv");
     // Per worker: the last acknowledged (n, version), and the version seen
@@ -198,31 +255,42 @@ fn acknowledged_writes_survive_kill_9_of_the_writer() {
     let mut seen: BTreeMap<u64, u64> = BTreeMap::new();
     let mut total = 0;
     for _ in 0..KILLS {
-        let mut child = Command::new(std::env::current_exe().unwrap())
+        let mut command = Command::new(std::env::current_exe().unwrap());
+        command
             .args(["--exact", "crash_writer", "--ignored", "--nocapture", "--test-threads=1"])
             .env(DIR_ENV, &kv)
+            .env_remove(LARGE_ENV)
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+            .stderr(Stdio::null());
+        if large {
+            command.env(LARGE_ENV, "1");
+        }
+        let mut child = command.spawn().unwrap();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        // The bytes of the acknowledged value, if the line is an ack.
         let record = |line: &str, acked: &mut BTreeMap<u64, (u64, u64)>| {
-            let Some(rest) = line.strip_prefix("ack ") else { return false };
+            let rest = line.strip_prefix("ack ")?;
             let f: Vec<u64> = rest.split(' ').map(|x| x.parse().unwrap()).collect();
             let slot = acked.entry(f[0]).or_insert((0, 0));
             *slot = (*slot).max((f[1], f[2]));
-            true
+            Some(value(f[0], f[1], large).len() as u64)
         };
         let wanted = 125 + random_below(125);
-        let mut got = 0;
-        while got < wanted {
+        // Each open starts a new lap: past this many acknowledged bytes in
+        // one run of the writer, its lap filled at least once.
+        let lap_filled = if large { pod_kv::store::WAL_BYTES } else { 0 };
+        let (mut got, mut bytes) = (0, 0);
+        while got < wanted || bytes <= lap_filled {
             let line = lines.next().expect("the writer stopped before it was killed").unwrap();
-            got += u64::from(record(&line, &mut acked));
+            if let Some(n) = record(&line, &mut acked) {
+                got += 1;
+                bytes += n;
+            }
         }
         child.kill().unwrap();
         child.wait().unwrap();
         for line in lines {
-            got += u64::from(record(&line.unwrap(), &mut acked));
+            got += u64::from(record(&line.unwrap(), &mut acked).is_some());
         }
         total += got;
         let mut store = KvStore::open(&kv, &clock()).unwrap();

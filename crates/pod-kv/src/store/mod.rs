@@ -10,6 +10,14 @@
 //! is not durable. How jobs are gathered into groups, how waiting callers
 //! are held and when time ticks is the shell's (the Pod process).
 //!
+//! The layer lives in memory (the core); sled is its checkpoint, not its
+//! home. A commit costs its write-ahead entry and nothing else: the groups
+//! of the current lap are kept in memory ([`KvStore`]'s `pending`, never
+//! more than the lap's [`WAL_BYTES`] of entries hold) and written to sled
+//! as one atomic batch only at a checkpoint (a full lap, a clean close).
+//! After a crash the open replays the lap over the last checkpoint, so
+//! every acknowledged commit is back (`crates/durable`).
+//!
 //! Files, under the folder given to [`KvStore::open`] (`data/<pod>/kv/`):
 //! `sled/` and `wal` (4 MiB, blocks reserved), the folder 0700 and every
 //! file 0600 (sled's later files inherit the folder's protection and the
@@ -91,9 +99,9 @@ pub struct KvStore {
     core: Core,
     head: u64,
     streams: BTreeMap<Stream, Remembered>,
-    /// A group durable in the write-ahead file, not yet written to sled
-    /// (see [`KvStore::settle`]).
-    unsettled: Option<(Group, u64)>,
+    /// The groups of this lap (durable in the write-ahead file), in order,
+    /// written to sled at the next checkpoint.
+    pending: Vec<Group>,
     /// Set when a write failed: memory is then ahead of the disk, and this
     /// handle refuses everything (a restart of the store reloads).
     failed: Option<String>,
@@ -121,7 +129,7 @@ impl KvStore {
         let (stored, answers) = records::load(durable.db())?;
         let core = Core::new(Layer::restore(stored)?);
         let streams = answers.into_iter().collect();
-        let mut store = KvStore { durable, core, head, streams, unsettled: None, failed: None };
+        let mut store = KvStore { durable, core, head, streams, pending: Vec::new(), failed: None };
         store.commit(&[Job::Event(Event::Rebase)], now)?;
         Ok(store)
     }
@@ -225,25 +233,33 @@ impl KvStore {
         group.answers.push((stream, Some(remembered)));
     }
 
+    /// Makes `group` durable as commit `seq`. If it does not fit in the
+    /// lap, the lap's groups and it go to sled as one batch and a
+    /// checkpoint follows.
     fn write(&mut self, group: Group, seq: u64) -> Result<(), KvError> {
-        self.settle()?;
         let entry = records::encode(&group)?;
-        let logged = self.durable.commit(seq, &entry, |db| records::write(db, &group, seq, true))?;
+        let mut group = Some(group);
+        let pending = &mut self.pending;
+        let logged = self.durable.commit(seq, &entry, |db| {
+            pending.extend(group.take());
+            records::write(db, pending, seq)
+        })?;
         self.head = seq;
-        if logged == Logged::Ahead {
-            self.unsettled = Some((group, seq));
+        match logged {
+            Logged::Ahead => self.pending.extend(group),
+            Logged::Stored => self.pending.clear(),
         }
         Ok(())
     }
 
-    /// Writes the last group's records to sled (unflushed): work left
-    /// after the answer, which the next commit and the close do first if
-    /// the shell did not.
-    pub fn settle(&mut self) -> Result<(), KvError> {
-        match self.unsettled.take() {
-            Some((group, seq)) => records::write(self.durable.db(), &group, seq, false),
-            None => Ok(()),
+    /// The groups of this lap written to sled and made durable there, so
+    /// that the next open replays nothing.
+    fn close(&mut self) -> Result<(), KvError> {
+        if !self.pending.is_empty() {
+            records::write(self.durable.db(), &self.pending, self.head)?;
+            self.pending.clear();
         }
+        self.durable.close(self.head).map_err(KvError::from)
     }
 }
 
@@ -254,8 +270,7 @@ impl Drop for KvStore {
         if self.failed.is_some() {
             return;
         }
-        let closed = self.settle().and_then(|()| self.durable.close(self.head).map_err(KvError::from));
-        if let Err(e) = closed {
+        if let Err(e) = self.close() {
             tracing::warn!(error = %e, "could not checkpoint the kv store on close; the next open replays it");
         }
     }

@@ -3,10 +3,11 @@
 //! sled (under `kv/sled/`): `c/<partition>` a counter, `e/<key>` an entry,
 //! `l/<lease name>` a grant, `r/<caller>/<client>` the last answer of a
 //! client's request stream, and `m/head` (the last commit sled holds,
-//! 8 bytes big-endian) written last in every commit, so that whatever
-//! sled recovers after a crash holds every commit up to it. Every value is
-//! a format byte and rmp-serde; every change is a whole record, so writing
-//! a commit again changes nothing.
+//! 8 bytes big-endian). sled is written only in atomic batches (a
+//! checkpoint's groups, or one replayed group), each with its `m/head`,
+//! so that whatever sled recovers after a crash holds every commit up to
+//! it. Every value is a format byte and rmp-serde; every change is a whole
+//! record, so writing a commit again changes nothing.
 //!
 //! A write-ahead entry is one group: the core's commits in the order they
 //! were planned, and the answers they remember, as one [`Group`]. Replay
@@ -109,9 +110,8 @@ fn answer_key(stream: &Stream) -> Vec<u8> {
 /// One sled write: a key and its new value (`None`: removed).
 type Write = (Vec<u8>, Option<Vec<u8>>);
 
-/// The sled writes of a group, in order, `m/head` last.
-pub(crate) fn writes(group: &Group, seq: u64) -> Result<Vec<Write>, KvError> {
-    let mut out = Vec::new();
+/// The sled writes of a group, in order.
+fn writes(group: &Group, out: &mut Vec<Write>) -> Result<(), KvError> {
     for commit in &group.commits {
         for change in &commit.changes {
             out.push(match change {
@@ -132,33 +132,26 @@ pub(crate) fn writes(group: &Group, seq: u64) -> Result<Vec<Write>, KvError> {
         };
         out.push((answer_key(stream), value));
     }
-    out.push((HEAD_KEY.to_vec(), Some(seq.to_be_bytes().to_vec())));
-    Ok(out)
+    Ok(())
 }
 
-/// Writes a group's records: plain writes when the write-ahead file holds
-/// the group (a prefix of them is as good as none), one atomic batch when
-/// nothing else does.
-pub(crate) fn write(db: &sled::Db, group: &Group, seq: u64, atomic: bool) -> Result<(), KvError> {
-    let writes = writes(group, seq)?;
-    if atomic {
-        let mut batch = sled::Batch::default();
-        for (key, value) in writes {
-            match value {
-                Some(value) => batch.insert(key, value),
-                None => batch.remove(key),
-            }
-        }
-        return db.apply_batch(batch).map_err(storage);
+/// Writes `groups` (in order, the last of them commit `head`) to sled as
+/// one atomic batch with `m/head`: sled then holds all of them or none
+/// (a later write of a key in the batch wins, as it would in sled).
+pub(crate) fn write(db: &sled::Db, groups: &[Group], head: u64) -> Result<(), KvError> {
+    let mut all = Vec::new();
+    for group in groups {
+        writes(group, &mut all)?;
     }
-    for (key, value) in writes {
+    let mut batch = sled::Batch::default();
+    for (key, value) in all {
         match value {
-            Some(value) => db.insert(key, value).map(drop),
-            None => db.remove(key).map(drop),
+            Some(value) => batch.insert(key, value),
+            None => batch.remove(key),
         }
-        .map_err(storage)?;
     }
-    Ok(())
+    batch.insert(HEAD_KEY, &head.to_be_bytes());
+    db.apply_batch(batch).map_err(storage)
 }
 
 pub(crate) fn head(db: &sled::Db) -> Result<u64, KvError> {
@@ -226,8 +219,6 @@ impl durable::Records for Replay {
     }
 
     fn replay(&mut self, db: &sled::Db, seq: u64, group: Group) -> Result<(), KvError> {
-        // The write-ahead file holds the group until the checkpoint that
-        // follows: plain writes.
-        write(db, &group, seq, false)
+        write(db, std::slice::from_ref(&group), seq)
     }
 }

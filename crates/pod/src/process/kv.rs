@@ -165,9 +165,6 @@ impl KvShell {
 
     fn lead_until_idle(&self) {
         loop {
-            if let Err(e) = lock(&self.store).settle() {
-                tracing::error!(error = %e, "kv settle failed");
-            }
             {
                 let mut q = lock(&self.queue);
                 if q.jobs.is_empty() {
