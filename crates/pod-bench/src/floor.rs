@@ -61,6 +61,40 @@ pub fn fsync_us(dir: &Path, rounds: usize) -> Result<(u64, u64), String> {
     Ok((quantile(&mut samples, 0.50), quantile(&mut samples, 0.99)))
 }
 
+/// Median and p99 (microseconds) of `rounds` fdatasyncs of an overwrite:
+/// a file filled with zeros and synced first, then 256 bytes at a time
+/// written over it from the start, each followed by an `fdatasync`. That
+/// is what a write-ahead entry costs once its file's blocks exist (no
+/// size or extent to record), unlike [`FsyncProbe`]'s appends.
+pub fn fsync_overwrite_us(dir: &Path, rounds: usize) -> Result<(u64, u64), String> {
+    use std::os::unix::fs::FileExt;
+    const BLOCK: usize = 256;
+    let path = dir.join("floor-overwrite.bin");
+    let fail = |what: &str, e: std::io::Error| format!("floor {what} of {} failed: {e}", path.display());
+    let rounds = rounds.max(1);
+    let mut file = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(|e| fail("open", e))?;
+    file.write_all(&vec![0u8; rounds * BLOCK]).map_err(|e| fail("fill", e))?;
+    file.sync_all().map_err(|e| fail("sync", e))?;
+    let block = [0xA5u8; BLOCK];
+    let mut samples = Vec::with_capacity(rounds);
+    for i in 0..rounds {
+        let start = Instant::now();
+        file.write_all_at(&block, (i * BLOCK) as u64).map_err(|e| fail("write", e))?;
+        file.sync_data().map_err(|e| fail("fdatasync", e))?;
+        samples.push(start.elapsed().as_micros() as u64);
+    }
+    drop(file);
+    // Best effort: the file lives in the suite's temporary directory.
+    let _ = std::fs::remove_file(&path);
+    Ok((quantile(&mut samples, 0.50), quantile(&mut samples, 0.99)))
+}
+
 const FRAME: usize = 64;
 
 /// A connection to an echo server on its own thread and runtime, over a

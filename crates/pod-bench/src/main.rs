@@ -4,6 +4,8 @@
 //! compared with, so ratios stay meaningful on a noisy machine.
 
 mod floor;
+#[cfg(feature = "etcd")]
+mod kv_etcd;
 mod kv_suite;
 mod log_suite;
 mod pod_suite;

@@ -1,0 +1,134 @@
+//! The etcd half of suite `kv` (feature `etcd`): the same two figures the
+//! coordination store is held against, on a throwaway single-member etcd
+//! on loopback with its data on the same disk as the store's, in the same
+//! run: one put at a time on one client (`etcd_put_us_p50`, `_p99`), and
+//! 32 clients, each a loop of puts of its own key
+//! (`etcd_concurrent32_ops_per_s`). A put is etcd's durable write (its
+//! WAL is fsynced before the answer), as a set is ours.
+//!
+//! Why a single member: the store is one process on one disk; a
+//! three-member cluster on one machine would add the peers' round trips
+//! and their disk writes to etcd's figures.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::stats::quantile;
+
+/// How long the member may take to answer its first put.
+const START_WAIT: Duration = Duration::from_secs(30);
+
+/// What was measured.
+pub struct Figures {
+    pub put_us_p50: u64,
+    pub put_us_p99: u64,
+    pub concurrent32_ops_per_s: f64,
+}
+
+/// The member, killed when dropped.
+struct Member {
+    child: Child,
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        // Its data lives in the suite's temporary directory.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A port nobody listens on now (the kernel picks it).
+fn free_port() -> Result<u16, String> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| format!("cannot pick a port: {e}"))?;
+    l.local_addr().map(|a| a.port()).map_err(|e| format!("cannot pick a port: {e}"))
+}
+
+fn start(dir: &Path) -> Result<(Member, String), String> {
+    let bin = pod_registry::store::etcd::cluster::binary()?;
+    let (client_port, peer_port) = (free_port()?, free_port()?);
+    let client = format!("http://127.0.0.1:{client_port}");
+    let peer = format!("http://127.0.0.1:{peer_port}");
+    let log_path = dir.join("etcd.log");
+    let log = std::fs::File::create(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
+    let child = Command::new(&bin)
+        .args(["--name", "bench"])
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
+        .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+        .args(["--initial-cluster", &format!("bench={peer}"), "--initial-cluster-state", "new"])
+        .args(["--logger", "zap", "--log-outputs", "stderr"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .map_err(|e| format!("cannot run {}: {e}", bin.display()))?;
+    Ok((Member { child }, client))
+}
+
+/// Starts the member under `dir`, measures, stops it.
+pub async fn measure(dir: &Path, rounds: usize, concurrent_secs: u64) -> Result<Figures, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let (_member, endpoint) = start(dir)?;
+    let endpoints = vec![endpoint];
+    let mut client = ready(&endpoints).await?;
+    let mut put_us = Vec::with_capacity(rounds);
+    for i in 0..rounds {
+        let t = Instant::now();
+        client.put("/shared/bench", format!("value {i}"), None).await.map_err(|e| format!("etcd put: {e}"))?;
+        put_us.push(t.elapsed().as_micros() as u64);
+    }
+    let done = Arc::new(AtomicU64::new(0));
+    let mut clients = Vec::with_capacity(32);
+    for _ in 0..32 {
+        clients.push(pod_registry::store::etcd::connect(&endpoints).await.map_err(|e| e.to_string())?);
+    }
+    let until = Instant::now() + Duration::from_secs(concurrent_secs);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for (c, mut client) in clients.into_iter().enumerate() {
+        let done = Arc::clone(&done);
+        tasks.push(tokio::spawn(async move {
+            let key = format!("/shared/c{c}");
+            let mut n = 0u64;
+            while Instant::now() < until {
+                client.put(key.as_str(), n.to_le_bytes().to_vec(), None).await.map_err(|e| format!("etcd put: {e}"))?;
+                n += 1;
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok::<_, String>(())
+        }));
+    }
+    for task in tasks {
+        task.await.map_err(|e| e.to_string())??;
+    }
+    let ops = done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
+    Ok(Figures {
+        put_us_p50: quantile(&mut put_us, 0.5),
+        put_us_p99: quantile(&mut put_us, 0.99),
+        concurrent32_ops_per_s: ops.round(),
+    })
+}
+
+/// A client once the member answers a put (polled, bounded: a member
+/// just started has no listener yet, then no leader).
+async fn ready(endpoints: &[String]) -> Result<etcd_client::Client, String> {
+    let deadline = Instant::now() + START_WAIT;
+    loop {
+        let last = match pod_registry::store::etcd::connect(endpoints).await {
+            Ok(mut client) => match client.put("/bench/ready", "1", None).await {
+                Ok(_) => return Ok(client),
+                Err(e) => e.to_string(),
+            },
+            Err(e) => e.to_string(),
+        };
+        if Instant::now() > deadline {
+            return Err(format!("the bench's etcd did not answer within {START_WAIT:?}: {last}"));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
