@@ -1,7 +1,9 @@
 //! The coordination store over the Pod socket, with real Pods: the
 //! operator's calls, a 1 MiB value in one frame, a wait woken by a write,
-//! kill -9 of the lead and resume, `pod rm` removing the store, and a
-//! member known by the kernel (its process tree), not by `POD_NAME`.
+//! kill -9 of the lead and resume, `pod rm` removing the store, a
+//! member known by the kernel (its process tree), not by `POD_NAME`, and
+//! the layer's capacity limits (leases, waiters, slots) refused with their
+//! codes and nothing changed.
 #![allow(clippy::unwrap_used)]
 
 use pod_e2e as common;
@@ -246,5 +248,140 @@ fn a_sigkilled_holders_lease_passes_to_its_waiter_within_1_s() {
     assert_eq!((grant.holder.to_string(), grant.token), ("operator".to_string(), 2));
     let took = granted.duration_since(killed);
     assert!(took < std::time::Duration::from_secs(1), "the lease passed on {took:?} after the kill");
+    h.must(&["stop", "lead"]);
+}
+
+/// An answer of the limit tests as one line, without what differs from
+/// run to run (tokens, deadlines).
+fn short(answer: &Result<Outcome, WireError>) -> String {
+    match answer {
+        Ok(Outcome::Granted(lease)) => format!("granted {}", lease.name),
+        Ok(Outcome::Released { name, .. }) => format!("released {name}"),
+        Ok(Outcome::Leases(leases)) => format!("{} leases", leases.len()),
+        other => line(other.clone()),
+    }
+}
+
+/// Calls on one connection, in order.
+async fn on_one_connection(socket: &Path, ops: Vec<Op>) -> Vec<Result<Outcome, WireError>> {
+    let mut client = PodClient::connect(socket).await.unwrap();
+    let mut answers = Vec::with_capacity(ops.len());
+    for op in ops {
+        let answer = match client.call(&PodRequest::Kv { reach: Reach::Layer, op, id: None }).await {
+            Ok(PodReply::Kv(outcome)) => Ok(outcome),
+            Ok(other) => panic!("not a kv answer: {other:?}"),
+            Err(pod_proto::ProtoError::Remote(e)) => Err(e),
+            Err(e) => panic!("the call failed: {e}"),
+        };
+        answers.push(answer);
+    }
+    answers
+}
+
+fn acquire(name: &str) -> Op {
+    Op::Acquire { name: name.into(), ttl_ms: 600_000, wait_ms: None }
+}
+
+/// The layer's 1,000 leases through the socket: the next acquire is
+/// refused with its code and the limit, nothing is granted, and once one
+/// is released a new one fits again.
+#[test]
+fn the_1001st_lease_is_refused_and_changes_nothing() {
+    let h = Home::new();
+    h.must(&["start", "lead", "--write", "src"]);
+    let sock = socket_of(&h, "lead");
+    let max = pod_kv::limits::MAX_LEASES;
+    let held: Vec<Op> = (0..max).map(|i| acquire(&format!("l{i}"))).collect();
+    let answers = runtime().block_on(on_one_connection(&sock, held));
+    let granted = answers.iter().filter(|a| matches!(a, Ok(Outcome::Granted(_)))).count();
+    let mut transcript = vec![format!("acquire l0..l{}: {granted} granted", max - 1)];
+    let next = vec![
+        acquire(&format!("l{max}")),
+        Op::Leases,
+        Op::Release { name: "l0".into(), token: None, overriding: false },
+        acquire(&format!("l{max}")),
+        Op::Leases,
+    ];
+    let names = ["acquire l1000", "lease ls", "release l0", "acquire l1000", "lease ls"];
+    for (name, answer) in names.iter().zip(runtime().block_on(on_one_connection(&sock, next))) {
+        transcript.push(format!("{name}: {}", short(&answer)));
+    }
+    insta::assert_snapshot!(transcript.join("\n"));
+    h.must(&["stop", "lead"]);
+}
+
+/// 1,024 callers waiting at once, each on its own connection: the next
+/// wait is refused with its code and the limit and is not registered (the
+/// set that wakes the 1,024 is the key's first version, and a wait after
+/// them is taken again).
+#[test]
+fn the_1025th_waiter_is_refused_and_changes_nothing() {
+    let h = Home::new();
+    h.must(&["start", "lead", "--write", "src"]);
+    let sock = socket_of(&h, "lead");
+    let max = pod_kv::limits::MAX_WAITERS;
+    let wait = |key: &str, timeout_ms| Op::Wait { key: key.into(), min_version: 0, timeout_ms };
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let waiters: Vec<_> = (0..max)
+        .map(|_| runtime.spawn(on_one_connection_owned(sock.clone(), vec![wait("/shared/w", 60_000)])))
+        .collect();
+    wait_until("every wait is registered", || waits_logged(&h, "lead") == max);
+    let mut transcript = vec![format!("{} waits registered", waits_logged(&h, "lead"))];
+    let refused = runtime.block_on(on_one_connection(&sock, vec![wait("/shared/w", 60_000)]));
+    transcript.push(format!("wait {}: {}", max + 1, short(&refused[0])));
+    let woke = runtime.block_on(on_one_connection(&sock, vec![set("/shared/w", b"go")]));
+    transcript.push(format!("set /shared/w: {}", short(&woke[0])));
+    let mut woken: Vec<String> = waiters.into_iter().map(|w| short(&runtime.block_on(w).unwrap().remove(0))).collect();
+    woken.dedup();
+    transcript.push(format!("the {max} waiters: {}", woken.join(" | ")));
+    let again = runtime.block_on(on_one_connection(&sock, vec![wait("/shared/later", 200)]));
+    transcript.push(format!("a wait after them: {}", short(&again[0])));
+    insta::assert_snapshot!(transcript.join("\n"));
+    h.must(&["stop", "lead"]);
+}
+
+async fn on_one_connection_owned(socket: PathBuf, ops: Vec<Op>) -> Vec<Result<Outcome, WireError>> {
+    on_one_connection(&socket, ops).await
+}
+
+/// A layer remembers the version counters of 100,000 `/peer` slots (a
+/// slot's counter outlives its keys): past that, a write that would start
+/// a new slot is refused with its code and the limit and writes nothing,
+/// while a slot already counted is still written. Each slot is started by
+/// the operator (`--override`) and its key deleted again, so the layer's
+/// keys stay far below their own limit.
+#[test]
+fn the_100001st_slot_is_refused_and_changes_nothing() {
+    let h = Home::new();
+    h.must(&["start", "lead", "--write", "src"]);
+    let sock = socket_of(&h, "lead");
+    let max = pod_kv::limits::MAX_SLOTS;
+    let put = |key: String| Op::Set { key, value: b"1".to_vec(), expect: Expect::Any, overriding: true };
+    let rm = |key: String| Op::Delete { key, overriding: true };
+    const CONNECTIONS: usize = 32;
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let clients: Vec<_> = (0..CONNECTIONS)
+        .map(|c| {
+            let ops =
+                (c..max).step_by(CONNECTIONS).flat_map(|i| [put(format!("/peer/m{i}/k")), rm(format!("/peer/m{i}/k"))]);
+            runtime.spawn(on_one_connection_owned(sock.clone(), ops.collect()))
+        })
+        .collect();
+    let mut refused = 0;
+    for client in clients {
+        refused += runtime.block_on(client).unwrap().iter().filter(|a| a.is_err()).count();
+    }
+    let mut transcript = vec![format!("{max} slots started and emptied: {refused} refused")];
+    let next = vec![
+        put(format!("/peer/m{max}/k")),
+        get(&format!("/peer/m{max}/k")),
+        put("/peer/m7/k".into()),
+        Op::List { pattern: "/peer/**".into() },
+    ];
+    let names = ["set /peer/m100000/k", "get /peer/m100000/k", "set /peer/m7/k", "ls /peer/**"];
+    for (name, answer) in names.iter().zip(runtime.block_on(on_one_connection(&sock, next))) {
+        transcript.push(format!("{name}: {}", short(&answer)));
+    }
+    insta::assert_snapshot!(transcript.join("\n"));
     h.must(&["stop", "lead"]);
 }
