@@ -13,6 +13,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use pod_kv::store::RequestId;
 use pod_kv::{Asker, Expect, KvError, LeaseView, Lineage, Listing, Op, Outcome, Reach, Route};
 use pod_proto::{ProtoError, WireError};
 use scope::PodName;
@@ -356,20 +357,43 @@ impl Client {
 
     /// One store call at the lead `route` names. `waits`: how long the lead
     /// may hold the call before it answers (a wait's own timeout).
+    ///
+    /// A mutation that does not wait carries a request id of its own (a
+    /// client id drawn for this call, seq 1): if its answer is lost (the
+    /// connection broke after it was sent), it is sent again with the
+    /// same id, at most [`MAX_ATTEMPTS`] times in all, and the lead answers
+    /// a repeat from its record of the first (a set is not written twice).
     async fn kv_call(&self, route: &KvRoute, op: Op, waits: Option<Duration>) -> Result<Outcome, WireError> {
         let lead = self.kv_lead(route).await?;
         let reach = if route.global { Reach::Tree } else { Reach::Layer };
         let paths = self.paths(&lead);
         let socket = paths.socket();
-        let request = PodRequest::Kv { reach, op, id: None };
-        let answer = async {
-            let mut client = PodClient::connect(&socket).await?;
-            if let Some(waits) = waits {
-                client.set_call_limit(waits.saturating_add(WAIT_MARGIN));
+        let id = if repeatable(&op) { Some(RequestId { client: draw_client_id()?, seq: 1 }) } else { None };
+        let request = PodRequest::Kv { reach, op, id };
+        let mut attempt = 1;
+        let answer = loop {
+            let answer = async {
+                let mut client = PodClient::connect(&socket).await?;
+                if let Some(waits) = waits {
+                    client.set_call_limit(waits.saturating_add(WAIT_MARGIN));
+                }
+                client.call(&request).await
+            };
+            match answer.await {
+                Err(ProtoError::Closed | ProtoError::Io(_) | ProtoError::Truncated { .. })
+                    if id.is_some() && attempt < MAX_ATTEMPTS =>
+                {
+                    tracing::info!(attempt, ?id, "kv answer lost; sending the request again with its id");
+                    // The lost-answer test holds the call here until the
+                    // lead is back.
+                    fail::fail_point!("kv.before_resend");
+                    tokio::time::sleep(RETRY_PAUSE * attempt as u32).await;
+                    attempt += 1;
+                }
+                answer => break answer,
             }
-            client.call(&request).await
         };
-        match answer.await {
+        match answer {
             Ok(PodReply::Kv(outcome)) => Ok(outcome),
             Ok(other) => Err(unexpected(&other)),
             Err(ProtoError::Remote(w)) => Err(w),
@@ -390,6 +414,36 @@ impl Client {
         self.own_socket = socket;
         self
     }
+}
+
+/// Most attempts of one mutation whose answer is lost.
+pub const MAX_ATTEMPTS: usize = 5;
+/// Pause before the n-th attempt: n times this (a lead restarting needs a
+/// moment; bounded by [`MAX_ATTEMPTS`]).
+const RETRY_PAUSE: Duration = Duration::from_millis(20);
+
+/// Whether `op` is a mutation that is answered at once, so it carries a
+/// request id and may be sent again. Reads are not remembered by the
+/// store (nothing to remember), and an acquire that waits is given up by
+/// the lead when its connection closes, so neither gets an id.
+fn repeatable(op: &Op) -> bool {
+    match op {
+        Op::Set { .. } | Op::Delete { .. } | Op::Renew { .. } | Op::Release { .. } => true,
+        Op::Acquire { wait_ms, .. } => wait_ms.is_none(),
+        Op::Get { .. } | Op::List { .. } | Op::Wait { .. } | Op::Leases => false,
+    }
+}
+
+/// A client id for one call's request stream: random, so that no two
+/// calls of the same caller (two `pod kv set`s at once) share a stream,
+/// which would answer one with the other's outcome.
+fn draw_client_id() -> Result<u64, WireError> {
+    use std::io::Read;
+    let mut bytes = [0u8; 8];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(|e| WireError::new("pod.internal", format!("cannot draw a request id from /dev/urandom: {e}")))?;
+    Ok(u64::from_le_bytes(bytes))
 }
 
 /// A lead that does not answer: its layer's store is unavailable (exit 69)

@@ -79,6 +79,8 @@ pub async fn handle_connection(mut conn: Connection, cred: PeerCred, ctx: Connec
         // identity of the caller (`pod_kv::role`).
         let request = match request {
             PodRequest::Kv { reach, op, id } => {
+                #[cfg(feature = "failpoints")]
+                let has_id = id.is_some();
                 let answer = match gate.caller() {
                     Ok(caller) => {
                         let call = crate::process::kv::Call { reach, op, id };
@@ -88,6 +90,12 @@ pub async fn handle_connection(mut conn: Connection, cred: PeerCred, ctx: Connec
                     }
                     Err(e) => Err(e),
                 };
+                // The lost-answer test kills the lead here: committed, not
+                // answered.
+                #[cfg(feature = "failpoints")]
+                if has_id {
+                    fail::fail_point!("kv.before_reply");
+                }
                 if let Err(e) = conn.write_frame(&answer).await {
                     tracing::debug!(error = %e, "kv reply not delivered");
                     release_undelivered(&kv, &gate, &answer).await;
