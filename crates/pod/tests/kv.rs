@@ -2,8 +2,8 @@
 //! operator's calls, a 1 MiB value in one frame, a wait woken by a write,
 //! kill -9 of the lead and resume, `pod rm` removing the store, a
 //! member known by the kernel (its process tree), not by `POD_NAME`, and
-//! the layer's capacity limits (leases, waiters, slots) refused with their
-//! codes and nothing changed.
+//! the layer's capacity limits (keys, bytes, leases, waiters, slots)
+//! refused with their codes and nothing changed.
 #![allow(clippy::unwrap_used)]
 
 use pod_e2e as common;
@@ -380,6 +380,66 @@ fn the_100001st_slot_is_refused_and_changes_nothing() {
     ];
     let names = ["set /peer/m100000/k", "get /peer/m100000/k", "set /peer/m7/k", "ls /peer/**"];
     for (name, answer) in names.iter().zip(runtime.block_on(on_one_connection(&sock, next))) {
+        transcript.push(format!("{name}: {}", short(&answer)));
+    }
+    insta::assert_snapshot!(transcript.join("\n"));
+    h.must(&["stop", "lead"]);
+}
+
+/// 10,000 keys in a layer: the next new key is refused with its code and
+/// the limit and is not written, while a key that exists is still
+/// overwritten.
+#[test]
+fn the_10001st_key_is_refused_and_changes_nothing() {
+    let h = Home::new();
+    h.must(&["start", "lead", "--write", "src"]);
+    let sock = socket_of(&h, "lead");
+    let max = pod_kv::limits::MAX_KEYS;
+    const CONNECTIONS: usize = 32;
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let clients: Vec<_> = (0..CONNECTIONS)
+        .map(|c| {
+            let ops = (c..max).step_by(CONNECTIONS).map(|i| set(&format!("/shared/k{i}"), b"1"));
+            runtime.spawn(on_one_connection_owned(sock.clone(), ops.collect()))
+        })
+        .collect();
+    let mut refused = 0;
+    for client in clients {
+        refused += runtime.block_on(client).unwrap().iter().filter(|a| a.is_err()).count();
+    }
+    let mut transcript = vec![format!("set /shared/k0..k{}: {refused} refused", max - 1)];
+    let next = vec![
+        set(&format!("/shared/k{max}"), b"1"),
+        get(&format!("/shared/k{max}")),
+        set("/shared/k7", b"2"),
+        get("/shared/k7"),
+    ];
+    let names = ["set /shared/k10000", "get /shared/k10000", "set /shared/k7", "get /shared/k7"];
+    for (name, answer) in names.iter().zip(runtime.block_on(on_one_connection(&sock, next))) {
+        transcript.push(format!("{name}: {}", short(&answer)));
+    }
+    insta::assert_snapshot!(transcript.join("\n"));
+    h.must(&["stop", "lead"]);
+}
+
+/// A layer holds at most 64 MiB of keys and values: 63 values of 1 MiB
+/// fit, the 64th is refused with its code and the limit and is not
+/// written, and a smaller value that fits is still taken.
+#[test]
+fn a_set_past_the_layers_64_mib_is_refused_and_changes_nothing() {
+    let h = Home::new();
+    h.must(&["start", "lead", "--write", "src"]);
+    let sock = socket_of(&h, "lead");
+    let mib = vec![0x5au8; pod_kv::limits::MAX_VALUE_BYTES];
+    let fit = (pod_kv::limits::MAX_LAYER_BYTES / pod_kv::limits::MAX_VALUE_BYTES as u64) as usize - 1;
+    let ops: Vec<Op> = (0..=fit).map(|i| set(&format!("/shared/b{i}"), &mib)).collect();
+    let answers = runtime().block_on(on_one_connection(&sock, ops));
+    let written = answers.iter().filter(|a| a.is_ok()).count();
+    let mut transcript = vec![format!("set /shared/b0..b{}: {written} written", fit - 1)];
+    transcript.push(format!("set /shared/b{fit}: {}", short(&answers[fit])));
+    let next = vec![get(&format!("/shared/b{fit}")), set("/shared/small", b"fits")];
+    let names = [format!("get /shared/b{fit}"), "set /shared/small".to_string()];
+    for (name, answer) in names.iter().zip(runtime().block_on(on_one_connection(&sock, next))) {
         transcript.push(format!("{name}: {}", short(&answer)));
     }
     insta::assert_snapshot!(transcript.join("\n"));
