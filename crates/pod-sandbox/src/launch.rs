@@ -24,6 +24,10 @@ use crate::SandboxError;
 
 /// Longest the keeper may take to report the workload started.
 pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
+/// The narrowing a fenced Pod's whole write scope is taken under: no Pod
+/// name can be it (names begin with a letter or a digit), so it never
+/// meets a child's.
+const FENCE_ID: &str = "-fenced";
 /// Longest one narrow or widen may take to be acknowledged.
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -274,7 +278,27 @@ impl Workload {
     /// running workload; returns once the kernel enforces it. `Busy` when a
     /// process of the workload holds a path there (nothing changed).
     pub fn narrow(&self, child: &PodName, rules: &[ScopeRule]) -> Result<(), SandboxError> {
-        match self.call(&Request::Narrow { id: child.as_str().to_string(), rules: rules.to_vec() })? {
+        self.narrow_as(child.as_str(), rules)
+    }
+
+    /// Gives back what `narrow(child)` took (idempotent).
+    pub fn widen(&self, child: &PodName) -> Result<(), SandboxError> {
+        self.widen_as(child.as_str())
+    }
+
+    /// Takes write on all of `rules` (the fenced Pod's write scope) from
+    /// the running workload, as `narrow` does, until [`Workload::unfence`].
+    pub fn fence(&self, rules: &[ScopeRule]) -> Result<(), SandboxError> {
+        self.narrow_as(FENCE_ID, rules)
+    }
+
+    /// Gives back what `fence` took (idempotent).
+    pub fn unfence(&self) -> Result<(), SandboxError> {
+        self.widen_as(FENCE_ID)
+    }
+
+    fn narrow_as(&self, id: &str, rules: &[ScopeRule]) -> Result<(), SandboxError> {
+        match self.call(&Request::Narrow { id: id.to_string(), rules: rules.to_vec() })? {
             Reply::Narrowed { .. } => Ok(()),
             Reply::Busy { pid, path, how } => Err(SandboxError::Busy { pid, path, how: busy_how(&how) }),
             Reply::Error { code, message } => Err(crate::helper::remote_error(&code, message)),
@@ -282,9 +306,8 @@ impl Workload {
         }
     }
 
-    /// Gives back what `narrow(child)` took (idempotent).
-    pub fn widen(&self, child: &PodName) -> Result<(), SandboxError> {
-        match self.call(&Request::Widen { id: child.as_str().to_string() })? {
+    fn widen_as(&self, id: &str) -> Result<(), SandboxError> {
+        match self.call(&Request::Widen { id: id.to_string() })? {
             Reply::Widened { .. } => Ok(()),
             Reply::Error { code, message } => Err(crate::helper::remote_error(&code, message)),
             other => Err(SandboxError::Protocol(format!("unexpected reply to widen: {other:?}"))),

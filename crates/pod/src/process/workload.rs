@@ -123,6 +123,23 @@ impl Contained {
             .map_err(|e| SandboxError::Helper(format!("the task widening the workload failed: {e}")))?
     }
 
+    /// Takes write on all of `rules` (the Pod's write scope, while it is
+    /// fenced) from the running workload at level `full`.
+    pub async fn fence(&self, rules: &[scope::ScopeRule]) -> Result<(), SandboxError> {
+        let (workload, rules) = (Arc::clone(&self.workload), rules.to_vec());
+        tokio::task::spawn_blocking(move || workload.fence(&rules))
+            .await
+            .map_err(|e| SandboxError::Helper(format!("the task fencing the workload failed: {e}")))?
+    }
+
+    /// Gives back what `fence` took (idempotent).
+    pub async fn unfence(&self) -> Result<(), SandboxError> {
+        let workload = Arc::clone(&self.workload);
+        tokio::task::spawn_blocking(move || workload.unfence())
+            .await
+            .map_err(|e| SandboxError::Helper(format!("the task unfencing the workload failed: {e}")))?
+    }
+
     /// What `pod scope` says of it.
     pub fn view(&self) -> ContainmentView {
         let mechanism = match self.containment.mechanism() {
