@@ -312,7 +312,9 @@ fn kernel_writes(dir: &std::path::Path, path: &str) -> bool {
 /// `full` its write scope is read-only while it is fenced (node a's
 /// registry frozen past its TTL) and writable again once it re-claims
 /// (`pod.rejoined`); at `landlock`, where a running workload cannot be
-/// narrowed, the fence ends the workload and the Pod's log says why.
+/// narrowed, or when the narrowing is busy (a process of the workload
+/// holds a path there), the fence ends the workload and the Pod's log says
+/// why.
 #[test]
 fn a_fenced_pods_enforced_workload_loses_write_until_it_rejoins() {
     let support = pod_sandbox::Support::detect().expect("detection");
@@ -330,6 +332,19 @@ fn a_fenced_pods_enforced_workload_loses_write_until_it_rejoins() {
     args.extend(probing_workload(&fifos));
     a.must(&args.iter().map(String::as_str).collect::<Vec<_>>());
     a.must(&["start", "l", "--write", "src", "--enforce", "landlock", "--", "sleep", "1000"]);
+    // Its working directory holds its scope: the narrowing is busy.
+    a.must(&[
+        "start",
+        "busy",
+        "--write",
+        "tests",
+        "--enforce",
+        "full",
+        "--",
+        "sh",
+        "-c",
+        "cd tests && exec sleep 1000",
+    ]);
     let file = a.home.path("docs/f");
     assert!(kernel_writes(&fifos, &file), "w's workload writes docs before the fence");
 
@@ -351,6 +366,18 @@ fn a_fenced_pods_enforced_workload_loses_write_until_it_rejoins() {
     assert!(
         log.contains("at level landlock a running workload cannot lose write (only full narrows it)"),
         "l's log says why its workload was ended:\n{log}"
+    );
+    let wait = a.pod(&["wait", "busy", "--timeout", "30"]);
+    insta::assert_snapshot!(format!("{wait:?}"), @r"
+    exit 143
+    stdout: busy killed(SIGTERM)
+
+    stderr:
+    ");
+    let log = std::fs::read_to_string(a.home.run_dir("busy").join("pod.log")).expect("busy's pod.log");
+    assert!(
+        log.contains("its write scope could not be made read-only") && log.contains("[enforce.busy]"),
+        "busy's log says why its workload was ended:\n{log}"
     );
 
     signal(registry, rustix::process::Signal::CONT);
