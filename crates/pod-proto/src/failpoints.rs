@@ -79,8 +79,25 @@ pub const HOLD_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
 /// Says it is held (`<role>.<point>.held`, once per runtime directory),
 /// then waits for `<role>.<point>.release` to exist. Blocks the calling
 /// thread: test builds only.
+///
+/// On a tokio worker the wait first hands the worker's run queue to another
+/// thread (`block_in_place`): a task the held one woke just before sits in
+/// the worker's LIFO slot, which no other worker steals, so a plain blocking
+/// wait froze it too (the Pod's allocation watch, seen as a rare timeout in
+/// `tests/races.rs`).
 #[cfg(feature = "failpoints")]
 fn hold_until_released(name: &str, marker: &std::path::Path, release: &std::path::Path) {
+    let on_worker = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if on_worker {
+        tokio::task::block_in_place(|| wait_for_release(name, marker, release));
+    } else {
+        wait_for_release(name, marker, release);
+    }
+}
+
+#[cfg(feature = "failpoints")]
+fn wait_for_release(name: &str, marker: &std::path::Path, release: &std::path::Path) {
     let created =
         std::os::unix::fs::OpenOptionsExt::mode(std::fs::OpenOptions::new().write(true).create_new(true), 0o600)
             .open(marker)

@@ -17,9 +17,16 @@
 //! - **init**: the first process of a new PID namespace (supervisor
 //!   without a cgroup). Reaps, relays SIGTERM to the namespace, SIGUSR1
 //!   kills it; when it dies the kernel ends every process in it.
-//! - **exec**: applies Landlock (with `no_new_privs`) and execs the workload.
-//!   A failure before exec is a frame back; a successful exec closes the
-//!   socket (close-on-exec), which its parent reads as success.
+//! - **exec**: applies Landlock (with `no_new_privs`), says it is parked,
+//!   and execs the workload when `Go` comes down the chain (Pod → keeper
+//!   [→ init] → exec). A failure before exec is a frame back; a successful
+//!   exec closes the socket (close-on-exec), which its parent reads as
+//!   success.
+//!
+//! Parking is what lets the Pod record the containment (every process of
+//! it exists, pids known) before the workload's first instruction runs: a
+//! Pod killed before it says `Go` leaves nothing that ever ran, since each
+//! parked stage that loses its parent's socket exits without going on.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -142,14 +149,32 @@ impl ExitReport {
     }
 }
 
-/// Keeper → Pod.
+/// Keeper → Pod (and the exec stage → its parent: `Parked`, `Failed`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
-    Ready { keeper: u32, workload: u32, init: Option<u32>, pid_namespace: Option<u64> },
-    Failed { code: String, message: String },
-    Exited { exit: ExitReport },
-    Reply { reply: Reply },
+    /// Every process of the containment exists and the workload is parked
+    /// before its exec, waiting for `Request::Go`.
+    Ready {
+        keeper: u32,
+        workload: u32,
+        init: Option<u32>,
+        pid_namespace: Option<u64>,
+    },
+    /// The exec stage is set up (Landlock applied) and waits for `Go`.
+    Parked,
+    /// After `Go`: the workload's program was exec'd.
+    Started,
+    Failed {
+        code: String,
+        message: String,
+    },
+    Exited {
+        exit: ExitReport,
+    },
+    Reply {
+        reply: Reply,
+    },
 }
 
 /// Pod → keeper.
@@ -166,6 +191,8 @@ pub enum Request {
         id: String,
     },
     Ping,
+    /// Lets the parked workload exec (once, before any other request).
+    Go,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -182,9 +209,16 @@ pub enum Reply {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 enum InitEvent {
+    /// The exec stage below it is parked.
+    Parked,
     Started,
-    Failed { code: String, message: String },
-    Exited { exit: ExitReport },
+    Failed {
+        code: String,
+        message: String,
+    },
+    Exited {
+        exit: ExitReport,
+    },
 }
 
 /// Entry point: `args` are the arguments after the dispatch word (the
@@ -263,6 +297,22 @@ fn spawn_stage(spec: &Spec, stage: Stage) -> Result<(Child, UnixStream), Sandbox
     Ok((child, mine))
 }
 
+/// Waits until an exec stage is parked.
+fn exec_parked(socket: &mut UnixStream) -> Result<(), SandboxError> {
+    match read_frame::<Event>(socket)? {
+        Some(Event::Parked) => Ok(()),
+        None => Err(SandboxError::Helper("the exec stage exited before it was parked".into())),
+        Some(Event::Failed { code, message }) => Err(remote_error(&code, message)),
+        Some(other) => Err(SandboxError::Protocol(format!("unexpected frame from the exec stage: {other:?}"))),
+    }
+}
+
+/// Blocks until the parent says `Go`; false when it went away (or said
+/// anything else): the parked stage then exits and nothing runs.
+fn go_from(parent: &mut UnixStream) -> bool {
+    matches!(read_frame::<Request>(parent), Ok(Some(Request::Go)))
+}
+
 /// Waits for an exec stage: the socket closing is success.
 fn exec_result(socket: &mut UnixStream) -> Result<(), SandboxError> {
     match read_frame::<Event>(socket)? {
@@ -325,6 +375,31 @@ fn keeper_setup(spec: &Spec) -> Result<(), SandboxError> {
     Ok(())
 }
 
+/// The parked keeper waits for the Pod's `Go`; false when the Pod went
+/// away, said anything else, or the keeper was told to end (TERM, USR1):
+/// ending a parked workload is not letting it start.
+fn go_from_pod(control: &mut UnixStream, signals: &mut SignalPipes) -> bool {
+    use rustix::event::{poll, PollFd, PollFlags};
+    loop {
+        let mut fds = [
+            PollFd::new(&*control, PollFlags::IN),
+            PollFd::new(&signals.term, PollFlags::IN),
+            PollFd::new(&signals.kill, PollFlags::IN),
+        ];
+        match poll(&mut fds, None) {
+            Ok(_) | Err(rustix::io::Errno::INTR) => {}
+            Err(_) => return false,
+        }
+        let ready: Vec<bool> = fds.iter().map(|f| !f.revents().is_empty()).collect();
+        if ready[1] && drained(&mut signals.term) || ready[2] && drained(&mut signals.kill) {
+            return false;
+        }
+        if ready[0] {
+            return go_from(control);
+        }
+    }
+}
+
 /// One wake-up pipe per signal the keeper handles (signal-hook writes a
 /// byte into it from the handler; the poll loop reads it).
 struct SignalPipes {
@@ -383,19 +458,20 @@ fn keeper(spec: Spec, mut control: UnixStream) -> ExitCode {
     };
     let child_pid = child.id();
     drop(child);
-    let started = if pidns {
+    let parked = if pidns {
         match read_frame::<InitEvent>(&mut child_socket) {
-            Ok(Some(InitEvent::Started)) => Ok(()),
+            Ok(Some(InitEvent::Parked)) => Ok(()),
             Ok(Some(InitEvent::Failed { code, message })) => Err(remote_error(&code, message)),
-            Ok(other) => Err(SandboxError::Protocol(format!("the init stage said {other:?} before starting"))),
+            Ok(other) => Err(SandboxError::Protocol(format!("the init stage said {other:?} before it was parked"))),
             Err(e) => Err(e),
         }
     } else {
-        exec_result(&mut child_socket)
+        exec_parked(&mut child_socket)
     };
-    if let Err(e) = started {
+    if let Err(e) = parked {
         return report_failure(&mut control, &e);
     }
+    // The exec stage's pid is the workload's: exec keeps it.
     let workload = if pidns { proc::descendants(child_pid).first().copied().unwrap_or(0) } else { child_pid };
     let ready = Event::Ready {
         keeper: std::process::id(),
@@ -403,8 +479,28 @@ fn keeper(spec: Spec, mut control: UnixStream) -> ExitCode {
         init: pidns.then_some(child_pid),
         pid_namespace: if pidns { proc::pid_namespace(child_pid) } else { None },
     };
-    // The Pod may be gone (killed): the workload goes on without it.
-    let mut pod_listening = write_frame(&mut control, &ready).is_ok();
+    // A Pod that is gone before its `Go` (killed while it recorded the
+    // containment) leaves a workload that never ran: returning closes the
+    // socket the parked stages wait on, and they exit too.
+    if write_frame(&mut control, &ready).is_err() || !go_from_pod(&mut control, &mut signals) {
+        return ExitCode::from(EXIT_SETUP_FAILED);
+    }
+    let started = match write_frame(&mut child_socket, &Request::Go) {
+        Err(e) => Err(e),
+        Ok(()) if pidns => match read_frame::<InitEvent>(&mut child_socket) {
+            Ok(Some(InitEvent::Started)) => Ok(()),
+            Ok(Some(InitEvent::Failed { code, message })) => Err(remote_error(&code, message)),
+            Ok(other) => Err(SandboxError::Protocol(format!("the init stage said {other:?} before starting"))),
+            Err(e) => Err(e),
+        },
+        Ok(()) => exec_result(&mut child_socket),
+    };
+    if let Err(e) = started {
+        return report_failure(&mut control, &e);
+    }
+    // From here the Pod may be gone (killed): the workload goes on without
+    // it, recorded, until whoever finds the Pod dead ends it.
+    let mut pod_listening = write_frame(&mut control, &Event::Started).is_ok();
     let mut init_listening = pidns;
     let mut narrowed = spec.narrowed.clone();
     let mut main_exit: Option<ExitReport> = None;
@@ -501,6 +597,10 @@ fn keeper(spec: Spec, mut control: UnixStream) -> ExitCode {
 fn handle(spec: &Spec, narrowed: &mut BTreeMap<String, Vec<MountOp>>, request: Request) -> Reply {
     match request {
         Request::Ping => Reply::Pong { keeper: std::process::id() },
+        Request::Go => Reply::Error {
+            code: "sandbox.protocol".into(),
+            message: "the workload already runs; go is said once, before any other request".into(),
+        },
         Request::Narrow { id, rules } => narrow(spec, narrowed, id, &rules),
         Request::Widen { id } => match narrowed.remove(&id) {
             None => Reply::Widened { id },
@@ -652,7 +752,15 @@ fn init(spec: Spec, mut keeper: UnixStream) -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail(&mut keeper, &e),
     };
-    if let Err(e) = exec_result(&mut socket) {
+    if let Err(e) = exec_parked(&mut socket) {
+        return fail(&mut keeper, &e);
+    }
+    // Parked until the keeper's `Go`; a keeper gone before it takes this
+    // init, and with it the namespace, away before anything ran.
+    if write_frame(&mut keeper, &InitEvent::Parked).is_err() || !go_from(&mut keeper) {
+        return ExitCode::from(EXIT_SETUP_FAILED);
+    }
+    if let Err(e) = write_frame(&mut socket, &Request::Go).and_then(|()| exec_result(&mut socket)) {
         return fail(&mut keeper, &e);
     }
     let _ = write_frame(&mut keeper, &InitEvent::Started);
@@ -685,6 +793,10 @@ fn exec(spec: Spec, mut parent: UnixStream) -> ExitCode {
         if let Err(e) = enforce::restrict(plan) {
             return report_failure(&mut parent, &e);
         }
+    }
+    // Parked: the program runs only once its containment is on record.
+    if write_frame(&mut parent, &Event::Parked).is_err() || !go_from(&mut parent) {
+        return ExitCode::from(EXIT_SETUP_FAILED);
     }
     let err = Command::new(&program.program)
         .args(&program.args)

@@ -1,7 +1,9 @@
 //! The Pod's side of a sandboxed workload: start the keeper with its spec,
-//! wait (bounded) until the workload runs, then talk to the keeper:
-//! narrow and widen regions (each acknowledged before the call returns),
-//! and hear the workload's exit.
+//! wait (bounded) until the workload is parked before its exec (every
+//! process of its containment exists: the record is complete), let it go
+//! once the caller has recorded that, then talk to the keeper: narrow and
+//! widen regions (each acknowledged before the call returns), and hear the
+//! workload's exit.
 
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
@@ -22,6 +24,10 @@ use crate::SandboxError;
 
 /// Longest the keeper may take to report the workload started.
 pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
+/// The narrowing a fenced Pod's whole write scope is taken under: no Pod
+/// name can be it (names begin with a letter or a digit), so it never
+/// meets a child's.
+const FENCE_ID: &str = "-fenced";
 /// Longest one narrow or widen may take to be acknowledged.
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -34,6 +40,18 @@ pub struct LaunchSpec<'a> {
     pub support: &'a Support,
     pub stdout: Stdio,
     pub stderr: Stdio,
+}
+
+/// A workload whose containment is complete (keeper, init, PID namespace
+/// in its record) and whose program has not run yet: [`Parked::release`]
+/// lets it exec. Dropped (or the Pod killed) without a release, its stages
+/// exit without running anything.
+pub struct Parked {
+    keeper: Child,
+    keeper_pid: u32,
+    workload_pid: u32,
+    level: Level,
+    control: UnixStream,
 }
 
 /// A running, sandboxed workload.
@@ -56,10 +74,10 @@ pub fn namespaces(level: Level, mechanism: Mechanism, root: bool) -> Namespaces 
     Namespaces { user: !root && (mount || pid), mount, pid }
 }
 
-/// Starts the workload inside `containment`, enforced per `spec.plan`.
-/// Returns once it runs (its program was exec'd), or with the helper's
-/// error (nothing runs then).
-pub fn launch(containment: &mut Containment, spec: LaunchSpec<'_>) -> Result<Workload, SandboxError> {
+/// Prepares the workload inside `containment`, enforced per `spec.plan`.
+/// Returns once it is parked before its exec, with `containment`'s record
+/// complete, or with the helper's error (nothing runs then).
+pub fn launch(containment: &mut Containment, spec: LaunchSpec<'_>) -> Result<Parked, SandboxError> {
     let record = containment.record();
     let ns = namespaces(spec.level, record.mechanism, spec.support.root);
     let helper_spec = Spec {
@@ -112,7 +130,70 @@ pub fn launch(containment: &mut Containment, spec: LaunchSpec<'_>) -> Result<Wor
     };
     let init_id = init.and_then(ProcessId::of);
     containment.set_processes(keeper_id, init_id, pid_namespace);
-    control.set_read_timeout(None).map_err(SandboxError::io("control socket"))?;
+    Ok(Parked { keeper, keeper_pid, workload_pid, level: spec.level, control })
+}
+
+impl Parked {
+    pub fn keeper_pid(&self) -> u32 {
+        self.keeper_pid
+    }
+
+    /// Lets the workload's program run; returns once it was exec'd, or
+    /// with the reason it could not be (nothing of it runs then).
+    pub fn release(self) -> Result<Workload, SandboxError> {
+        let Parked { mut keeper, keeper_pid, workload_pid, level, mut control } = self;
+        let fail = |keeper: &mut Child, e: SandboxError| {
+            let _ = keeper.kill();
+            let _ = keeper.wait();
+            Err(e)
+        };
+        if let Err(e) = go(&mut control) {
+            return fail(&mut keeper, e);
+        }
+        if let Err(e) = control.set_read_timeout(None).map_err(SandboxError::io("control socket")) {
+            return fail(&mut keeper, e);
+        }
+        running(keeper, keeper_pid, workload_pid, level, control)
+    }
+
+    /// Ends a workload that never ran: the keeper is killed, and each
+    /// parked stage below it exits once its parent's socket closes.
+    pub fn cancel(self) {
+        let Parked { mut keeper, control, .. } = self;
+        drop(control);
+        let _ = keeper.kill();
+        let _ = keeper.wait();
+    }
+}
+
+/// Says `Go` and waits (bounded) for the keeper's word that the program
+/// was exec'd.
+fn go(control: &mut UnixStream) -> Result<(), SandboxError> {
+    control.set_read_timeout(Some(STARTUP_TIMEOUT)).map_err(SandboxError::io("control socket"))?;
+    write_frame(control, &Request::Go)?;
+    match read_frame::<Event>(control) {
+        Ok(Some(Event::Started)) => Ok(()),
+        Ok(Some(Event::Failed { code, message })) => Err(crate::helper::remote_error(&code, message)),
+        Ok(Some(other)) => Err(SandboxError::Protocol(format!("the keeper said {other:?} before the workload ran"))),
+        Ok(None) => Err(SandboxError::Helper("the keeper exited before the workload started".into())),
+        Err(SandboxError::Io { source, .. })
+            if matches!(source.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) =>
+        {
+            Err(SandboxError::Helper(format!("the keeper did not start the workload within {STARTUP_TIMEOUT:?}")))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The released workload: a thread reads the keeper's replies and exit
+/// reports from here on.
+fn running(
+    keeper: Child,
+    keeper_pid: u32,
+    workload_pid: u32,
+    level: Level,
+    control: UnixStream,
+) -> Result<Workload, SandboxError> {
     let mut reader = control.try_clone().map_err(SandboxError::io("cannot clone the control socket"))?;
     let (reply_tx, reply_rx) = mpsc::channel();
     let (exit_tx, exit_rx) = mpsc::channel();
@@ -129,7 +210,7 @@ pub fn launch(containment: &mut Containment, spec: LaunchSpec<'_>) -> Result<Wor
                     Event::Exited { exit } => {
                         let _ = exit_tx.send(exit);
                     }
-                    Event::Ready { .. } | Event::Failed { .. } => {}
+                    Event::Ready { .. } | Event::Parked | Event::Started | Event::Failed { .. } => {}
                 }
             }
         })
@@ -138,7 +219,7 @@ pub fn launch(containment: &mut Containment, spec: LaunchSpec<'_>) -> Result<Wor
         keeper: Mutex::new(keeper),
         keeper_pid,
         workload_pid,
-        level: spec.level,
+        level,
         requests: Mutex::new(control),
         replies: Mutex::new(reply_rx),
         exits: Mutex::new(exit_rx),
@@ -158,7 +239,7 @@ fn start(control: &mut UnixStream, spec: &Spec) -> Result<Started, SandboxError>
         Err(SandboxError::Io { source, .. })
             if matches!(source.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) =>
         {
-            Err(SandboxError::Helper(format!("the keeper did not start the workload within {STARTUP_TIMEOUT:?}")))
+            Err(SandboxError::Helper(format!("the keeper did not prepare the workload within {STARTUP_TIMEOUT:?}")))
         }
         Err(e) => Err(e),
     }
@@ -197,7 +278,27 @@ impl Workload {
     /// running workload; returns once the kernel enforces it. `Busy` when a
     /// process of the workload holds a path there (nothing changed).
     pub fn narrow(&self, child: &PodName, rules: &[ScopeRule]) -> Result<(), SandboxError> {
-        match self.call(&Request::Narrow { id: child.as_str().to_string(), rules: rules.to_vec() })? {
+        self.narrow_as(child.as_str(), rules)
+    }
+
+    /// Gives back what `narrow(child)` took (idempotent).
+    pub fn widen(&self, child: &PodName) -> Result<(), SandboxError> {
+        self.widen_as(child.as_str())
+    }
+
+    /// Takes write on all of `rules` (the fenced Pod's write scope) from
+    /// the running workload, as `narrow` does, until [`Workload::unfence`].
+    pub fn fence(&self, rules: &[ScopeRule]) -> Result<(), SandboxError> {
+        self.narrow_as(FENCE_ID, rules)
+    }
+
+    /// Gives back what `fence` took (idempotent).
+    pub fn unfence(&self) -> Result<(), SandboxError> {
+        self.widen_as(FENCE_ID)
+    }
+
+    fn narrow_as(&self, id: &str, rules: &[ScopeRule]) -> Result<(), SandboxError> {
+        match self.call(&Request::Narrow { id: id.to_string(), rules: rules.to_vec() })? {
             Reply::Narrowed { .. } => Ok(()),
             Reply::Busy { pid, path, how } => Err(SandboxError::Busy { pid, path, how: busy_how(&how) }),
             Reply::Error { code, message } => Err(crate::helper::remote_error(&code, message)),
@@ -205,9 +306,8 @@ impl Workload {
         }
     }
 
-    /// Gives back what `narrow(child)` took (idempotent).
-    pub fn widen(&self, child: &PodName) -> Result<(), SandboxError> {
-        match self.call(&Request::Widen { id: child.as_str().to_string() })? {
+    fn widen_as(&self, id: &str) -> Result<(), SandboxError> {
+        match self.call(&Request::Widen { id: id.to_string() })? {
             Reply::Widened { .. } => Ok(()),
             Reply::Error { code, message } => Err(crate::helper::remote_error(&code, message)),
             other => Err(SandboxError::Protocol(format!("unexpected reply to widen: {other:?}"))),

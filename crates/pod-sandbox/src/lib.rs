@@ -42,6 +42,6 @@ pub use detect::{Feature, Support};
 pub use error::SandboxError;
 pub use helper::{helper_main, ExitReport, HelperCommand, Program};
 pub use identity::{workload_of, WorkloadId};
-pub use launch::{launch, LaunchSpec, Workload};
+pub use launch::{launch, LaunchSpec, Parked, Workload};
 pub use level::{choose_containment, choose_level, Choice, ContainmentChoice, Limits, Mechanism};
 pub use policy::{Level, MountOp, Plan, Policy};

@@ -321,3 +321,70 @@ fn every_crash_point_keeps_the_invariants() {
         assert_eq!(fired.len(), POINTS.len());
     }
 }
+
+/// A Pod killed while it starts its workload (docs, a child of lead),
+/// held at `point` and then killed -9: the test forces the Pod to be
+/// there while the workload is parked (`workload.before_release`) or
+/// already runs (`workload.after_launch`). Returns the home, the file the
+/// workload writes its pid to as its first act, and the spawn's outcome.
+fn kill_docs_at(point: &str) -> (Home, std::path::PathBuf, common::Run) {
+    let h = Home::new();
+    let spec = format!("docs:{point}!hold");
+    let started = h.pod_env(&["start", "lead", "--write", "."], &[("POD_FAILPOINTS", &spec)]);
+    assert!(started.ok(), "start: {started:?}");
+    let pidfile = h.home.parent().expect("root").join("workload.pid");
+    let f = pidfile.display();
+    let script = format!("echo $$ > {f}.tmp && mv {f}.tmp {f}; exec sleep 1000");
+    let spawn = std::process::Command::new(common::POD)
+        .args(["spawn", "docs", "--parent", "lead", "--write", "docs", "--", "sh", "-c", &script])
+        .env("POD_HOME", &h.home)
+        .env_remove("POD_NAME")
+        .current_dir(&h.repo)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start pod spawn");
+    let held = h.home.join("run/failpoints").join(format!("docs.{point}.held"));
+    wait_until(&format!("docs held at {point}"), || held.exists());
+    if point == "workload.after_launch" {
+        wait_until("the released workload wrote its pid", || common::pid_in(&pidfile).is_some());
+    }
+    h.kill9("docs");
+    let spawn = common::Run::from_output(spawn.wait_with_output().expect("wait for pod spawn"));
+    (h, pidfile, spawn)
+}
+
+/// The region comes back to lead only once no process of docs's workload
+/// runs (checked at every look), and docs is then gone from the registry.
+fn lead_regains_docs_after_the_tree(h: &Home, workload: Option<Proc>) {
+    wait_until("lead regains docs's region", || {
+        let regained = h.can_write("lead", "docs/a");
+        if let (true, Some(w)) = (regained, workload) {
+            assert!(!w.alive(), "lead regained docs's region while its workload (pid {}) runs", w.pid);
+        }
+        regained
+    });
+    assert!(layer_names(&h.scope("lead")).is_empty(), "lead keeps no layer for docs");
+    assert!(h.allocation("docs").is_none(), "docs is gone from the registry");
+}
+
+#[test]
+fn a_pod_killed_right_after_its_workload_started_has_the_tree_on_record() {
+    let (h, pidfile, spawn) = kill_docs_at("workload.after_launch");
+    assert!(!spawn.ok(), "the spawn of a Pod killed while starting fails: {spawn:?}");
+    let workload = Proc::of(common::pid_in(&pidfile).expect("workload pid"));
+    lead_regains_docs_after_the_tree(&h, Some(workload));
+    assert!(!workload.alive(), "the workload (pid {}) outlived the reclaim of its Pod", workload.pid);
+    h.must(&["stop", "lead"]);
+}
+
+#[test]
+fn a_pod_killed_before_it_releases_its_parked_workload_leaves_nothing_that_ran() {
+    let (h, pidfile, spawn) = kill_docs_at("workload.before_release");
+    assert!(!spawn.ok(), "the spawn of a Pod killed while starting fails: {spawn:?}");
+    lead_regains_docs_after_the_tree(&h, None);
+    // The region came back only once the containment was empty (its
+    // record was in the registry): no process of it can write the file now.
+    assert!(!pidfile.exists(), "the parked workload ran although its Pod died before releasing it");
+    h.must(&["stop", "lead"]);
+}

@@ -260,3 +260,130 @@ fn a_frozen_nodes_pods_deny_before_another_node_gets_their_paths_and_rejoin_only
     check_one_writer(&table, "after a woke up");
     wait_until("both nodes see one table", || a.table() == b.table());
 }
+
+/// A workload at level `full` that writes, on each path read from the
+/// fifo `req`, and answers `W` (written) or `R` (refused) on the fifo
+/// `ans`, both in `dir` (its scratch path); returns the arguments that
+/// give it to `pod start`.
+fn probing_workload(dir: &std::path::Path) -> Vec<String> {
+    for fifo in ["req", "ans"] {
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            dir.join(fifo),
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .expect("mkfifo");
+    }
+    let probe = r#"while :; do if read -r p < "$REQ"; then if (printf x >> "$p") 2>/dev/null; then r=W; else r=R; fi; echo "$r" > "$ANS"; fi; done"#;
+    vec![
+        "--scratch".into(),
+        dir.to_string_lossy().into_owned(),
+        "--env".into(),
+        format!("REQ={}", dir.join("req").display()),
+        "--env".into(),
+        format!("ANS={}", dir.join("ans").display()),
+        "--".into(),
+        "sh".into(),
+        "-c".into(),
+        probe.into(),
+    ]
+}
+
+/// Hands `path` to the probing workload of `dir`; true when the kernel
+/// let its write by. Bounded: a workload gone would block the fifo.
+fn kernel_writes(dir: &std::path::Path, path: &str) -> bool {
+    let (req, ans, line) = (dir.join("req"), dir.join("ans"), format!("{path}\n"));
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        std::fs::write(&req, line).expect("request");
+        let _ = tx.send(std::fs::read_to_string(&ans).expect("answer"));
+    });
+    let answer = rx.recv_timeout(BOUND).expect("the probing workload answers");
+    match answer.trim() {
+        "W" => true,
+        "R" => false,
+        other => panic!("the probe answered {other:?}"),
+    }
+}
+
+/// A fenced Pod's workload loses kernel write, not only its checks: at
+/// `full` its write scope is read-only while it is fenced (node a's
+/// registry frozen past its TTL) and writable again once it re-claims
+/// (`pod.rejoined`); at `landlock`, where a running workload cannot be
+/// narrowed, or when the narrowing is busy (a process of the workload
+/// holds a path there), the fence ends the workload and the Pod's log says
+/// why.
+#[test]
+fn a_fenced_pods_enforced_workload_loses_write_until_it_rejoins() {
+    let support = pod_sandbox::Support::detect().expect("detection");
+    if !(available("landlock", support.landlock.is_ok()) && available("mountns", support.mountns.is_ok())) {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tmp");
+    let Some(etcd) = cluster(tmp.path()) else { return };
+    let a = Node::new("a", &etcd, 3);
+    let fifos = a.home.home.parent().expect("root").join("fifos");
+    std::fs::create_dir_all(&fifos).expect("fifos");
+    // Started from the repository, outside its write scope (docs): a
+    // working directory inside the scope would make the narrowing busy.
+    let mut args: Vec<String> = ["start", "w", "--write", "docs", "--enforce", "full"].map(String::from).to_vec();
+    args.extend(probing_workload(&fifos));
+    a.must(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    a.must(&["start", "l", "--write", "src", "--enforce", "landlock", "--", "sleep", "1000"]);
+    // Its working directory holds its scope: the narrowing is busy.
+    a.must(&[
+        "start",
+        "busy",
+        "--write",
+        "tests",
+        "--enforce",
+        "full",
+        "--",
+        "sh",
+        "-c",
+        "cd tests && exec sleep 1000",
+    ]);
+    let file = a.home.path("docs/f");
+    assert!(kernel_writes(&fifos, &file), "w's workload writes docs before the fence");
+
+    let registry = a.home.registry_pid().expect("a's registry runs");
+    signal(registry, rustix::process::Signal::STOP);
+    wait_until("w records pod.fenced", || a.fenced_events("w").len() == 1);
+    let (allowed, line) = a.check_write("w", &file);
+    assert!(!allowed, "w denies while fenced: {line}");
+    assert!(!kernel_writes(&fifos, &file), "the kernel refuses w's workload's write while w is fenced");
+    // l's workload cannot be narrowed: it is ended, and l goes down.
+    let wait = a.pod(&["wait", "l", "--timeout", "30"]);
+    insta::assert_snapshot!(format!("{wait:?}"), @r"
+    exit 143
+    stdout: l killed(SIGTERM)
+
+    stderr:
+    ");
+    let log = std::fs::read_to_string(a.home.run_dir("l").join("pod.log")).expect("l's pod.log");
+    assert!(
+        log.contains("at level landlock a running workload cannot lose write (only full narrows it)"),
+        "l's log says why its workload was ended:\n{log}"
+    );
+    let wait = a.pod(&["wait", "busy", "--timeout", "30"]);
+    insta::assert_snapshot!(format!("{wait:?}"), @r"
+    exit 143
+    stdout: busy killed(SIGTERM)
+
+    stderr:
+    ");
+    let log = std::fs::read_to_string(a.home.run_dir("busy").join("pod.log")).expect("busy's pod.log");
+    assert!(
+        log.contains("its write scope could not be made read-only") && log.contains("[enforce.busy]"),
+        "busy's log says why its workload was ended:\n{log}"
+    );
+
+    signal(registry, rustix::process::Signal::CONT);
+    wait_until("w grants again", || a.check_write("w", &file).0);
+    assert_eq!(a.events("w", "pod.rejoined").len(), 1, "w recorded its re-claim");
+    assert!(kernel_writes(&fifos, &file), "w's workload writes docs again after the re-claim");
+    assert_eq!(std::fs::read_to_string(&file).expect("docs/f"), "xx", "two writes landed, the fenced one did not");
+    a.must(&["stop", "w"]);
+}

@@ -55,7 +55,7 @@ fn stand_in() -> Result<(), String> {
         stdout: Stdio::from(log.try_clone().map_err(|e| e.to_string())?),
         stderr: Stdio::from(log),
     };
-    let workload = launch(&mut containment, spec).map_err(|e| e.to_string())?;
+    let workload = launch(&mut containment, spec).and_then(pod_sandbox::Parked::release).map_err(|e| e.to_string())?;
     let line = serde_json::to_string(containment.record()).map_err(|e| e.to_string())?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "{line}").and_then(|()| out.flush()).map_err(|e| e.to_string())?;

@@ -171,7 +171,7 @@ pub fn start(
         stdout: Stdio::from(log.try_clone().expect("clone")),
         stderr: Stdio::from(log),
     };
-    let workload = launch(&mut containment, spec).expect("launch");
+    let workload = launch(&mut containment, spec).and_then(pod_sandbox::Parked::release).expect("launch");
     Running { containment, workload }
 }
 

@@ -387,16 +387,18 @@ async fn serve(
             limits,
             enforcement: choice,
         };
-        let running = workload::start(spec, &paths, tx).await?;
-        // Recorded before the Pod reports ready: from then on, whoever finds
-        // this process gone ends the workload from the record.
-        let record = running.contained.containment().record().clone();
+        // Recorded (durably: the registry answers once it is) while the
+        // workload is parked before its exec: from its first instruction
+        // on, whoever finds this process gone ends it from the record.
+        let prepared = workload::start(spec, &paths).await?;
+        let record = prepared.record().clone();
         if let Err(e) = owner.registry().contain(&owner.name, &record).await {
-            if let Err(end) = running.contained.end(std::time::Duration::ZERO).await {
-                tracing::error!(error = %end, "cannot end a workload whose containment was not recorded");
-            }
+            prepared.cancel().await;
             return Err(e);
         }
+        fail::fail_point!("workload.before_release");
+        let running = prepared.release(&paths, tx).await?;
+        fail::fail_point!("workload.after_launch");
         owner.set_workload(running);
     }
     Ok(Started { owner, listener, log, lock, kv })

@@ -1374,15 +1374,60 @@ impl Owner {
     /// denied, naming the reason, and spawns are refused.
     async fn fence(&mut self, reason: String) {
         tracing::error!(%reason, "pod.fenced: failing closed");
-        // Where an enforced workload loses write: the sandbox (issue 11,
-        // phase 2) revokes the workload's write access here, before the
-        // record below, so that the kernel stops writes that no longer ask
-        // the Pod. Checks and spawns are refused already (the lease guard
-        // and `fenced`).
+        // The kernel stops the enforced workload's writes (that no longer
+        // ask the Pod) before the record below; checks and spawns are
+        // refused already (the lease guard and `fenced`).
+        if self.fenced.is_none() {
+            self.take_write().await;
+        }
         if let Err(e) = self.append(vec![Event::PodFenced { reason: reason.clone() }]).await {
             tracing::error!(error = %e, "could not record pod.fenced");
         }
         self.fenced = Some(reason);
+    }
+
+    /// A fenced Pod's enforced workload loses write: at `full` its whole
+    /// write scope is made read-only by the keeper's live narrowing, until
+    /// the re-claim gives it back ([`Owner::give_write_back`]); at
+    /// `landlock` (a running workload keeps its exec-time scope), or when
+    /// the narrowing fails (a process holds a path there), the workload is
+    /// ended: fail closed. At `off` nothing is enforced.
+    async fn take_write(&mut self) {
+        let Some(tree) = self.workload_tree.clone() else { return };
+        let why = match self.enforcement.as_ref().map(|e| e.level) {
+            Some(pod_sandbox::Level::Full) => match tree.fence(&self.write_rules()).await {
+                Ok(()) => {
+                    tracing::warn!("pod.fenced: the workload's write scope is read-only until the re-claim");
+                    return;
+                }
+                Err(e) => format!("its write scope could not be made read-only: {e} [{}]", e.code()),
+            },
+            Some(pod_sandbox::Level::Landlock) => {
+                "at level landlock a running workload cannot lose write (only full narrows it)".to_string()
+            }
+            Some(pod_sandbox::Level::Off) | None => return,
+        };
+        tracing::error!(%why, "pod.fenced: ending the workload, which would keep write");
+        if let Err(e) = tree.end(Duration::ZERO).await {
+            tracing::error!(error = %e, "cannot end the workload of a fenced pod");
+        }
+    }
+
+    /// The re-claim's counterpart of [`Owner::take_write`]: at `full` the
+    /// workload gets its write scope back (its children's regions stay
+    /// narrowed, as before the fence).
+    pub(super) async fn give_write_back(&self) {
+        let Some(tree) = self.narrowing_tree() else { return };
+        match tree.unfence().await {
+            Ok(()) => tracing::info!("pod.rejoined: the workload writes its scope again"),
+            Err(e) => tracing::error!(error = %e, "cannot give the workload of a re-claimed pod write back"),
+        }
+    }
+
+    /// This Pod's own write rules (its base allow): what a fence takes.
+    fn write_rules(&self) -> Vec<scope::ScopeRule> {
+        let allow = &self.core.scope.snapshot().allow;
+        allow.iter().filter(|r| r.permission == Permission::Write).cloned().collect()
     }
 
     async fn append(&self, events: Vec<Event>) -> Result<(), WireError> {

@@ -11,6 +11,11 @@
 //! (setsid, double-forked) is in it and ends with the Pod ([`Contained::end`]).
 //! The level and plan it is enforced with are `enforcement.rs`'s.
 //!
+//! It starts in two steps: [`start`] prepares it parked before its exec
+//! (its containment complete), the caller records that containment
+//! durably, and only then [`Prepared::release`] lets the program run, so a
+//! Pod killed at any moment never leaves a tree that ran unrecorded.
+//!
 //! Its environment: the Pod process's own (for a top-level Pod, that of the
 //! `pod start` caller; for a child, inherited from its parent Pod process;
 //! variables whose name or value is not UTF-8 are left out), then the
@@ -27,8 +32,8 @@ use std::time::Duration;
 use pod_client::protocol::{ContainmentView, Env};
 use pod_proto::WireError;
 use pod_sandbox::{
-    choose_containment, launch, Containment, ContainmentKey, ExitReport, HelperCommand, LaunchSpec, Limits, Mechanism,
-    Program, SandboxError, Support, Workload,
+    choose_containment, launch, Containment, ContainmentKey, ContainmentRecord, ExitReport, HelperCommand, LaunchSpec,
+    Limits, Mechanism, Parked, Program, SandboxError, Support, Workload,
 };
 use session_log::Exit;
 use tokio::sync::{mpsc, watch};
@@ -52,6 +57,15 @@ pub struct WorkloadSpec<'a> {
     pub limits: Limits,
     /// The level and plan it is enforced with (`enforcement.rs`).
     pub enforcement: pod_sandbox::Choice,
+}
+
+/// A workload parked before its exec, its containment complete.
+pub struct Prepared {
+    containment: Containment,
+    parked: Parked,
+    program: String,
+    stdout: tokio::net::unix::pipe::Receiver,
+    stderr: tokio::net::unix::pipe::Receiver,
 }
 
 /// A started workload.
@@ -109,6 +123,23 @@ impl Contained {
             .map_err(|e| SandboxError::Helper(format!("the task widening the workload failed: {e}")))?
     }
 
+    /// Takes write on all of `rules` (the Pod's write scope, while it is
+    /// fenced) from the running workload at level `full`.
+    pub async fn fence(&self, rules: &[scope::ScopeRule]) -> Result<(), SandboxError> {
+        let (workload, rules) = (Arc::clone(&self.workload), rules.to_vec());
+        tokio::task::spawn_blocking(move || workload.fence(&rules))
+            .await
+            .map_err(|e| SandboxError::Helper(format!("the task fencing the workload failed: {e}")))?
+    }
+
+    /// Gives back what `fence` took (idempotent).
+    pub async fn unfence(&self) -> Result<(), SandboxError> {
+        let workload = Arc::clone(&self.workload);
+        tokio::task::spawn_blocking(move || workload.unfence())
+            .await
+            .map_err(|e| SandboxError::Helper(format!("the task unfencing the workload failed: {e}")))?
+    }
+
     /// What `pod scope` says of it.
     pub fn view(&self) -> ContainmentView {
         let mechanism = match self.containment.mechanism() {
@@ -164,7 +195,9 @@ fn output_pipe() -> Result<(tokio::net::unix::pipe::Receiver, OwnedFd), WireErro
     Ok((read, write))
 }
 
-pub async fn start(spec: WorkloadSpec<'_>, paths: &PodPaths, tx: mpsc::Sender<OwnerMsg>) -> Result<Running, WireError> {
+/// Prepares the workload, parked before its exec: what [`Prepared::record`]
+/// says is all a later process needs to end it.
+pub async fn start(spec: WorkloadSpec<'_>, paths: &PodPaths) -> Result<Prepared, WireError> {
     let (program, args) =
         spec.command.split_first().ok_or_else(|| WireError::new("pod.workload", "the workload command is empty"))?;
     let name = paths.run_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -190,7 +223,7 @@ pub async fn start(spec: WorkloadSpec<'_>, paths: &PodPaths, tx: mpsc::Sender<Ow
     let enforcement = spec.enforcement.clone();
     let (stdout, stdout_w) = output_pipe()?;
     let (stderr, stderr_w) = output_pipe()?;
-    let launched = tokio::task::spawn_blocking(move || -> Result<(Containment, Workload), SandboxError> {
+    let launched = tokio::task::spawn_blocking(move || -> Result<(Containment, Parked), SandboxError> {
         let support = Support::detect()?;
         let choice = choose_containment(&support, &limits)?;
         let mut containment = Containment::create(&support, &choice, &key, &limits)?;
@@ -207,7 +240,7 @@ pub async fn start(spec: WorkloadSpec<'_>, paths: &PodPaths, tx: mpsc::Sender<Ow
             },
         );
         match launched {
-            Ok(workload) => Ok((containment, workload)),
+            Ok(parked) => Ok((containment, parked)),
             Err(e) => {
                 // Nothing runs: the cgroups go too.
                 if let Err(rm) = containment.remove() {
@@ -219,10 +252,68 @@ pub async fn start(spec: WorkloadSpec<'_>, paths: &PodPaths, tx: mpsc::Sender<Ow
     })
     .await
     .map_err(|e| WireError::new("pod.internal", format!("the workload's launch task failed: {e}")))?;
-    let (containment, workload) = launched.map_err(|e| match e {
+    let (containment, parked) = launched.map_err(|e| start_error(program, e))?;
+    Ok(Prepared { containment, parked, program: program.clone(), stdout, stderr })
+}
+
+fn start_error(program: &str, e: SandboxError) -> WireError {
+    match e {
         SandboxError::Exec(why) => WireError::new("pod.workload", format!("cannot start workload {program:?}: {why}")),
         other => wire(other),
-    })?;
+    }
+}
+
+impl Prepared {
+    /// What is recorded (registry op `contain`) before the release.
+    pub fn record(&self) -> &ContainmentRecord {
+        self.containment.record()
+    }
+
+    /// Ends the workload that never ran and removes its containment.
+    pub async fn cancel(self) {
+        let Prepared { containment, parked, .. } = self;
+        let ended = tokio::task::spawn_blocking(move || {
+            parked.cancel();
+            containment.terminate(Duration::ZERO)?;
+            containment.remove()
+        })
+        .await;
+        match ended {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "cannot end a workload that was never released"),
+            Err(e) => tracing::error!(error = %e, "the task ending a workload that was never released failed"),
+        }
+    }
+
+    /// Lets the program run (its containment is on record by now);
+    /// returns once it was exec'd.
+    pub async fn release(self, paths: &PodPaths, tx: mpsc::Sender<OwnerMsg>) -> Result<Running, WireError> {
+        let Prepared { containment, parked, program, stdout, stderr } = self;
+        let released = tokio::task::spawn_blocking(move || match parked.release() {
+            Ok(workload) => Ok((containment, workload)),
+            Err(e) => {
+                // Nothing of it runs: the cgroups go too.
+                if let Err(rm) = containment.terminate(Duration::ZERO).and_then(|()| containment.remove()) {
+                    tracing::warn!(error = %rm, "cannot remove the containment of a workload that did not start");
+                }
+                Err(e)
+            }
+        })
+        .await
+        .map_err(|e| WireError::new("pod.internal", format!("the workload's release task failed: {e}")))?;
+        let (containment, workload) = released.map_err(|e| start_error(&program, e))?;
+        running(paths, containment, workload, stdout, stderr, tx)
+    }
+}
+
+fn running(
+    paths: &PodPaths,
+    containment: Containment,
+    workload: Workload,
+    stdout: tokio::net::unix::pipe::Receiver,
+    stderr: tokio::net::unix::pipe::Receiver,
+    tx: mpsc::Sender<OwnerMsg>,
+) -> Result<Running, WireError> {
     let output = crate::process::output::capture(paths, stdout, stderr)?;
     let pid = workload.pid();
     // The main process, held for `pod kill`: a pidfd stays bound to it

@@ -69,6 +69,9 @@ impl Owner {
         match claimed {
             Ok(how) => {
                 self.lease.rejoined(lease);
+                // Write comes back to the workload before the Pod grants
+                // again, so an allowed check is a write the kernel lets by.
+                self.give_write_back().await;
                 self.fenced = None;
                 let mut reclaimed = vec![self.name.clone()];
                 let mut still_fenced = BTreeMap::new();
