@@ -189,3 +189,46 @@ pub fn read_page(
     }
     Ok((lines, Some(next)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(from: usize, count: usize) -> String {
+        (from..from + count)
+            .map(|i| format!("{{\"timestamp_ms\":{i},\"stream\":\"stdout\",\"line\":\"l{i}\"}}\n"))
+            .collect()
+    }
+
+    fn texts(got: &[OutputLine]) -> Vec<String> {
+        got.iter().map(|l| l.line.clone()).collect()
+    }
+
+    #[test]
+    fn pages_are_bounded_follow_a_rotation_and_stand_still_at_the_end() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dirs = pod_proto::RuntimeDirs { run: tmp.path().join("run"), data: tmp.path().join("data") };
+        let paths = PodPaths::new(&dirs, &scope::PodName::new("p").expect("name"));
+        std::fs::create_dir_all(&paths.data_dir).expect("dir");
+        std::fs::write(rotated(&paths), lines(0, 2)).expect("rotated");
+        std::fs::write(current(&paths), lines(2, 600)).expect("current");
+        // The rotated file first, then on to the current one.
+        let (got, next) = read_page(&paths, None).expect("page");
+        assert_eq!(texts(&got), ["l0", "l1"]);
+        let (got, next) = read_page(&paths, next).expect("page");
+        assert_eq!((got.len(), got[0].line.as_str()), (MAX_READ_RECORDS, "l2"));
+        let (got, next) = read_page(&paths, next).expect("page");
+        assert_eq!((got.len(), got[0].line.as_str()), (600 - MAX_READ_RECORDS, "l514"));
+        let (got, same) = read_page(&paths, next).expect("page");
+        assert!(got.is_empty());
+        assert_eq!(same, next);
+        // Rotated under the reader: the rest of the old file, then the new.
+        std::fs::rename(current(&paths), rotated(&paths)).expect("rotate");
+        std::fs::write(current(&paths), lines(602, 1)).expect("new current");
+        let (got, moved) = read_page(&paths, next).expect("page");
+        assert!(got.is_empty());
+        assert_ne!(moved, next);
+        let (got, _) = read_page(&paths, moved).expect("page");
+        assert_eq!(texts(&got), ["l602"]);
+    }
+}
