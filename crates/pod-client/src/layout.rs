@@ -56,9 +56,11 @@ impl PodPaths {
     /// True when a Pod process holds this Pod's lock (it may be starting
     /// up and not answer yet). The kernel drops the lock when the process
     /// dies, however it dies, so this is exact where a ping with a timeout
-    /// would mistake a slow Pod for a dead one.
+    /// would mistake a slow Pod for a dead one. Opened read-only (a flock
+    /// needs no write): an enforced workload may not write the runtime's
+    /// files, and would otherwise take every Pod for stopped.
     pub fn lock_held(&self) -> bool {
-        match std::fs::OpenOptions::new().write(true).open(self.lock_file()) {
+        match std::fs::File::open(self.lock_file()) {
             Ok(file) => flock(&file, FlockOperation::NonBlockingLockExclusive).is_err(),
             Err(_) => false,
         }

@@ -6,7 +6,7 @@
 //! begun, so a Pod keeps at most twice that. A line longer than
 //! [`MAX_LINE_BYTES`] is stored in pieces of that size.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Seek};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -15,6 +15,7 @@ use pod_proto::WireError;
 use serde::{Deserialize, Serialize};
 
 use crate::layout::PodPaths;
+use crate::protocol::{OutputCursor, MAX_READ_BYTES, MAX_READ_RECORDS};
 
 /// Largest output file before it is rotated.
 pub const MAX_FILE_BYTES: u64 = 4 << 20;
@@ -129,5 +130,105 @@ impl Follower {
         let Some(last) = self.pending.iter().rposition(|b| *b == b'\n') else { return Ok(Vec::new()) };
         let whole: Vec<u8> = self.pending.drain(..=last).collect();
         Ok(parse(whole.as_slice()).collect())
+    }
+}
+
+/// One page of a Pod's output from `from` (`None`: the oldest line kept),
+/// as the Pod serves it to a workload that cannot read `data/`: at most
+/// [`MAX_READ_RECORDS`] lines and [`MAX_READ_BYTES`] of their text (a file
+/// line is its JSON), and where the next page begins. The end of the
+/// rotated file leads on to the current one (a page of no lines that moves
+/// the cursor); a cursor into a file rotated away twice starts the current
+/// file again (the lines between are gone). The cursor is unchanged when
+/// nothing new was there.
+pub fn read_page(
+    paths: &PodPaths,
+    from: Option<OutputCursor>,
+) -> Result<(Vec<OutputLine>, Option<OutputCursor>), WireError> {
+    let (current, rotated) = (current(paths), rotated(paths));
+    let ino = |p: &Path| std::fs::metadata(p).ok().map(|m| m.ino());
+    let (current_ino, rotated_ino) = (ino(&current), ino(&rotated));
+    let start = match from {
+        Some(c) if Some(c.file) == current_ino => Some((&current, c)),
+        Some(c) if Some(c.file) == rotated_ino => Some((&rotated, c)),
+        None if rotated_ino.is_some() => rotated_ino.map(|file| (&rotated, OutputCursor { file, offset: 0 })),
+        _ => current_ino.map(|file| (&current, OutputCursor { file, offset: 0 })),
+    };
+    let Some((path, at)) = start else { return Ok((Vec::new(), from)) };
+    let mut file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), from)),
+        Err(e) => return Err(io_error(path, e)),
+    };
+    // Renamed between the look and the open: the next call finds it.
+    if file.metadata().map_err(|e| io_error(path, e))?.ino() != at.file {
+        return Ok((Vec::new(), from));
+    }
+    file.seek(std::io::SeekFrom::Start(at.offset)).map_err(|e| io_error(path, e))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_READ_BYTES as u64).read_to_end(&mut bytes).map_err(|e| io_error(path, e))?;
+    let mut lines = Vec::new();
+    let mut used = 0usize;
+    for piece in bytes.split_inclusive(|b| *b == b'\n') {
+        if lines.len() == MAX_READ_RECORDS || !piece.ends_with(b"\n") {
+            break;
+        }
+        used += piece.len();
+        // A line that does not parse (a torn write) is passed over.
+        if let Ok(line) = serde_json::from_slice::<OutputLine>(&piece[..piece.len() - 1]) {
+            lines.push(line);
+        }
+    }
+    let next = OutputCursor { file: at.file, offset: at.offset + used as u64 };
+    let at_end = used == bytes.len() && bytes.len() < MAX_READ_BYTES && lines.len() < MAX_READ_RECORDS;
+    // The rotated file read to its end: the current file goes on from it.
+    if at_end && path == &rotated {
+        if let Some(file) = current_ino {
+            return Ok((lines, Some(OutputCursor { file, offset: 0 })));
+        }
+    }
+    Ok((lines, Some(next)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(from: usize, count: usize) -> String {
+        (from..from + count)
+            .map(|i| format!("{{\"timestamp_ms\":{i},\"stream\":\"stdout\",\"line\":\"l{i}\"}}\n"))
+            .collect()
+    }
+
+    fn texts(got: &[OutputLine]) -> Vec<String> {
+        got.iter().map(|l| l.line.clone()).collect()
+    }
+
+    #[test]
+    fn pages_are_bounded_follow_a_rotation_and_stand_still_at_the_end() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dirs = pod_proto::RuntimeDirs { run: tmp.path().join("run"), data: tmp.path().join("data") };
+        let paths = PodPaths::new(&dirs, &scope::PodName::new("p").expect("name"));
+        std::fs::create_dir_all(&paths.data_dir).expect("dir");
+        std::fs::write(rotated(&paths), lines(0, 2)).expect("rotated");
+        std::fs::write(current(&paths), lines(2, 600)).expect("current");
+        // The rotated file first, then on to the current one.
+        let (got, next) = read_page(&paths, None).expect("page");
+        assert_eq!(texts(&got), ["l0", "l1"]);
+        let (got, next) = read_page(&paths, next).expect("page");
+        assert_eq!((got.len(), got[0].line.as_str()), (MAX_READ_RECORDS, "l2"));
+        let (got, next) = read_page(&paths, next).expect("page");
+        assert_eq!((got.len(), got[0].line.as_str()), (600 - MAX_READ_RECORDS, "l514"));
+        let (got, same) = read_page(&paths, next).expect("page");
+        assert!(got.is_empty());
+        assert_eq!(same, next);
+        // Rotated under the reader: the rest of the old file, then the new.
+        std::fs::rename(current(&paths), rotated(&paths)).expect("rotate");
+        std::fs::write(current(&paths), lines(602, 1)).expect("new current");
+        let (got, moved) = read_page(&paths, next).expect("page");
+        assert!(got.is_empty());
+        assert_ne!(moved, next);
+        let (got, _) = read_page(&paths, moved).expect("page");
+        assert_eq!(texts(&got), ["l602"]);
     }
 }

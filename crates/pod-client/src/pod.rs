@@ -162,6 +162,57 @@ impl Pod<'_> {
     }
 }
 
+/// The Pod this process's workload runs in (`POD_SOCKET`), asked about
+/// itself or its descendants in place of reading the stores' `data/`,
+/// which an enforced workload cannot read.
+pub struct OwnPod<'a> {
+    pub socket: &'a Path,
+}
+
+impl OwnPod<'_> {
+    async fn call(&self, request: &PodRequest) -> Result<PodReply, WireError> {
+        PodClient::call_once(&self.socket.to_string_lossy(), request).await.map_err(|e| match e {
+            ProtoError::Remote(w) => w,
+            other => WireError::new(
+                "pod.own_unreachable",
+                format!("the pod this workload runs in does not answer at {}: {other}", self.socket.display()),
+            ),
+        })
+    }
+
+    /// How `name` ended, waiting up to `wait` (the Pod bounds it);
+    /// `None` while it runs.
+    pub async fn ended(&self, name: &PodName, wait: Duration) -> Result<Option<crate::Ended>, WireError> {
+        let wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+        match self.call(&PodRequest::Ended { name: name.clone(), wait_ms }).await? {
+            PodReply::Ended(ended) => Ok(ended),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// A page of `name`'s workload output from `from`.
+    pub async fn output(
+        &self,
+        name: &PodName,
+        from: Option<crate::protocol::OutputCursor>,
+    ) -> Result<crate::protocol::OutputPage, WireError> {
+        match self.call(&PodRequest::Output { name: name.clone(), from }).await? {
+            PodReply::Output(page) => Ok(page),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// A page of `name`'s session log from `from_seq`, waiting up to
+    /// `wait` for a new record; and whether `name` was running.
+    pub async fn log_of(&self, name: &PodName, from_seq: u64, wait: Duration) -> Result<(LogPage, bool), WireError> {
+        let wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+        match self.call(&PodRequest::LogOf { name: name.clone(), from_seq, wait_ms }).await? {
+            PodReply::LogOf { records, next_seq, running } => Ok((LogPage { records, next_seq }, running)),
+            other => Err(unexpected(&other)),
+        }
+    }
+}
+
 /// The error for a Pod that does not answer: unknown here, a child its
 /// parent spawns again, or a top-level Pod `pod resume` brings back.
 pub fn not_running(paths: &PodPaths, name: &PodName) -> WireError {

@@ -13,6 +13,17 @@ use session_log::Record;
 /// Most log records returned in one `Log` reply.
 pub const MAX_LOG_PAGE: usize = 512;
 
+/// Most records (log events or output lines) in one `Output` or `LogOf`
+/// answer.
+pub const MAX_READ_RECORDS: usize = 512;
+/// Most bytes of records in one `Output` or `LogOf` answer, each record
+/// counted as its JSON text (never shorter than its MessagePack in the
+/// frame); a single record larger than this is sent alone.
+pub const MAX_READ_BYTES: usize = 512 << 10;
+/// Longest one `Ended` or `LogOf` request waits before it answers; a
+/// client that wants longer asks again.
+pub const MAX_READ_WAIT: Duration = Duration::from_secs(10);
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum PodRequest {
     /// Liveness and identity probe (used by resume to prune).
@@ -58,6 +69,36 @@ pub enum PodRequest {
     /// Who the kernel says the caller is: a Pod of this tree (its lineage)
     /// or the operator. The CLI asks its own Pod before it picks a layer.
     Whoami,
+    /// How `name` (this Pod or a descendant) ended, once its Pod process
+    /// is gone; waits up to `wait_ms` (at most [`MAX_READ_WAIT`]) and
+    /// answers `None` while it still runs. `pod wait` inside a workload,
+    /// which cannot read the stores' `data/`.
+    Ended { name: PodName, wait_ms: u64 },
+    /// A page of `name`'s workload output (this Pod or a descendant), from
+    /// `from` (`None`: its oldest line kept). `pod logs` inside a workload.
+    Output { name: PodName, from: Option<OutputCursor> },
+    /// A page of `name`'s session log (this Pod or a descendant) from
+    /// `from_seq`, waiting up to `wait_ms` (at most [`MAX_READ_WAIT`]) for
+    /// the first new record. `pod log` inside a workload.
+    LogOf { name: PodName, from_seq: u64, wait_ms: u64 },
+}
+
+/// Where an `Output` page ended: the file (its inode, as the output file
+/// is renamed on rotation) and the byte after the last whole line read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputCursor {
+    pub file: u64,
+    pub offset: u64,
+}
+
+/// The answer to `Output`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputPage {
+    pub lines: Vec<crate::output::OutputLine>,
+    /// Where the next page begins.
+    pub next: Option<OutputCursor>,
+    /// The Pod was running when the page was read: more may come.
+    pub running: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -243,6 +284,16 @@ pub enum PodReply {
     },
     Kv(pod_kv::Outcome),
     Whoami(Whoami),
+    /// How the Pod ended; `None`: still running when the wait passed.
+    Ended(Option<crate::commands::wait::Ended>),
+    Output(OutputPage),
+    /// A page of another Pod's session log; `running`: it was running when
+    /// the page was read, so more may come.
+    LogOf {
+        records: Vec<Record>,
+        next_seq: u64,
+        running: bool,
+    },
 }
 
 /// The kernel's view of a caller.

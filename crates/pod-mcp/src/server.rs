@@ -150,7 +150,7 @@ impl PodTools {
                 let tail = a.tail()?;
                 let name = pod_name(&a.name)?;
                 // All there is (two files of at most 4 MiB each), cut below.
-                let (lines, _) = self.client.logs(&name, None)?;
+                let (lines, _) = self.client.logs(&name, None).await?;
                 Ok(logs::newest(name.as_str(), lines, tail))
             }
             other => Err(WireError::new("mcp.unknown_tool", format!("no tool named {other}"))),

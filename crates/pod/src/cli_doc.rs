@@ -29,6 +29,11 @@ pod --test cli_doc` rewrites this file). Concepts: `docs/concepts.md`.
   `exit_code` for `exited` or `signal` (its number) for `killed`;
   the text output writes it `exited(3)`, `killed(SIGKILL)`. Times are
   milliseconds since the epoch in `timestamp_ms` (`log`, `logs`).
+- Inside a workload (`POD_SOCKET` set), `pod wait`, `pod logs` and `pod
+  log` (with `--follow` and `--tail` too) ask the Pod the workload runs in
+  instead of reading the stores' `data/`, which an enforced workload
+  cannot read; they reach that Pod and its descendants only
+  (`auth.inspect_denied` otherwise).
 ";
 
 /// The whole reference, as `docs/cli.md` must hold it.

@@ -5,7 +5,7 @@
 
 use pod_e2e as common;
 
-use common::{available, Home, Run};
+use common::{available, Home, Run, POD};
 
 /// Every feature `POD_SANDBOX_DISABLE` knows.
 const ALL_FEATURES: &str = "landlock,userns,mountns,pidns,cgroup,pids,memory";
@@ -339,4 +339,86 @@ fn a_tool_writing_its_cache_under_scratch_works() {
     ]);
     assert_eq!(h.pod(&["wait", "lead"]).code, 0, "{:?}", h.pod(&["logs", "lead"]));
     assert_eq!(std::fs::read_to_string(cache.join("tool/state")).expect("cache written"), "state\n");
+}
+
+/// A lead's workload enforced at `full` cannot read the stores' `data/`,
+/// yet `pod wait`, `pod logs` and `pod log` of its helper work there: they
+/// ask the lead's Pod, which reads for its own tree only (a Pod outside it
+/// is refused, `auth.inspect_denied`).
+#[test]
+fn an_enforced_lead_waits_for_and_reads_its_helper_through_its_pod() {
+    if !full_here() {
+        return;
+    }
+    let h = Home::new();
+    h.must(&["start", "other", "--write", "tests", "--enforce", "off"]);
+    let out = h.repo.join(".reads");
+    std::fs::create_dir_all(&out).expect("reads");
+    // The helper runs until the lead's workload has seen it running.
+    let go = out.join("go");
+    let helper =
+        format!("until [ -e {} ]; do sleep 0.02; done; echo hello from h1; echo bye from h1; exit 3", go.display());
+    let spawn = format!("spawn h1 --write docs -- sh -c '{helper}'");
+    // (file, what the snapshot shows, the shell's command)
+    let steps = [
+        ("spawn", spawn.replace(&go.display().to_string(), "[go]").replace('\'', ""), format!("{POD} {spawn}")),
+        ("wait", "wait h1 --timeout 1".into(), format!("{POD} wait h1 --timeout 1")),
+        // Asked while h1 runs; h1 goes on only then.
+        ("wait", "wait h1".into(), format!("{{ {POD} wait h1 & touch {}; wait $!; }}", go.display())),
+        ("logs", "logs h1".into(), format!("{POD} logs h1")),
+        ("tail", "logs h1 --tail 1 --follow".into(), format!("{POD} logs h1 --tail 1 --follow")),
+        ("log", "log h1 --follow".into(), format!("{POD} log h1 --follow")),
+        ("own", "log lead".into(), format!("{POD} log lead")),
+        ("refused", "wait other".into(), format!("{POD} wait other")),
+        ("refused", "logs other".into(), format!("{POD} logs other")),
+        ("refused", "log other".into(), format!("{POD} log other")),
+    ];
+    let mut script = String::new();
+    for (file, shown, command) in &steps {
+        let f = out.join(file);
+        let f = f.display();
+        script.push_str(&format!("echo \"$ pod {shown}\" >> {f}; {command} >> {f} 2>&1; echo \"exit $?\" >> {f}\n"));
+    }
+    script.push_str(&format!("touch {}\n", out.join(".read").display()));
+    script.push_str(&format!(
+        "for i in $(seq 3000); do [ -e {} ] && break; sleep 0.02; done\n",
+        out.join(".done").display()
+    ));
+    h.must(&["start", "lead", "--write", "docs", "--write", ".reads", "--enforce", "full", "--", "sh", "-c", &script]);
+    common::wait_until("the lead's workload read everything", || out.join(".read").exists());
+    let read = |file: &str| std::fs::read_to_string(out.join(file)).expect("output");
+    // A `pod logs` line is `TIME STREAM LINE`; a `pod log` line `SEQ TIME
+    // KIND TEXT`: the times go.
+    let untimed = |text: String, time_at: usize| -> String {
+        text.lines()
+            .map(|l| {
+                let words: Vec<&str> = l.split_whitespace().collect();
+                if l.starts_with("$ ") || l.starts_with("exit ") || l.starts_with("pod: ") || words.len() <= time_at {
+                    l.to_string()
+                } else {
+                    let mut kept = words.clone();
+                    kept[time_at] = "[time]";
+                    kept.join(" ")
+                }
+            })
+            .map(|l| format!("{l}\n"))
+            .collect::<String>()
+    };
+    let own = read("own");
+    assert!(own.lines().any(|l| l.contains("spawned h1")), "{own}");
+    assert!(own.ends_with("exit 0\n"), "{own}");
+    let text = [
+        read("spawn"),
+        read("wait"),
+        untimed(read("logs"), 0),
+        untimed(read("tail"), 0),
+        untimed(read("log"), 1),
+        read("refused"),
+    ]
+    .join("---\n");
+    insta::assert_snapshot!(common::redact_numbers_after(&h.redact(&text), &["ABI "]));
+    // The lead's workload then ends, and with it the lead.
+    std::fs::write(out.join(".done"), b"").expect("done");
+    assert_eq!(h.pod(&["wait", "lead"]).code, 0);
+    h.must(&["stop", "other"]);
 }

@@ -40,8 +40,10 @@ call() {
     answered 4
     call 5 pod_wait '{"names":["worker"],"timeout_seconds":30}'
     answered 5
+    # One at a time: the server answers in the order its calls finish.
     call 6 pod_logs '{"name":"worker"}'
+    answered 6
     call 7 pod_check '{"path":"work/answer.txt","write":true}'
-    answered 6; answered 7
+    answered 7
 } | "$POD" mcp > "$part"
 mv "$part" "$ANSWERS"

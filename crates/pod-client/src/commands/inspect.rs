@@ -3,6 +3,7 @@
 //! directly (sled allows one process per database, so never both).
 
 use std::collections::{BTreeMap, VecDeque};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use pod_proto::WireError;
@@ -14,7 +15,7 @@ use session_log::{LogOptions, Record, RecordIter, SessionLog};
 use crate::commands::wait::{ended, Ended};
 use crate::commands::Client;
 use crate::layout::PodPaths;
-use crate::pod::{not_running, Pod};
+use crate::pod::{not_running, OwnPod, Pod};
 use crate::process::start_time_of;
 
 /// One Pod as `pod ls` lists it. How a stopped Pod ended has the shape of
@@ -229,8 +230,16 @@ impl Client {
 
     /// A reader of `name`'s session log from its first record; with
     /// `follow`, it goes on with new records until the Pod stops.
+    /// Inside a workload, its Pod reads it (the workload cannot read the
+    /// stores' `data/`).
     pub fn log(&self, name: &PodName, follow: bool) -> LogReader {
-        LogReader { paths: self.paths(name), name: name.clone(), follow, reading: Reading::NotStarted }
+        LogReader {
+            paths: self.paths(name),
+            name: name.clone(),
+            follow,
+            own_socket: self.own_socket().map(Path::to_path_buf),
+            reading: Reading::NotStarted,
+        }
     }
 }
 
@@ -341,7 +350,7 @@ struct Current {
 
 /// Opens a stopped Pod's log. A Pod that stopped answering may still be
 /// exiting and holding its database; its lock file tells when it is gone.
-pub(crate) fn open_log(paths: &PodPaths, name: &PodName) -> Result<SessionLog, WireError> {
+pub fn open_log(paths: &PodPaths, name: &PodName) -> Result<SessionLog, WireError> {
     if !paths.session_log().exists() {
         return Err(WireError::new("pod.unknown", format!("no pod named {name} here")));
     }
@@ -361,12 +370,19 @@ pub struct LogReader {
     paths: PodPaths,
     name: PodName,
     follow: bool,
+    /// The Pod this workload runs in, which reads for it.
+    own_socket: Option<PathBuf>,
     reading: Reading,
 }
 
 enum Reading {
     NotStarted,
     Live {
+        next: u64,
+        page: VecDeque<Record>,
+    },
+    /// Pages from the Pod this workload runs in.
+    OwnPod {
         next: u64,
         page: VecDeque<Record>,
     },
@@ -383,7 +399,9 @@ impl LogReader {
         loop {
             match &mut self.reading {
                 Reading::NotStarted => {
-                    self.reading = if self.paths.lock_held() {
+                    self.reading = if self.own_socket.is_some() {
+                        Reading::OwnPod { next: 1, page: VecDeque::new() }
+                    } else if self.paths.lock_held() {
                         Reading::Live { next: 1, page: VecDeque::new() }
                     } else {
                         self.stored(1)?
@@ -394,6 +412,23 @@ impl LogReader {
                     None => self.reading = Reading::Done,
                 },
                 Reading::Done => return Ok(None),
+                Reading::OwnPod { next, page } => {
+                    if let Some(r) = page.pop_front() {
+                        return Ok(Some(r));
+                    }
+                    let from = *next;
+                    let Some(socket) = self.own_socket.as_deref() else { return Ok(None) };
+                    let wait = if self.follow && from > 1 { FOLLOW_WAIT } else { Duration::ZERO };
+                    let (got, running) = OwnPod { socket }.log_of(&self.name, from, wait).await?;
+                    // Empty: the end now, or (following) the end once the
+                    // Pod stopped; else wait again.
+                    if got.records.is_empty() && (!self.follow || !running) {
+                        self.reading = Reading::Done;
+                    } else if let Reading::OwnPod { next, page } = &mut self.reading {
+                        *next = got.next_seq;
+                        page.extend(got.records);
+                    }
+                }
                 Reading::Live { next, page } => {
                     if let Some(r) = page.pop_front() {
                         return Ok(Some(r));

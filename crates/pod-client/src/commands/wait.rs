@@ -8,16 +8,18 @@ use std::time::Duration;
 
 use pod_proto::WireError;
 use scope::PodName;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use session_log::{Event, Exit};
 
 use crate::commands::inspect::open_log;
 use crate::commands::Client;
 use crate::layout::{PidRecord, PodPaths};
+use crate::pod::OwnPod;
 use crate::process::PidFd;
+use crate::protocol::MAX_READ_WAIT;
 
 /// How a Pod ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum Ended {
     /// Its workload exited with this code.
@@ -146,7 +148,12 @@ const LOCK_POLL: Duration = Duration::from_millis(10);
 
 impl Client {
     /// Waits until every Pod of `names` has stopped (or `timeout` passed).
+    /// Inside a workload its Pod is asked (it may read the stores' `data/`,
+    /// the workload may not).
     pub async fn wait(&self, names: &[PodName], timeout: Option<Duration>) -> Result<Waited, WireError> {
+        if let Some(socket) = self.own_socket() {
+            return wait_asking(&OwnPod { socket }, names, timeout).await;
+        }
         for name in names {
             let paths = self.paths(name);
             if !paths.session_log().exists() && !paths.lock_held() {
@@ -172,6 +179,55 @@ impl Client {
         }
         Ok(Waited { outcomes, timed_out })
     }
+}
+
+impl Client {
+    /// How `name` ended, waiting up to `wait` for its Pod process to be
+    /// gone; `None` while it still runs. What a Pod answers to `Ended`.
+    pub async fn ended_within(&self, name: &PodName, wait: Duration) -> Result<Option<Ended>, WireError> {
+        let paths = self.paths(name);
+        if !paths.session_log().exists() && !paths.lock_held() {
+            return Err(WireError::new("pod.unknown", format!("no pod named {name} here")));
+        }
+        if tokio::time::timeout(wait, process_gone(&paths)).await.is_err() {
+            return Ok(None);
+        }
+        let name = name.clone();
+        // Opening the log may wait (bounded) for an exiting Pod to let go.
+        let read = tokio::task::spawn_blocking(move || ended(&paths, &name));
+        let (ended, _) =
+            read.await.map_err(|e| WireError::new("pod.internal", format!("log reader failed: {e}")))??;
+        Ok(Some(ended))
+    }
+}
+
+/// [`Client::wait`] through the Pod a workload runs in: each request waits
+/// at most [`MAX_READ_WAIT`], so it is asked again until `timeout`.
+async fn wait_asking(own: &OwnPod<'_>, names: &[PodName], timeout: Option<Duration>) -> Result<Waited, WireError> {
+    // Every name known and readable before any wait: a refusal is said at
+    // once, not after the others ended.
+    let mut first = Vec::with_capacity(names.len());
+    for name in names {
+        first.push(own.ended(name, Duration::ZERO).await?);
+    }
+    let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+    let mut outcomes = Vec::with_capacity(names.len());
+    let mut timed_out = false;
+    for (name, mut ended) in names.iter().zip(first) {
+        while ended.is_none() {
+            let now = tokio::time::Instant::now();
+            let wait = match deadline {
+                Some(deadline) if deadline <= now => break,
+                Some(deadline) => (deadline - now).min(MAX_READ_WAIT),
+                None => MAX_READ_WAIT,
+            };
+            ended = own.ended(name, wait).await?;
+        }
+        timed_out |= ended.is_none();
+        let running = ended.is_none().then_some("running");
+        outcomes.push(WaitOutcome { name: name.clone(), ended, running });
+    }
+    Ok(Waited { outcomes, timed_out })
 }
 
 /// Returns once no Pod process holds `paths`' lock.

@@ -259,7 +259,7 @@ fn print_output(line: &pod_client::output::OutputLine, json: bool) -> Result<(),
 
 pub async fn logs(name: &str, follow: bool, tail: Option<usize>, json: bool) -> Result<ExitCode, WireError> {
     let name = pod_name(name)?;
-    let (lines, mut next) = client()?.logs(&name, tail)?;
+    let (lines, mut next) = client()?.logs(&name, tail).await?;
     for line in &lines {
         print_output(line, json)?;
     }

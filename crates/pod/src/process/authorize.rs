@@ -95,6 +95,26 @@ pub fn decide(caller: &Caller, action: Action<'_>, me: &PodName, ancestors: Opti
     }
 }
 
+/// Decides whether `caller` may read `target`'s end, output or log
+/// through a Pod (`Ended`, `Output`, `LogOf`): the operator may; a Pod's
+/// tree may read that Pod and its descendants only. `lineage`: `target`'s
+/// ancestors, nearest first, when known. `pid` only words the refusal.
+pub fn decide_read(caller: &Caller, target: &PodName, lineage: Option<&[PodName]>, pid: u32) -> Decision {
+    let x = match caller {
+        Caller::Operator => return Decision::Allowed,
+        Caller::Pod(x) => x,
+    };
+    match lineage {
+        _ if x == target => Decision::Allowed,
+        None => Decision::NeedAncestors,
+        Some(list) if list.contains(x) => Decision::Allowed,
+        Some(_) => Decision::Refused(WireError::new(
+            "auth.inspect_denied",
+            format!("process {pid} runs in pod {x}'s tree; it may read {x} and its descendants only, not {target}"),
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,6 +163,18 @@ mod tests {
         assert_eq!(code(decide(&x, Action::Inspect, &n("k"), Some(&[n("x")]), 1)), "allowed");
         assert_eq!(code(decide(&x, Action::Inspect, &n("p"), Some(&[]), 1)), "auth.inspect_denied");
         assert_eq!(code(decide(&x, Action::Ping, &n("p"), None, 1)), "allowed");
+    }
+
+    #[test]
+    fn a_pod_reads_itself_and_its_descendants_only() {
+        let x = Caller::Pod(n("x"));
+        assert_eq!(decide_read(&Caller::Operator, &n("any"), None, 1), Decision::Allowed);
+        assert_eq!(code(decide_read(&x, &n("x"), None, 1)), "allowed");
+        assert_eq!(code(decide_read(&x, &n("kid"), None, 1)), "ancestors?");
+        assert_eq!(code(decide_read(&x, &n("grandkid"), Some(&[n("kid"), n("x")]), 1)), "allowed");
+        // Its parent and its sibling are not below it.
+        assert_eq!(code(decide_read(&x, &n("p"), Some(&[]), 1)), "auth.inspect_denied");
+        assert_eq!(code(decide_read(&x, &n("sib"), Some(&[n("p")]), 1)), "auth.inspect_denied");
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod kv;
 pub mod lease;
 mod output;
 pub mod owner;
+pub mod reads;
 pub mod server;
 pub mod watch;
 pub(crate) mod workload;

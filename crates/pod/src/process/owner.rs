@@ -561,7 +561,9 @@ impl Owner {
                 )),
                 None => Ok(PodReply::Stopped { reclaimed: false }),
             },
-            PodRequest::Log { .. } => Err(WireError::new("pod.internal", "log reads are served outside the owner")),
+            PodRequest::Log { .. } | PodRequest::Ended { .. } | PodRequest::Output { .. } | PodRequest::LogOf { .. } => {
+                Err(WireError::new("pod.internal", "reads are served outside the owner"))
+            }
             PodRequest::Kv { .. } | PodRequest::Whoami => {
                 Err(WireError::new("pod.internal", "store calls are served outside the owner"))
             }
