@@ -191,9 +191,14 @@ pub async fn start(spec: WorkloadSpec<'_>, paths: &PodPaths, tx: mpsc::Sender<Ow
     let (stdout, stdout_w) = output_pipe()?;
     let (stderr, stderr_w) = output_pipe()?;
     let launched = tokio::task::spawn_blocking(move || -> Result<(Containment, Workload), SandboxError> {
+        let phase = std::time::Instant::now();
         let support = Support::detect()?;
         let choice = choose_containment(&support, &limits)?;
+        tracing::info!(ms = phase.elapsed().as_secs_f64() * 1e3, "support detected");
+        let phase = std::time::Instant::now();
         let mut containment = Containment::create(&support, &choice, &key, &limits)?;
+        tracing::info!(ms = phase.elapsed().as_secs_f64() * 1e3, "containment created");
+        let phase = std::time::Instant::now();
         let launched = launch(
             &mut containment,
             LaunchSpec {
@@ -206,6 +211,7 @@ pub async fn start(spec: WorkloadSpec<'_>, paths: &PodPaths, tx: mpsc::Sender<Ow
                 stderr: Stdio::from(stderr_w),
             },
         );
+        tracing::info!(ms = phase.elapsed().as_secs_f64() * 1e3, "keeper ready");
         match launched {
             Ok(workload) => Ok((containment, workload)),
             Err(e) => {
