@@ -72,9 +72,7 @@ fn remount_read_only(path: &Path) -> Result<(), SandboxError> {
     loop {
         match mount_remount(path, flags, "") {
             Err(rustix::io::Errno::BUSY) if std::time::Instant::now() < deadline => std::thread::yield_now(),
-            done => {
-                return done.map_err(SandboxError::errno(format!("cannot make {} read-only", path.display())))
-            }
+            done => return done.map_err(SandboxError::errno(format!("cannot make {} read-only", path.display()))),
         }
     }
 }
