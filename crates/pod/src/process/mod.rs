@@ -366,39 +366,74 @@ async fn serve(
     tx: mpsc::Sender<OwnerMsg>,
 ) -> Result<Started, WireError> {
     let WorkloadInput { cwd, env, limits } = input;
-    // The layer's store is open before anyone can call it (and before the
-    // workload, its first caller, starts).
-    let kv = kv::KvShell::open(&paths.data_dir.join(kv::KV_DIR))
-        .await
-        .map_err(|e| WireError::new(e.code(), e.to_string()))?;
     let listener = pod_proto::server::bind(&paths.socket()).await.map_err(|e| e.to_wire())?;
-    if let Some(command) = owner.workload.clone() {
-        let env = enforcement::with_tmpdir(&paths, env)?;
-        let recorded = owner.enforcement().cloned().ok_or_else(|| {
-            WireError::new("pod.internal", "a workload is started without a recorded enforcement level")
-        })?;
-        let choice = enforcement::plan_for_workload(&recorded, owner.core.scope.snapshot(), &paths.dirs, &owner.name)?;
-        let spec = workload::WorkloadSpec {
-            command: &command,
-            cwd: cwd.as_deref(),
-            env: &env,
-            parent: owner.parent.as_ref(),
-            limits,
-            enforcement: choice,
-        };
-        let running = workload::start(spec, &paths, tx).await?;
+    // The layer's store opens while the workload starts: both wait mostly
+    // on the kernel (sled's fsyncs; the keeper's move into its cgroup, an
+    // RCU grace period), so together they take the longer of the two, not
+    // the sum. Nobody can call the store before it is open: connections,
+    // the workload's first among them, are served only once this returns.
+    let phase = std::time::Instant::now();
+    let kv_open = async {
+        let kv = kv::KvShell::open(&paths.data_dir.join(kv::KV_DIR)).await;
+        tracing::info!(ms = phase.elapsed().as_secs_f64() * 1e3, "coordination store open");
+        kv.map_err(|e| WireError::new(e.code(), e.to_string()))
+    };
+    let (kv, running) = tokio::join!(kv_open, start_workload(&owner, &paths, cwd, env, limits, tx));
+    let running = match (kv, running) {
+        (Ok(kv), running) => running.map(|r| (kv, r)),
+        (Err(e), Ok(Some(running))) => {
+            end_unrecorded(&running).await;
+            Err(e)
+        }
+        (Err(e), _) => Err(e),
+    };
+    let (kv, running) = running?;
+    if let Some(running) = running {
         // Recorded before the Pod reports ready: from then on, whoever finds
         // this process gone ends the workload from the record.
         let record = running.contained.containment().record().clone();
         if let Err(e) = owner.registry().contain(&owner.name, &record).await {
-            if let Err(end) = running.contained.end(std::time::Duration::ZERO).await {
-                tracing::error!(error = %end, "cannot end a workload whose containment was not recorded");
-            }
+            end_unrecorded(&running).await;
             return Err(e);
         }
         owner.set_workload(running);
     }
     Ok(Started { owner, listener, log, lock, kv })
+}
+
+/// Starts the Pod's workload, if it has one, at its recorded level.
+async fn start_workload(
+    owner: &Owner,
+    paths: &PodPaths,
+    cwd: Option<String>,
+    env: pod_client::protocol::Env,
+    limits: pod_sandbox::Limits,
+    tx: mpsc::Sender<OwnerMsg>,
+) -> Result<Option<workload::Running>, WireError> {
+    let Some(command) = owner.workload.clone() else { return Ok(None) };
+    let env = enforcement::with_tmpdir(paths, env)?;
+    let recorded = owner
+        .enforcement()
+        .cloned()
+        .ok_or_else(|| WireError::new("pod.internal", "a workload is started without a recorded enforcement level"))?;
+    let choice = enforcement::plan_for_workload(&recorded, owner.core.scope.snapshot(), &paths.dirs, &owner.name)?;
+    let spec = workload::WorkloadSpec {
+        command: &command,
+        cwd: cwd.as_deref(),
+        env: &env,
+        parent: owner.parent.as_ref(),
+        limits,
+        enforcement: choice,
+    };
+    workload::start(spec, paths, tx).await.map(Some)
+}
+
+/// Ends a workload whose Pod does not start after all (its containment was
+/// not recorded, so nobody else would end it).
+async fn end_unrecorded(running: &workload::Running) {
+    if let Err(end) = running.contained.end(std::time::Duration::ZERO).await {
+        tracing::error!(error = %end, "cannot end a workload whose containment was not recorded");
+    }
 }
 
 /// `run/pods/NAME/pid`: this process's pid and start time, written whole
