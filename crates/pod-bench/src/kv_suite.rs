@@ -151,7 +151,7 @@ const HANDOFF_BOUND: Duration = Duration::from_secs(30);
 
 /// The system-wide monotonic clock in microseconds (comparable across
 /// processes, unlike `Instant`).
-fn mono_us() -> u64 {
+pub(crate) fn mono_us() -> u64 {
     let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
     (t.tv_sec as u64).saturating_mul(1_000_000).saturating_add(t.tv_nsec as u64 / 1_000)
 }

@@ -57,6 +57,10 @@ fn main() -> std::process::ExitCode {
     if std::env::args().nth(1).as_deref() == Some(kv_suite::HANDOFF_WAITER) {
         return kv_suite::handoff_waiter();
     }
+    // The `pod` suite's narrowing probe, the workload of an enforced lead.
+    if std::env::args().nth(1).as_deref() == Some(pod_suite::NARROW_PROBE) {
+        return pod_suite::narrow_probe();
+    }
     let cli = Cli::parse();
     let (report, json) = match cli.suite {
         Suite::Scope(args) => (scope_suite::run(&args), args.json),

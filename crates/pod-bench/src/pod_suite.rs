@@ -4,8 +4,15 @@
 //! `registry`), so the processes measured are exactly the product's.
 //!
 //! - spawn: from the Spawn request on the parent's socket to the child being
-//!   ready (registered, logged, serving), for `--children` children;
-//! - stop: StopPod until the parent has reclaimed;
+//!   ready (registered, logged, serving, its workload running), for
+//!   `--children` children, once with parent and children at `--enforce`
+//!   (default `full`: the parent's running workload is narrowed too) and
+//!   once, the same run, at `off`; every workload is a `sleep`;
+//! - stop: StopPod until the parent has reclaimed (the enforced run);
+//! - narrow: from the Spawn request until the parent's running workload
+//!   (a probe, [`NARROW_PROBE`], that keeps making and removing a
+//!   directory in the region) has lost write on the delegated directory,
+//!   `--narrows` times;
 //! - resume: a parent with `--resume-children` recorded children, half of
 //!   them killed while it was down, from launch to ready (prune included);
 //! - stop tree: a Pod whose workload runs ten processes (setsid and
@@ -18,11 +25,13 @@ use std::time::Instant;
 
 use pod::launch::{launch, LaunchMode, LaunchRequest};
 use pod::process::watch::{self, PidFd};
-use pod::protocol::{PodReply, PodRequest, SpawnRequest};
+use pod::protocol::{EnforceRequest, PodReply, PodRequest, SpawnRequest};
 use pod_client::pod::PodClient;
+use pod_sandbox::Level;
 use rustix::process::Signal;
 use scope::{PodName, ScopePath, ScopeRule};
 use serde_json::{json, Value};
+use tokio::io::AsyncBufReadExt;
 
 use crate::floor;
 use crate::scratch;
@@ -39,6 +48,13 @@ pub struct Args {
     /// Pods with a ten-process workload stopped one by one.
     #[arg(long, default_value_t = 20)]
     stop_trees: usize,
+    /// Spawns measured until the parent's workload has lost write.
+    #[arg(long, default_value_t = 50)]
+    narrows: usize,
+    /// The level the spawn and narrow figures are measured at (`full`,
+    /// `landlock`; narrowing needs `full`).
+    #[arg(long, default_value = "full")]
+    enforce: String,
     /// Where POD_HOME goes; default: `$CARGO_TARGET_DIR` if set, else
     /// `$TMPDIR` (or /tmp).
     #[arg(long)]
@@ -72,8 +88,12 @@ fn write_rule(p: &Path) -> Result<ScopeRule, String> {
 }
 
 pub fn run(args: &Args) -> Result<Value, String> {
-    if args.children == 0 || args.resume_children < 2 {
-        return Err("--children must be at least 1 and --resume-children at least 2".into());
+    if args.children == 0 || args.resume_children < 2 || args.stop_trees == 0 {
+        return Err("--children and --stop-trees must be at least 1 and --resume-children at least 2".into());
+    }
+    let level = Level::parse(&args.enforce).map_err(|e| e.to_string())?;
+    if level == Level::Off || (level != Level::Full && args.narrows > 0) {
+        return Err("--enforce must be full or landlock (the `off` figures are measured in every run); narrowing needs full, or --narrows 0".into());
     }
     let parent = scratch::parent_dir(args.dir.as_deref())?;
     let root = tempfile::tempdir_in(&parent).map_err(|e| e.to_string())?;
@@ -101,7 +121,7 @@ pub fn run(args: &Args) -> Result<Value, String> {
 }
 
 pub(crate) async fn start(pod: &str, write: &Path, home: &Path) -> Result<(PodName, String, u32), String> {
-    start_with(pod, write, home, None).await
+    start_with(pod, write, home, None, None).await
 }
 
 async fn start_with(
@@ -109,6 +129,7 @@ async fn start_with(
     write: &Path,
     home: &Path,
     workload: Option<Vec<String>>,
+    level: Option<Level>,
 ) -> Result<(PodName, String, u32), String> {
     let pod = name(pod.to_string())?;
     std::fs::create_dir_all(write).map_err(|e| e.to_string())?;
@@ -123,7 +144,7 @@ async fn start_with(
         cwd: None,
         env: Default::default(),
         limits: Default::default(),
-        enforce: Default::default(),
+        enforce: EnforceRequest { level, scratch: Vec::new() },
     };
     let launched = launch(&request, &run_dir.join("pod.log")).await.map_err(|e| e.to_string())?;
     Ok((pod, launched.socket, launched.pid))
@@ -133,29 +154,193 @@ async fn call(socket: &str, request: &PodRequest) -> Result<PodReply, String> {
     PodClient::call_at(socket, request).await.map_err(|e| format!("{request:?} to {socket}: {e}"))
 }
 
-async fn spawn_children(socket: &str, repo: &Path, n: usize, prefix: &str) -> Result<(Vec<u64>, Vec<u32>), String> {
+/// How the children of one run are spawned.
+#[derive(Clone, Copy)]
+struct Children<'a> {
+    prefix: &'a str,
+    /// Each child's workload, if any.
+    workload: Option<&'a [String]>,
+    /// The level asked for (`None`: the parent's).
+    level: Option<Level>,
+}
+
+fn spawn_request(repo: &Path, i: usize, how: Children<'_>) -> Result<PodRequest, String> {
+    let dir = repo.join(format!("m{i}"));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    Ok(PodRequest::Spawn(SpawnRequest {
+        child: name(format!("{}{i}", how.prefix))?,
+        rules: vec![write_rule(&dir)?],
+        workload: how.workload.map(<[String]>::to_vec),
+        cwd: None,
+        env: Default::default(),
+        limits: Default::default(),
+        enforce: EnforceRequest { level: how.level, scratch: Vec::new() },
+    }))
+}
+
+/// A spawn's pid, checked to be at the level asked for.
+fn spawned(reply: PodReply, how: Children<'_>) -> Result<u32, String> {
+    match reply {
+        PodReply::Spawned { pid, enforcement, .. } => {
+            let given = enforcement.map(|e| e.level);
+            match how.level {
+                Some(asked) if given != Some(asked) => Err(format!("a spawn at {} was given {given:?}", asked.name())),
+                _ => Ok(pid),
+            }
+        }
+        other => Err(format!("spawn answered {other:?}")),
+    }
+}
+
+async fn spawn_children(
+    socket: &str,
+    repo: &Path,
+    n: usize,
+    how: Children<'_>,
+) -> Result<(Vec<u64>, Vec<u32>), String> {
     let mut micros = Vec::with_capacity(n);
     let mut pids = Vec::with_capacity(n);
     for i in 0..n {
-        let dir = repo.join(format!("m{i}"));
-        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-        let request = PodRequest::Spawn(SpawnRequest {
-            child: name(format!("{prefix}{i}"))?,
-            rules: vec![write_rule(&dir)?],
-            workload: None,
-            cwd: None,
-            env: Default::default(),
-            limits: Default::default(),
-            enforce: Default::default(),
-        });
+        let request = spawn_request(repo, i, how)?;
         let t = Instant::now();
-        match call(socket, &request).await? {
-            PodReply::Spawned { pid, .. } => pids.push(pid),
-            other => return Err(format!("spawn answered {other:?}")),
-        }
+        let reply = call(socket, &request).await?;
         micros.push(t.elapsed().as_micros() as u64);
+        pids.push(spawned(reply, how)?);
     }
     Ok((micros, pids))
+}
+
+async fn stop_child(socket: &str, child: String) -> Result<u64, String> {
+    let t = Instant::now();
+    match call(socket, &PodRequest::StopChild { child: name(child)?, grace: Default::default() }).await? {
+        PodReply::Stopped { .. } => Ok(t.elapsed().as_micros() as u64),
+        other => Err(format!("stop answered {other:?}")),
+    }
+}
+
+/// A workload that runs until its Pod ends it.
+fn idle_workload() -> Vec<String> {
+    vec!["sleep".into(), "1000000".into()]
+}
+
+/// One spawn run: a lead at `level` whose workload runs, `n` children at
+/// the same level (each with a running workload), spawned then stopped one
+/// by one. The microseconds of each spawn and of each stop.
+async fn spawn_run(root: &Path, home: &Path, level: Level, n: usize) -> Result<(Vec<u64>, Vec<u64>), String> {
+    let lead = format!("lead-{}", level.name());
+    let repo = root.join(&lead);
+    let idle = idle_workload();
+    let (_, socket, pid) = start_with(&lead, &repo, home, Some(idle.clone()), Some(level)).await?;
+    let prefix = format!("{lead}-c");
+    let how = Children { prefix: &prefix, workload: Some(&idle), level: Some(level) };
+    let (spawn_us, _) = spawn_children(&socket, &repo, n, how).await?;
+    let mut stop_us = Vec::with_capacity(n);
+    for i in 0..n {
+        stop_us.push(stop_child(&socket, format!("{prefix}{i}")).await?);
+    }
+    shut_down(&socket, pid).await?;
+    Ok((spawn_us, stop_us))
+}
+
+/// The first argument that makes this binary the narrowing probe.
+pub const NARROW_PROBE: &str = "__narrow-probe";
+
+/// The narrowing probe (`NARROW_PROBE REPO ROUNDS FIFO`), the running
+/// workload of a lead at `full`: for each round `i`, it makes and removes
+/// `REPO/m{i}/probe` until the kernel refuses (the region was delegated),
+/// writes `i STAMP` (the system's monotonic clock, microseconds) to FIFO
+/// and goes on with the next round; then waits to be ended. It holds no
+/// file or directory open in the region, so it never makes a spawn busy.
+/// At the lowest priority, so its spinning takes no time from the Pod.
+pub fn narrow_probe() -> std::process::ExitCode {
+    match probe(std::env::args().skip(2).collect()) {
+        Ok(()) => loop {
+            std::thread::park();
+        },
+        Err(e) => {
+            eprintln!("pod-bench: the narrowing probe failed: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn probe(args: Vec<String>) -> Result<(), String> {
+    let [repo, rounds, fifo] = args.as_slice() else {
+        return Err(format!("usage: {NARROW_PROBE} REPO ROUNDS FIFO"));
+    };
+    let rounds: usize = rounds.parse().map_err(|e| format!("rounds {rounds:?}: {e}"))?;
+    rustix::process::setpriority_process(None, 19).map_err(|e| format!("cannot lower its priority: {e}"))?;
+    let mut out = std::fs::OpenOptions::new().write(true).open(fifo).map_err(|e| format!("{fifo}: {e}"))?;
+    for i in 0..rounds {
+        let dir = Path::new(repo).join(format!("m{i}")).join("probe");
+        let lost = loop {
+            match std::fs::create_dir(&dir).and_then(|()| std::fs::remove_dir(&dir)) {
+                Ok(()) => std::thread::yield_now(),
+                Err(e) if write_refused(&e) => break crate::kv_suite::mono_us(),
+                Err(e) => return Err(format!("{}: {e}", dir.display())),
+            }
+        };
+        use std::io::Write;
+        writeln!(out, "{i} {lost}").map_err(|e| format!("{fifo}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// The kernel's refusals of a write: a read-only bind (EROFS), Landlock
+/// (EACCES), or EPERM.
+fn write_refused(e: &std::io::Error) -> bool {
+    use rustix::io::Errno;
+    [Errno::ROFS, Errno::ACCESS, Errno::PERM].iter().any(|errno| e.raw_os_error() == Some(errno.raw_os_error()))
+}
+
+/// `narrows` spawns under a lead at `full` whose workload is the probe;
+/// the microseconds from each Spawn request until the probe saw write
+/// refused in the delegated directory.
+async fn narrow_run(root: &Path, home: &Path, narrows: usize) -> Result<Vec<u64>, String> {
+    let repo = root.join("narrow");
+    std::fs::create_dir_all(&repo).map_err(|e| e.to_string())?;
+    for i in 0..narrows {
+        std::fs::create_dir_all(repo.join(format!("m{i}"))).map_err(|e| e.to_string())?;
+    }
+    let fifo = repo.join("narrowed.fifo");
+    rustix::fs::mknodat(rustix::fs::CWD, &fifo, rustix::fs::FileType::Fifo, rustix::fs::Mode::from_raw_mode(0o600), 0)
+        .map_err(|e| format!("cannot make {}: {e}", fifo.display()))?;
+    // Read and write: the FIFO never reads as ended before the probe opens it.
+    let receiver = tokio::net::unix::pipe::OpenOptions::new()
+        .read_write(true)
+        .open_receiver(&fifo)
+        .map_err(|e| format!("{}: {e}", fifo.display()))?;
+    let mut lines = tokio::io::BufReader::new(receiver).lines();
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let probe = vec![
+        exe.to_string_lossy().into_owned(),
+        NARROW_PROBE.into(),
+        repo.to_string_lossy().into_owned(),
+        narrows.to_string(),
+        fifo.to_string_lossy().into_owned(),
+    ];
+    let (_, socket, pid) = start_with("narrow", &repo, home, Some(probe), Some(Level::Full)).await?;
+    let how = Children { prefix: "n", workload: None, level: Some(Level::Full) };
+    let mut micros = Vec::with_capacity(narrows);
+    for i in 0..narrows {
+        let request = spawn_request(&repo, i, how)?;
+        let t0 = crate::kv_suite::mono_us();
+        spawned(call(&socket, &request).await?, how)?;
+        let line = tokio::time::timeout(EXIT_WAIT, lines.next_line())
+            .await
+            .map_err(|_| format!("the probe did not see round {i}'s region narrowed within {EXIT_WAIT:?}"))?
+            .map_err(|e| format!("{}: {e}", fifo.display()))?
+            .ok_or("the probe's FIFO closed")?;
+        let stamp = match line.split_once(' ') {
+            Some((round, stamp)) if round == i.to_string() => stamp.parse::<u64>().ok(),
+            _ => None,
+        };
+        let stamp = stamp.ok_or_else(|| format!("the probe wrote {line:?} in round {i}"))?;
+        micros.push(stamp.saturating_sub(t0));
+        stop_child(&socket, format!("n{i}")).await?;
+    }
+    shut_down(&socket, pid).await?;
+    Ok(micros)
 }
 
 /// A handle on `pid` taken now, while it is known to be ours to stop.
@@ -196,9 +381,14 @@ wait"#
 /// until none of the ten runs.
 async fn stop_tree(root: &Path, home: &Path, i: usize) -> Result<u64, String> {
     let pids_file = root.join(format!("tree{i}.pids"));
-    let (_, socket, pid) =
-        start_with(&format!("tree{i}"), &root.join(format!("tree{i}")), home, Some(ten_process_workload(&pids_file)))
-            .await?;
+    let (_, socket, pid) = start_with(
+        &format!("tree{i}"),
+        &root.join(format!("tree{i}")),
+        home,
+        Some(ten_process_workload(&pids_file)),
+        None,
+    )
+    .await?;
     let deadline = Instant::now() + EXIT_WAIT;
     let text = loop {
         match std::fs::read_to_string(&pids_file) {
@@ -234,27 +424,19 @@ async fn measure(args: &Args, root: &Path, home: &Path) -> Result<Value, String>
     let rss = rss_mb(idle_pid)?;
     shut_down(&idle_socket, idle_pid).await?;
 
-    // Spawn and stop, one child at a time.
-    let repo = root.join("repo");
-    let (_, lead_socket, lead_pid) = start("lead", &repo, home).await?;
-    let (mut spawn_us, _) = spawn_children(&lead_socket, &repo, args.children, "c").await?;
-    let mut stop_us = Vec::with_capacity(args.children);
-    for i in 0..args.children {
-        let t = Instant::now();
-        match call(&lead_socket, &PodRequest::StopChild { child: name(format!("c{i}"))?, grace: Default::default() })
-            .await?
-        {
-            PodReply::Stopped { .. } => {}
-            other => return Err(format!("stop answered {other:?}")),
-        }
-        stop_us.push(t.elapsed().as_micros() as u64);
-    }
-    shut_down(&lead_socket, lead_pid).await?;
+    // Spawn and stop, one child at a time, enforced and not.
+    let level = Level::parse(&args.enforce).map_err(|e| e.to_string())?;
+    let (mut spawn_us, mut stop_us) = spawn_run(root, home, level, args.children).await?;
+    let (mut spawn_off_us, _) = spawn_run(root, home, Level::Off, args.children).await?;
+
+    // Narrowing of a running workload.
+    let mut narrow_us = if args.narrows > 0 { narrow_run(root, home, args.narrows).await? } else { Vec::new() };
 
     // Resume with many recorded children, half of them gone.
     let big_repo = root.join("big");
     let (big, big_socket, big_pid) = start("big", &big_repo, home).await?;
-    let (_, pids) = spawn_children(&big_socket, &big_repo, args.resume_children, "r").await?;
+    let how = Children { prefix: "r", workload: None, level: None };
+    let (_, pids) = spawn_children(&big_socket, &big_repo, args.resume_children, how).await?;
     let mut victims = vec![process(big_pid)?];
     for pid in pids.iter().step_by(2) {
         victims.push(process(*pid)?);
@@ -290,10 +472,18 @@ async fn measure(args: &Args, root: &Path, home: &Path) -> Result<Value, String>
     }
     shut_down(&resumed.socket, resumed.pid).await?;
 
+    let narrow_ms_p50 = if narrow_us.is_empty() { Value::Null } else { json!(ms(quantile(&mut narrow_us, 0.50))) };
+    let narrow_ms_p99 = if narrow_us.is_empty() { Value::Null } else { json!(ms(quantile(&mut narrow_us, 0.99))) };
     Ok(json!({
         "children": args.children,
+        "enforce": level.name(),
         "spawn_ms_p50": quantile(&mut spawn_us, 0.50) as f64 / 1000.0,
         "spawn_ms_p99": quantile(&mut spawn_us, 0.99) as f64 / 1000.0,
+        "spawn_off_ms_p50": ms(quantile(&mut spawn_off_us, 0.50)),
+        "spawn_off_ms_p99": ms(quantile(&mut spawn_off_us, 0.99)),
+        "narrows": args.narrows,
+        "narrow_ms_p50": narrow_ms_p50,
+        "narrow_ms_p99": narrow_ms_p99,
         "stop_ms_p50": quantile(&mut stop_us, 0.50) as f64 / 1000.0,
         "stop_ms_p99": quantile(&mut stop_us, 0.99) as f64 / 1000.0,
         "resume_children": args.resume_children,
@@ -301,5 +491,10 @@ async fn measure(args: &Args, root: &Path, home: &Path) -> Result<Value, String>
         "pod_rss_mb": (rss * 10.0).round() / 10.0,
         "stop_trees": args.stop_trees,
         "stop_tree_ms_p50": quantile(&mut stop_tree_us, 0.50) as f64 / 1000.0,
+        "stop_tree_ms_p99": ms(quantile(&mut stop_tree_us, 0.99)),
     }))
+}
+
+fn ms(us: u64) -> f64 {
+    us as f64 / 1000.0
 }

@@ -56,9 +56,25 @@ fn kept_flags(path: &Path) -> MountFlags {
     out
 }
 
+/// Longest a read-only remount is retried while the kernel says EBUSY.
+pub const REMOUNT_BUSY_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Makes the mount at `path` read-only. The kernel refuses (EBUSY) while
+/// a write through that mount is in progress: a bind attached over a
+/// region the workload is writing in (a `mkdir` running at that instant)
+/// is such a mount. Those writes last microseconds, so the remount is
+/// tried again at once, for at most [`REMOUNT_BUSY_WAIT`]; a file held
+/// open for writing through the new mount keeps it busy, and the caller's
+/// busy scan names it.
 fn remount_read_only(path: &Path) -> Result<(), SandboxError> {
     let flags = MountFlags::BIND | MountFlags::RDONLY | kept_flags(path);
-    mount_remount(path, flags, "").map_err(SandboxError::errno(format!("cannot make {} read-only", path.display())))
+    let deadline = std::time::Instant::now() + REMOUNT_BUSY_WAIT;
+    loop {
+        match mount_remount(path, flags, "") {
+            Err(rustix::io::Errno::BUSY) if std::time::Instant::now() < deadline => std::thread::yield_now(),
+            done => return done.map_err(SandboxError::errno(format!("cannot make {} read-only", path.display()))),
+        }
+    }
 }
 
 /// Mount points at or below `target`, outermost first.

@@ -201,6 +201,33 @@ fn a_working_directory_inside_makes_narrowing_busy() {
     assert_eq!(after, "ok");
 }
 
+/// A workload busy making and removing directories in the region while it
+/// is narrowed: the bind's read-only remount meets writes in progress
+/// (EBUSY from the kernel), which last microseconds and hold nothing, so
+/// every narrowing succeeds. The interleaving is not forced: the writer
+/// never stops, so each of the rounds' remounts may meet one.
+#[test]
+fn narrowing_succeeds_while_the_workload_writes_in_the_region() {
+    if !require(&["landlock", "mountns", "cgroup"]) {
+        return;
+    }
+    let fx = Fixture::new();
+    let run = start(&fx, "lead", Level::Full, &fx.policy(vec![]), &[], Limits::default(), AGENT);
+    let writer = "while :; do mkdir $R/docs/p 2>/dev/null; rmdir $R/docs/p 2>/dev/null; done";
+    assert_eq!(ask(&fx, &format!("{{ echo up > $T/sync; {writer}; }} >/dev/null 2>&1 & read x < $T/sync")), "ok");
+    let child = PodName::new("docs-writer").expect("name");
+    let docs = vec![ScopeRule::write(p(&fx.repo.join("docs")))];
+    for round in 0..50 {
+        run.workload.narrow(&child, &docs).unwrap_or_else(|e| panic!("round {round}: narrow: {e}"));
+        run.workload.widen(&child).unwrap_or_else(|e| panic!("round {round}: widen: {e}"));
+    }
+    run.workload.narrow(&child, &docs).expect("narrow");
+    let narrowed = attempts(&fx, &[("docs", "echo x >> $R/docs/a")]);
+    quit(&fx);
+    assert_eq!(narrowed, "docs: denied\n");
+    finish(run);
+}
+
 #[test]
 fn proc_root_of_a_process_outside_the_sandbox_is_no_way_out() {
     if !require(&["landlock", "mountns", "cgroup"]) {

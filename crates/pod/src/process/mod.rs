@@ -367,30 +367,32 @@ async fn serve(
     tx: mpsc::Sender<OwnerMsg>,
 ) -> Result<Started, WireError> {
     let WorkloadInput { cwd, env, limits } = input;
-    // The layer's store is open before anyone can call it (and before the
-    // workload, its first caller, starts).
-    let kv = kv::KvShell::open(&paths.data_dir.join(kv::KV_DIR))
-        .await
-        .map_err(|e| WireError::new(e.code(), e.to_string()))?;
     let listener = pod_proto::server::bind(&paths.socket()).await.map_err(|e| e.to_wire())?;
-    if let Some(command) = owner.workload.clone() {
-        let env = enforcement::with_tmpdir(&paths, env)?;
-        let recorded = owner.enforcement().cloned().ok_or_else(|| {
-            WireError::new("pod.internal", "a workload is started without a recorded enforcement level")
-        })?;
-        let choice = enforcement::plan_for_workload(&recorded, owner.core.scope.snapshot(), &paths.dirs, &owner.name)?;
-        let spec = workload::WorkloadSpec {
-            command: &command,
-            cwd: cwd.as_deref(),
-            env: &env,
-            parent: owner.parent.as_ref(),
-            limits,
-            enforcement: choice,
-        };
+    // The layer's store opens while the workload is prepared: both wait
+    // mostly on the kernel (sled's fsyncs; the keeper's move into its
+    // cgroup, an RCU grace period), so together they take the longer of the
+    // two, not the sum. Nobody can call the store before it is open:
+    // connections, the workload's first among them, are served only once
+    // this returns, and the workload stays parked before its exec until then.
+    let phase = std::time::Instant::now();
+    let kv_open = async {
+        let kv = kv::KvShell::open(&paths.data_dir.join(kv::KV_DIR)).await;
+        tracing::info!(ms = phase.elapsed().as_secs_f64() * 1e3, "coordination store open");
+        kv.map_err(|e| WireError::new(e.code(), e.to_string()))
+    };
+    let (kv, prepared) = tokio::join!(kv_open, prepare_workload(&owner, &paths, cwd, env, limits));
+    let (kv, prepared) = match (kv, prepared) {
+        (Ok(kv), Ok(prepared)) => (kv, prepared),
+        (Err(e), Ok(Some(prepared))) => {
+            prepared.cancel().await;
+            return Err(e);
+        }
+        (Err(e), _) | (Ok(_), Err(e)) => return Err(e),
+    };
+    if let Some(prepared) = prepared {
         // Recorded (durably: the registry answers once it is) while the
         // workload is parked before its exec: from its first instruction
         // on, whoever finds this process gone ends it from the record.
-        let prepared = workload::start(spec, &paths).await?;
         let record = prepared.record().clone();
         if let Err(e) = owner.registry().contain(&owner.name, &record).await {
             prepared.cancel().await;
@@ -402,6 +404,33 @@ async fn serve(
         owner.set_workload(running);
     }
     Ok(Started { owner, listener, log, lock, kv })
+}
+
+/// Launches the Pod's workload, if it has one, at its recorded level, and
+/// leaves it parked before its exec until its containment is recorded.
+async fn prepare_workload(
+    owner: &Owner,
+    paths: &PodPaths,
+    cwd: Option<String>,
+    env: pod_client::protocol::Env,
+    limits: pod_sandbox::Limits,
+) -> Result<Option<workload::Prepared>, WireError> {
+    let Some(command) = owner.workload.clone() else { return Ok(None) };
+    let env = enforcement::with_tmpdir(paths, env)?;
+    let recorded = owner
+        .enforcement()
+        .cloned()
+        .ok_or_else(|| WireError::new("pod.internal", "a workload is started without a recorded enforcement level"))?;
+    let choice = enforcement::plan_for_workload(&recorded, owner.core.scope.snapshot(), &paths.dirs, &owner.name)?;
+    let spec = workload::WorkloadSpec {
+        command: &command,
+        cwd: cwd.as_deref(),
+        env: &env,
+        parent: owner.parent.as_ref(),
+        limits,
+        enforcement: choice,
+    };
+    workload::start(spec, paths).await.map(Some)
 }
 
 /// `run/pods/NAME/pid`: this process's pid and start time, written whole

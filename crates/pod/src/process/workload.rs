@@ -224,9 +224,14 @@ pub async fn start(spec: WorkloadSpec<'_>, paths: &PodPaths) -> Result<Prepared,
     let (stdout, stdout_w) = output_pipe()?;
     let (stderr, stderr_w) = output_pipe()?;
     let launched = tokio::task::spawn_blocking(move || -> Result<(Containment, Parked), SandboxError> {
+        let phase = std::time::Instant::now();
         let support = Support::detect()?;
         let choice = choose_containment(&support, &limits)?;
+        tracing::info!(ms = phase.elapsed().as_secs_f64() * 1e3, "support detected");
+        let phase = std::time::Instant::now();
         let mut containment = Containment::create(&support, &choice, &key, &limits)?;
+        tracing::info!(ms = phase.elapsed().as_secs_f64() * 1e3, "containment created");
+        let phase = std::time::Instant::now();
         let launched = launch(
             &mut containment,
             LaunchSpec {
@@ -239,6 +244,7 @@ pub async fn start(spec: WorkloadSpec<'_>, paths: &PodPaths) -> Result<Prepared,
                 stderr: Stdio::from(stderr_w),
             },
         );
+        tracing::info!(ms = phase.elapsed().as_secs_f64() * 1e3, "keeper ready");
         match launched {
             Ok(parked) => Ok((containment, parked)),
             Err(e) => {
