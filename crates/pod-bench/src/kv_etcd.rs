@@ -11,15 +11,13 @@
 //! and their disk writes to etcd's figures.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::stats::quantile;
+use pod_registry::store::etcd::cluster::Cluster;
 
-/// How long the member may take to answer its first put.
-const START_WAIT: Duration = Duration::from_secs(30);
+use crate::stats::quantile;
 
 /// What was measured.
 pub struct Figures {
@@ -28,54 +26,13 @@ pub struct Figures {
     pub concurrent32_ops_per_s: f64,
 }
 
-/// The member, killed when dropped.
-struct Member {
-    child: Child,
-}
-
-impl Drop for Member {
-    fn drop(&mut self) {
-        // Its data lives in the suite's temporary directory.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A port nobody listens on now (the kernel picks it).
-fn free_port() -> Result<u16, String> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| format!("cannot pick a port: {e}"))?;
-    l.local_addr().map(|a| a.port()).map_err(|e| format!("cannot pick a port: {e}"))
-}
-
-fn start(dir: &Path) -> Result<(Member, String), String> {
-    let bin = pod_registry::store::etcd::cluster::binary()?;
-    let (client_port, peer_port) = (free_port()?, free_port()?);
-    let client = format!("http://127.0.0.1:{client_port}");
-    let peer = format!("http://127.0.0.1:{peer_port}");
-    let log_path = dir.join("etcd.log");
-    let log = std::fs::File::create(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
-    let child = Command::new(&bin)
-        .args(["--name", "bench"])
-        .arg("--data-dir")
-        .arg(dir.join("data"))
-        .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
-        .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
-        .args(["--initial-cluster", &format!("bench={peer}"), "--initial-cluster-state", "new"])
-        .args(["--logger", "zap", "--log-outputs", "stderr"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .map_err(|e| format!("cannot run {}: {e}", bin.display()))?;
-    Ok((Member { child }, client))
-}
-
 /// Starts the member under `dir`, measures, stops it.
 pub async fn measure(dir: &Path, rounds: usize, concurrent_secs: u64) -> Result<Figures, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let (_member, endpoint) = start(dir)?;
-    let endpoints = vec![endpoint];
-    let mut client = ready(&endpoints).await?;
+    // Returns once the member leads (bounded), so the first put is answered.
+    let member = Cluster::start_members(dir, 1)?;
+    let endpoints = member.endpoints();
+    let mut client = pod_registry::store::etcd::connect(&endpoints).await.map_err(|e| e.to_string())?;
     let mut put_us = Vec::with_capacity(rounds);
     for i in 0..rounds {
         let t = Instant::now();
@@ -112,23 +69,4 @@ pub async fn measure(dir: &Path, rounds: usize, concurrent_secs: u64) -> Result<
         put_us_p99: quantile(&mut put_us, 0.99),
         concurrent32_ops_per_s: ops.round(),
     })
-}
-
-/// A client once the member answers a put (polled, bounded: a member
-/// just started has no listener yet, then no leader).
-async fn ready(endpoints: &[String]) -> Result<etcd_client::Client, String> {
-    let deadline = Instant::now() + START_WAIT;
-    loop {
-        let last = match pod_registry::store::etcd::connect(endpoints).await {
-            Ok(mut client) => match client.put("/bench/ready", "1", None).await {
-                Ok(_) => return Ok(client),
-                Err(e) => e.to_string(),
-            },
-            Err(e) => e.to_string(),
-        };
-        if Instant::now() > deadline {
-            return Err(format!("the bench's etcd did not answer within {START_WAIT:?}: {last}"));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }

@@ -169,17 +169,26 @@ impl Parked {
 /// Says `Go` and waits (bounded) for the keeper's word that the program
 /// was exec'd.
 fn go(control: &mut UnixStream) -> Result<(), SandboxError> {
+    match ask_keeper(control, &Request::Go, "start the workload")? {
+        Event::Started => Ok(()),
+        other => Err(SandboxError::Protocol(format!("the keeper said {other:?} before the workload ran"))),
+    }
+}
+
+/// Sends one frame to the keeper during the launch and reads its answer
+/// within `STARTUP_TIMEOUT`: a `Failed` answer, its exit or its silence are
+/// each the error that names them (`doing` says what it did not do in time).
+fn ask_keeper<T: serde::Serialize>(control: &mut UnixStream, frame: &T, doing: &str) -> Result<Event, SandboxError> {
     control.set_read_timeout(Some(STARTUP_TIMEOUT)).map_err(SandboxError::io("control socket"))?;
-    write_frame(control, &Request::Go)?;
+    write_frame(control, frame)?;
     match read_frame::<Event>(control) {
-        Ok(Some(Event::Started)) => Ok(()),
         Ok(Some(Event::Failed { code, message })) => Err(crate::helper::remote_error(&code, message)),
-        Ok(Some(other)) => Err(SandboxError::Protocol(format!("the keeper said {other:?} before the workload ran"))),
+        Ok(Some(event)) => Ok(event),
         Ok(None) => Err(SandboxError::Helper("the keeper exited before the workload started".into())),
         Err(SandboxError::Io { source, .. })
             if matches!(source.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) =>
         {
-            Err(SandboxError::Helper(format!("the keeper did not start the workload within {STARTUP_TIMEOUT:?}")))
+            Err(SandboxError::Helper(format!("the keeper did not {doing} within {STARTUP_TIMEOUT:?}")))
         }
         Err(e) => Err(e),
     }
@@ -229,19 +238,9 @@ fn running(
 type Started = (u32, u32, Option<u32>, Option<u64>);
 
 fn start(control: &mut UnixStream, spec: &Spec) -> Result<Started, SandboxError> {
-    control.set_read_timeout(Some(STARTUP_TIMEOUT)).map_err(SandboxError::io("control socket"))?;
-    write_frame(control, spec)?;
-    match read_frame::<Event>(control) {
-        Ok(Some(Event::Ready { keeper, workload, init, pid_namespace })) => Ok((keeper, workload, init, pid_namespace)),
-        Ok(Some(Event::Failed { code, message })) => Err(crate::helper::remote_error(&code, message)),
-        Ok(Some(other)) => Err(SandboxError::Protocol(format!("the keeper said {other:?} before it was ready"))),
-        Ok(None) => Err(SandboxError::Helper("the keeper exited before the workload started".into())),
-        Err(SandboxError::Io { source, .. })
-            if matches!(source.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) =>
-        {
-            Err(SandboxError::Helper(format!("the keeper did not prepare the workload within {STARTUP_TIMEOUT:?}")))
-        }
-        Err(e) => Err(e),
+    match ask_keeper(control, spec, "prepare the workload")? {
+        Event::Ready { keeper, workload, init, pid_namespace } => Ok((keeper, workload, init, pid_namespace)),
+        other => Err(SandboxError::Protocol(format!("the keeper said {other:?} before it was ready"))),
     }
 }
 

@@ -1,6 +1,7 @@
-//! A throwaway three-member etcd cluster on loopback, for the tests and
-//! the bench: real `etcd` processes, ports picked free, data in a
-//! directory the caller owns, every member stopped when dropped.
+//! A throwaway etcd cluster on loopback, for the tests and the benches
+//! (three members; the kv bench's one): real `etcd` processes, ports
+//! picked free, data in a directory the caller owns, every member stopped
+//! when dropped.
 //!
 //! The `etcd` binary is `$POD_ETCD_BIN`, else `etcd` on `PATH` (Debian:
 //! `apt-get install etcd-server`; its packaged service is not used).
@@ -11,6 +12,8 @@ use std::time::{Duration, Instant};
 
 /// Members of a test cluster.
 pub const MEMBERS: usize = 3;
+/// The most members `Cluster::start_members` starts.
+const MAX_MEMBERS: usize = 7;
 /// Operations etcd takes in one transaction; the default (128) is too few
 /// for a Pod with several deep write rules (see docs/operations.md).
 pub const MAX_TXN_OPS: usize = 2048;
@@ -55,9 +58,18 @@ impl Cluster {
     /// Starts three members with data under `dir` and waits until they
     /// have a leader.
     pub fn start(dir: &Path) -> Result<Cluster, String> {
+        Self::start_members(dir, MEMBERS)
+    }
+
+    /// Starts `count` members (1..=7) with data under `dir` and waits
+    /// until they have a leader.
+    pub fn start_members(dir: &Path, count: usize) -> Result<Cluster, String> {
+        if !(1..=MAX_MEMBERS).contains(&count) {
+            return Err(format!("an etcd cluster of {count} members; it takes 1 to {MAX_MEMBERS}"));
+        }
         let bin = binary()?;
         let mut members = Vec::new();
-        for i in 0..MEMBERS {
+        for i in 0..count {
             let name = format!("m{i}");
             members.push(Member {
                 data: dir.join(&name),
@@ -75,7 +87,7 @@ impl Cluster {
             .join(",");
         let token = format!("pod-test-{}-{}", std::process::id(), members[0].client_port);
         let mut cluster = Cluster { bin, members, initial, token };
-        for i in 0..MEMBERS {
+        for i in 0..count {
             cluster.spawn(i, "new")?;
         }
         cluster.wait_leader()?;
@@ -113,7 +125,7 @@ impl Cluster {
 
     /// Every member's client URL.
     pub fn endpoints(&self) -> Vec<String> {
-        (0..MEMBERS).map(|i| self.endpoint(i)).collect()
+        (0..self.members.len()).map(|i| self.endpoint(i)).collect()
     }
 
     pub fn endpoint(&self, i: usize) -> String {
@@ -135,7 +147,7 @@ impl Cluster {
             .map_err(|e| format!("cannot start tokio: {e}"))?;
         let ids = runtime.block_on(async {
             let mut ids = Vec::new();
-            for i in 0..MEMBERS {
+            for i in 0..self.members.len() {
                 if self.members[i].child.is_none() {
                     ids.push(None);
                     continue;
@@ -198,7 +210,7 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        for i in 0..MEMBERS {
+        for i in 0..self.members.len() {
             self.kill9(i);
         }
     }
