@@ -7,7 +7,7 @@
 //! internals) share it.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -70,15 +70,24 @@ impl Home {
     }
 
     pub fn pod_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let out = self.command(args, env).output().unwrap_or_else(|e| cannot_run(e));
+        Run::from_output(out)
+    }
+
+    /// Starts `pod ARGS` in the background with its output captured, for a
+    /// test that acts while the command runs (held at a failpoint, or
+    /// waiting): `Run::from_output(child.wait_with_output())` finishes it.
+    pub fn spawn_env(&self, args: &[&str], env: &[(&str, &str)]) -> Child {
+        self.command(args, env).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap_or_else(|e| cannot_run(e))
+    }
+
+    fn command(&self, args: &[&str], env: &[(&str, &str)]) -> Command {
         let mut cmd = Command::new(POD);
         cmd.args(args).env("POD_HOME", &self.home).env_remove("POD_NAME").current_dir(&self.repo);
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let out = cmd.output().unwrap_or_else(|e| {
-            panic!("cannot run {POD}: {e} (it is built with the pod package: `cargo test --workspace`, or `cargo build -p pod` first)")
-        });
-        Run::from_output(out)
+        cmd
     }
 
     /// Runs `pod ARGS` and insists it succeeds.
@@ -190,6 +199,10 @@ impl Home {
 }
 
 /// The first word of a pid or lock file.
+fn cannot_run(e: std::io::Error) -> ! {
+    panic!("cannot run {POD}: {e} (it is built with the pod package: `cargo test --workspace`, or `cargo build -p pod` first)")
+}
+
 pub fn pid_in(file: &Path) -> Option<u32> {
     std::fs::read_to_string(file).ok()?.split_whitespace().next()?.parse().ok()
 }

@@ -308,6 +308,22 @@ fn kernel_writes(dir: &std::path::Path, path: &str) -> bool {
     }
 }
 
+/// `name`'s workload was ended by its Pod's fence (SIGTERM, seen by `pod
+/// wait` whole), and its Pod's log says why in each of `reasons`.
+fn assert_ended_by_the_fence(a: &Node, name: &str, reasons: &[&str]) {
+    let wait = a.pod(&["wait", name, "--timeout", "30"]);
+    let log = std::fs::read_to_string(a.home.run_dir(name).join("pod.log")).expect("the Pod's pod.log");
+    assert_eq!(
+        format!("{wait:?}"),
+        format!("exit 143\nstdout: {name} killed(SIGTERM)\n\nstderr: "),
+        "{name}'s workload was ended by the fence; its log:\n{log}"
+    );
+    assert!(
+        reasons.iter().all(|r| log.contains(r)),
+        "{name}'s log says why its workload was ended ({reasons:?}):\n{log}"
+    );
+}
+
 /// A fenced Pod's workload loses kernel write, not only its checks: at
 /// `full` its write scope is read-only while it is fenced (node a's
 /// registry frozen past its TTL) and writable again once it re-claims
@@ -354,31 +370,14 @@ fn a_fenced_pods_enforced_workload_loses_write_until_it_rejoins() {
     let (allowed, line) = a.check_write("w", &file);
     assert!(!allowed, "w denies while fenced: {line}");
     assert!(!kernel_writes(&fifos, &file), "the kernel refuses w's workload's write while w is fenced");
-    // l's workload cannot be narrowed: it is ended, and l goes down.
-    let wait = a.pod(&["wait", "l", "--timeout", "30"]);
-    insta::assert_snapshot!(format!("{wait:?}"), @r"
-    exit 143
-    stdout: l killed(SIGTERM)
-
-    stderr:
-    ");
-    let log = std::fs::read_to_string(a.home.run_dir("l").join("pod.log")).expect("l's pod.log");
-    assert!(
-        log.contains("at level landlock a running workload cannot lose write (only full narrows it)"),
-        "l's log says why its workload was ended:\n{log}"
+    // l's workload cannot be narrowed, busy's holds its scope: both are
+    // ended, and both Pods go down.
+    assert_ended_by_the_fence(
+        &a,
+        "l",
+        &["at level landlock a running workload cannot lose write (only full narrows it)"],
     );
-    let wait = a.pod(&["wait", "busy", "--timeout", "30"]);
-    insta::assert_snapshot!(format!("{wait:?}"), @r"
-    exit 143
-    stdout: busy killed(SIGTERM)
-
-    stderr:
-    ");
-    let log = std::fs::read_to_string(a.home.run_dir("busy").join("pod.log")).expect("busy's pod.log");
-    assert!(
-        log.contains("its write scope could not be made read-only") && log.contains("[enforce.busy]"),
-        "busy's log says why its workload was ended:\n{log}"
-    );
+    assert_ended_by_the_fence(&a, "busy", &["its write scope could not be made read-only", "[enforce.busy]"]);
 
     signal(registry, rustix::process::Signal::CONT);
     wait_until("w grants again", || a.check_write("w", &file).0);

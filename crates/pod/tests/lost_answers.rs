@@ -6,9 +6,7 @@
 
 use pod_e2e as common;
 
-use std::process::{Command, Stdio};
-
-use common::{layer_names, wait_until, Home, POD};
+use common::{layer_names, wait_until, Home};
 
 /// lead -> mid -> leaf; mid is killed, lead reclaims it, and the registry
 /// (which reparents leaf to lead in that commit) dies before its answer
@@ -55,16 +53,7 @@ fn a_kv_set_whose_answer_was_lost_is_sent_again_and_written_once() {
     let started = h.pod_env(&["start", "lead", "--write", "."], &[("POD_FAILPOINTS", failpoints)]);
     assert!(started.ok(), "{started:?}");
     let lead = h.proc("lead");
-    let set = Command::new(POD)
-        .args(["kv", "set", "--layer", "lead", "/shared/x", "one"])
-        .env("POD_HOME", &h.home)
-        .env("POD_FAILPOINTS", failpoints)
-        .env_remove("POD_NAME")
-        .current_dir(&h.repo)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("pod kv set");
+    let set = h.spawn_env(&["kv", "set", "--layer", "lead", "/shared/x", "one"], &[("POD_FAILPOINTS", failpoints)]);
     let markers = h.home.join("run/failpoints");
     wait_until("the lead dies before the set's answer", || markers.join("lead.kv.before_reply.fired").exists());
     wait_until("the CLI holds its resend", || markers.join("cli.kv.before_resend.held").exists());

@@ -14,24 +14,15 @@
 
 use pod_e2e as common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
-use common::{wait_until, Home, POD};
+use common::{wait_until, Home};
 use serde_json::Value;
 
 /// `pod ARGS` started in the background with `POD_FAILPOINTS=spec`.
 fn background(h: &Home, args: &[&str], spec: &str) -> Child {
-    Command::new(POD)
-        .args(args)
-        .env("POD_HOME", &h.home)
-        .env("POD_FAILPOINTS", spec)
-        .env_remove("POD_NAME")
-        .current_dir(&h.repo)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start pod")
+    h.spawn_env(args, &[("POD_FAILPOINTS", spec)])
 }
 
 fn finish(child: Child) -> common::Run {
