@@ -198,11 +198,12 @@ impl Home {
     }
 }
 
-/// The first word of a pid or lock file.
+/// Why a test could not start `pod`, and how to build it.
 fn cannot_run(e: std::io::Error) -> ! {
     panic!("cannot run {POD}: {e} (it is built with the pod package: `cargo test --workspace`, or `cargo build -p pod` first)")
 }
 
+/// The first word of a pid or lock file.
 pub fn pid_in(file: &Path) -> Option<u32> {
     std::fs::read_to_string(file).ok()?.split_whitespace().next()?.parse().ok()
 }
