@@ -107,6 +107,15 @@ impl Home {
         self.repo.join(rel).to_string_lossy().into_owned()
     }
 
+    /// A directory beside the repository (no Pod's scope overlaps it), for
+    /// workloads to leave what a test reads: pass it as `--scratch`, or
+    /// an enforced workload may not write it.
+    pub fn scratch(&self) -> PathBuf {
+        let dir = self.repo.with_file_name("scratch");
+        std::fs::create_dir_all(&dir).expect("scratch dir");
+        dir
+    }
+
     pub fn run_dir(&self, pod: &str) -> PathBuf {
         self.home.join("run/pods").join(pod)
     }
@@ -319,6 +328,14 @@ pub fn available(need: &str, present: bool) -> bool {
     }
     eprintln!("skipped: this test needs {need} (set POD_TEST_REQUIRE={need} to make its absence fail)");
     false
+}
+
+/// The level a Pod gets here by default, as `pod doctor --json` says.
+pub fn default_level() -> String {
+    let out = Command::new(POD).args(["doctor", "--json"]).output().unwrap_or_else(|e| cannot_run(e));
+    let doctor: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("pod doctor printed no JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)));
+    doctor["level"].as_str().unwrap_or_default().to_string()
 }
 
 pub fn is_root() -> bool {

@@ -81,6 +81,10 @@ pub enum PodRequest {
     /// `from_seq`, waiting up to `wait_ms` (at most [`MAX_READ_WAIT`]) for
     /// the first new record. `pod log` inside a workload.
     LogOf { name: PodName, from_seq: u64, wait_ms: u64 },
+    /// Forget `name` (a stopped descendant of this Pod): its files and any
+    /// allocation it left. `pod rm` inside a workload, which may not write
+    /// the runtime's directories.
+    Remove { name: PodName },
 }
 
 /// Where an `Output` page ended: the file (its inode, as the output file
@@ -294,6 +298,8 @@ pub enum PodReply {
         next_seq: u64,
         running: bool,
     },
+    /// The Pod was forgotten (`Remove`).
+    Removed,
 }
 
 /// The kernel's view of a caller.

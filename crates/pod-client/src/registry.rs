@@ -93,6 +93,14 @@ impl RegistryClient {
         Ok(RegistryClient { link })
     }
 
+    /// From inside a workload: to the running daemon, never starting one
+    /// (see `Link::running_only`).
+    pub async fn connect_running(dirs: &RuntimeDirs) -> Result<RegistryClient, WireError> {
+        let mut link = Link::running_only(dirs).map_err(to_wire)?;
+        link.connect().await.map_err(to_wire)?;
+        Ok(RegistryClient { link })
+    }
+
     async fn call(&mut self, request: Request) -> Result<Reply, WireError> {
         self.link.call(request).await.map_err(to_wire)
     }

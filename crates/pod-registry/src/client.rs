@@ -402,7 +402,11 @@ const RETRY_PAUSE: Duration = Duration::from_millis(20);
 /// request sent again carries the id it had.
 pub struct Link {
     dirs: RuntimeDirs,
-    daemon: DaemonCommand,
+    /// How to start the daemon when none answers; `None` inside a
+    /// workload, which never starts one (it would die with the workload)
+    /// and cannot check or create the directories (at `full` it sees
+    /// `data/` as an empty read-only folder): its Pod made them ready.
+    daemon: Option<DaemonCommand>,
     conn: Option<Client>,
     ids: Ids,
 }
@@ -410,13 +414,25 @@ pub struct Link {
 impl Link {
     /// A link that connects on its first call.
     pub fn new(dirs: &RuntimeDirs, daemon: DaemonCommand) -> Result<Link, ClientError> {
-        Ok(Link { dirs: dirs.clone(), daemon, conn: None, ids: Ids::new()? })
+        Ok(Link { dirs: dirs.clone(), daemon: Some(daemon), conn: None, ids: Ids::new()? })
+    }
+
+    /// A link from inside a workload: to a running daemon only.
+    pub fn running_only(dirs: &RuntimeDirs) -> Result<Link, ClientError> {
+        Ok(Link { dirs: dirs.clone(), daemon: None, conn: None, ids: Ids::new()? })
+    }
+
+    async fn open(&self) -> Result<Client, ClientError> {
+        match &self.daemon {
+            Some(daemon) => Client::connect_starting(&self.dirs, daemon).await,
+            None => Client::connect_running(&self.dirs).await,
+        }
     }
 
     /// Connects now (so that a first call does not pay for it).
     pub async fn connect(&mut self) -> Result<(), ClientError> {
         if self.conn.is_none() {
-            self.conn = Some(Client::connect_starting(&self.dirs, &self.daemon).await?);
+            self.conn = Some(self.open().await?);
         }
         Ok(())
     }
@@ -437,7 +453,7 @@ impl Link {
             }
             let mut client = match self.conn.take() {
                 Some(c) => c,
-                None => match Client::connect_starting(&self.dirs, &self.daemon).await {
+                None => match self.open().await {
                     Ok(c) => c,
                     // A daemon that accepted and then went away (it was
                     // stopping) is started again on the next attempt.

@@ -485,9 +485,9 @@ pub struct EnforceArgs {
     /// How the kernel holds the workload to its scope: full (Landlock and a
     /// private mount namespace; delegated regions taken from the running
     /// workload), landlock (bounded at exec only) or off. Default:
-    /// POD_ENFORCE, else the parent's level for a child and off for a
-    /// top-level Pod (said with the level the machine offers); never
-    /// weaker than the parent's.
+    /// POD_ENFORCE, else the parent's level for a child and the strongest
+    /// level this machine and the Pod's rules allow for a top-level Pod
+    /// (said, loudly below full); never weaker than the parent's.
     #[arg(long = "enforce", value_name = "LEVEL")]
     pub level: Option<String>,
     /// Let the workload write PATH and below (caches, tool state): a path

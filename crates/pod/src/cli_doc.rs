@@ -33,7 +33,8 @@ pod --test cli_doc` rewrites this file). Concepts: `docs/concepts.md`.
   log` (with `--follow` and `--tail` too) ask the Pod the workload runs in
   instead of reading the stores' `data/`, which an enforced workload
   cannot read; they reach that Pod and its descendants only
-  (`auth.inspect_denied` otherwise).
+  (`auth.inspect_denied` otherwise). `pod rm` there asks that Pod to
+  remove a stopped descendant (`auth.remove_denied` for any other).
 ";
 
 /// The whole reference, as `docs/cli.md` must hold it.

@@ -1,10 +1,10 @@
 //! Who may do what on a Pod's socket, decided from the kernel's answers
 //! (the caller's pid and start time, then its process tree), never from
 //! what it sends or its environment: a process in Pod W's workload may
-//! spawn children of W and stop or inspect W and its descendants, nothing
-//! else; a process outside every Pod (this test) is the operator and may do
-//! everything; a ShutDown callback is taken only from the child's own
-//! process.
+//! spawn children of W and stop, inspect or remove W and its descendants,
+//! nothing else; a process outside every Pod (this test) is the operator
+//! and may do everything; a ShutDown callback is taken only from the
+//! child's own process.
 
 use pod_e2e as common;
 
@@ -12,7 +12,8 @@ use common::{wait_until, Home, POD};
 
 /// The commands W's workload tries, each as `$ COMMAND`, its stderr, and
 /// its exit code. `env -u POD_NAME` shows that the environment plays no
-/// part.
+/// part. It writes its answers to the test's scratch directory (the
+/// workload's `--scratch`: it may write nowhere else outside `a/`).
 fn attempts(h: &Home) -> String {
     let lines = [
         "pod stop lead",
@@ -25,8 +26,10 @@ fn attempts(h: &Home) -> String {
         "pod spawn w1 --write a/x",
         "pod check w1 a/x/f --write",
         "pod stop w1",
+        "pod rm sib",
+        "pod rm w1",
     ];
-    let out = h.repo.join(".attempts");
+    let out = h.scratch().join("attempts");
     let mut script = format!("OUT={}\n", out.display());
     script.push_str(
         "run() { echo \"\\$ $*\" >> \"$OUT\"; \"$@\" >/dev/null 2>> \"$OUT\"; echo \"exit $?\" >> \"$OUT\"; }\n",
@@ -34,7 +37,7 @@ fn attempts(h: &Home) -> String {
     for line in lines {
         script.push_str(&format!("run {}\n", line.replacen("pod", POD, 1)));
     }
-    script.push_str(&format!("touch {}\n", h.repo.join(".attempted").display()));
+    script.push_str(&format!("touch {}\n", h.scratch().join("attempted").display()));
     // Bounded, so a failed test leaves no process behind for long.
     script.push_str(&format!(
         "for i in $(seq 3000); do [ -e {} ] && break; sleep 0.02; done\n",
@@ -49,10 +52,12 @@ fn a_workload_acts_on_its_own_pod_and_descendants_only() {
     h.must(&["start", "lead", "--write", "."]);
     h.must(&["spawn", "sib", "--parent", "lead", "--write", "tests"]);
     let script = attempts(&h);
-    let run = h.pod(&["spawn", "w", "--parent", "lead", "--write", "a", "--", "sh", "-c", &script]);
+    let scratch = h.scratch().to_string_lossy().into_owned();
+    let run =
+        h.pod(&["spawn", "w", "--parent", "lead", "--write", "a", "--scratch", &scratch, "--", "sh", "-c", &script]);
     assert!(run.ok(), "{run:?}");
-    wait_until("the workload tried everything", || h.repo.join(".attempted").exists());
-    let text = std::fs::read_to_string(h.repo.join(".attempts")).expect("attempts");
+    wait_until("the workload tried everything", || h.scratch().join("attempted").exists());
+    let text = std::fs::read_to_string(h.scratch().join("attempts")).expect("attempts");
     insta::assert_snapshot!(h.redact(&text).replace(POD, "pod"));
     // Nothing it was refused happened.
     for pod in ["lead", "sib", "w"] {
@@ -60,6 +65,8 @@ fn a_workload_acts_on_its_own_pod_and_descendants_only() {
     }
     assert!(h.allocation("x").is_none());
     assert!(h.allocation("w1").is_none(), "w stopped its own child");
+    assert!(!h.data_dir("w1").exists(), "w removed its own stopped child");
+    assert!(h.data_dir("sib").exists(), "w may not remove sib");
     assert_eq!(common::layer_names(&h.scope("lead")), vec!["sib", "w"]);
     // The operator may do what the workload may not.
     h.must(&["stop", "sib"]);

@@ -332,18 +332,11 @@ fn kill_docs_at(point: &str) -> (Home, std::path::PathBuf, common::Run) {
     let spec = format!("docs:{point}!hold");
     let started = h.pod_env(&["start", "lead", "--write", "."], &[("POD_FAILPOINTS", &spec)]);
     assert!(started.ok(), "start: {started:?}");
-    let pidfile = h.home.parent().expect("root").join("workload.pid");
+    // In docs's own scope: an enforced workload writes nowhere else.
+    let pidfile = h.repo.join("docs/workload.pid");
     let f = pidfile.display();
     let script = format!("echo $$ > {f}.tmp && mv {f}.tmp {f}; exec sleep 1000");
-    let spawn = std::process::Command::new(common::POD)
-        .args(["spawn", "docs", "--parent", "lead", "--write", "docs", "--", "sh", "-c", &script])
-        .env("POD_HOME", &h.home)
-        .env_remove("POD_NAME")
-        .current_dir(&h.repo)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start pod spawn");
+    let spawn = h.spawn_env(&["spawn", "docs", "--parent", "lead", "--write", "docs", "--", "sh", "-c", &script], &[]);
     let held = h.home.join("run/failpoints").join(format!("docs.{point}.held"));
     wait_until(&format!("docs held at {point}"), || held.exists());
     if point == "workload.after_launch" {

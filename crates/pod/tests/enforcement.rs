@@ -75,8 +75,8 @@ fn the_level_is_said_recorded_and_shown() {
     }
     let h = Home::new();
     let disable = [("POD_SANDBOX_DISABLE", "mountns")];
-    // Unasked: off, naming the level this machine could give (landlock,
-    // as mount namespaces are simulated missing).
+    // Unasked: the strongest level this machine gives (landlock, as mount
+    // namespaces are simulated missing), saying why not full.
     let unasked = h.pod_env(&["start", "unasked", "--write", "src"], &disable);
     h.must(&["stop", "unasked"]);
     // Asked through POD_ENFORCE: said, with what it does not cover.

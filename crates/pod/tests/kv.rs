@@ -153,8 +153,9 @@ fn a_member_is_known_by_its_process_tree_not_by_pod_name() {
     // w2's slot, written by the lead's rights (the operator, overriding).
     let secret = Op::Set { key: "/peer/w2/x".into(), value: b"w2's".to_vec(), expect: Expect::Any, overriding: true };
     assert_eq!(line(kv(&sock, secret)), "written /peer/w2/x v1");
-    let out = h.repo.join(".kv-calls");
-    let done = h.repo.join(".kv-done");
+    // In w1's own scope: an enforced workload writes nowhere else.
+    let out = h.repo.join("a/.kv-calls");
+    let done = h.repo.join("a/.kv-done");
     let exe = std::env::current_exe().unwrap();
     // The workload lies about who it is: POD_NAME says w2.
     let script = format!(
@@ -221,7 +222,8 @@ fn a_sigkilled_holders_lease_passes_to_its_waiter_within_1_s() {
     let h = Home::new();
     h.must(&["start", "lead", "--write", "."]);
     let sock = socket_of(&h, "lead");
-    let held = h.repo.join(".held");
+    // In w1's own scope: an enforced workload writes nowhere else.
+    let held = h.repo.join("a/.held");
     let exe = std::env::current_exe().unwrap();
     let script = format!(
         "{SOCKET_ENV}={} POD_KV_TEST_HELD={} {} --exact lease_holder --ignored --nocapture --test-threads=1 >/dev/null 2>&1",

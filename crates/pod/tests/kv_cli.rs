@@ -308,7 +308,7 @@ fn three_waiters_get_a_freed_lease_in_the_order_they_queued() {
     // next starts only once the store shows the previous one queued.
     for (n, w) in ["w1", "w2", "w3"].into_iter().enumerate() {
         let body = format!(
-            "\"$P\" lease acquire build --ttl 30 --wait 60 --json > a/{w}.grant || exit 7\n\
+            "\"$P\" lease acquire build --ttl 30 --wait 60 --json > a/{w}/grant || exit 7\n\
              \"$P\" lease release build > /dev/null || exit 6"
         );
         std::fs::create_dir_all(h.repo.join(format!("a/{w}"))).unwrap();
@@ -319,7 +319,7 @@ fn three_waiters_get_a_freed_lease_in_the_order_they_queued() {
     let mut order = Vec::new();
     for w in ["w1", "w2", "w3"] {
         finished(&h, w);
-        let grant: Value = serde_json::from_str(&read(&h, &format!("a/{w}.grant"))).unwrap();
+        let grant: Value = serde_json::from_str(&read(&h, &format!("a/{w}/grant"))).unwrap();
         order.push(format!("{} token {}", grant["holder"].as_str().unwrap(), grant["token"]));
     }
     assert_eq!(order, ["w1 token 2", "w2 token 3", "w3 token 4"]);

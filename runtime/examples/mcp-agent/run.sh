@@ -9,10 +9,12 @@ POD=${POD:-$(cd "$here/../../.." && pwd)/target/debug/pod}
 [ -x "$POD" ] || { echo "run.sh: no pod binary at $POD; run \`cargo build -p pod\` first or set POD" >&2; exit 2; }
 tmp=$(mktemp -d)
 trap 'POD_HOME="$tmp/home" "$POD" stop lead >/dev/null 2>&1 || true; rm -rf "$tmp"' EXIT
-mkdir -p "$tmp/repo/work"
+mkdir -p "$tmp/repo/work" "$tmp/out"
 cd "$tmp/repo"
-export POD POD_HOME="$tmp/home" ANSWERS="$tmp/answers.jsonl"
-"$POD" start lead --write . -- sh "$here/agent.sh"
+export POD POD_HOME="$tmp/home" ANSWERS="$tmp/out/answers.jsonl"
+# The transcript is not part of the codebase: it goes to a scratch folder,
+# which the lead's workload may write beside its scope.
+"$POD" start lead --write . --scratch "$tmp/out" -- sh "$here/agent.sh"
 n=0
 while [ ! -e "$ANSWERS" ]; do
     n=$((n + 1))

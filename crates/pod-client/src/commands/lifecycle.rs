@@ -195,6 +195,15 @@ impl Client {
 
     /// Forgets a stopped Pod: its session log and runtime directory.
     pub async fn rm(&self, name: &PodName) -> Result<Removed, WireError> {
+        // Inside a workload its Pod removes it: an enforced workload may
+        // not write the runtime's directories.
+        if let Some(socket) = self.own_socket() {
+            let request = PodRequest::Remove { name: name.clone() };
+            return match PodClient::call_at(&socket.to_string_lossy(), &request).await? {
+                crate::protocol::PodReply::Removed => Ok(Removed { name: name.clone() }),
+                other => Err(crate::pod::unexpected(&other)),
+            };
+        }
         let paths = self.paths(name);
         if !paths.data_dir.exists() && !paths.run_dir.exists() {
             return Err(WireError::new("pod.unknown", format!("no pod named {name} here")));

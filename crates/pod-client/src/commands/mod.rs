@@ -64,8 +64,13 @@ impl Client {
         PodPaths::new(&self.dirs, name)
     }
 
+    /// The registry; from inside a workload the running daemon only (its
+    /// Pod started it and made the directories ready).
     pub async fn registry(&self) -> Result<RegistryClient, WireError> {
-        RegistryClient::connect(&self.dirs).await
+        match self.own_socket {
+            Some(_) => RegistryClient::connect_running(&self.dirs).await,
+            None => RegistryClient::connect(&self.dirs).await,
+        }
     }
 
     /// `pod registry ls`: every allocation, in name order.

@@ -2,7 +2,10 @@
 //! step is a real `pod` command in a fresh POD_HOME, printed before it runs:
 //! start a Pod, spawn two children, look at the tree and at `pod check`
 //! answers, stop one child, kill the parent with SIGKILL (and one child while
-//! the parent is down), resume the parent, and watch the scope come back.
+//! the parent is down), resume the parent, and watch the scope come back;
+//! then the kernel keeping those scopes (a helper's write outside its scope
+//! refused, the lead's running workload losing write on what it delegates
+//! and getting it back), and the coordination store.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -44,6 +47,24 @@ impl Demo {
                 format!("`pod {}` exited with {code}, expected {want}", args.join(" ")),
             )),
         }
+    }
+
+    /// `pod kv wait` for `key` in `layer`'s store (the value it prints
+    /// has no newline of its own).
+    fn wait_key(&self, layer: &str, key: &str) -> Result<(), WireError> {
+        self.must(&["kv", "wait", "--layer", layer, key, "--timeout", "60"])?;
+        println!();
+        Ok(())
+    }
+
+    /// Writes workload script `name` beside the repository, shows it, and
+    /// returns its path.
+    fn script(&self, name: &str, text: &str) -> Result<String, WireError> {
+        let path = self.home.with_file_name(name);
+        std::fs::write(&path, text)
+            .map_err(|e| WireError::new("demo.io", format!("cannot write {}: {e}", path.display())))?;
+        println!("\n$ cat {}\n{}", path.display(), text.trim_end());
+        Ok(path.to_string_lossy().into_owned())
     }
 
     fn kill9(&self, name: &str) -> Result<(), WireError> {
@@ -94,9 +115,9 @@ pub fn run(dir: Option<&Path>) -> Result<ExitCode, WireError> {
     }
     println!("# demo in {} (POD_HOME={})", root.display(), home.display());
     let demo = Demo { exe, home, repo };
-    let result = steps(&demo).and_then(|()| coordination(&demo));
+    let result = steps(&demo).and_then(|()| enforcement(&demo)).and_then(|()| coordination(&demo));
     // Leave nothing running, whatever happened.
-    for name in ["lead", "docs", "tests", "crew"] {
+    for name in ["lead", "docs", "tests", "guard", "scribe", "crew"] {
         let _ = Command::new(&demo.exe)
             .args(["stop", name])
             .env("POD_HOME", &demo.home)
@@ -144,6 +165,79 @@ fn steps(d: &Demo) -> Result<(), WireError> {
     Ok(())
 }
 
+/// The kernel keeps the scopes. A helper's workload tries to write outside
+/// its scope and inside it; the lead's running workload writes `docs/`,
+/// loses it within `pod spawn` of a helper that gets `docs/`, and has it
+/// back after `pod stop`. The lead's workload and the demo take turns
+/// through the lead's layer of the store (`pod kv wait`), so every attempt
+/// happens at the step it is printed under. Below `full` the demo says what
+/// this machine cannot do (`pod doctor`) and shows what the level keeps.
+fn enforcement(d: &Demo) -> Result<(), WireError> {
+    println!("\n# The kernel keeps these scopes, not the agents' good manners.");
+    let level = pod_sandbox::Support::detect()
+        .map(|support| pod_sandbox::level::best_level(&support))
+        .unwrap_or(pod_sandbox::Level::Off);
+    if level != pod_sandbox::Level::Full {
+        println!("# This machine cannot enforce at full (why, below); a Pod here gets level {level}.");
+        d.must(&["doctor"])?;
+        if level == pod_sandbox::Level::Off {
+            println!("# At off a Pod's scope is bookkeeping: the writes below would all succeed, so they are skipped.");
+            return Ok(());
+        }
+        println!("# At landlock a workload is bounded at exec only: guard's running workload keeps docs/ below.");
+    }
+    let exe = d.exe.to_string_lossy();
+    let attempt = |who: &str| {
+        format!(
+            "P='{exe}'\n\
+             try() {{ if (echo draft >> \"$1\") 2>/dev/null; then echo \"{who} $2: wrote $1\"; \
+             else echo \"{who} $2: the kernel refused $1\"; fi; }}\n"
+        )
+    };
+    let guard = d.script(
+        "guard.sh",
+        &format!(
+            "{}try docs/guide.md \"before delegating docs/\"\n\
+             \"$P\" kv set /ref/ready 1 > /dev/null\n\
+             \"$P\" kv wait /ref/spawned --timeout 60 > /dev/null\n\
+             try docs/guide.md \"while scribe holds docs/\"\n\
+             \"$P\" kv set /ref/tried 1 > /dev/null\n\
+             \"$P\" kv wait /ref/stopped --timeout 60 > /dev/null\n\
+             try docs/guide.md \"after scribe stopped\"\n\
+             \"$P\" kv set /ref/done 1 > /dev/null\n\
+             exec sleep 600\n",
+            attempt("guard")
+        ),
+    )?;
+    let scribe = d.script(
+        "scribe.sh",
+        &format!(
+            "{}try src/main.rs \"(scope docs/)\"\n\
+             try docs/guide.md \"(scope docs/)\"\n\
+             \"$P\" kv set /peer/self/tried 1 > /dev/null\n\
+             exec sleep 600\n",
+            attempt("scribe")
+        ),
+    )?;
+    println!("\n# guard's workload writes docs/guide.md at three steps, each when the demo says so through the store.");
+    d.must(&["start", "guard", "--write", ".", "--", "sh", &guard])?;
+    d.wait_key("guard", "/ref/ready")?;
+    println!("\n# A helper gets docs/ only: its workload tries src/main.rs and docs/guide.md.");
+    d.must(&["spawn", "scribe", "--parent", "guard", "--write", "docs", "--", "sh", &scribe])?;
+    d.wait_key("guard", "/peer/scribe/tried")?;
+    d.must(&["logs", "scribe"])?;
+    println!("\n# scribe holds docs/: the lead's running workload tries it now.");
+    d.must(&["kv", "set", "--layer", "guard", "/ref/spawned", "1"])?;
+    d.wait_key("guard", "/ref/tried")?;
+    println!("\n# Stopping scribe gives docs/ back, to the running workload too.");
+    d.must(&["stop", "scribe"])?;
+    d.must(&["kv", "set", "--layer", "guard", "/ref/stopped", "1"])?;
+    d.wait_key("guard", "/ref/done")?;
+    d.must(&["logs", "guard"])?;
+    d.must(&["stop", "guard"])?;
+    Ok(())
+}
+
 /// The coordination store: the lead publishes tasks in `/ref`, each helper
 /// (a workload calling `pod kv` and `pod lease` from inside its Pod, so the
 /// lead knows it from the kernel) reads them, takes the `build` lease in
@@ -173,10 +267,8 @@ fn coordination(d: &Demo) -> Result<(), WireError> {
     d.must(&["spawn", "h1", "--parent", "crew", "--write", "src", "--", "sh", "-c", &h1])?;
     d.must(&["spawn", "h2", "--parent", "crew", "--write", "docs", "--", "sh", "-c", &h2])?;
     println!("\n# The lead waits for each helper's result, then reads every slot (only it may).");
-    d.must(&["kv", "wait", "--layer", "crew", "/peer/h1/result", "--timeout", "30"])?;
-    println!();
-    d.must(&["kv", "wait", "--layer", "crew", "/peer/h2/result", "--timeout", "30"])?;
-    println!();
+    d.wait_key("crew", "/peer/h1/result")?;
+    d.wait_key("crew", "/peer/h2/result")?;
     d.must(&["wait", "h1", "h2", "--timeout", "30"])?;
     d.must(&["kv", "ls", "--layer", "crew", "/**"])?;
     d.must(&["lease", "ls", "--layer", "crew"])?;

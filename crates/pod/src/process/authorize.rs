@@ -95,22 +95,41 @@ pub fn decide(caller: &Caller, action: Action<'_>, me: &PodName, ancestors: Opti
     }
 }
 
-/// Decides whether `caller` may read `target`'s end, output or log
-/// through a Pod (`Ended`, `Output`, `LogOf`): the operator may; a Pod's
-/// tree may read that Pod and its descendants only. `lineage`: `target`'s
-/// ancestors, nearest first, when known. `pid` only words the refusal.
-pub fn decide_read(caller: &Caller, target: &PodName, lineage: Option<&[PodName]>, pid: u32) -> Decision {
+/// What a caller asks a Pod to do to another Pod of its tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TreeUse {
+    /// Read its end, output or log (`Ended`, `Output`, `LogOf`).
+    Read,
+    /// Forget it once stopped (`Remove`).
+    Remove,
+}
+
+/// Decides whether `caller` may `what` `target` through a Pod: the
+/// operator may; a Pod's tree may, on that Pod and its descendants only.
+/// `lineage`: `target`'s ancestors, nearest first, when known. `pid` only
+/// words the refusal.
+pub fn decide_on_tree(
+    caller: &Caller,
+    what: TreeUse,
+    target: &PodName,
+    lineage: Option<&[PodName]>,
+    pid: u32,
+) -> Decision {
     let x = match caller {
         Caller::Operator => return Decision::Allowed,
         Caller::Pod(x) => x,
+    };
+    let (code, verb) = match what {
+        TreeUse::Read => ("auth.inspect_denied", "read"),
+        TreeUse::Remove => ("auth.remove_denied", "remove"),
     };
     match lineage {
         _ if x == target => Decision::Allowed,
         None => Decision::NeedAncestors,
         Some(list) if list.contains(x) => Decision::Allowed,
         Some(_) => Decision::Refused(WireError::new(
-            "auth.inspect_denied",
-            format!("process {pid} runs in pod {x}'s tree; it may read {x} and its descendants only, not {target}"),
+            code,
+            format!("process {pid} runs in pod {x}'s tree; it may {verb} {x} and its descendants only, not {target}"),
         )),
     }
 }
@@ -168,13 +187,27 @@ mod tests {
     #[test]
     fn a_pod_reads_itself_and_its_descendants_only() {
         let x = Caller::Pod(n("x"));
-        assert_eq!(decide_read(&Caller::Operator, &n("any"), None, 1), Decision::Allowed);
-        assert_eq!(code(decide_read(&x, &n("x"), None, 1)), "allowed");
-        assert_eq!(code(decide_read(&x, &n("kid"), None, 1)), "ancestors?");
-        assert_eq!(code(decide_read(&x, &n("grandkid"), Some(&[n("kid"), n("x")]), 1)), "allowed");
+        assert_eq!(decide_on_tree(&Caller::Operator, TreeUse::Read, &n("any"), None, 1), Decision::Allowed);
+        assert_eq!(code(decide_on_tree(&x, TreeUse::Read, &n("x"), None, 1)), "allowed");
+        assert_eq!(code(decide_on_tree(&x, TreeUse::Read, &n("kid"), None, 1)), "ancestors?");
+        assert_eq!(code(decide_on_tree(&x, TreeUse::Read, &n("grandkid"), Some(&[n("kid"), n("x")]), 1)), "allowed");
         // Its parent and its sibling are not below it.
-        assert_eq!(code(decide_read(&x, &n("p"), Some(&[]), 1)), "auth.inspect_denied");
-        assert_eq!(code(decide_read(&x, &n("sib"), Some(&[n("p")]), 1)), "auth.inspect_denied");
+        assert_eq!(code(decide_on_tree(&x, TreeUse::Read, &n("p"), Some(&[]), 1)), "auth.inspect_denied");
+        assert_eq!(code(decide_on_tree(&x, TreeUse::Read, &n("sib"), Some(&[n("p")]), 1)), "auth.inspect_denied");
+    }
+
+    #[test]
+    fn a_pod_removes_its_descendants_only() {
+        let x = Caller::Pod(n("x"));
+        assert_eq!(decide_on_tree(&Caller::Operator, TreeUse::Remove, &n("any"), None, 1), Decision::Allowed);
+        assert_eq!(code(decide_on_tree(&x, TreeUse::Remove, &n("kid"), Some(&[n("x")]), 1)), "allowed");
+        let Decision::Refused(refusal) = decide_on_tree(&x, TreeUse::Remove, &n("sib"), Some(&[n("p")]), 7) else {
+            panic!("a sibling is not below x");
+        };
+        assert_eq!(
+            format!("{} [{}]", refusal.message, refusal.code),
+            "process 7 runs in pod x's tree; it may remove x and its descendants only, not sib [auth.remove_denied]"
+        );
     }
 
     #[test]

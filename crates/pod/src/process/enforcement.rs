@@ -104,29 +104,11 @@ pub fn choose(
     name: &PodName,
 ) -> Result<(Enforcement, Choice), WireError> {
     let policy = policy(scope, &request.scratch, dirs, name)?;
-    let refused = |e: pod_sandbox::SandboxError| WireError::new(e.code(), e.to_string());
-    // Unasked, a child gets its parent's level, and a top-level Pod `off`
-    // with the level this machine could give named: a `pod wait`, `pod
-    // logs` or `pod log` run inside an enforced workload cannot read the
-    // session logs in `data/`, so enforcement is asked for, not assumed.
-    let choice = match (request.level, floor) {
-        (None, Some(parent)) => pod_sandbox::choose_level(support, &policy, Some(parent), Some(parent)),
-        (None, None) => {
-            let best = pod_sandbox::choose_level(support, &policy, None, None).map_err(refused)?;
-            pod_sandbox::choose_level(support, &policy, Some(Level::Off), None).map(|mut off| {
-                if best.level != Level::Off {
-                    off.notes.push(format!(
-                        "not enforced by default; --enforce {} (or POD_ENFORCE={}) enforces it on this machine",
-                        best.level, best.level
-                    ));
-                }
-                off.notes.extend(best.notes.iter().filter(|n| n.starts_with("not ")).cloned());
-                off
-            })
-        }
-        (Some(_), _) => pod_sandbox::choose_level(support, &policy, request.level, floor),
-    }
-    .map_err(refused)?;
+    // Unasked, a child gets its parent's level, and a top-level Pod the
+    // strongest level this machine and its rules allow (the notes say why
+    // not a stronger one).
+    let choice = pod_sandbox::choose_level(support, &policy, request.level.or(floor), floor)
+        .map_err(|e| WireError::new(e.code(), e.to_string()))?;
     let landlock_abi = match (choice.level, &support.landlock) {
         (Level::Off, _) | (_, Err(_)) => None,
         (_, Ok(landlock)) => Some(u32::from(landlock.abi)),

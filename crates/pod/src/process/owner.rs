@@ -561,8 +561,12 @@ impl Owner {
                 )),
                 None => Ok(PodReply::Stopped { reclaimed: false }),
             },
-            PodRequest::Log { .. } | PodRequest::Ended { .. } | PodRequest::Output { .. } | PodRequest::LogOf { .. } => {
-                Err(WireError::new("pod.internal", "reads are served outside the owner"))
+            PodRequest::Log { .. }
+            | PodRequest::Ended { .. }
+            | PodRequest::Output { .. }
+            | PodRequest::LogOf { .. }
+            | PodRequest::Remove { .. } => {
+                Err(WireError::new("pod.internal", "reads and removals are served outside the owner"))
             }
             PodRequest::Kv { .. } | PodRequest::Whoami => {
                 Err(WireError::new("pod.internal", "store calls are served outside the owner"))

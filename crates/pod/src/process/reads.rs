@@ -5,7 +5,7 @@
 //! a workload ask the Pod it runs in, which reads there for it.
 //!
 //! Who may read what: the caller the kernel names (`caller.rs`) may read
-//! its own Pod and that Pod's descendants only (`authorize::decide_read`);
+//! its own Pod and that Pod's descendants only (`authorize::decide_on_tree`);
 //! the target's ancestry comes from the registry while it holds the
 //! target, else from the target's own session log. Every answer is bounded
 //! (`MAX_READ_RECORDS`, `MAX_READ_BYTES`, `MAX_READ_WAIT`).

@@ -15,7 +15,7 @@ use scope::PodName;
 use session_log::SessionLog;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::process::authorize::{decide, decide_read, Action, Decision};
+use crate::process::authorize::{decide, decide_on_tree, Action, Decision, TreeUse};
 use crate::process::caller::{identify, Caller, Peer};
 use crate::process::lease::LeaseGuard;
 use crate::process::owner::{lease_lost_verdict, OwnerMsg};
@@ -139,35 +139,41 @@ pub async fn handle_connection(mut conn: Connection, cred: PeerCred, ctx: Connec
                 answer = read_log(&log, from_seq, wait_ms) => answer,
                 _ = closing.wait_for(|c| *c) => Ok(PodReply::Log { records: Vec::new(), next_seq: from_seq.max(1) }),
             },
-            PodRequest::Ended { name: target, wait_ms } => match gate.read_target(&target).await {
+            PodRequest::Remove { name: target } => match gate.tree_target(TreeUse::Remove, &target).await {
+                Ok(()) => pod_client::Client::new(gate.dirs.clone()).rm(&target).await.map(|_| PodReply::Removed),
+                Err(e) => Err(e),
+            },
+            PodRequest::Ended { name: target, wait_ms } => match gate.tree_target(TreeUse::Read, &target).await {
                 Ok(()) => tokio::select! {
                     answer = reads::ended(&gate.dirs, &target, wait_ms) => answer,
                     _ = closing.wait_for(|c| *c) => Ok(PodReply::Ended(None)),
                 },
                 Err(e) => Err(e),
             },
-            PodRequest::Output { name: target, from } => match gate.read_target(&target).await {
+            PodRequest::Output { name: target, from } => match gate.tree_target(TreeUse::Read, &target).await {
                 Ok(()) => reads::output(&gate.dirs, &target, from).await,
                 Err(e) => Err(e),
             },
-            PodRequest::LogOf { name: target, from_seq, wait_ms } => match gate.read_target(&target).await {
-                Ok(()) if target == gate.name => {
-                    let wait_ms = wait_ms.min(MAX_READ_WAIT.as_millis() as u64);
-                    tokio::select! {
-                        page = read_log(&log, from_seq, wait_ms) => page.and_then(|p| reads::own_log(p, from_seq)),
+            PodRequest::LogOf { name: target, from_seq, wait_ms } => {
+                match gate.tree_target(TreeUse::Read, &target).await {
+                    Ok(()) if target == gate.name => {
+                        let wait_ms = wait_ms.min(MAX_READ_WAIT.as_millis() as u64);
+                        tokio::select! {
+                            page = read_log(&log, from_seq, wait_ms) => page.and_then(|p| reads::own_log(p, from_seq)),
+                            _ = closing.wait_for(|c| *c) => {
+                                Ok(PodReply::LogOf { records: Vec::new(), next_seq: from_seq.max(1), running: true })
+                            }
+                        }
+                    }
+                    Ok(()) => tokio::select! {
+                        answer = reads::log_of(&gate.dirs, &target, from_seq, wait_ms) => answer,
                         _ = closing.wait_for(|c| *c) => {
                             Ok(PodReply::LogOf { records: Vec::new(), next_seq: from_seq.max(1), running: true })
                         }
-                    }
+                    },
+                    Err(e) => Err(e),
                 }
-                Ok(()) => tokio::select! {
-                    answer = reads::log_of(&gate.dirs, &target, from_seq, wait_ms) => answer,
-                    _ = closing.wait_for(|c| *c) => {
-                        Ok(PodReply::LogOf { records: Vec::new(), next_seq: from_seq.max(1), running: true })
-                    }
-                },
-                Err(e) => Err(e),
-            },
+            }
             PodRequest::Check { .. } if lease.check().is_err() => {
                 Ok(lease_lost_verdict(lease.check().err().unwrap_or_default()))
             }
@@ -204,8 +210,11 @@ impl Gate {
         let action = match &request {
             PodRequest::Ping => Action::Ping,
             PodRequest::Status | PodRequest::Check { .. } | PodRequest::Log { .. } => Action::Inspect,
-            // The target is decided apart, in `read_target`.
-            PodRequest::Ended { .. } | PodRequest::Output { .. } | PodRequest::LogOf { .. } => Action::Inspect,
+            // The target is decided apart, in `tree_target`.
+            PodRequest::Ended { .. }
+            | PodRequest::Output { .. }
+            | PodRequest::LogOf { .. }
+            | PodRequest::Remove { .. } => Action::Inspect,
             PodRequest::Spawn(_) => Action::Spawn,
             PodRequest::StopChild { child, .. } => Action::StopChild(child),
             // Signalling the workload ends it, and the Pod: a stop's right.
@@ -251,14 +260,14 @@ impl Gate {
 }
 
 impl Gate {
-    /// May the caller read `target` (its end, output, log) through this
-    /// Pod? Itself and its descendants only (`decide_read`).
-    async fn read_target(&mut self, target: &PodName) -> Result<(), WireError> {
+    /// May the caller `what` `target` through this Pod? Itself and its
+    /// descendants only (`decide_on_tree`).
+    async fn tree_target(&mut self, what: TreeUse, target: &PodName) -> Result<(), WireError> {
         let caller = self.caller()?;
-        let mut decision = decide_read(&caller, target, None, self.peer.pid);
+        let mut decision = decide_on_tree(&caller, what, target, None, self.peer.pid);
         if decision == Decision::NeedAncestors {
             let lineage = reads::lineage(&self.registry, &self.dirs, target).await?;
-            decision = decide_read(&caller, target, Some(&lineage), self.peer.pid);
+            decision = decide_on_tree(&caller, what, target, Some(&lineage), self.peer.pid);
         }
         match decision {
             Decision::Allowed => Ok(()),
