@@ -101,6 +101,14 @@ fn check_one_writer(table: &[Allocation], what: &str) {
 }
 
 /// `text` with the milliseconds of "N ms ago" replaced by a placeholder.
+/// `pod scope NAME` on `node`, redacted, without its level's line (the
+/// level is this machine's; enforcement.rs covers that line).
+fn shown_scope(node: &Node, name: &str) -> String {
+    let text = node.must(&["scope", name]).stdout;
+    let kept: Vec<&str> = text.lines().filter(|l| !l.trim_start().starts_with("enforced")).collect();
+    redact_ms(&node.home.redact(&kept.join("\n")))
+}
+
 fn redact_ms(text: &str) -> String {
     let mut out = String::new();
     let mut rest = text;
@@ -222,11 +230,9 @@ fn a_frozen_nodes_pods_deny_before_another_node_gets_their_paths_and_rejoin_only
         a.pod(&["scope", "x"]).stdout.contains("re-claim under the new lease refused")
     });
     assert!(!a.check_write("x", &file).0, "x is never revived");
-    let scope = a.must(&["scope", "x"]).stdout;
-    insta::assert_snapshot!(redact_ms(&a.home.redact(&scope)), @r#"
+    insta::assert_snapshot!(shown_scope(&a, "x"), @r#"
         x (running)
           fenced lease_lost: node a's etcd lease deadline passed ([n] ms ago on CLOCK_BOOTTIME) with no newer keepalive heard; re-claim under the new lease refused: write [repo]/src/** conflicts with pod y on node b, which holds write [repo]/src/** (both cover [repo]/src/**) [registry.write_conflict]
-          enforced off
           allow  write [repo]/src/**
           layer  xc: write [repo]/src/c/**
     "#);
@@ -243,10 +249,9 @@ fn a_frozen_nodes_pods_deny_before_another_node_gets_their_paths_and_rejoin_only
     // x's child waits for x, fenced, and says so.
     assert!(!a.check_write("xc", &a.home.path("src/c/f")).0, "xc is never revived");
     wait_until("xc says it waits for its parent", || a.pod(&["scope", "xc"]).stdout.contains("waits for its parent"));
-    insta::assert_snapshot!(redact_ms(&a.home.redact(&a.must(&["scope", "xc"]).stdout)), @r"
+    insta::assert_snapshot!(shown_scope(&a, "xc"), @r"
     xc (running)
       fenced lease_lost: node a's etcd lease deadline passed ([n] ms ago on CLOCK_BOOTTIME) with no newer keepalive heard; re-claim waits for its parent x, which delegates this pod's part again once its own claim is back
-      enforced off
       allow  write [repo]/src/c/**
     ");
 
@@ -385,4 +390,36 @@ fn a_fenced_pods_enforced_workload_loses_write_until_it_rejoins() {
     assert!(kernel_writes(&fifos, &file), "w's workload writes docs again after the re-claim");
     assert_eq!(std::fs::read_to_string(&file).expect("docs/f"), "xx", "two writes landed, the fenced one did not");
     a.must(&["stop", "w"]);
+}
+
+/// A Pod whose owner is reading its allocation when the daemon freezes
+/// still fences at its lease deadline: the read is given up there. (Left
+/// waiting, it held the owner, which never heard of the lapse, and the
+/// workload kept its write until the daemon answered.) The owner is held
+/// at the point before that read (the first one, on the watch's first
+/// answer) while the daemon is frozen, then let go into it.
+#[cfg(feature = "failpoints")]
+#[test]
+fn an_allocation_read_stuck_on_a_frozen_registry_does_not_delay_the_fence() {
+    const POINT: &str = "owner.before_allocation_read";
+    let tmp = tempfile::tempdir().expect("tmp");
+    let Some(etcd) = cluster(tmp.path()) else { return };
+    let ttl_s = 3;
+    let mut a = Node::new("a", &etcd, ttl_s);
+    a.env.push((pod_proto::failpoints::ENV.to_string(), format!("p:{POINT}!hold")));
+    a.must(&["start", "p", "--write", "src"]);
+    let markers = a.home.home.join("run").join(pod_proto::failpoints::MARKERS_DIR);
+    wait_until("p's owner is held before its allocation read", || markers.join(format!("p.{POINT}.held")).exists());
+    let registry = a.home.registry_pid().expect("a's registry runs");
+    signal(registry, rustix::process::Signal::STOP);
+    let frozen = Instant::now();
+    std::fs::write(markers.join(format!("p.{POINT}.release")), b"").expect("release");
+    wait_until("p records pod.fenced", || a.fenced_events("p").len() == 1);
+    let took = frozen.elapsed();
+    signal(registry, rustix::process::Signal::CONT);
+    assert!(
+        took < Duration::from_secs(ttl_s + 2),
+        "p fenced {took:?} after its registry froze, though its deadline was at most {ttl_s} s away"
+    );
+    a.must(&["stop", "p"]);
 }

@@ -1292,16 +1292,24 @@ impl Owner {
         if let Err(reason) = self.lease.check() {
             return self.fence(format!("{LEASE_LOST_REASON}{reason}")).await;
         }
-        let rec = match self.registry.get(&self.name).await {
-            Ok(rec) => rec,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read this pod's allocation; the next report checks again");
-                return;
+        // A test holds the owner here (off the runtime's workers) to freeze
+        // the registry under the read below.
+        #[cfg(feature = "failpoints")]
+        let _ = tokio::task::spawn_blocking(|| fail::fail_point!("owner.before_allocation_read")).await;
+        let read = async {
+            match self.registry.get(&self.name).await {
+                Ok(rec) => Some(self.explain(rec.as_ref()).await),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read this pod's allocation; the next report checks again");
+                    None
+                }
             }
         };
-        let missing = match self.explain(rec.as_ref()).await {
-            Ok(missing) => missing,
-            Err(reason) => return self.fence(reason).await,
+        let missing = match self.before_the_deadline(read).await {
+            Err(reason) => return self.fence(format!("{LEASE_LOST_REASON}{reason}")).await,
+            Ok(None) => return,
+            Ok(Some(Ok(missing))) => missing,
+            Ok(Some(Err(reason))) => return self.fence(reason).await,
         };
         if missing.is_empty() {
             return;
@@ -1311,11 +1319,21 @@ impl Owner {
             tracing::warn!(error = %e, "reclaim of children the registry removed failed; the next report checks again");
             return;
         }
-        let rec = match self.registry.get(&self.name).await {
-            Ok(rec) => rec,
-            Err(e) => return tracing::warn!(error = %e, "cannot read this pod's allocation after the reclaim"),
+        let read = async {
+            match self.registry.get(&self.name).await {
+                Ok(rec) => Some(self.explain(rec.as_ref()).await),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read this pod's allocation after the reclaim");
+                    None
+                }
+            }
         };
-        match self.explain(rec.as_ref()).await {
+        let explained = match self.before_the_deadline(read).await {
+            Err(reason) => return self.fence(format!("{LEASE_LOST_REASON}{reason}")).await,
+            Ok(None) => return,
+            Ok(Some(explained)) => explained,
+        };
+        match explained {
             Ok(missing) if missing.is_empty() => {}
             Ok(missing) => {
                 let names: Vec<String> = missing.iter().map(|c| c.to_string()).collect();
@@ -1328,6 +1346,19 @@ impl Owner {
 
     /// The children whose reclaim would make `rec` equal to this Pod's
     /// scope, or why the difference cannot be explained.
+    /// `read` (registry reads only), unless this node's lease lapses
+    /// first: a daemon that stopped answering (frozen, cut off) must not
+    /// hold the owner past the deadline, where it must fence (it would
+    /// not even hear [`OwnerMsg::LeaseLost`] meanwhile). Dropping an
+    /// unanswered read changes nothing. On the embedded registry no
+    /// deadline is held and `read` always finishes.
+    async fn before_the_deadline<T>(&self, read: impl std::future::Future<Output = T>) -> Result<T, String> {
+        tokio::select! {
+            out = read => Ok(out),
+            reason = self.lease.until_lost() => Err(reason),
+        }
+    }
+
     async fn explain(&self, rec: Option<&pod_registry::Allocation>) -> Result<Vec<PodName>, String> {
         let Some(rec) = rec else { return Err(format!("the registry no longer holds {}'s allocation", self.name)) };
         let me = std::process::id();
