@@ -24,9 +24,14 @@
 //! feature, or with no `etcd` binary, `etcd_measured: false` and why.
 //!
 //! Floors: an fdatasync after an append (`floor_fsync_us_p50`, the one the
-//! goals name) and after an overwrite of a block that exists
-//! (`floor_fsync_overwrite_us_p50`), which is what the store's
-//! write-ahead entry costs once its lap's blocks are written.
+//! goals name) and a local-socket round trip (`floor_ipc_rtt_us_p50`), one
+//! sample before every set (and a round trip before every get): the disk
+//! of a shared machine changes speed from one second to the next, so floor
+//! samples taken in a block before the sets could measure another disk
+//! (see `floor.rs`). And an fdatasync after an overwrite of a block that
+//! exists (`floor_fsync_overwrite_us_p50`, a block before the run), which
+//! is what the store's write-ahead entry costs once its lap's blocks are
+//! written.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -74,9 +79,7 @@ pub fn run(args: &Args) -> Result<Value, String> {
     // Set before any thread exists (see the `pod` suite).
     std::env::set_var("POD_HOME", &home);
     std::env::remove_var("POD_NAME");
-    let (fsync_p50, _) = floor::fsync_us(&root_path, 200)?;
     let (overwrite_p50, _) = floor::fsync_overwrite_us(&root_path, 200)?;
-    let (ipc_p50, _) = floor::ipc_rtt_us(&root_path, 2000)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -85,6 +88,8 @@ pub fn run(args: &Args) -> Result<Value, String> {
     let figures = runtime.block_on(measure(args, &root_path, &home));
     scratch::stop_registry(&home);
     let mut figures = figures?;
+    let fsync_p50 = figures["floor_fsync_us_p50"].as_u64().unwrap_or(0);
+    let ipc_p50 = figures["floor_ipc_rtt_us_p50"].as_u64().unwrap_or(0);
     let etcd = runtime.block_on(etcd(args, &root_path));
     let ratio = |a: u64, b: u64| (a as f64 / b.max(1) as f64 * 100.0).round() / 100.0;
     let set = figures["set_us_p50"].as_u64().unwrap_or(0);
@@ -92,9 +97,7 @@ pub fn run(args: &Args) -> Result<Value, String> {
     let wake = figures["wait_wake_us_p50"].as_u64().unwrap_or(0);
     let c32 = figures["concurrent32_ops_per_s"].as_f64().unwrap_or(0.0);
     figures["suite"] = json!("kv");
-    figures["floor_fsync_us_p50"] = json!(fsync_p50);
     figures["floor_fsync_overwrite_us_p50"] = json!(overwrite_p50);
-    figures["floor_ipc_rtt_us_p50"] = json!(ipc_p50);
     figures["set_over_fsync_overwrite_plus_ipc"] = json!(ratio(set, overwrite_p50 + ipc_p50));
     figures["set_over_fsync_plus_ipc"] = json!(ratio(set, fsync_p50 + ipc_p50));
     figures["get_over_ipc"] = json!(ratio(get, ipc_p50));
@@ -317,18 +320,26 @@ async fn measure(args: &Args, root: &Path, home: &Path) -> Result<Value, String>
     let (_, socket, pid) = start("lead", &root.join("repo"), home).await?;
     let log = home.join("run/pods/lead/pod.log");
     let mut client = connect(&socket).await?;
+    let mut fsync_probe = floor::FsyncProbe::open(root)?;
+    let mut ipc_probe = floor::IpcProbe::open(root).await?;
+    let (mut fsync_us, mut ipc_us) = (Vec::with_capacity(args.rounds), Vec::with_capacity(args.rounds));
     let mut set_us = Vec::with_capacity(args.rounds);
     for i in 0..args.rounds {
+        fsync_us.push(fsync_probe.sample()?);
+        ipc_us.push(ipc_probe.sample().await?);
         let t = Instant::now();
         kv(&mut client, &set("/shared/bench", format!("value {i}").as_bytes())).await?;
         set_us.push(us(t));
     }
     let mut get_us = Vec::with_capacity(args.rounds);
     for _ in 0..args.rounds {
+        ipc_us.push(ipc_probe.sample().await?);
         let t = Instant::now();
         kv(&mut client, &layer(Op::Get { key: "/shared/bench".into() })).await?;
         get_us.push(us(t));
     }
+    ipc_probe.close()?;
+    drop(fsync_probe);
     // Wakes: a waiter on its own connection, a set on this one.
     let mut wake_us = Vec::with_capacity(args.wakes);
     let mut registered = 0;
@@ -371,6 +382,10 @@ async fn measure(args: &Args, root: &Path, home: &Path) -> Result<Value, String>
     drop(client);
     shut_down(&socket, pid).await?;
     Ok(json!({
+        "floor_fsync_us_p50": quantile(&mut fsync_us, 0.5),
+        "floor_fsync_us_p99": quantile(&mut fsync_us, 0.99),
+        "floor_ipc_rtt_us_p50": quantile(&mut ipc_us, 0.5),
+        "floor_ipc_rtt_us_p99": quantile(&mut ipc_us, 0.99),
         "set_us_p50": quantile(&mut set_us, 0.5),
         "set_us_p99": quantile(&mut set_us, 0.99),
         "get_us_p50": quantile(&mut get_us, 0.5),

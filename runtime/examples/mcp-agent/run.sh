@@ -8,7 +8,10 @@ here=$(cd "$(dirname "$0")" && pwd)
 POD=${POD:-$(cd "$here/../../.." && pwd)/target/debug/pod}
 [ -x "$POD" ] || { echo "run.sh: no pod binary at $POD; run \`cargo build -p pod\` first or set POD" >&2; exit 2; }
 tmp=$(mktemp -d)
-trap 'POD_HOME="$tmp/home" "$POD" stop lead >/dev/null 2>&1 || true; rm -rf "$tmp"' EXIT
+# On the way out: the lead, then the registry daemon its start began.
+trap 'POD_HOME="$tmp/home" "$POD" stop lead >/dev/null 2>&1 || true
+      POD_HOME="$tmp/home" "$POD" registry stop >/dev/null 2>&1 || true
+      rm -rf "$tmp"' EXIT
 mkdir -p "$tmp/repo/work" "$tmp/out"
 cd "$tmp/repo"
 export POD POD_HOME="$tmp/home" ANSWERS="$tmp/out/answers.jsonl"
