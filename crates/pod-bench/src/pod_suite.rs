@@ -380,10 +380,12 @@ wait"#
 /// Starts a Pod with a ten-process workload, then measures from Shutdown
 /// until none of the ten runs.
 async fn stop_tree(root: &Path, home: &Path, i: usize) -> Result<u64, String> {
-    let pids_file = root.join(format!("tree{i}.pids"));
+    // Inside the Pod's scope: enforced (the default), it writes nowhere else.
+    let scope = root.join(format!("tree{i}"));
+    let pids_file = scope.join("pids");
     let (_, socket, pid) = start_with(
         &format!("tree{i}"),
-        &root.join(format!("tree{i}")),
+        &scope,
         home,
         Some(ten_process_workload(&pids_file)),
         None,
