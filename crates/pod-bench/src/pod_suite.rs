@@ -383,14 +383,8 @@ async fn stop_tree(root: &Path, home: &Path, i: usize) -> Result<u64, String> {
     // Inside the Pod's scope: enforced (the default), it writes nowhere else.
     let scope = root.join(format!("tree{i}"));
     let pids_file = scope.join("pids");
-    let (_, socket, pid) = start_with(
-        &format!("tree{i}"),
-        &scope,
-        home,
-        Some(ten_process_workload(&pids_file)),
-        None,
-    )
-    .await?;
+    let (_, socket, pid) =
+        start_with(&format!("tree{i}"), &scope, home, Some(ten_process_workload(&pids_file)), None).await?;
     let deadline = Instant::now() + EXIT_WAIT;
     let text = loop {
         match std::fs::read_to_string(&pids_file) {
