@@ -1296,20 +1296,10 @@ impl Owner {
         // the registry under the read below.
         #[cfg(feature = "failpoints")]
         let _ = tokio::task::spawn_blocking(|| fail::fail_point!("owner.before_allocation_read")).await;
-        let read = async {
-            match self.registry.get(&self.name).await {
-                Ok(rec) => Some(self.explain(rec.as_ref()).await),
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot read this pod's allocation; the next report checks again");
-                    None
-                }
-            }
-        };
-        let missing = match self.before_the_deadline(read).await {
-            Err(reason) => return self.fence(format!("{LEASE_LOST_REASON}{reason}")).await,
-            Ok(None) => return,
-            Ok(Some(Ok(missing))) => missing,
-            Ok(Some(Err(reason))) => return self.fence(reason).await,
+        let missing = match self.explained_allocation("on a change the watch reported").await {
+            None => return,
+            Some(Err(reason)) => return self.fence(reason).await,
+            Some(Ok(missing)) => missing,
         };
         if missing.is_empty() {
             return;
@@ -1319,46 +1309,45 @@ impl Owner {
             tracing::warn!(error = %e, "reclaim of children the registry removed failed; the next report checks again");
             return;
         }
-        let read = async {
-            match self.registry.get(&self.name).await {
-                Ok(rec) => Some(self.explain(rec.as_ref()).await),
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot read this pod's allocation after the reclaim");
-                    None
-                }
-            }
-        };
-        let explained = match self.before_the_deadline(read).await {
-            Err(reason) => return self.fence(format!("{LEASE_LOST_REASON}{reason}")).await,
-            Ok(None) => return,
-            Ok(Some(explained)) => explained,
-        };
-        match explained {
-            Ok(missing) if missing.is_empty() => {}
-            Ok(missing) => {
+        match self.explained_allocation("after the reclaim").await {
+            None => {}
+            Some(Ok(missing)) if missing.is_empty() => {}
+            Some(Ok(missing)) => {
                 let names: Vec<String> = missing.iter().map(|c| c.to_string()).collect();
                 self.fence(format!("the registry still lacks the layers of {} after their reclaim", names.join(", ")))
                     .await
             }
-            Err(reason) => self.fence(reason).await,
+            Some(Err(reason)) => self.fence(reason).await,
+        }
+    }
+
+    /// This Pod's allocation as the registry holds it now, explained
+    /// ([`Owner::explain`]): `None` when the registry could not be read
+    /// (logged, `step` saying when; the next report checks again);
+    /// `Some(Err(reason))` when the Pod must fence: the registry holds what
+    /// it cannot explain, or this node's lease lapsed before the registry
+    /// answered. A daemon that stopped answering (frozen, cut off) must not
+    /// hold the owner past the deadline, where it must fence: it would not
+    /// even hear [`OwnerMsg::LeaseLost`] meanwhile. Dropping the unanswered
+    /// read changes nothing. On the embedded registry no deadline is held.
+    async fn explained_allocation(&self, step: &str) -> Option<Result<Vec<PodName>, String>> {
+        let read = async {
+            match self.registry.get(&self.name).await {
+                Ok(rec) => Some(self.explain(rec.as_ref()).await),
+                Err(e) => {
+                    tracing::warn!(error = %e, step, "cannot read this pod's allocation; the next report checks again");
+                    None
+                }
+            }
+        };
+        tokio::select! {
+            explained = read => explained,
+            reason = self.lease.until_lost() => Some(Err(format!("{LEASE_LOST_REASON}{reason}"))),
         }
     }
 
     /// The children whose reclaim would make `rec` equal to this Pod's
     /// scope, or why the difference cannot be explained.
-    /// `read` (registry reads only), unless this node's lease lapses
-    /// first: a daemon that stopped answering (frozen, cut off) must not
-    /// hold the owner past the deadline, where it must fence (it would
-    /// not even hear [`OwnerMsg::LeaseLost`] meanwhile). Dropping an
-    /// unanswered read changes nothing. On the embedded registry no
-    /// deadline is held and `read` always finishes.
-    async fn before_the_deadline<T>(&self, read: impl std::future::Future<Output = T>) -> Result<T, String> {
-        tokio::select! {
-            out = read => Ok(out),
-            reason = self.lease.until_lost() => Err(reason),
-        }
-    }
-
     async fn explain(&self, rec: Option<&pod_registry::Allocation>) -> Result<Vec<PodName>, String> {
         let Some(rec) = rec else { return Err(format!("the registry no longer holds {}'s allocation", self.name)) };
         let me = std::process::id();
