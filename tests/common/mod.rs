@@ -330,6 +330,12 @@ pub fn available(need: &str, present: bool) -> bool {
     false
 }
 
+/// `pod scope` text without its `enforced ...` line: the level is the
+/// machine's (tests/enforcement.rs covers that line), the rest is not.
+pub fn without_level_line(scope: &str) -> String {
+    scope.lines().filter(|l| !l.trim_start().starts_with("enforced")).collect::<Vec<_>>().join("\n")
+}
+
 /// The level a Pod gets here by default, as `pod doctor --json` says.
 pub fn default_level() -> String {
     let out = Command::new(POD).args(["doctor", "--json"]).output().unwrap_or_else(|e| cannot_run(e));

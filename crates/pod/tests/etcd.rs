@@ -100,15 +100,12 @@ fn check_one_writer(table: &[Allocation], what: &str) {
     }
 }
 
-/// `text` with the milliseconds of "N ms ago" replaced by a placeholder.
-/// `pod scope NAME` on `node`, redacted, without its level's line (the
-/// level is this machine's; enforcement.rs covers that line).
+/// `pod scope NAME` on `node`, redacted, without its level's line.
 fn shown_scope(node: &Node, name: &str) -> String {
-    let text = node.must(&["scope", name]).stdout;
-    let kept: Vec<&str> = text.lines().filter(|l| !l.trim_start().starts_with("enforced")).collect();
-    redact_ms(&node.home.redact(&kept.join("\n")))
+    redact_ms(&node.home.redact(&without_level_line(&node.must(&["scope", name]).stdout)))
 }
 
+/// `text` with the milliseconds of "N ms ago" replaced by a placeholder.
 fn redact_ms(text: &str) -> String {
     let mut out = String::new();
     let mut rest = text;
