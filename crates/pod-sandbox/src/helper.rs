@@ -6,7 +6,10 @@
 //! as a frame on stdin, a socketpair the parent made, never on argv.
 //!
 //! Stages, each a re-exec of the same binary:
-//! - **keeper**: spawned by the Pod. Joins the cgroups, unshares the user
+//! - **keeper**: spawned by the Pod, born inside the Pod's v2 cgroup
+//!   (`clone3` with `CLONE_INTO_CGROUP`: a move by a write to
+//!   `cgroup.procs` waits for an RCU grace period, most of a spawn's time).
+//!   Joins the cgroups it was not born in (v1 limits), unshares the user
 //!   (when not root), mount and PID namespaces the plan needs, applies the
 //!   exec-time mounts, and stays: it serves narrowing on the Pod's control
 //!   socket (the Pod process cannot enter these namespaces), reports the
@@ -111,7 +114,8 @@ pub struct Spec {
     pub protocol: u32,
     pub stage: Stage,
     pub helper: HelperCommand,
-    /// `cgroup.procs` files the keeper writes itself into.
+    /// `cgroup.procs` files the keeper writes itself into (those it was
+    /// not born in).
     pub cgroups: Vec<PathBuf>,
     /// The v2 cgroup whose members are the workload (busy scans); `None`:
     /// the keeper's descendants are.

@@ -5,9 +5,13 @@
 //! widen regions (each acknowledged before the call returns), and hear the
 //! workload's exit.
 
-use std::os::fd::OwnedFd;
+use std::ffi::CString;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
-use std::process::{Child, ExitStatus, Stdio};
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::ExitStatus;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -38,8 +42,108 @@ pub struct LaunchSpec<'a> {
     pub level: Level,
     pub plan: &'a Plan,
     pub support: &'a Support,
-    pub stdout: Stdio,
-    pub stderr: Stdio,
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
+}
+
+/// The keeper process, held by the pidfd its clone returned: signals and
+/// waits can never reach another process that reused its pid.
+struct Keeper {
+    pid: u32,
+    pidfd: OwnedFd,
+    /// Once reaped, how it ended (a second wait would find no child).
+    status: Option<ExitStatus>,
+}
+
+impl Keeper {
+    fn id(&self) -> u32 {
+        self.pid
+    }
+
+    fn kill(&self) {
+        let _ = rustix::process::pidfd_send_signal(&self.pidfd, rustix::process::Signal::KILL);
+    }
+
+    /// Waits for it to exit and reaps it.
+    fn wait(&mut self) -> std::io::Result<ExitStatus> {
+        loop {
+            if let Some(status) = self.reap(rustix::process::WaitIdOptions::empty())? {
+                return Ok(status);
+            }
+        }
+    }
+
+    /// Reaps it if it has exited.
+    fn try_wait(&mut self) -> std::io::Result<Option<ExitStatus>> {
+        self.reap(rustix::process::WaitIdOptions::NOHANG)
+    }
+
+    fn reap(&mut self, extra: rustix::process::WaitIdOptions) -> std::io::Result<Option<ExitStatus>> {
+        use rustix::process::{waitid, WaitId, WaitIdOptions};
+        if let Some(status) = self.status {
+            return Ok(Some(status));
+        }
+        let found = match waitid(WaitId::PidFd(self.pidfd.as_fd()), WaitIdOptions::EXITED | extra) {
+            Ok(found) => found,
+            Err(rustix::io::Errno::INTR) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        // The raw wait status std's `ExitStatus` is made of: the code in
+        // the second byte, or the signal in the low seven bits.
+        self.status = found.map(|s| match (s.exit_status(), s.terminating_signal()) {
+            (Some(code), _) => ExitStatus::from_raw((code & 0xff) << 8),
+            (None, Some(signal)) => ExitStatus::from_raw(signal & 0x7f),
+            (None, None) => ExitStatus::from_raw(0xff << 8),
+        });
+        Ok(self.status)
+    }
+}
+
+/// Starts the keeper (`helper keeper`, stdin the control socket), born
+/// inside the v2 cgroup `v2` when there is one, so that it never waits to
+/// be moved there. True when it was: on a kernel without
+/// `CLONE_INTO_CGROUP` (before 5.7) it is started outside and joins by
+/// itself.
+fn start_keeper(
+    helper: &HelperCommand,
+    control: &UnixStream,
+    stdout: &OwnedFd,
+    stderr: &OwnedFd,
+    v2: Option<&Path>,
+) -> Result<(Keeper, bool), SandboxError> {
+    let bad = |what: &str| SandboxError::BadRequest(format!("the sandbox helper's {what} holds a NUL byte"));
+    let program = CString::new(helper.program.as_os_str().as_bytes()).map_err(|_| bad("path"))?;
+    let mut argv = vec![program.clone()];
+    for arg in helper.args.iter().map(String::as_str).chain([Stage::Keeper.name()]) {
+        argv.push(CString::new(arg).map_err(|_| bad("arguments"))?);
+    }
+    let cgroup = match v2 {
+        Some(dir) => Some(
+            rustix::fs::open(
+                dir,
+                rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+                rustix::fs::Mode::empty(),
+            )
+            .map_err(SandboxError::errno(format!("cannot open the cgroup {}", dir.display())))?,
+        ),
+        None => None,
+    };
+    let stdio = [control.as_fd(), stdout.as_fd(), stderr.as_fd()];
+    let started = |cgroup: Option<&OwnedFd>| {
+        crate::sys::spawn(&program, &argv, stdio, cgroup.map(|c| c.as_fd()))
+            .map_err(SandboxError::io(format!("cannot start the sandbox helper {}", helper.program.display())))
+    };
+    let (spawned, inside) = match started(cgroup.as_ref()) {
+        Ok(spawned) => (spawned, cgroup.is_some()),
+        Err(SandboxError::Io { source, .. })
+            if cgroup.is_some() && matches!(source.raw_os_error(), Some(libc::EINVAL | libc::E2BIG)) =>
+        {
+            tracing::debug!(error = %source, "no CLONE_INTO_CGROUP; the keeper joins its cgroup itself");
+            (started(None)?, false)
+        }
+        Err(e) => return Err(e),
+    };
+    Ok((Keeper { pid: spawned.pid, pidfd: spawned.pidfd, status: None }, inside))
 }
 
 /// A workload whose containment is complete (keeper, init, PID namespace
@@ -47,7 +151,7 @@ pub struct LaunchSpec<'a> {
 /// lets it exec. Dropped (or the Pod killed) without a release, its stages
 /// exit without running anything.
 pub struct Parked {
-    keeper: Child,
+    keeper: Keeper,
     keeper_pid: u32,
     workload_pid: u32,
     level: Level,
@@ -58,7 +162,7 @@ pub struct Parked {
 pub struct Workload {
     /// Behind a lock so that one thread can reap it while others talk to
     /// the keeper through `&self`.
-    keeper: Mutex<Child>,
+    keeper: Mutex<Keeper>,
     keeper_pid: u32,
     workload_pid: u32,
     level: Level,
@@ -80,12 +184,21 @@ pub fn namespaces(level: Level, mechanism: Mechanism, root: bool) -> Namespaces 
 pub fn launch(containment: &mut Containment, spec: LaunchSpec<'_>) -> Result<Parked, SandboxError> {
     let record = containment.record();
     let ns = namespaces(spec.level, record.mechanism, spec.support.root);
+    let members_cgroup = if record.mechanism == Mechanism::Cgroup { record.cgroups.v2.clone() } else { None };
+    let (mut control, theirs) = UnixStream::pair().map_err(SandboxError::io("cannot create a socketpair"))?;
+    let (mut keeper, born_inside) =
+        start_keeper(&spec.helper, &theirs, &spec.stdout, &spec.stderr, members_cgroup.as_deref())?;
+    drop((theirs, spec.stdout, spec.stderr));
+    // The cgroups the keeper still has to join: v1 hierarchies (limits on
+    // hybrid hosts), and the v2 one when it could not be born there.
+    let born_in = record.cgroups.v2.as_ref().filter(|_| born_inside).map(|dir| dir.join("cgroup.procs"));
+    let joined = record.cgroups.procs_files().into_iter().filter(|procs| Some(procs) != born_in.as_ref());
     let helper_spec = Spec {
         protocol: PROTOCOL,
         stage: Stage::Keeper,
         helper: spec.helper.clone(),
-        cgroups: record.cgroups.procs_files(),
-        members_cgroup: if record.mechanism == Mechanism::Cgroup { record.cgroups.v2.clone() } else { None },
+        cgroups: joined.collect(),
+        members_cgroup,
         namespaces: ns,
         uid: rustix::process::getuid().as_raw(),
         gid: rustix::process::getgid().as_raw(),
@@ -94,17 +207,6 @@ pub fn launch(containment: &mut Containment, spec: LaunchSpec<'_>) -> Result<Par
         landlock: spec.plan.landlock.clone(),
         workload: spec.program,
     };
-    let (mut control, theirs) = UnixStream::pair().map_err(SandboxError::io("cannot create a socketpair"))?;
-    let mut cmd = std::process::Command::new(&spec.helper.program);
-    cmd.args(&spec.helper.args)
-        .arg(Stage::Keeper.name())
-        .env_clear()
-        .stdin(Stdio::from(OwnedFd::from(theirs)))
-        .stdout(spec.stdout)
-        .stderr(spec.stderr);
-    let mut keeper = cmd
-        .spawn()
-        .map_err(SandboxError::io(format!("cannot start the sandbox helper {}", spec.helper.program.display())))?;
     // Read now: the keeper waits for its spec, so it is alive; a workload
     // that exits at once may take the keeper with it before `Ready` is read.
     let keeper_id = ProcessId::of(keeper.id());
@@ -113,18 +215,18 @@ pub fn launch(containment: &mut Containment, spec: LaunchSpec<'_>) -> Result<Par
         Ok(v) => v,
         Err(e) => {
             // Nothing may be left running: the keeper failed, or is stuck.
-            let _ = keeper.kill();
+            keeper.kill();
             let _ = keeper.wait();
             return Err(e);
         }
     };
     if keeper_pid != keeper.id() {
-        let _ = keeper.kill();
+        keeper.kill();
         let _ = keeper.wait();
         return Err(SandboxError::Protocol(format!("the keeper says it is pid {keeper_pid}, not {}", keeper.id())));
     }
     let Some(keeper_id) = keeper_id else {
-        let _ = keeper.kill();
+        keeper.kill();
         let _ = keeper.wait();
         return Err(SandboxError::Helper("the keeper vanished before it read its spec".into()));
     };
@@ -142,8 +244,8 @@ impl Parked {
     /// with the reason it could not be (nothing of it runs then).
     pub fn release(self) -> Result<Workload, SandboxError> {
         let Parked { mut keeper, keeper_pid, workload_pid, level, mut control } = self;
-        let fail = |keeper: &mut Child, e: SandboxError| {
-            let _ = keeper.kill();
+        let fail = |keeper: &mut Keeper, e: SandboxError| {
+            keeper.kill();
             let _ = keeper.wait();
             Err(e)
         };
@@ -161,7 +263,7 @@ impl Parked {
     pub fn cancel(self) {
         let Parked { mut keeper, control, .. } = self;
         drop(control);
-        let _ = keeper.kill();
+        keeper.kill();
         let _ = keeper.wait();
     }
 }
@@ -197,7 +299,7 @@ fn ask_keeper<T: serde::Serialize>(control: &mut UnixStream, frame: &T, doing: &
 /// The released workload: a thread reads the keeper's replies and exit
 /// reports from here on.
 fn running(
-    keeper: Child,
+    keeper: Keeper,
     keeper_pid: u32,
     workload_pid: u32,
     level: Level,
@@ -337,7 +439,7 @@ impl Workload {
         self.keeper_lock()?.try_wait()
     }
 
-    fn keeper_lock(&self) -> std::io::Result<std::sync::MutexGuard<'_, Child>> {
+    fn keeper_lock(&self) -> std::io::Result<std::sync::MutexGuard<'_, Keeper>> {
         self.keeper.lock().map_err(|_| std::io::Error::other("the keeper's handle is poisoned"))
     }
 }

@@ -1,10 +1,134 @@
-//! The two system calls this crate makes that Rust cannot call safely, each
+//! The system calls this crate makes that Rust cannot call safely, each
 //! sound for the arguments used here. Everything else goes through rustix's
 //! safe wrappers; there is no `unsafe` in `pre_exec` anywhere: the helper
-//! is a fresh, single-threaded process when it calls these.
+//! is a fresh, single-threaded process when it calls `unshare` and `kill`,
+//! and [`spawn`] is a spawn primitive (posix_spawn's shape), not a hook
+//! for arbitrary code between fork and exec.
 #![allow(unsafe_code)]
 
+use std::ffi::{c_char, CString};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+
 use rustix::thread::UnshareFlags;
+
+/// `clone3`'s argument (`struct clone_args`, the kernel's ABI; this is its
+/// size-88 version, the one that has `cgroup`).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+const CLONE_PIDFD: u64 = 0x1000;
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+/// Exit code of a [`spawn`]ed child whose exec failed.
+pub const SPAWN_EXEC_FAILED: i32 = 127;
+
+/// A process [`spawn`] started: its pid, and a pidfd bound to it.
+pub struct Spawned {
+    pub pid: u32,
+    pub pidfd: OwnedFd,
+}
+
+/// Starts `program` with `argv` and an empty environment, its stdin,
+/// stdout and stderr the three `stdio` descriptors, and, with `cgroup` (a
+/// directory of cgroup v2), born inside that cgroup
+/// (`clone3(CLONE_INTO_CGROUP)`): never moved there by a write to
+/// `cgroup.procs`, which waits for an RCU grace period (tens of
+/// milliseconds on a busy machine). The pidfd comes from the same call
+/// (`CLONE_PIDFD`), so it can never name another process.
+///
+/// Sound from a multithreaded process: everything the child touches is
+/// prepared before the clone, and the child only makes async-signal-safe
+/// calls (`dup2`, `sigprocmask`, `signal`, `execve`, `_exit`) before its
+/// exec, as `posix_spawn` does; it never returns into Rust code.
+pub fn spawn(
+    program: &CString,
+    argv: &[CString],
+    stdio: [BorrowedFd<'_>; 3],
+    cgroup: Option<BorrowedFd<'_>>,
+) -> std::io::Result<Spawned> {
+    // Copies at 3 and above: the child's dup2 onto 0, 1 and 2 then never
+    // overwrites a descriptor it has yet to copy. Close-on-exec, so the
+    // copies themselves do not reach the program.
+    let sources = stdio
+        .iter()
+        .map(|fd| rustix::io::fcntl_dupfd_cloexec(fd, 3).map_err(std::io::Error::from))
+        .collect::<std::io::Result<Vec<OwnedFd>>>()?;
+    let source_fds: [i32; 3] = [sources[0].as_raw_fd(), sources[1].as_raw_fd(), sources[2].as_raw_fd()];
+    let mut argv_ptrs: Vec<*const c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+    argv_ptrs.push(std::ptr::null());
+    let envp: [*const c_char; 1] = [std::ptr::null()];
+    let mut pidfd: i32 = -1;
+    let mut args = CloneArgs {
+        flags: CLONE_PIDFD,
+        pidfd: std::ptr::addr_of_mut!(pidfd) as u64,
+        exit_signal: libc::SIGCHLD as u64,
+        ..CloneArgs::default()
+    };
+    if let Some(cgroup) = cgroup {
+        args.flags |= CLONE_INTO_CGROUP;
+        args.cgroup = cgroup.as_raw_fd() as u64;
+    }
+    // SAFETY: `args` is a valid clone_args of the size passed; without
+    // CLONE_VM the child runs on a copy of this thread's memory, and all it
+    // reads (`program`, the pointer arrays, the descriptor numbers) was
+    // built above and stays alive across the call.
+    let ret =
+        unsafe { libc::syscall(libc::SYS_clone3, std::ptr::addr_of_mut!(args), std::mem::size_of::<CloneArgs>()) };
+    if ret == 0 {
+        // SAFETY: in the child; see `exec_child`.
+        unsafe { exec_child(program.as_ptr(), argv_ptrs.as_ptr(), envp.as_ptr(), source_fds) }
+    }
+    if ret < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    drop(sources);
+    let pid = u32::try_from(ret).map_err(|_| std::io::Error::other(format!("clone3 returned pid {ret}")))?;
+    if pidfd < 0 {
+        return Err(std::io::Error::other("clone3 returned no pidfd"));
+    }
+    // SAFETY: CLONE_PIDFD stored a new descriptor that nothing else owns.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+    Ok(Spawned { pid, pidfd })
+}
+
+/// The child's side of [`spawn`]: async-signal-safe calls only, no
+/// allocation, no return.
+///
+/// # Safety
+/// Only in the child of `spawn`'s clone, with pointers `spawn` built.
+unsafe fn exec_child(
+    program: *const c_char,
+    argv: *const *const c_char,
+    envp: *const *const c_char,
+    stdio: [i32; 3],
+) -> ! {
+    for (target, source) in stdio.iter().enumerate() {
+        if libc::dup2(*source, target as i32) < 0 {
+            libc::_exit(SPAWN_EXEC_FAILED);
+        }
+    }
+    // What the exec'd program must not inherit from this process: a
+    // blocked signal mask (tokio's threads may block some) and an ignored
+    // SIGPIPE (Rust's runtime ignores it).
+    let mut empty: libc::sigset_t = std::mem::zeroed();
+    libc::sigemptyset(&mut empty);
+    libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+    libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    libc::execve(program, argv, envp);
+    libc::_exit(SPAWN_EXEC_FAILED)
+}
 
 /// `unshare(2)` of namespaces only. rustix marks `unshare` unsafe because
 /// `CLONE_FILES` would split the file table under other threads' feet; the

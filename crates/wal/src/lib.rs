@@ -158,7 +158,20 @@ struct Header {
     stored_through: u64,
 }
 
+/// The header of a new log.
+const FIRST_HEADER: Header = Header { generation: 1, stored_through: 0 };
+
 impl Header {
+    /// Where this generation's header goes: the slots alternate, so a torn
+    /// write of one leaves the other whole.
+    fn slot(self) -> u64 {
+        if self.generation % 2 == 0 {
+            0
+        } else {
+            HEADER_SLOT
+        }
+    }
+
     fn encode(self) -> [u8; HEADER_BYTES] {
         let mut out = [0u8; HEADER_BYTES];
         out[..8].copy_from_slice(MAGIC);
@@ -189,7 +202,9 @@ impl Wal {
     pub fn open(path: &Path, options: WalOptions) -> Result<(Wal, Recovered), WalError> {
         let file = match OpenOptions::new().read(true).write(true).open(path) {
             Ok(file) => file,
-            Err(e) if e.kind() == ErrorKind::NotFound => create(path, options)?,
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                return Ok(Wal::created(create(path, options)?, path, options))
+            }
             Err(e) => return Err(io("open it", path)(e)),
         };
         let bytes = file.metadata().map_err(io("stat it", path))?.len();
@@ -223,6 +238,23 @@ impl Wal {
             last_seq,
         };
         Ok((wal, Recovered { stored_through: header.stored_through, entries, damage }))
+    }
+
+    /// A log `create` just made and synced: its first header and an empty
+    /// lap, known without reading back the whole file (a new store's open
+    /// would otherwise read megabytes of zeros).
+    fn created(file: File, path: &Path, options: WalOptions) -> (Wal, Recovered) {
+        let first = FIRST_HEADER;
+        let wal = Wal {
+            file,
+            path: path.to_path_buf(),
+            bytes: options.bytes,
+            generation: first.generation,
+            stored_through: first.stored_through,
+            end: ENTRIES_START,
+            last_seq: first.stored_through,
+        };
+        (wal, Recovered { stored_through: first.stored_through, entries: Vec::new(), damage: None })
     }
 
     /// The `seq` of the last entry written (or the store's durable point if
@@ -265,8 +297,7 @@ impl Wal {
     pub fn stored_through(&mut self, seq: u64) -> Result<(), WalError> {
         assert!(seq >= self.last_seq, "the store must hold every entry: {seq} < {}", self.last_seq);
         let header = Header { generation: self.generation + 1, stored_through: seq };
-        let slot = if header.generation % 2 == 0 { 0 } else { HEADER_SLOT };
-        self.file.write_all_at(&header.encode(), slot).map_err(io("write a header", &self.path))?;
+        self.file.write_all_at(&header.encode(), header.slot()).map_err(io("write a header", &self.path))?;
         self.file.sync_data().map_err(io("fdatasync a header", &self.path))?;
         self.generation = header.generation;
         self.stored_through = seq;
@@ -381,8 +412,7 @@ fn create(path: &Path, options: WalOptions) -> Result<File, WalError> {
             left -= n;
         }
     }
-    let first = Header { generation: 1, stored_through: 0 };
-    file.write_all_at(&first.encode(), HEADER_SLOT).map_err(io("write its first header", &tmp))?;
+    file.write_all_at(&FIRST_HEADER.encode(), FIRST_HEADER.slot()).map_err(io("write its first header", &tmp))?;
     file.sync_all().map_err(io("sync it", &tmp))?;
     std::fs::rename(&tmp, path).map_err(io("move it into place", path))?;
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));

@@ -28,6 +28,19 @@ fn entries_come_back_in_order_after_reopen() {
 }
 
 #[test]
+fn a_new_log_is_what_reading_it_back_finds() {
+    for fill in [Fill::Zeros, Fill::Reserve] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let options = WalOptions { fill, ..SMALL };
+        let (new, created) = open(dir.path(), options);
+        let (read, found) = open(dir.path(), options);
+        assert_eq!(created, found);
+        let state = |w: &Wal| (w.bytes, w.generation, w.stored_through, w.end, w.last_seq);
+        assert_eq!(state(&new), state(&read));
+    }
+}
+
+#[test]
 fn a_new_lap_hides_the_leftovers_of_the_last() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (mut wal, _) = open(dir.path(), SMALL);

@@ -8,7 +8,7 @@
 //! and waits to be killed.
 
 use std::io::{Read, Write};
-use std::process::{ExitCode, Stdio};
+use std::process::ExitCode;
 
 use pod_sandbox::detect::Feature;
 use pod_sandbox::{
@@ -52,8 +52,8 @@ fn stand_in() -> Result<(), String> {
         level: s.level,
         plan: &choice.plan,
         support: &support,
-        stdout: Stdio::from(log.try_clone().map_err(|e| e.to_string())?),
-        stderr: Stdio::from(log),
+        stdout: log.try_clone().map_err(|e| e.to_string())?.into(),
+        stderr: log.into(),
     };
     let workload = launch(&mut containment, spec).and_then(pod_sandbox::Parked::release).map_err(|e| e.to_string())?;
     let line = serde_json::to_string(containment.record()).map_err(|e| e.to_string())?;

@@ -8,7 +8,6 @@
 use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use pod_sandbox::detect::Feature;
@@ -168,8 +167,8 @@ pub fn start(
         level,
         plan: &choice.plan,
         support: &support,
-        stdout: Stdio::from(log.try_clone().expect("clone")),
-        stderr: Stdio::from(log),
+        stdout: log.try_clone().expect("clone").into(),
+        stderr: log.into(),
     };
     let workload = launch(&mut containment, spec).and_then(pod_sandbox::Parked::release).expect("launch");
     Running { containment, workload }

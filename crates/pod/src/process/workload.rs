@@ -25,7 +25,6 @@
 
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -240,8 +239,8 @@ pub async fn start(spec: WorkloadSpec<'_>, paths: &PodPaths) -> Result<Prepared,
                 level: enforcement.level,
                 plan: &enforcement.plan,
                 support: &support,
-                stdout: Stdio::from(stdout_w),
-                stderr: Stdio::from(stderr_w),
+                stdout: stdout_w,
+                stderr: stderr_w,
             },
         );
         tracing::info!(ms = phase.elapsed().as_secs_f64() * 1e3, "keeper ready");
