@@ -1,11 +1,15 @@
 //! The Pod process (`pod __pod NAME`, started by `launch`).
 //!
 //! Startup does, in order: take the Pod's lock (one process per Pod name),
-//! open the session log, take the scope in the registry (register, adopt, or
-//! re-register with layers on resume), record it durably, prune unreachable
-//! children (resume), bind the socket, start the workload, and only then
-//! report ready on stdout. Any failure before "ready" undoes what was taken
-//! and is reported as the launch error.
+//! decide a new Pod's scope and level from its launch request, then at once
+//! (1) open the session log, take the scope in the registry (register,
+//! adopt, or re-register with layers on resume), record it durably and
+//! prune unreachable children (resume), while the layer's store opens, and
+//! (2) prepare a new Pod's workload, parked before its exec; then bind the
+//! socket, record the workload's containment and release it, while the
+//! watch on the allocation starts, and only then report ready on stdout.
+//! Any failure before "ready" undoes what was taken (a parked workload is
+//! cancelled: nothing of it ran) and is reported as the launch error.
 
 pub mod authorize;
 pub mod caller;
@@ -111,9 +115,6 @@ async fn run(request: LaunchRequest) -> (std::process::ExitCode, Option<std::fs:
     let socket = owner.paths.socket().to_string_lossy().into_owned();
     let pid_file = owner.paths.pid_file();
     let tmp_paths = owner.paths.clone();
-    if let Err(e) = owner.start_watching().await {
-        tracing::error!(error = %e, "cannot watch this pod's allocation; registry changes go unnoticed");
-    }
     let (hurry_tx, hurry_rx) = tokio::sync::watch::channel(false);
     owner.set_hurry(hurry_rx);
     let (name, dirs, registry, lease) = (owner.name.clone(), owner.paths.dirs.clone(), owner.registry(), owner.lease());
@@ -233,53 +234,173 @@ async fn startup_locked(
     lock: std::fs::File,
     tx: mpsc::Sender<OwnerMsg>,
 ) -> Result<Started, WireError> {
-    let opening = std::time::Instant::now();
-    let log_dir = paths.session_log();
-    let log = tokio::task::spawn_blocking(move || SessionLog::open(&log_dir, LogOptions::default()))
-        .await
-        .map_err(wire("pod.internal"))?
-        .map_err(|e| WireError::new(e.code(), e.to_string()))?;
-    let log = Arc::new(log);
-    tracing::info!(ms = opening.elapsed().as_secs_f64() * 1e3, "session log open");
+    // Decided before anything is taken: a refusal changes nothing.
+    let creation = creation(&request, &paths)?;
+    let early = creation.as_ref().and_then(|c| EarlyWorkload::of(&request, c));
+    let input = WorkloadInput::of(request.cwd.clone(), request.env.clone(), request.limits);
+    let data_dir = paths.data_dir.clone();
+    // A new Pod's workload is prepared (parked before its exec) while its
+    // scope is taken: the keeper's start and the session log's open both
+    // wait mostly on the kernel, so together they take the longer of the
+    // two, not the sum. It is recorded and released only once the scope
+    // is, and cancelled (nothing of it ran) when taking the scope fails.
+    let ((scoped, fresh), prepared) =
+        tokio::join!(take_scope(request, creation, &paths, tx.clone()), prepare_workload(early, &paths, input));
+    let started = match (scoped, prepared) {
+        (Ok(scoped), Ok(prepared)) => serve(scoped, &paths, lock, prepared, tx).await,
+        (Err(e), Ok(Some(prepared))) => {
+            prepared.cancel().await;
+            Err(e)
+        }
+        (Err(e), _) => Err(e),
+        (Ok(scoped), Err(e)) => {
+            scoped.abandon().await;
+            Err(e)
+        }
+    };
     // A log this launch created holds nothing but what this launch wrote; if
     // the launch fails it goes too, so a failed start or spawn leaves no Pod
     // behind (and the name can be used again).
-    let fresh = log.last_seq() == 0 && !matches!(request.mode, LaunchMode::Resume);
-    let data_dir = paths.data_dir.clone();
-    match take_scope_and_serve(request, paths, log, lock, tx).await {
-        Ok(started) => Ok(started),
-        Err(e) => {
-            if fresh {
-                if let Err(rm) = std::fs::remove_dir_all(&data_dir) {
-                    tracing::warn!(error = %rm, dir = %data_dir.display(), "cannot remove a failed launch's session log");
-                }
-            }
-            Err(e)
+    if started.is_err() && fresh {
+        if let Err(rm) = std::fs::remove_dir_all(&data_dir) {
+            tracing::warn!(error = %rm, dir = %data_dir.display(), "cannot remove a failed launch's session log");
         }
+    }
+    started
+}
+
+/// A new Pod's scope and level (start and spawn), from its launch request
+/// alone. A child's level was decided by its parent before the delegate
+/// (never below its own); this plans again at exactly that level. The plan
+/// itself is made when the workload starts.
+struct Creation {
+    scope: Scope,
+    enforced: pod_client::protocol::Enforcement,
+}
+
+fn creation(request: &LaunchRequest, paths: &PodPaths) -> Result<Option<Creation>, WireError> {
+    let scope = match &request.mode {
+        LaunchMode::Resume => return Ok(None),
+        LaunchMode::Start { allow, deny, .. } => Scope::new(allow.clone(), deny.clone()),
+        LaunchMode::Child { rules, .. } => Scope::new(rules.clone(), Vec::new()),
+    }
+    .map_err(|e| WireError::new(e.code(), e.to_string()))?;
+    let (enforced, _plan) = enforcement::choose(
+        enforcement::support()?,
+        scope.snapshot(),
+        &request.enforce,
+        None,
+        &paths.dirs,
+        &request.name,
+    )?;
+    Ok(Some(Creation { scope, enforced }))
+}
+
+/// What a new Pod's workload is started as, known before its scope is
+/// taken. A resumed Pod has none: it does not re-run its workload.
+struct EarlyWorkload {
+    command: Vec<String>,
+    enforced: pod_client::protocol::Enforcement,
+    scope: scope::ScopeSnapshot,
+    name: PodName,
+    parent: Option<PodName>,
+}
+
+impl EarlyWorkload {
+    fn of(request: &LaunchRequest, creation: &Creation) -> Option<EarlyWorkload> {
+        let (command, parent) = match &request.mode {
+            LaunchMode::Start { workload, .. } => (workload.clone()?, None),
+            LaunchMode::Child { workload, parent, .. } => (workload.clone()?, Some(parent.clone())),
+            LaunchMode::Resume => return None,
+        };
+        Some(EarlyWorkload {
+            command,
+            enforced: creation.enforced.clone(),
+            scope: creation.scope.snapshot().clone(),
+            name: request.name.clone(),
+            parent,
+        })
     }
 }
 
-/// The level this Pod is created at (a child's was decided by its parent
-/// before the delegate; this plans again at exactly that level). The plan
-/// itself is made when the workload starts.
-fn launch_level(
-    scope: &Scope,
-    request: &pod_client::protocol::EnforceRequest,
-    paths: &PodPaths,
-    name: &PodName,
-) -> Result<pod_client::protocol::Enforcement, WireError> {
-    let (enforced, _plan) =
-        enforcement::choose(enforcement::support()?, scope.snapshot(), request, None, &paths.dirs, name)?;
-    Ok(enforced)
+/// A Pod whose scope is taken and recorded, with its session log and its
+/// layer's store open.
+struct Scoped {
+    owner: Owner,
+    log: Arc<SessionLog>,
+    kv: Arc<kv::KvShell>,
 }
 
-async fn take_scope_and_serve(
+impl Scoped {
+    async fn abandon(self) {
+        abandon(self.owner).await;
+    }
+}
+
+/// Gives back what a launch that fails from here on took: a top-level
+/// Pod's allocation (a child's is undone by its parent's reclaim).
+async fn abandon(owner: Owner) {
+    if owner.parent.is_none() {
+        owner.registry().release_quietly(&owner.name).await;
+    }
+}
+
+/// Opens the session log, then takes the scope in the registry and records
+/// it while the layer's store opens. Also says whether the log is new (a
+/// failed launch then removes it).
+async fn take_scope(
     request: LaunchRequest,
-    paths: PodPaths,
-    log: Arc<SessionLog>,
-    lock: std::fs::File,
+    creation: Option<Creation>,
+    paths: &PodPaths,
     tx: mpsc::Sender<OwnerMsg>,
-) -> Result<Started, WireError> {
+) -> (Result<Scoped, WireError>, bool) {
+    let opening = std::time::Instant::now();
+    let log_dir = paths.session_log();
+    let opened = tokio::task::spawn_blocking(move || SessionLog::open(&log_dir, LogOptions::default()))
+        .await
+        .map_err(wire("pod.internal"))
+        .and_then(|opened| opened.map_err(|e| WireError::new(e.code(), e.to_string())));
+    let log = match opened {
+        Ok(log) => Arc::new(log),
+        Err(e) => return (Err(e), false),
+    };
+    tracing::info!(ms = opening.elapsed().as_secs_f64() * 1e3, "session log open");
+    let resuming = matches!(request.mode, LaunchMode::Resume);
+    let fresh = log.last_seq() == 0 && !resuming;
+    // The store of a name that already has a history is not touched: the
+    // launch is refused for that history (`pod.exists`) before it opens.
+    let phase = std::time::Instant::now();
+    let kv_open = async {
+        if !fresh && !resuming {
+            return None;
+        }
+        let kv = kv::KvShell::open(&paths.data_dir.join(kv::KV_DIR)).await;
+        tracing::info!(ms = phase.elapsed().as_secs_f64() * 1e3, "coordination store open");
+        Some(kv.map_err(|e| WireError::new(e.code(), e.to_string())))
+    };
+    let (kv, owner) = tokio::join!(kv_open, scope_of(request, creation, paths, &log, tx));
+    let scoped = match (kv, owner) {
+        (Some(Ok(kv)), Ok(owner)) => Ok(Scoped { owner, log, kv }),
+        (Some(Err(e)), Ok(owner)) => {
+            abandon(owner).await;
+            Err(e)
+        }
+        (None, Ok(owner)) => {
+            abandon(owner).await;
+            Err(WireError::new("pod.internal", "the layer's store was not opened for a launch that went on"))
+        }
+        (_, Err(e)) => Err(e),
+    };
+    (scoped, fresh)
+}
+
+async fn scope_of(
+    request: LaunchRequest,
+    creation: Option<Creation>,
+    paths: &PodPaths,
+    log: &Arc<SessionLog>,
+    tx: mpsc::Sender<OwnerMsg>,
+) -> Result<Owner, WireError> {
     let name = request.name.clone();
     let phase = std::time::Instant::now();
     let registry = Registry::connect(&paths.dirs).await?;
@@ -288,60 +409,42 @@ async fn take_scope_and_serve(
     let pid = std::process::id();
     let socket = paths.socket().to_string_lossy().into_owned();
     let session = paths.session_id();
-    let (scope, parent, workload, enforced) = match request.mode {
-        LaunchMode::Resume => {
-            let owner = resume(&name, &paths, &log, registry, tx.clone()).await?;
+    let (mode, creation) = match (request.mode, creation) {
+        (LaunchMode::Resume, _) => {
+            let owner = resume(&name, paths, log, registry, tx).await?;
             tracing::info!(ms = phase.elapsed().as_secs_f64() * 1e3, "scope restored and pruned");
-            return serve(owner, paths, log, lock, WorkloadInput::of(request.cwd, request.env, request.limits), tx)
-                .await;
+            return Ok(owner);
         }
-        LaunchMode::Start { allow, deny, workload } => {
-            refuse_existing_log(&log, &name, "`pod resume NAME` or `pod rm NAME`")?;
-            let scope = Scope::new(allow, deny).map_err(|e| WireError::new(e.code(), e.to_string()))?;
-            // Decided before the allocation is taken: a refusal changes nothing.
-            let enforced = launch_level(&scope, &request.enforce, &paths, &name)?;
+        (mode, Some(creation)) => (mode, creation),
+        (_, None) => return Err(WireError::new("pod.internal", "a new pod launched without its scope and level")),
+    };
+    let Creation { scope, enforced } = creation;
+    let (parent, workload) = match mode {
+        LaunchMode::Start { workload, .. } => {
+            refuse_existing_log(log, &name, "`pod resume NAME` or `pod rm NAME`")?;
             registry.register(&name, pid, &socket, &session, scope.snapshot(), &enforced.scratch).await?;
-            let created = record_creation(&log, &name, None, &scope, &workload, &enforced).await;
+            let created = record_creation(log, &name, None, &scope, &workload, &enforced).await;
             if created.is_err() {
                 registry.release_quietly(&name).await;
             }
             created?;
-            (scope, None, workload, enforced)
+            (None, workload)
         }
-        LaunchMode::Child { parent, rules, workload } => {
-            refuse_existing_log(&log, &name, "`pod rm NAME` first")?;
-            let scope = Scope::new(rules, Vec::new()).map_err(|e| WireError::new(e.code(), e.to_string()))?;
-            // The parent decided the level (never below its own) before
-            // its delegate; this plans again at exactly that level.
-            let enforced = launch_level(&scope, &request.enforce, &paths, &name)?;
+        LaunchMode::Child { parent, workload, .. } => {
+            refuse_existing_log(log, &name, "`pod rm NAME` first")?;
             fail::fail_point!("spawn.before_adopt");
             registry.adopt(&name, pid, &session, &socket, &enforced.scratch).await?;
             // A failure from here on is undone by the parent's reclaim.
-            record_creation(&log, &name, Some(&parent), &scope, &workload, &enforced).await?;
-            (scope, Some(parent), workload, enforced)
+            record_creation(log, &name, Some(&parent), &scope, &workload, &enforced).await?;
+            (Some(parent), workload)
         }
+        LaunchMode::Resume => unreachable!("handled above"),
     };
     tracing::info!(ms = phase.elapsed().as_secs_f64() * 1e3, "scope taken and recorded");
-    let top_level = parent.is_none();
-    let mut owner = Owner::new(
-        name.clone(),
-        parent,
-        workload,
-        paths.clone(),
-        scope,
-        BTreeMap::new(),
-        Arc::clone(&log),
-        registry.clone(),
-        tx.clone(),
-    );
+    let mut owner =
+        Owner::new(name, parent, workload, paths.clone(), scope, BTreeMap::new(), Arc::clone(log), registry, tx);
     owner.set_enforcement(Some(enforced));
-    let served = serve(owner, paths, log, lock, WorkloadInput::of(request.cwd, request.env, request.limits), tx).await;
-    if served.is_err() && top_level {
-        // A workload that could not start (e.g. a limit the machine cannot
-        // enforce) leaves no Pod behind; a child's is undone by its parent.
-        registry.release_quietly(&name).await;
-    }
-    served
+    Ok(owner)
 }
 
 /// What a launch says of the workload besides its command.
@@ -357,76 +460,80 @@ impl WorkloadInput {
     }
 }
 
-/// The last steps of every startup: the socket, the pid file, the workload.
+/// The last steps of every startup: the socket, the workload's record and
+/// release, the watch on the allocation.
 async fn serve(
-    mut owner: Owner,
-    paths: PodPaths,
-    log: Arc<SessionLog>,
+    scoped: Scoped,
+    paths: &PodPaths,
     lock: std::fs::File,
-    input: WorkloadInput,
+    prepared: Option<workload::Prepared>,
     tx: mpsc::Sender<OwnerMsg>,
 ) -> Result<Started, WireError> {
-    let WorkloadInput { cwd, env, limits } = input;
-    let listener = pod_proto::server::bind(&paths.socket()).await.map_err(|e| e.to_wire())?;
-    // The layer's store opens while the workload is prepared: both wait
-    // mostly on the kernel (sled's fsyncs; the keeper's move into its
-    // cgroup, an RCU grace period), so together they take the longer of the
-    // two, not the sum. Nobody can call the store before it is open:
-    // connections, the workload's first among them, are served only once
-    // this returns, and the workload stays parked before its exec until then.
-    let phase = std::time::Instant::now();
-    let kv_open = async {
-        let kv = kv::KvShell::open(&paths.data_dir.join(kv::KV_DIR)).await;
-        tracing::info!(ms = phase.elapsed().as_secs_f64() * 1e3, "coordination store open");
-        kv.map_err(|e| WireError::new(e.code(), e.to_string()))
+    let listener = match pod_proto::server::bind(&paths.socket()).await {
+        Ok(listener) => listener,
+        Err(e) => {
+            if let Some(prepared) = prepared {
+                prepared.cancel().await;
+            }
+            scoped.abandon().await;
+            return Err(e.to_wire());
+        }
     };
-    let (kv, prepared) = tokio::join!(kv_open, prepare_workload(&owner, &paths, cwd, env, limits));
-    let (kv, prepared) = match (kv, prepared) {
-        (Ok(kv), Ok(prepared)) => (kv, prepared),
-        (Err(e), Ok(Some(prepared))) => {
-            prepared.cancel().await;
+    let Scoped { mut owner, log, kv } = scoped;
+    // The watch starts while the workload is recorded and released; both
+    // are done before the Pod says it is ready.
+    let (released, watching) = tokio::join!(record_and_release(&owner, paths, prepared, tx), owner.start_watching());
+    if let Err(e) = watching {
+        tracing::error!(error = %e, "cannot watch this pod's allocation; registry changes go unnoticed");
+    }
+    match released {
+        Ok(Some(running)) => owner.set_workload(running),
+        Ok(None) => {}
+        Err(e) => {
+            Scoped { owner, log, kv }.abandon().await;
             return Err(e);
         }
-        (Err(e), _) | (Ok(_), Err(e)) => return Err(e),
-    };
-    if let Some(prepared) = prepared {
-        // Recorded (durably: the registry answers once it is) while the
-        // workload is parked before its exec: from its first instruction
-        // on, whoever finds this process gone ends it from the record.
-        let record = prepared.record().clone();
-        if let Err(e) = owner.registry().contain(&owner.name, &record).await {
-            prepared.cancel().await;
-            return Err(e);
-        }
-        fail::fail_point!("workload.before_release");
-        let running = prepared.release(&paths, tx).await?;
-        fail::fail_point!("workload.after_launch");
-        owner.set_workload(running);
     }
     Ok(Started { owner, listener, log, lock, kv })
 }
 
-/// Launches the Pod's workload, if it has one, at its recorded level, and
-/// leaves it parked before its exec until its containment is recorded.
-async fn prepare_workload(
+/// Records the parked workload's containment (durably: the registry
+/// answers once it is), then lets it exec: from its first instruction on,
+/// whoever finds this process gone ends it from the record.
+async fn record_and_release(
     owner: &Owner,
     paths: &PodPaths,
-    cwd: Option<String>,
-    env: pod_client::protocol::Env,
-    limits: pod_sandbox::Limits,
+    prepared: Option<workload::Prepared>,
+    tx: mpsc::Sender<OwnerMsg>,
+) -> Result<Option<workload::Running>, WireError> {
+    let Some(prepared) = prepared else { return Ok(None) };
+    let record = prepared.record().clone();
+    if let Err(e) = owner.registry().contain(&owner.name, &record).await {
+        prepared.cancel().await;
+        return Err(e);
+    }
+    fail::fail_point!("workload.before_release");
+    let running = prepared.release(paths, tx).await?;
+    fail::fail_point!("workload.after_launch");
+    Ok(Some(running))
+}
+
+/// Launches a new Pod's workload, if it has one, at its level, and leaves
+/// it parked before its exec until its containment is recorded.
+async fn prepare_workload(
+    early: Option<EarlyWorkload>,
+    paths: &PodPaths,
+    input: WorkloadInput,
 ) -> Result<Option<workload::Prepared>, WireError> {
-    let Some(command) = owner.workload.clone() else { return Ok(None) };
+    let Some(early) = early else { return Ok(None) };
+    let WorkloadInput { cwd, env, limits } = input;
     let env = enforcement::with_tmpdir(paths, env)?;
-    let recorded = owner
-        .enforcement()
-        .cloned()
-        .ok_or_else(|| WireError::new("pod.internal", "a workload is started without a recorded enforcement level"))?;
-    let choice = enforcement::plan_for_workload(&recorded, owner.core.scope.snapshot(), &paths.dirs, &owner.name)?;
+    let choice = enforcement::plan_for_workload(&early.enforced, &early.scope, &paths.dirs, &early.name)?;
     let spec = workload::WorkloadSpec {
-        command: &command,
+        command: &early.command,
         cwd: cwd.as_deref(),
         env: &env,
-        parent: owner.parent.as_ref(),
+        parent: early.parent.as_ref(),
         limits,
         enforcement: choice,
     };
