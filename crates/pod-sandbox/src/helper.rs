@@ -5,7 +5,8 @@
 //! itself with Landlock, and only then exec the workload. Its spec arrives
 //! as a frame on stdin, a socketpair the parent made, never on argv.
 //!
-//! Stages, each a re-exec of the same binary:
+//! Stages: the keeper and the init are re-execs of the same binary, the
+//! exec stage a fork of its parent stage:
 //! - **keeper**: spawned by the Pod, born inside the Pod's v2 cgroup
 //!   (`clone3` with `CLONE_INTO_CGROUP`: a move by a write to
 //!   `cgroup.procs` waits for an RCU grace period, most of a spawn's time).
@@ -20,7 +21,8 @@
 //! - **init**: the first process of a new PID namespace (supervisor
 //!   without a cgroup). Reaps, relays SIGTERM to the namespace, SIGUSR1
 //!   kills it; when it dies the kernel ends every process in it.
-//! - **exec**: applies Landlock (with `no_new_privs`), says it is parked,
+//! - **exec**: forked by the keeper (or the init), its signals back to
+//!   their defaults; applies Landlock (with `no_new_privs`), says it is parked,
 //!   and execs the workload when `Go` comes down the chain (Pod → keeper
 //!   [→ init] → exec). A failure before exec is a frame back; a successful
 //!   exec closes the socket (close-on-exec), which its parent reads as
@@ -37,7 +39,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::{Command, ExitCode, Stdio};
 
 use rustix::process::{Pid, Signal, WaitOptions};
 use rustix::thread::UnshareFlags;
@@ -77,7 +79,6 @@ impl HelperCommand {
 pub enum Stage {
     Keeper,
     Init,
-    Exec,
 }
 
 impl Stage {
@@ -85,7 +86,6 @@ impl Stage {
         match self {
             Stage::Keeper => "keeper",
             Stage::Init => "init",
-            Stage::Exec => "exec",
         }
     }
 }
@@ -231,9 +231,8 @@ pub fn helper_main(args: &[String]) -> ExitCode {
     let stage = match args {
         [s] if s == "keeper" => Stage::Keeper,
         [s] if s == "init" => Stage::Init,
-        [s] if s == "exec" => Stage::Exec,
         _ => {
-            eprintln!("sandbox helper: expected one stage argument (keeper, init or exec), got {args:?}");
+            eprintln!("sandbox helper: expected one stage argument (keeper or init), got {args:?}");
             return ExitCode::from(EXIT_SETUP_FAILED);
         }
     };
@@ -268,7 +267,6 @@ pub fn helper_main(args: &[String]) -> ExitCode {
     match stage {
         Stage::Keeper => keeper(spec, socket),
         Stage::Init => init(spec, socket),
-        Stage::Exec => exec(spec, socket),
     }
 }
 
@@ -278,27 +276,53 @@ fn null_stdin() -> Result<(), SandboxError> {
 }
 
 fn report_failure(socket: &mut UnixStream, e: &SandboxError) -> ExitCode {
+    tell_failure(socket, e);
+    ExitCode::from(EXIT_SETUP_FAILED)
+}
+
+/// Tells the parent stage why this one failed (stderr when it is gone).
+fn tell_failure(socket: &mut UnixStream, e: &SandboxError) {
     let event = Event::Failed { code: e.code().to_string(), message: e.to_string() };
     if write_frame(socket, &event).is_err() {
         eprintln!("sandbox helper: {e}");
     }
-    ExitCode::from(EXIT_SETUP_FAILED)
 }
 
-/// Starts the next stage with `spec` (its stage set) on a fresh socketpair.
-fn spawn_stage(spec: &Spec, stage: Stage) -> Result<(Child, UnixStream), SandboxError> {
+/// Forks the exec stage on a fresh socketpair and returns its pid. A fork
+/// of this single-threaded process, not a re-exec: it is what this process
+/// is, minus the keeper's or init's duties, and a re-exec of the whole
+/// binary costs about 2 ms of every spawn.
+fn fork_exec_stage(spec: &Spec) -> Result<(u32, UnixStream), SandboxError> {
+    let (mine, theirs) = UnixStream::pair().map_err(SandboxError::io("cannot create a socketpair"))?;
+    // The child takes the signals the keeper or init handle back to their
+    // default actions: until its exec, it is a plain process.
+    let signals = [libc::SIGTERM, libc::SIGUSR1, libc::SIGCHLD];
+    match sys::fork_with_default_signals(&signals) {
+        Err(e) => Err(SandboxError::io("cannot fork the exec stage")(e)),
+        Ok(None) => {
+            // Its parent's end closes here, so the parent's exit is an end
+            // of file on `theirs`.
+            drop(mine);
+            std::process::exit(i32::from(exec(spec, theirs)))
+        }
+        Ok(Some(pid)) => Ok((pid, mine)),
+    }
+}
+
+/// Starts the init stage (a re-exec: it must be a new process image to be
+/// the first of its PID namespace with nothing of the keeper's), with
+/// `spec` sent down a fresh socketpair; returns its pid.
+fn spawn_init(spec: &Spec) -> Result<(u32, UnixStream), SandboxError> {
     let (mut mine, theirs) = UnixStream::pair().map_err(SandboxError::io("cannot create a socketpair"))?;
-    let mut cmd = spec.helper.command(stage);
+    let mut cmd = spec.helper.command(Stage::Init);
     cmd.stdin(Stdio::from(OwnedFd::from(theirs))).stdout(Stdio::inherit()).stderr(Stdio::inherit());
-    let child = cmd.spawn().map_err(SandboxError::io(format!(
-        "cannot start the {} stage ({})",
-        stage.name(),
-        spec.helper.program.display()
-    )))?;
+    let child = cmd
+        .spawn()
+        .map_err(SandboxError::io(format!("cannot start the init stage ({})", spec.helper.program.display())))?;
     let mut next = spec.clone();
-    next.stage = stage;
+    next.stage = Stage::Init;
     write_frame(&mut mine, &next)?;
-    Ok((child, mine))
+    Ok((child.id(), mine))
 }
 
 /// Waits until an exec stage is parked.
@@ -455,13 +479,11 @@ fn keeper(spec: Spec, mut control: UnixStream) -> ExitCode {
         return report_failure(&mut control, &e);
     }
     let pidns = spec.namespaces.pid;
-    let next = if pidns { Stage::Init } else { Stage::Exec };
-    let (child, mut child_socket) = match spawn_stage(&spec, next) {
+    let next = if pidns { spawn_init(&spec) } else { fork_exec_stage(&spec) };
+    let (child_pid, mut child_socket) = match next {
         Ok(c) => c,
         Err(e) => return report_failure(&mut control, &e),
     };
-    let child_pid = child.id();
-    drop(child);
     let parked = if pidns {
         match read_frame::<InitEvent>(&mut child_socket) {
             Ok(Some(InitEvent::Parked)) => Ok(()),
@@ -752,7 +774,7 @@ fn init(spec: Spec, mut keeper: UnixStream) -> ExitCode {
             Ok(s) => s,
             Err(e) => return fail(&mut keeper, &SandboxError::io("cannot handle signals")(e)),
         };
-    let (child, mut socket) = match spawn_stage(&spec, Stage::Exec) {
+    let (main, mut socket) = match fork_exec_stage(&spec) {
         Ok(c) => c,
         Err(e) => return fail(&mut keeper, &e),
     };
@@ -776,8 +798,6 @@ fn init(spec: Spec, mut keeper: UnixStream) -> ExitCode {
             }
         }
     });
-    let main = child.id();
-    drop(child);
     let code = reap_until_empty(main, |exit| {
         let _ = write_frame(&mut keeper, &InitEvent::Exited { exit });
     });
@@ -785,22 +805,25 @@ fn init(spec: Spec, mut keeper: UnixStream) -> ExitCode {
     ExitCode::from(u8::try_from(code).unwrap_or(255))
 }
 
-fn exec(spec: Spec, mut parent: UnixStream) -> ExitCode {
+/// The exec stage, in a fork of the keeper (or init) that never returns
+/// to it: its working directory, Landlock, parked until `Go`, then the
+/// workload's exec. Returns the code to exit with when it did not get that
+/// far (its parent heard why).
+fn exec(spec: &Spec, mut parent: UnixStream) -> u8 {
     let program = &spec.workload;
     if let Err(e) = std::env::set_current_dir(&program.cwd) {
-        return report_failure(
-            &mut parent,
-            &SandboxError::io(format!("cannot change to {}", program.cwd.display()))(e),
-        );
+        tell_failure(&mut parent, &SandboxError::io(format!("cannot change to {}", program.cwd.display()))(e));
+        return EXIT_SETUP_FAILED;
     }
     if let Some(plan) = &spec.landlock {
         if let Err(e) = enforce::restrict(plan) {
-            return report_failure(&mut parent, &e);
+            tell_failure(&mut parent, &e);
+            return EXIT_SETUP_FAILED;
         }
     }
     // Parked: the program runs only once its containment is on record.
     if write_frame(&mut parent, &Event::Parked).is_err() || !go_from(&mut parent) {
-        return ExitCode::from(EXIT_SETUP_FAILED);
+        return EXIT_SETUP_FAILED;
     }
     let err = Command::new(&program.program)
         .args(&program.args)
@@ -810,5 +833,5 @@ fn exec(spec: Spec, mut parent: UnixStream) -> ExitCode {
     // The OS's reason alone: the Pod names the program in its own words.
     let e = SandboxError::Exec(err.to_string());
     let _ = write_frame(&mut parent, &Event::Failed { code: e.code().into(), message: err.to_string() });
-    ExitCode::from(EXIT_EXEC_FAILED)
+    EXIT_EXEC_FAILED
 }

@@ -141,6 +141,51 @@ pub fn unshare_namespaces(flags: UnshareFlags) -> rustix::io::Result<()> {
     unsafe { rustix::thread::unshare_unsafe(flags) }
 }
 
+/// `fork(2)` of this process, which must be single-threaded (asserted: a
+/// fork of a multithreaded process leaves the child with locks that other
+/// threads held). The child gets `Ok(None)`, with each of `signals` back to
+/// its default action; the parent gets the child's pid. Signals are
+/// blocked across the fork, so no handler of this process runs in the
+/// child before its reset.
+pub fn fork_with_default_signals(signals: &[i32]) -> std::io::Result<Option<u32>> {
+    assert_eq!(thread_count(), Some(1), "fork_with_default_signals from a multithreaded process");
+    // SAFETY: sigset_t is plain data, filled by sigfillset; sigprocmask only
+    // reads and writes the two sets given.
+    let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
+    let mut before: libc::sigset_t = unsafe { std::mem::zeroed() };
+    unsafe {
+        libc::sigfillset(&mut all);
+        libc::sigprocmask(libc::SIG_BLOCK, &all, &mut before);
+    }
+    // SAFETY: this process is single-threaded (asserted above), so the
+    // child is a whole copy of it, free to run any code.
+    let pid = unsafe { libc::fork() };
+    let error = (pid < 0).then(std::io::Error::last_os_error);
+    if pid == 0 {
+        for &signal in signals {
+            // SAFETY: setting a signal's default action touches no memory.
+            unsafe { libc::signal(signal, libc::SIG_DFL) };
+        }
+    }
+    // SAFETY: restores the mask saved above.
+    unsafe { libc::sigprocmask(libc::SIG_SETMASK, &before, std::ptr::null_mut()) };
+    match (pid, error) {
+        (_, Some(e)) => Err(e),
+        (0, None) => Ok(None),
+        (pid, None) => {
+            let pid = u32::try_from(pid).map_err(|_| std::io::Error::other(format!("fork returned pid {pid}")))?;
+            assert!(pid > 0, "a forked child has a positive pid");
+            Ok(Some(pid))
+        }
+    }
+}
+
+/// Threads of this process (`/proc/self/status`), if it can be read.
+fn thread_count() -> Option<u32> {
+    let status = crate::proc::read_small(std::path::Path::new("/proc/self/status"))?;
+    status.lines().find_map(|l| l.strip_prefix("Threads:")).and_then(|n| n.trim().parse().ok())
+}
+
 /// `kill(-1, signal)`: every process this one may signal except itself and
 /// init. Only the init of a PID namespace calls it, where that means every
 /// other process of the namespace. rustix's `Pid` cannot be -1.

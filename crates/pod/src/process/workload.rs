@@ -32,7 +32,7 @@ use pod_client::protocol::{ContainmentView, Env};
 use pod_proto::WireError;
 use pod_sandbox::{
     choose_containment, launch, Containment, ContainmentKey, ContainmentRecord, ExitReport, HelperCommand, LaunchSpec,
-    Limits, Mechanism, Parked, Program, SandboxError, Support, Workload,
+    Limits, Mechanism, Parked, Program, SandboxError, Workload,
 };
 use session_log::Exit;
 use tokio::sync::{mpsc, watch};
@@ -222,13 +222,12 @@ pub async fn start(spec: WorkloadSpec<'_>, paths: &PodPaths) -> Result<Prepared,
     let enforcement = spec.enforcement.clone();
     let (stdout, stdout_w) = output_pipe()?;
     let (stderr, stderr_w) = output_pipe()?;
+    // Detected once per process, as the level was decided on it.
+    let support = crate::process::enforcement::support()?;
     let launched = tokio::task::spawn_blocking(move || -> Result<(Containment, Parked), SandboxError> {
         let phase = std::time::Instant::now();
-        let support = Support::detect()?;
-        let choice = choose_containment(&support, &limits)?;
-        tracing::info!(ms = phase.elapsed().as_secs_f64() * 1e3, "support detected");
-        let phase = std::time::Instant::now();
-        let mut containment = Containment::create(&support, &choice, &key, &limits)?;
+        let choice = choose_containment(support, &limits)?;
+        let mut containment = Containment::create(support, &choice, &key, &limits)?;
         tracing::info!(ms = phase.elapsed().as_secs_f64() * 1e3, "containment created");
         let phase = std::time::Instant::now();
         let launched = launch(
@@ -238,7 +237,7 @@ pub async fn start(spec: WorkloadSpec<'_>, paths: &PodPaths) -> Result<Prepared,
                 program: program_spec,
                 level: enforcement.level,
                 plan: &enforcement.plan,
-                support: &support,
+                support,
                 stdout: stdout_w,
                 stderr: stderr_w,
             },
