@@ -187,6 +187,38 @@ fn a_region_stays_held_while_a_workload_process_may_run() {
     h.must(&["stop", "lead"]);
 }
 
+/// A new Pod's workload is prepared (parked before its exec) while its
+/// scope is taken; when the registry refuses that scope, the parked
+/// workload is cancelled: it never ran, and no cgroup of it is left.
+#[test]
+fn a_start_the_registry_refuses_runs_nothing_of_its_workload() {
+    if !cgroup() {
+        return;
+    }
+    let h = Home::new();
+    std::fs::create_dir_all(h.repo.join("shared")).expect("mkdir shared");
+    h.must(&["start", "owner", "--write", "shared", "--", "sleep", "1000"]);
+    let alloc = h.allocation("owner").expect("owner's allocation");
+    let owner_cgroup = std::path::PathBuf::from(alloc["containment"]["cgroups"]["v2"].as_str().expect("a v2 cgroup"));
+    let home_cgroups = owner_cgroup.parent().expect("the home's cgroup folder").to_path_buf();
+    let marker = h.repo.join("shared/ran");
+    let touch = format!("touch {}", marker.display());
+    let refused = h.pod(&["start", "intruder", "--write", "shared", "--", "sh", "-c", &touch]);
+    assert_snapshot!(h.redact(&format!("{refused:?}")), @r"
+    exit 2
+    stdout: 
+    stderr: pod: write [repo]/shared/** conflicts with pod owner, which holds write [repo]/shared/** (both cover [repo]/shared/**) [registry.write_conflict]
+    ");
+    assert!(!marker.exists(), "the refused Pod's workload ran");
+    let left: Vec<String> = std::fs::read_dir(&home_cgroups)
+        .expect("read the home's cgroup folder")
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .filter(|name| name.starts_with("intruder@"))
+        .collect();
+    assert!(left.is_empty(), "cgroups of the refused Pod's workload are left: {left:?}");
+    h.must(&["stop", "owner"]);
+}
+
 fn pids_controller() -> bool {
     let support = pod_sandbox::Support::detect().expect("detect");
     available("pids", support.pids.is_ok())
