@@ -109,6 +109,45 @@ pub fn start(request: &LaunchRequest, log_file: &Path) -> Result<Starting, WireE
     Ok(Starting { child, pid, body, log_file: log_file.to_path_buf() })
 }
 
+/// A Pod process started ahead of its launch request (`pod __pod
+/// --standby`), kept by a Pod that spawns children so that a spawn does not
+/// wait for this binary to load (ld.so's relocations, glibc's CPU probing
+/// and the runtime's start are a good part of a spawn). It learns its name
+/// from the request; its diagnostics go to the parent's log until then.
+/// Dropped unused, its stdin closes and it exits without a word.
+pub struct Standby {
+    child: Child,
+    pid: u32,
+}
+
+impl Standby {
+    pub fn start() -> Result<Standby, WireError> {
+        let exe = std::env::current_exe()
+            .map_err(|e| WireError::new("launch.exe", format!("cannot find the pod binary: {e}")))?;
+        let mut command = Command::new(exe);
+        command.arg("__pod").arg("--standby");
+        command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::inherit());
+        let child = command
+            .spawn()
+            .map_err(|e| WireError::new("launch.spawn", format!("cannot start a standby pod process: {e}")))?;
+        let pid =
+            child.id().ok_or_else(|| WireError::new("launch.died", "the standby pod process was gone at once"))?;
+        Ok(Standby { child, pid })
+    }
+
+    /// Still waiting for its request (not killed meanwhile)?
+    pub fn is_waiting(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// The launch of `request` by this process, as [`start`] would begin
+    /// it; the request is sent by [`Starting::ready`].
+    pub fn launch(self, request: &LaunchRequest, log_file: &Path) -> Result<Starting, WireError> {
+        let body = serde_json::to_vec(request).map_err(|e| WireError::new("launch.encode", e.to_string()))?;
+        Ok(Starting { child: self.child, pid: self.pid, body, log_file: log_file.to_path_buf() })
+    }
+}
+
 impl Starting {
     pub fn pid(&self) -> u32 {
         self.pid

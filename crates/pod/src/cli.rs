@@ -509,8 +509,14 @@ pub struct RuleArgs {
 
 #[derive(Args, Debug)]
 pub struct PodProcessArgs {
-    /// The Pod's name.
-    pub name: String,
+    /// The Pod's name (absent with --standby: the launch request names it).
+    #[arg(required_unless_present = "standby")]
+    pub name: Option<String>,
+    /// Started ahead of its launch request by a Pod that spawns children,
+    /// so a spawn does not wait for this binary to load: it learns its
+    /// name from the request.
+    #[arg(long, conflicts_with_all = ["resume", "request"])]
+    pub standby: bool,
     /// Resume from the session log instead of starting anew.
     #[arg(long)]
     pub resume: bool,

@@ -61,7 +61,10 @@ pub fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let role = match &cli.command {
-        Command::PodProcess(args) => args.name.as_str(),
+        // A standby Pod process arms its failpoints once its launch request
+        // has named it (`process::main`).
+        Command::PodProcess(args) if args.standby => "",
+        Command::PodProcess(args) => args.name.as_deref().unwrap_or_default(),
         Command::Registry { command: RegistryCommand::Serve(_) } => "registry",
         _ => "cli",
     };
@@ -70,7 +73,7 @@ pub fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     if let Command::PodProcess(args) = &cli.command {
-        return process::main(&args.name);
+        return process::main(args.name.as_deref());
     }
     if let Command::Registry { command: RegistryCommand::Serve(args) } = &cli.command {
         // The daemon runs on a runtime of its own (see `daemon::run`).

@@ -17,17 +17,23 @@
 //!
 //! The timer task sleeps until `Core::next_deadline` (or until a commit
 //! may have moved it) and commits `Event::Tick`.
+//!
+//! The rest of the Pod holds the store through a [`KvHandle`]: it opens in
+//! the background once the Pod serves, so its open (a sled open and a
+//! first commit) is on no launch's path; a call made meanwhile waits for
+//! it, and an open that failed is every call's answer.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use pod_kv::store::now::{boot_id, now};
 use pod_kv::store::{Job, KvStore};
 use pod_kv::{BootId, Event, KvError, Outcome, PodRef, Ticket};
+use pod_proto::WireError;
 use scope::PodName;
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::{oneshot, watch, Notify};
 use tracing::Instrument;
 
 /// The store's folder in the Pod's data folder (`data/pods/<name>/kv/`),
@@ -59,6 +65,44 @@ struct Queued {
 struct Queue {
     jobs: Vec<Queued>,
     leading: bool,
+}
+
+/// The layer's store, being opened or open (see the module's opening).
+#[derive(Clone)]
+pub struct KvHandle(watch::Receiver<Option<Result<Arc<KvShell>, WireError>>>);
+
+impl KvHandle {
+    /// Starts opening the store in `dir` in the background.
+    pub fn open(dir: PathBuf) -> KvHandle {
+        let (tx, rx) = watch::channel(None);
+        let started = std::time::Instant::now();
+        tokio::spawn(async move {
+            let opened = KvShell::open(&dir).await.map_err(|e| WireError::new(e.code(), e.to_string()));
+            match &opened {
+                Ok(_) => tracing::info!(ms = started.elapsed().as_secs_f64() * 1e3, "coordination store open"),
+                Err(e) => {
+                    tracing::error!(code = %e.code, "the coordination store cannot open; every kv call answers so: {}", e.message)
+                }
+            }
+            tx.send_replace(Some(opened));
+        });
+        KvHandle(rx)
+    }
+
+    /// The store, once its open is done (or the reason it failed).
+    pub async fn get(&self) -> Result<Arc<KvShell>, WireError> {
+        let mut rx = self.0.clone();
+        let opened = rx
+            .wait_for(Option::is_some)
+            .await
+            .map_err(|_| WireError::new("kv.storage", "the coordination store's open was abandoned"))?;
+        opened.clone().unwrap_or_else(|| Err(WireError::new("kv.storage", "the coordination store is not open")))
+    }
+
+    /// The store if it is open already.
+    pub fn now(&self) -> Option<Arc<KvShell>> {
+        self.0.borrow().as_ref().and_then(|opened| opened.as_ref().ok()).cloned()
+    }
 }
 
 pub struct KvShell {

@@ -1,15 +1,17 @@
-//! The Pod process (`pod __pod NAME`, started by `launch`).
+//! The Pod process (`pod __pod NAME`, or `pod __pod --standby` started
+//! ahead by a spawning parent; both started by `launch`).
 //!
 //! Startup does, in order: take the Pod's lock (one process per Pod name),
 //! decide a new Pod's scope and level from its launch request, then at once
 //! (1) open the session log, take the scope in the registry (register,
 //! adopt, or re-register with layers on resume), record it durably and
-//! prune unreachable children (resume), while the layer's store opens, and
-//! (2) prepare a new Pod's workload, parked before its exec; then bind the
-//! socket, record the workload's containment and release it, while the
-//! watch on the allocation starts, and only then report ready on stdout.
-//! Any failure before "ready" undoes what was taken (a parked workload is
-//! cancelled: nothing of it ran) and is reported as the launch error.
+//! prune unreachable children (resume), and (2) prepare a new Pod's
+//! workload, parked before its exec; then bind the socket, record the
+//! workload's containment and release it, while the watch on the
+//! allocation starts, and only then report ready on stdout. Any failure
+//! before "ready" undoes what was taken (a parked workload is cancelled:
+//! nothing of it ran) and is reported as the launch error. The layer's
+//! coordination store opens once the Pod serves (`kv::KvHandle`).
 
 pub mod authorize;
 pub mod caller;
@@ -47,18 +49,25 @@ const OWNER_QUEUE: usize = 256;
 
 /// Entry point of the hidden `__pod` command. Exit code 0 after a clean
 /// shutdown, 1 when startup failed (the reason went to stdout).
-pub fn main(name: &str) -> std::process::ExitCode {
-    let request = match read_request(name) {
-        Ok(r) => r,
-        Err(e) => return report_failure(e),
-    };
+pub fn main(name: Option<&str>) -> std::process::ExitCode {
     // A Pod outlives the terminal and the command that started it.
     if let Err(e) = rustix::process::setsid() {
         tracing::debug!(error = %e, "setsid failed (already a session leader)");
     }
+    // Before the request: a standby has it ready when the request comes.
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => return report_failure(WireError::new("pod.runtime", format!("cannot start the async runtime: {e}"))),
+    };
+    let request = match name {
+        Some(name) => read_request(Some(name)),
+        None => standby(),
+    };
+    let request = match request {
+        Ok(Some(r)) => r,
+        // A standby whose parent went away without using it.
+        Ok(None) => return std::process::ExitCode::SUCCESS,
+        Err(e) => return report_failure(e),
     };
     let (code, lock) = runtime.block_on(run(request));
     // The Pod's lock says "this Pod's process is still here" to every other
@@ -72,21 +81,49 @@ pub fn main(name: &str) -> std::process::ExitCode {
     code
 }
 
-fn read_request(name: &str) -> Result<LaunchRequest, WireError> {
+/// The launch request on stdin, which must name `name` when one was given.
+/// `None`: stdin closed with nothing on it (a standby nobody used).
+fn read_request(name: Option<&str>) -> Result<Option<LaunchRequest>, WireError> {
     let mut body = Vec::new();
     std::io::stdin()
         .take(MAX_LAUNCH_BYTES + 1)
         .read_to_end(&mut body)
         .map_err(|e| WireError::new("launch.io", format!("cannot read the launch request: {e}")))?;
+    if body.is_empty() && name.is_none() {
+        return Ok(None);
+    }
     if body.len() as u64 > MAX_LAUNCH_BYTES {
         return Err(WireError::new("launch.too_large", format!("launch request over {MAX_LAUNCH_BYTES} bytes")));
     }
     let request: LaunchRequest = serde_json::from_slice(&body)
         .map_err(|e| WireError::new("launch.garbled", format!("launch request does not parse: {e}")))?;
-    if request.name.as_str() != name {
+    if let Some(name) = name.filter(|n| request.name.as_str() != *n) {
         return Err(WireError::new("launch.garbled", format!("launch request names {}, not {name}", request.name)));
     }
-    Ok(request)
+    Ok(Some(request))
+}
+
+/// A standby Pod process (`pod __pod --standby`), started by a spawning
+/// Pod ahead of its next spawn: what does not depend on the name (loading
+/// this binary, detecting the machine's support) is done before the
+/// request comes; then its diagnostics go to the named Pod's own log, and
+/// its failpoints are armed for that name, as if started for it.
+fn standby() -> Result<Option<LaunchRequest>, WireError> {
+    if let Err(e) = enforcement::support() {
+        tracing::debug!(error = %e, "support detection failed ahead of a launch; the launch reports it");
+    }
+    let Some(request) = read_request(None)? else { return Ok(None) };
+    let dirs = RuntimeDirs::from_env().map_err(|e| WireError::new(e.code(), e.to_string()))?;
+    let log_file = PodPaths::new(&dirs, &request.name).pod_log();
+    let log = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(&log_file)
+    }
+    .map_err(|e| WireError::new("launch.io", format!("cannot open {}: {e}", log_file.display())))?;
+    rustix::stdio::dup2_stderr(&log)
+        .map_err(|e| WireError::new("launch.io", format!("cannot write diagnostics to {}: {e}", log_file.display())))?;
+    pod_proto::failpoints::arm(request.name.as_str()).map_err(|e| WireError::new("cli.failpoints", e))?;
+    Ok(Some(request))
 }
 
 fn report(outcome: &LaunchOutcome) {
@@ -109,8 +146,11 @@ async fn run(request: LaunchRequest) -> (std::process::ExitCode, Option<std::fs:
         Ok(s) => s,
         Err(e) => return (report_failure(e), None),
     };
-    let Started { mut owner, listener, log, lock, kv } = started;
-    owner.set_kv(Arc::clone(&kv));
+    let Started { mut owner, listener, log, lock } = started;
+    // Opened once the Pod serves: a store's open is on no launch's path;
+    // a kv call made meanwhile waits for it.
+    let kv = kv::KvHandle::open(owner.paths.data_dir.join(kv::KV_DIR));
+    owner.set_kv(kv.clone());
     let enforcement = owner.enforcement().cloned();
     let socket = owner.paths.socket().to_string_lossy().into_owned();
     let pid_file = owner.paths.pid_file();
@@ -200,7 +240,6 @@ struct Started {
     listener: interprocess::local_socket::tokio::Listener,
     log: Arc<SessionLog>,
     lock: std::fs::File,
-    kv: Arc<kv::KvShell>,
 }
 
 fn wire<E: std::fmt::Display>(code: &str) -> impl Fn(E) -> WireError + '_ {
@@ -323,12 +362,10 @@ impl EarlyWorkload {
     }
 }
 
-/// A Pod whose scope is taken and recorded, with its session log and its
-/// layer's store open.
+/// A Pod whose scope is taken and recorded, with its session log open.
 struct Scoped {
     owner: Owner,
     log: Arc<SessionLog>,
-    kv: Arc<kv::KvShell>,
 }
 
 impl Scoped {
@@ -345,9 +382,9 @@ async fn abandon(owner: Owner) {
     }
 }
 
-/// Opens the session log, then takes the scope in the registry and records
-/// it while the layer's store opens. Also says whether the log is new (a
-/// failed launch then removes it).
+/// Opens the session log while it reaches the registry, then takes the
+/// scope there and records it. Also says whether the log is new (a failed
+/// launch then removes it).
 async fn take_scope(
     request: LaunchRequest,
     creation: Option<Creation>,
@@ -356,40 +393,43 @@ async fn take_scope(
 ) -> (Result<Scoped, WireError>, bool) {
     let opening = std::time::Instant::now();
     let log_dir = paths.session_log();
-    let opened = tokio::task::spawn_blocking(move || SessionLog::open(&log_dir, LogOptions::default()))
-        .await
-        .map_err(wire("pod.internal"))
-        .and_then(|opened| opened.map_err(|e| WireError::new(e.code(), e.to_string())));
+    let open_log = async {
+        let opened = tokio::task::spawn_blocking(move || SessionLog::open(&log_dir, LogOptions::default()))
+            .await
+            .map_err(wire("pod.internal"))
+            .and_then(|opened| opened.map_err(|e| WireError::new(e.code(), e.to_string())));
+        tracing::info!(ms = opening.elapsed().as_secs_f64() * 1e3, "session log open");
+        opened
+    };
+    // A child's adoption (its parent's reservation made its own) needs
+    // nothing of the log, so it goes to the registry while the log opens;
+    // a failure after it (the log's open, a history under this name) is
+    // undone by the parent's reclaim, as any later one.
+    let adopt = match (&request.mode, &creation) {
+        (LaunchMode::Child { .. }, Some(creation)) => Some(creation.enforced.scratch.clone()),
+        _ => None,
+    };
+    let name = request.name.clone();
+    let reach_registry = async {
+        let phase = std::time::Instant::now();
+        let registry = Registry::connect(&paths.dirs).await?;
+        tracing::info!(ms = phase.elapsed().as_secs_f64() * 1e3, "registry connected");
+        if let Some(scratch) = &adopt {
+            fail::fail_point!("spawn.before_adopt");
+            let socket = paths.socket().to_string_lossy().into_owned();
+            registry.adopt(&name, std::process::id(), &paths.session_id(), &socket, scratch).await?;
+        }
+        Ok::<Registry, WireError>(registry)
+    };
+    let (opened, registry) = tokio::join!(open_log, reach_registry);
     let log = match opened {
         Ok(log) => Arc::new(log),
         Err(e) => return (Err(e), false),
     };
-    tracing::info!(ms = opening.elapsed().as_secs_f64() * 1e3, "session log open");
-    let resuming = matches!(request.mode, LaunchMode::Resume);
-    let fresh = log.last_seq() == 0 && !resuming;
-    // The store of a name that already has a history is not touched: the
-    // launch is refused for that history (`pod.exists`) before it opens.
-    let phase = std::time::Instant::now();
-    let kv_open = async {
-        if !fresh && !resuming {
-            return None;
-        }
-        let kv = kv::KvShell::open(&paths.data_dir.join(kv::KV_DIR)).await;
-        tracing::info!(ms = phase.elapsed().as_secs_f64() * 1e3, "coordination store open");
-        Some(kv.map_err(|e| WireError::new(e.code(), e.to_string())))
-    };
-    let (kv, owner) = tokio::join!(kv_open, scope_of(request, creation, paths, &log, tx));
-    let scoped = match (kv, owner) {
-        (Some(Ok(kv)), Ok(owner)) => Ok(Scoped { owner, log, kv }),
-        (Some(Err(e)), Ok(owner)) => {
-            abandon(owner).await;
-            Err(e)
-        }
-        (None, Ok(owner)) => {
-            abandon(owner).await;
-            Err(WireError::new("pod.internal", "the layer's store was not opened for a launch that went on"))
-        }
-        (_, Err(e)) => Err(e),
+    let fresh = log.last_seq() == 0 && !matches!(request.mode, LaunchMode::Resume);
+    let scoped = match registry {
+        Ok(registry) => scope_of(request, creation, paths, &log, registry, tx).await.map(|owner| Scoped { owner, log }),
+        Err(e) => Err(e),
     };
     (scoped, fresh)
 }
@@ -399,12 +439,10 @@ async fn scope_of(
     creation: Option<Creation>,
     paths: &PodPaths,
     log: &Arc<SessionLog>,
+    registry: Registry,
     tx: mpsc::Sender<OwnerMsg>,
 ) -> Result<Owner, WireError> {
     let name = request.name.clone();
-    let phase = std::time::Instant::now();
-    let registry = Registry::connect(&paths.dirs).await?;
-    tracing::info!(ms = phase.elapsed().as_secs_f64() * 1e3, "registry connected");
     let phase = std::time::Instant::now();
     let pid = std::process::id();
     let socket = paths.socket().to_string_lossy().into_owned();
@@ -431,10 +469,9 @@ async fn scope_of(
             (None, workload)
         }
         LaunchMode::Child { parent, workload, .. } => {
+            // Adopted already (`take_scope`); a failure from here on is
+            // undone by the parent's reclaim.
             refuse_existing_log(log, &name, "`pod rm NAME` first")?;
-            fail::fail_point!("spawn.before_adopt");
-            registry.adopt(&name, pid, &session, &socket, &enforced.scratch).await?;
-            // A failure from here on is undone by the parent's reclaim.
             record_creation(log, &name, Some(&parent), &scope, &workload, &enforced).await?;
             (Some(parent), workload)
         }
@@ -479,7 +516,7 @@ async fn serve(
             return Err(e.to_wire());
         }
     };
-    let Scoped { mut owner, log, kv } = scoped;
+    let Scoped { mut owner, log } = scoped;
     // The watch starts while the workload is recorded and released; both
     // are done before the Pod says it is ready.
     let (released, watching) = tokio::join!(record_and_release(&owner, paths, prepared, tx), owner.start_watching());
@@ -490,11 +527,11 @@ async fn serve(
         Ok(Some(running)) => owner.set_workload(running),
         Ok(None) => {}
         Err(e) => {
-            Scoped { owner, log, kv }.abandon().await;
+            Scoped { owner, log }.abandon().await;
             return Err(e);
         }
     }
-    Ok(Started { owner, listener, log, lock, kv })
+    Ok(Started { owner, listener, log, lock })
 }
 
 /// Records the parked workload's containment (durably: the registry

@@ -213,8 +213,11 @@ pub struct Owner {
     /// Why this Pod failed closed, once it did: every check is then denied
     /// and spawns are refused.
     fenced: Option<String>,
-    /// The layer's coordination store, once open.
-    kv: Option<Arc<crate::process::kv::KvShell>>,
+    /// The layer's coordination store (opening in the background).
+    kv: Option<crate::process::kv::KvHandle>,
+    /// A Pod process started ahead of the next spawn (after the first),
+    /// so that a spawn does not wait for the binary to load.
+    standby: Option<pod_client::launch::Standby>,
     /// The node's lease deadline as this Pod holds it (shared with the
     /// socket's check path and the watch; see `lease.rs`).
     lease: Arc<LeaseGuard>,
@@ -271,6 +274,7 @@ impl Owner {
             lease: LeaseGuard::new(),
             spawning: Default::default(),
             kv: None,
+            standby: None,
             enforcement: None,
         }
     }
@@ -363,7 +367,7 @@ impl Owner {
 
     /// The layer's coordination store: a reclaimed child's leases and
     /// waits end there.
-    pub fn set_kv(&mut self, kv: Arc<crate::process::kv::KvShell>) {
+    pub fn set_kv(&mut self, kv: crate::process::kv::KvHandle) {
         self.kv = Some(kv);
     }
 
@@ -747,7 +751,11 @@ impl Owner {
             limits: request.limits,
             enforce: request.enforce.clone(),
         };
-        let starting = crate::launch::start(&launch, &child_paths.pod_log())?;
+        let standby = self.standby.take().and_then(|mut s| s.is_waiting().then_some(s));
+        let starting = match standby {
+            Some(standby) => standby.launch(&launch, &child_paths.pod_log())?,
+            None => crate::launch::start(&launch, &child_paths.pod_log())?,
+        };
         // Our unreaped child: its pid cannot be reused yet, so this start
         // time is its own, and its callbacks can be recognized from now on.
         // None means it is already gone: the spawn failed (never a start
@@ -788,6 +796,14 @@ impl Owner {
         };
         if reply.send(answer).is_err() {
             tracing::debug!("spawn caller went away");
+        }
+        // A Pod that spawned once is likely to spawn again: the next spawn's
+        // process starts now, after this one's answer went out.
+        if self.standby.is_none() && self.shutdown.is_none() {
+            match pod_client::launch::Standby::start() {
+                Ok(standby) => self.standby = Some(standby),
+                Err(e) => tracing::warn!(error = %e, "no standby pod process; the next spawn starts one itself"),
+            }
         }
     }
 
@@ -1023,7 +1039,9 @@ impl Owner {
         }
         // Every reclaim path comes here (stop, callback, noticed death,
         // prune on resume): the child's leases pass on, its waits end.
-        if let Some(kv) = &self.kv {
+        // A store still opening finds them gone itself: its open, and its
+        // timer every second, report every party whose run is over.
+        if let Some(kv) = self.kv.as_ref().and_then(crate::process::kv::KvHandle::now) {
             kv.holders_gone(&removed);
         }
         let mut adopted = Vec::new();
@@ -1175,6 +1193,8 @@ impl Owner {
 
     async fn shut_down(&mut self, shutdown: Shutdown) {
         let Shutdown { origin, waiters, deadline, grace, now } = shutdown;
+        // Its stdin closes: it exits without a word.
+        self.standby = None;
         self.workload_process = None;
         if let Some(tree) = self.workload_tree.take() {
             // The whole tree, whatever the main process did: nothing the

@@ -46,7 +46,7 @@ pub struct ConnectionContext {
     pub closing: watch::Receiver<bool>,
     pub done: mpsc::Sender<()>,
     /// The coordination store of the layer this Pod leads.
-    pub kv: Arc<crate::process::kv::KvShell>,
+    pub kv: crate::process::kv::KvHandle,
 }
 
 /// Serves one connection until the peer closes it or the Pod shuts down.
@@ -82,12 +82,24 @@ pub async fn handle_connection(mut conn: Connection, cred: PeerCred, ctx: Connec
             PodRequest::Kv { reach, op, id } => {
                 #[cfg(feature = "failpoints")]
                 let has_id = id.is_some();
-                let answer = match gate.caller() {
-                    Ok(caller) => {
+                let store = match gate.caller() {
+                    Ok(caller) => kv.get().await.map(|store| (caller, store)),
+                    Err(e) => Err(e),
+                };
+                let answer = match store {
+                    Ok((caller, store)) => {
                         let call = crate::process::kv::Call { reach, op, id };
                         let closed = conn.closed();
-                        crate::process::kv::call(&kv, &gate.name, &gate.registry, &caller, &mut standing, call, closed)
-                            .await
+                        crate::process::kv::call(
+                            &store,
+                            &gate.name,
+                            &gate.registry,
+                            &caller,
+                            &mut standing,
+                            call,
+                            closed,
+                        )
+                        .await
                     }
                     Err(e) => Err(e),
                 };
@@ -99,7 +111,9 @@ pub async fn handle_connection(mut conn: Connection, cred: PeerCred, ctx: Connec
                 }
                 if let Err(e) = conn.write_frame(&answer).await {
                     tracing::debug!(error = %e, "kv reply not delivered");
-                    release_undelivered(&kv, &gate, &answer).await;
+                    if let Some(store) = kv.now() {
+                        release_undelivered(&store, &gate, &answer).await;
+                    }
                     return;
                 }
                 continue;
