@@ -5,8 +5,8 @@
 //! itself with Landlock, and only then exec the workload. Its spec arrives
 //! as a frame on stdin, a socketpair the parent made, never on argv.
 //!
-//! Stages: the keeper and the init are re-execs of the same binary, the
-//! exec stage a fork of its parent stage:
+//! Stages: the keeper and the init are re-execs of the same binary; the
+//! exec stage is a fork of the keeper (a re-exec below an init):
 //! - **keeper**: spawned by the Pod, born inside the Pod's v2 cgroup
 //!   (`clone3` with `CLONE_INTO_CGROUP`: a move by a write to
 //!   `cgroup.procs` waits for an RCU grace period, most of a spawn's time).
@@ -21,8 +21,8 @@
 //! - **init**: the first process of a new PID namespace (supervisor
 //!   without a cgroup). Reaps, relays SIGTERM to the namespace, SIGUSR1
 //!   kills it; when it dies the kernel ends every process in it.
-//! - **exec**: forked by the keeper (or the init), its signals back to
-//!   their defaults; applies Landlock (with `no_new_privs`), says it is parked,
+//! - **exec**: forked by the keeper, its signals back to their defaults
+//!   (below an init, started by it as a re-exec); applies Landlock (with `no_new_privs`), says it is parked,
 //!   and execs the workload when `Go` comes down the chain (Pod → keeper
 //!   [→ init] → exec). A failure before exec is a frame back; a successful
 //!   exec closes the socket (close-on-exec), which its parent reads as
@@ -79,6 +79,7 @@ impl HelperCommand {
 pub enum Stage {
     Keeper,
     Init,
+    Exec,
 }
 
 impl Stage {
@@ -86,6 +87,7 @@ impl Stage {
         match self {
             Stage::Keeper => "keeper",
             Stage::Init => "init",
+            Stage::Exec => "exec",
         }
     }
 }
@@ -231,8 +233,9 @@ pub fn helper_main(args: &[String]) -> ExitCode {
     let stage = match args {
         [s] if s == "keeper" => Stage::Keeper,
         [s] if s == "init" => Stage::Init,
+        [s] if s == "exec" => Stage::Exec,
         _ => {
-            eprintln!("sandbox helper: expected one stage argument (keeper or init), got {args:?}");
+            eprintln!("sandbox helper: expected one stage argument (keeper, init or exec), got {args:?}");
             return ExitCode::from(EXIT_SETUP_FAILED);
         }
     };
@@ -267,6 +270,7 @@ pub fn helper_main(args: &[String]) -> ExitCode {
     match stage {
         Stage::Keeper => keeper(spec, socket),
         Stage::Init => init(spec, socket),
+        Stage::Exec => ExitCode::from(exec(&spec, socket)),
     }
 }
 
@@ -289,13 +293,13 @@ fn tell_failure(socket: &mut UnixStream, e: &SandboxError) {
 }
 
 /// Forks the exec stage on a fresh socketpair and returns its pid. A fork
-/// of this single-threaded process, not a re-exec: it is what this process
-/// is, minus the keeper's or init's duties, and a re-exec of the whole
-/// binary costs about 2 ms of every spawn.
+/// of the single-threaded keeper, not a re-exec: it is what the keeper is,
+/// minus the keeper's duties, and a re-exec of the whole binary costs
+/// about 2 ms of every spawn.
 fn fork_exec_stage(spec: &Spec) -> Result<(u32, UnixStream), SandboxError> {
     let (mine, theirs) = UnixStream::pair().map_err(SandboxError::io("cannot create a socketpair"))?;
-    // The child takes the signals the keeper or init handle back to their
-    // default actions: until its exec, it is a plain process.
+    // The child takes the signals the keeper handles back to their default
+    // actions: until its exec, it is a plain process.
     let signals = [libc::SIGTERM, libc::SIGUSR1, libc::SIGCHLD];
     match sys::fork_with_default_signals(&signals) {
         Err(e) => Err(SandboxError::io("cannot fork the exec stage")(e)),
@@ -309,18 +313,22 @@ fn fork_exec_stage(spec: &Spec) -> Result<(u32, UnixStream), SandboxError> {
     }
 }
 
-/// Starts the init stage (a re-exec: it must be a new process image to be
-/// the first of its PID namespace with nothing of the keeper's), with
-/// `spec` sent down a fresh socketpair; returns its pid.
-fn spawn_init(spec: &Spec) -> Result<(u32, UnixStream), SandboxError> {
+/// Starts a stage as a re-exec of this binary, with `spec` (its stage set)
+/// sent down a fresh socketpair; returns its pid. The init is one (it must
+/// be a new process image to be the first of its PID namespace with
+/// nothing of the keeper's), and so is the exec stage the init starts: the
+/// supervisor without a cgroup keeps the shape it was proven with.
+fn spawn_stage(spec: &Spec, stage: Stage) -> Result<(u32, UnixStream), SandboxError> {
     let (mut mine, theirs) = UnixStream::pair().map_err(SandboxError::io("cannot create a socketpair"))?;
-    let mut cmd = spec.helper.command(Stage::Init);
+    let mut cmd = spec.helper.command(stage);
     cmd.stdin(Stdio::from(OwnedFd::from(theirs))).stdout(Stdio::inherit()).stderr(Stdio::inherit());
-    let child = cmd
-        .spawn()
-        .map_err(SandboxError::io(format!("cannot start the init stage ({})", spec.helper.program.display())))?;
+    let child = cmd.spawn().map_err(SandboxError::io(format!(
+        "cannot start the {} stage ({})",
+        stage.name(),
+        spec.helper.program.display()
+    )))?;
     let mut next = spec.clone();
-    next.stage = Stage::Init;
+    next.stage = stage;
     write_frame(&mut mine, &next)?;
     Ok((child.id(), mine))
 }
@@ -479,7 +487,7 @@ fn keeper(spec: Spec, mut control: UnixStream) -> ExitCode {
         return report_failure(&mut control, &e);
     }
     let pidns = spec.namespaces.pid;
-    let next = if pidns { spawn_init(&spec) } else { fork_exec_stage(&spec) };
+    let next = if pidns { spawn_stage(&spec, Stage::Init) } else { fork_exec_stage(&spec) };
     let (child_pid, mut child_socket) = match next {
         Ok(c) => c,
         Err(e) => return report_failure(&mut control, &e),
@@ -774,7 +782,7 @@ fn init(spec: Spec, mut keeper: UnixStream) -> ExitCode {
             Ok(s) => s,
             Err(e) => return fail(&mut keeper, &SandboxError::io("cannot handle signals")(e)),
         };
-    let (main, mut socket) = match fork_exec_stage(&spec) {
+    let (main, mut socket) = match spawn_stage(&spec, Stage::Exec) {
         Ok(c) => c,
         Err(e) => return fail(&mut keeper, &e),
     };
@@ -805,10 +813,10 @@ fn init(spec: Spec, mut keeper: UnixStream) -> ExitCode {
     ExitCode::from(u8::try_from(code).unwrap_or(255))
 }
 
-/// The exec stage, in a fork of the keeper (or init) that never returns
-/// to it: its working directory, Landlock, parked until `Go`, then the
-/// workload's exec. Returns the code to exit with when it did not get that
-/// far (its parent heard why).
+/// The exec stage, in a fork of the keeper that never returns to it (or,
+/// below an init, a process of its own): its working directory, Landlock,
+/// parked until `Go`, then the workload's exec. Returns the code to exit
+/// with when it did not get that far (its parent heard why).
 fn exec(spec: &Spec, mut parent: UnixStream) -> u8 {
     let program = &spec.workload;
     if let Err(e) = std::env::set_current_dir(&program.cwd) {

@@ -150,6 +150,8 @@ pub struct Wal {
     end: u64,
     /// `seq` of the last entry of this lap, or `stored_through`.
     last_seq: u64,
+    /// This open created the file (and synced its directory).
+    created: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -203,7 +205,7 @@ impl Wal {
         let file = match OpenOptions::new().read(true).write(true).open(path) {
             Ok(file) => file,
             Err(e) if e.kind() == ErrorKind::NotFound => {
-                return Ok(Wal::created(create(path, options)?, path, options))
+                return Ok(Wal::new_log(create(path, options)?, path, options))
             }
             Err(e) => return Err(io("open it", path)(e)),
         };
@@ -236,6 +238,7 @@ impl Wal {
             stored_through: header.stored_through,
             end,
             last_seq,
+            created: false,
         };
         Ok((wal, Recovered { stored_through: header.stored_through, entries, damage }))
     }
@@ -243,7 +246,7 @@ impl Wal {
     /// A log `create` just made and synced: its first header and an empty
     /// lap, known without reading back the whole file (a new store's open
     /// would otherwise read megabytes of zeros).
-    fn created(file: File, path: &Path, options: WalOptions) -> (Wal, Recovered) {
+    fn new_log(file: File, path: &Path, options: WalOptions) -> (Wal, Recovered) {
         let first = FIRST_HEADER;
         let wal = Wal {
             file,
@@ -253,8 +256,15 @@ impl Wal {
             stored_through: first.stored_through,
             end: ENTRIES_START,
             last_seq: first.stored_through,
+            created: true,
         };
         (wal, Recovered { stored_through: first.stored_through, entries: Vec::new(), damage: None })
+    }
+
+    /// Did this open create the log? Its directory was then synced, which
+    /// makes the names of every file in it durable.
+    pub fn was_created(&self) -> bool {
+        self.created
     }
 
     /// The `seq` of the last entry written (or the store's durable point if

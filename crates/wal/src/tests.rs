@@ -37,6 +37,7 @@ fn a_new_log_is_what_reading_it_back_finds() {
         assert_eq!(created, found);
         let state = |w: &Wal| (w.bytes, w.generation, w.stored_through, w.end, w.last_seq);
         assert_eq!(state(&new), state(&read));
+        assert_eq!((new.was_created(), read.was_created()), (true, false));
     }
 }
 
