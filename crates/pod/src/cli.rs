@@ -515,7 +515,7 @@ pub struct PodProcessArgs {
     /// Started ahead of its launch request by a Pod that spawns children,
     /// so a spawn does not wait for this binary to load: it learns its
     /// name from the request.
-    #[arg(long, conflicts_with_all = ["resume", "request"])]
+    #[arg(long, conflicts_with_all = ["name", "resume", "request"])]
     pub standby: bool,
     /// Resume from the session log instead of starting anew.
     #[arg(long)]

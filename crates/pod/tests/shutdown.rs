@@ -97,3 +97,49 @@ fn a_failed_reclaim_is_retried_until_the_registry_is_back() {
     assert_eq!(removals(&h, "docs"), vec!["lost"]);
     assert!(h.allocation("docs").is_none(), "the registry has docs's region back");
 }
+
+/// The processes `pid` started that are still its children, with their
+/// command lines.
+fn children_of(pid: u32) -> Vec<(u32, String)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("read /proc").flatten() {
+        let Some(child) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else { continue };
+        // The parent is the second field after the command's closing paren.
+        let parent = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
+        if parent == Some(pid) {
+            let cmdline = std::fs::read(format!("/proc/{child}/cmdline")).unwrap_or_default();
+            out.push((child, String::from_utf8_lossy(&cmdline).replace('\0', " ").trim().to_string()));
+        }
+    }
+    out
+}
+
+/// `lead`'s standby Pod process: its child started as `--standby` that is
+/// no Pod yet.
+fn standby_of(lead: u32, pods: &[u32]) -> Option<u32> {
+    children_of(lead)
+        .into_iter()
+        .find(|(pid, cmd)| cmd.ends_with("__pod --standby") && !pods.contains(pid))
+        .map(|(pid, _)| pid)
+}
+
+/// A Pod that has spawned keeps one standby Pod process, the next spawn's
+/// child, and a new one after it; its standby goes with it.
+#[test]
+fn the_next_spawn_is_the_standby_and_the_standby_goes_with_its_pod() {
+    let h = Home::new();
+    h.must(&["start", "lead", "--write", "."]);
+    let lead = h.pid("lead");
+    assert_eq!(standby_of(lead, &[]), None, "no standby before the first spawn");
+    h.must(&["spawn", "docs", "--parent", "lead", "--write", "docs"]);
+    let docs = h.pid("docs");
+    wait_until("lead starts a standby after its first spawn", || standby_of(lead, &[docs]).is_some());
+    let standby = standby_of(lead, &[docs]).expect("standby");
+    h.must(&["spawn", "tests", "--parent", "lead", "--write", "tests"]);
+    assert_eq!(h.pid("tests"), standby, "the second spawn's child is the standby started before it");
+    wait_until("lead starts the next standby", || standby_of(lead, &[docs, standby]).is_some());
+    let next = Proc::of(standby_of(lead, &[docs, standby]).expect("next standby"));
+    h.must(&["stop", "lead"]);
+    wait_until("the unused standby exits with its Pod", || !next.alive());
+}

@@ -247,18 +247,17 @@ impl Wal {
     /// lap, known without reading back the whole file (a new store's open
     /// would otherwise read megabytes of zeros).
     fn new_log(file: File, path: &Path, options: WalOptions) -> (Wal, Recovered) {
-        let first = FIRST_HEADER;
         let wal = Wal {
             file,
             path: path.to_path_buf(),
             bytes: options.bytes,
-            generation: first.generation,
-            stored_through: first.stored_through,
+            generation: FIRST_HEADER.generation,
+            stored_through: FIRST_HEADER.stored_through,
             end: ENTRIES_START,
-            last_seq: first.stored_through,
+            last_seq: FIRST_HEADER.stored_through,
             created: true,
         };
-        (wal, Recovered { stored_through: first.stored_through, entries: Vec::new(), damage: None })
+        (wal, Recovered { stored_through: FIRST_HEADER.stored_through, entries: Vec::new(), damage: None })
     }
 
     /// Did this open create the log? Its directory was then synced, which

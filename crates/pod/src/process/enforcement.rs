@@ -79,19 +79,6 @@ pub fn policy(
     })
 }
 
-/// The level and plan a Pod's workload starts with: its recorded level,
-/// planned again for its scope now (the same choice its creation made, as
-/// the scope a workload starts with is its creation's).
-pub fn plan_for_workload(
-    enforcement: &Enforcement,
-    scope: &ScopeSnapshot,
-    dirs: &RuntimeDirs,
-    name: &PodName,
-) -> Result<Choice, WireError> {
-    let request = EnforceRequest { level: Some(enforcement.level), scratch: enforcement.scratch.clone() };
-    choose(support()?, scope, &request, None, dirs, name).map(|(_, choice)| choice)
-}
-
 /// The level for a new Pod with `scope`: the one asked for, exactly, or
 /// the strongest possible; never below `floor` (the parent's). A refusal
 /// names the missing feature or the rule, with the sandbox's stable code.

@@ -293,7 +293,7 @@ async fn startup_locked(
         }
         (Err(e), _) => Err(e),
         (Ok(scoped), Err(e)) => {
-            scoped.abandon().await;
+            abandon(scoped.owner).await;
             Err(e)
         }
     };
@@ -308,13 +308,14 @@ async fn startup_locked(
     started
 }
 
-/// A new Pod's scope and level (start and spawn), from its launch request
-/// alone. A child's level was decided by its parent before the delegate
-/// (never below its own); this plans again at exactly that level. The plan
-/// itself is made when the workload starts.
+/// A new Pod's scope, level and the plan its workload is enforced with
+/// (start and spawn), from its launch request alone. A child's level was
+/// decided by its parent before the delegate (never below its own); this
+/// plans again at exactly that level.
 struct Creation {
     scope: Scope,
     enforced: pod_client::protocol::Enforcement,
+    plan: pod_sandbox::Choice,
 }
 
 fn creation(request: &LaunchRequest, paths: &PodPaths) -> Result<Option<Creation>, WireError> {
@@ -324,7 +325,7 @@ fn creation(request: &LaunchRequest, paths: &PodPaths) -> Result<Option<Creation
         LaunchMode::Child { rules, .. } => Scope::new(rules.clone(), Vec::new()),
     }
     .map_err(|e| WireError::new(e.code(), e.to_string()))?;
-    let (enforced, _plan) = enforcement::choose(
+    let (enforced, plan) = enforcement::choose(
         enforcement::support()?,
         scope.snapshot(),
         &request.enforce,
@@ -332,16 +333,14 @@ fn creation(request: &LaunchRequest, paths: &PodPaths) -> Result<Option<Creation
         &paths.dirs,
         &request.name,
     )?;
-    Ok(Some(Creation { scope, enforced }))
+    Ok(Some(Creation { scope, enforced, plan }))
 }
 
 /// What a new Pod's workload is started as, known before its scope is
 /// taken. A resumed Pod has none: it does not re-run its workload.
 struct EarlyWorkload {
     command: Vec<String>,
-    enforced: pod_client::protocol::Enforcement,
-    scope: scope::ScopeSnapshot,
-    name: PodName,
+    plan: pod_sandbox::Choice,
     parent: Option<PodName>,
 }
 
@@ -352,13 +351,7 @@ impl EarlyWorkload {
             LaunchMode::Child { workload, parent, .. } => (workload.clone()?, Some(parent.clone())),
             LaunchMode::Resume => return None,
         };
-        Some(EarlyWorkload {
-            command,
-            enforced: creation.enforced.clone(),
-            scope: creation.scope.snapshot().clone(),
-            name: request.name.clone(),
-            parent,
-        })
+        Some(EarlyWorkload { command, plan: creation.plan.clone(), parent })
     }
 }
 
@@ -366,12 +359,6 @@ impl EarlyWorkload {
 struct Scoped {
     owner: Owner,
     log: Arc<SessionLog>,
-}
-
-impl Scoped {
-    async fn abandon(self) {
-        abandon(self.owner).await;
-    }
 }
 
 /// Gives back what a launch that fails from here on took: a top-level
@@ -456,7 +443,7 @@ async fn scope_of(
         (mode, Some(creation)) => (mode, creation),
         (_, None) => return Err(WireError::new("pod.internal", "a new pod launched without its scope and level")),
     };
-    let Creation { scope, enforced } = creation;
+    let Creation { scope, enforced, .. } = creation;
     let (parent, workload) = match mode {
         LaunchMode::Start { workload, .. } => {
             refuse_existing_log(log, &name, "`pod resume NAME` or `pod rm NAME`")?;
@@ -512,7 +499,7 @@ async fn serve(
             if let Some(prepared) = prepared {
                 prepared.cancel().await;
             }
-            scoped.abandon().await;
+            abandon(scoped.owner).await;
             return Err(e.to_wire());
         }
     };
@@ -527,7 +514,7 @@ async fn serve(
         Ok(Some(running)) => owner.set_workload(running),
         Ok(None) => {}
         Err(e) => {
-            Scoped { owner, log }.abandon().await;
+            abandon(owner).await;
             return Err(e);
         }
     }
@@ -565,14 +552,13 @@ async fn prepare_workload(
     let Some(early) = early else { return Ok(None) };
     let WorkloadInput { cwd, env, limits } = input;
     let env = enforcement::with_tmpdir(paths, env)?;
-    let choice = enforcement::plan_for_workload(&early.enforced, &early.scope, &paths.dirs, &early.name)?;
     let spec = workload::WorkloadSpec {
         command: &early.command,
         cwd: cwd.as_deref(),
         env: &env,
         parent: early.parent.as_ref(),
         limits,
-        enforcement: choice,
+        enforcement: early.plan,
     };
     workload::start(spec, paths).await.map(Some)
 }
