@@ -4,10 +4,11 @@
 //! Startup does, in order: take the Pod's lock (one process per Pod name),
 //! decide a new Pod's scope and level from its launch request, then at once
 //! (1) open the session log, take the scope in the registry (register,
-//! adopt, or re-register with layers on resume), record it durably and
-//! prune unreachable children (resume), and (2) prepare a new Pod's
-//! workload, parked before its exec; then bind the socket, record the
-//! workload's containment and release it, while the watch on the
+//! adopt, or re-register with layers on resume, recording that durably
+//! and pruning unreachable children), and (2) prepare a new Pod's
+//! workload, parked before its exec; then bind the socket, record a new
+//! Pod's creation in its log and its workload's containment in the
+//! registry (together), release the workload, while the watch on the
 //! allocation starts, and only then report ready on stdout. Any failure
 //! before "ready" undoes what was taken (a parked workload is cancelled:
 //! nothing of it ran) and is reported as the launch error. The layer's
@@ -355,10 +356,13 @@ impl EarlyWorkload {
     }
 }
 
-/// A Pod whose scope is taken and recorded, with its session log open.
+/// A Pod whose scope is taken, with its session log open. A new Pod's
+/// first batch (who it is, its scope) is not in the log yet: `serve`
+/// records it while the registry records the workload's containment.
 struct Scoped {
     owner: Owner,
     log: Arc<SessionLog>,
+    creation: Vec<Event>,
 }
 
 /// Gives back what a launch that fails from here on took: a top-level
@@ -414,13 +418,19 @@ async fn take_scope(
         Err(e) => return (Err(e), false),
     };
     let fresh = log.last_seq() == 0 && !matches!(request.mode, LaunchMode::Resume);
-    let scoped = match registry {
-        Ok(registry) => scope_of(request, creation, paths, &log, registry, tx).await.map(|owner| Scoped { owner, log }),
-        Err(e) => Err(e),
-    };
+    let scoped =
+        match registry {
+            Ok(registry) => scope_of(request, creation, paths, &log, registry, tx)
+                .await
+                .map(|(owner, creation)| Scoped { owner, log, creation }),
+            Err(e) => Err(e),
+        };
     (scoped, fresh)
 }
 
+/// Takes the scope at the registry (a start registers, a child adopted it
+/// already, a resume restores and prunes). A new Pod's owner comes with
+/// its first batch, still to be recorded.
 async fn scope_of(
     request: LaunchRequest,
     creation: Option<Creation>,
@@ -428,7 +438,7 @@ async fn scope_of(
     log: &Arc<SessionLog>,
     registry: Registry,
     tx: mpsc::Sender<OwnerMsg>,
-) -> Result<Owner, WireError> {
+) -> Result<(Owner, Vec<Event>), WireError> {
     let name = request.name.clone();
     let phase = std::time::Instant::now();
     let pid = std::process::id();
@@ -438,7 +448,7 @@ async fn scope_of(
         (LaunchMode::Resume, _) => {
             let owner = resume(&name, paths, log, registry, tx).await?;
             tracing::info!(ms = phase.elapsed().as_secs_f64() * 1e3, "scope restored and pruned");
-            return Ok(owner);
+            return Ok((owner, Vec::new()));
         }
         (mode, Some(creation)) => (mode, creation),
         (_, None) => return Err(WireError::new("pod.internal", "a new pod launched without its scope and level")),
@@ -448,27 +458,22 @@ async fn scope_of(
         LaunchMode::Start { workload, .. } => {
             refuse_existing_log(log, &name, "`pod resume NAME` or `pod rm NAME`")?;
             registry.register(&name, pid, &socket, &session, scope.snapshot(), &enforced.scratch).await?;
-            let created = record_creation(log, &name, None, &scope, &workload, &enforced).await;
-            if created.is_err() {
-                registry.release_quietly(&name).await;
-            }
-            created?;
             (None, workload)
         }
         LaunchMode::Child { parent, workload, .. } => {
             // Adopted already (`take_scope`); a failure from here on is
             // undone by the parent's reclaim.
             refuse_existing_log(log, &name, "`pod rm NAME` first")?;
-            record_creation(log, &name, Some(&parent), &scope, &workload, &enforced).await?;
             (Some(parent), workload)
         }
         LaunchMode::Resume => unreachable!("handled above"),
     };
-    tracing::info!(ms = phase.elapsed().as_secs_f64() * 1e3, "scope taken and recorded");
+    tracing::info!(ms = phase.elapsed().as_secs_f64() * 1e3, "scope taken");
+    let creation = creation_batch(&name, parent.as_ref(), &scope, &workload, &enforced);
     let mut owner =
         Owner::new(name, parent, workload, paths.clone(), scope, BTreeMap::new(), Arc::clone(log), registry, tx);
     owner.set_enforcement(Some(enforced));
-    Ok(owner)
+    Ok((owner, creation))
 }
 
 /// What a launch says of the workload besides its command.
@@ -503,10 +508,12 @@ async fn serve(
             return Err(e.to_wire());
         }
     };
-    let Scoped { mut owner, log } = scoped;
-    // The watch starts while the workload is recorded and released; both
-    // are done before the Pod says it is ready.
-    let (released, watching) = tokio::join!(record_and_release(&owner, paths, prepared, tx), owner.start_watching());
+    let Scoped { mut owner, log, creation } = scoped;
+    // The watch starts while the Pod's creation and its workload are
+    // recorded and the workload released; all are done before the Pod
+    // says it is ready.
+    let (released, watching) =
+        tokio::join!(record_and_release(&owner, &log, creation, paths, prepared, tx), owner.start_watching());
     if let Err(e) = watching {
         tracing::error!(error = %e, "cannot watch this pod's allocation; registry changes go unnoticed");
     }
@@ -521,18 +528,39 @@ async fn serve(
     Ok(Started { owner, listener, log, lock })
 }
 
-/// Records the parked workload's containment (durably: the registry
-/// answers once it is), then lets it exec: from its first instruction on,
-/// whoever finds this process gone ends it from the record.
+/// Records a new Pod's creation in its session log and, at the same time,
+/// the parked workload's containment (durably: the registry answers once
+/// it is), then lets the workload exec: from its first instruction on,
+/// whoever finds this process gone ends it from the record. The two
+/// records are independent (a crash between them leaves an allocation
+/// whose reclaim ends what the containment names, as a crash after it),
+/// so they wait on their two fsyncs together.
 async fn record_and_release(
     owner: &Owner,
+    log: &Arc<SessionLog>,
+    creation: Vec<Event>,
     paths: &PodPaths,
     prepared: Option<workload::Prepared>,
     tx: mpsc::Sender<OwnerMsg>,
 ) -> Result<Option<workload::Running>, WireError> {
-    let Some(prepared) = prepared else { return Ok(None) };
+    let phase = std::time::Instant::now();
+    let record_creation = async {
+        if creation.is_empty() {
+            return Ok(());
+        }
+        let recorded = append(log, creation).await;
+        tracing::info!(ms = phase.elapsed().as_secs_f64() * 1e3, "creation recorded");
+        recorded
+    };
+    let Some(prepared) = prepared else { return record_creation.await.map(|()| None) };
     let record = prepared.record().clone();
-    if let Err(e) = owner.registry().contain(&owner.name, &record).await {
+    let contain = async {
+        let contained = owner.registry().contain(&owner.name, &record).await;
+        tracing::info!(ms = phase.elapsed().as_secs_f64() * 1e3, "containment recorded");
+        contained
+    };
+    let (recorded, contained) = tokio::join!(record_creation, contain);
+    if let Err(e) = recorded.and(contained) {
         prepared.cancel().await;
         return Err(e);
     }
@@ -595,16 +623,15 @@ fn refuse_existing_log(log: &SessionLog, name: &PodName, hint: &str) -> Result<(
     ))
 }
 
-/// The first durable batch of every Pod: who it is, and its scope.
-async fn record_creation(
-    log: &Arc<SessionLog>,
+/// The first durable batch of every new Pod: who it is, and its scope.
+fn creation_batch(
     name: &PodName,
     parent: Option<&PodName>,
     scope: &Scope,
     workload: &Option<Vec<String>>,
     enforced: &pod_client::protocol::Enforcement,
-) -> Result<(), WireError> {
-    let created = vec![
+) -> Vec<Event> {
+    vec![
         Event::PodCreated {
             name: name.clone(),
             parent: parent.cloned(),
@@ -613,8 +640,7 @@ async fn record_creation(
         },
         Event::PodScope { scope: scope.snapshot().clone() },
         Event::PodEnforced(enforced.recorded()),
-    ];
-    append(log, created).await
+    ]
 }
 
 /// Resume: replay, re-register with layers, probe children in parallel,
