@@ -10,7 +10,10 @@
 //! on keys of the bench's own): the delegate minus that is the daemon's
 //! share (its socket round trip, planning, and the hops between its
 //! writer and the etcd client), the shaped minus the bare is what the
-//! delegate's bigger transaction costs etcd.
+//! delegate's bigger transaction costs etcd. The same shape once more on
+//! keys inside the registry's prefix (`delegate_shaped_watched_txn_us`),
+//! which both nodes' feeds watch and skip, says what etcd's notifying
+//! those watchers adds.
 //!
 //! The etcd cluster is a throwaway three-member one on loopback (data in
 //! the run's temporary directory) unless `--etcd URLS` names one. Two nodes
@@ -98,6 +101,7 @@ struct Samples {
     check: Vec<u64>,
     txn: Vec<u64>,
     shaped: Vec<u64>,
+    shaped_watched: Vec<u64>,
 }
 
 /// A guarded transaction as bare as one can be: a compare on the key's mod
@@ -277,18 +281,24 @@ async fn sequential(
     let ranges = pod_registry::store::etcd::keys::overlapping(&probe_rule.region()).len();
     let mut shaped =
         ShapedTxn::open(endpoints, format!("/pod-bench/{}/shaped", std::process::id()), ranges, sizes).await?;
+    // The same shape on keys inside the registry's prefix, which both
+    // nodes' feeds watch (and skip: they name no pod and no answer).
+    let watched_base = format!("{}zbench-{}/shaped", pod_registry::store::etcd::keys::PREFIX, std::process::id());
+    let mut shaped_watched = ShapedTxn::open(endpoints, watched_base, ranges, sizes).await?;
     let mut samples = Samples {
         delegate: Vec::new(),
         reclaim: Vec::new(),
         check: Vec::new(),
         txn: Vec::with_capacity(args.rounds),
         shaped: Vec::with_capacity(args.rounds),
+        shaped_watched: Vec::with_capacity(args.rounds),
     };
     for k in 0..args.rounds {
         let child = name(&format!("d-{k}"))?;
         let rules = [write(&format!("{root}/work/seq/{k}"))?];
         samples.txn.push(txn.sample().await?);
         samples.shaped.push(shaped.sample().await?);
+        samples.shaped_watched.push(shaped_watched.sample().await?);
         let start = Instant::now();
         c.delegate(&lead, &child, &rules, &[]).await.map_err(e("delegate"))?;
         samples.delegate.push(us(start));
@@ -298,6 +308,7 @@ async fn sequential(
     }
     txn.close().await;
     shaped.close().await;
+    shaped_watched.close().await;
     let probe = ScopePath::new(&format!("{root}/work/src/lib.rs")).map_err(|e| e.to_string())?;
     for _ in 0..CHECK_SAMPLES {
         let start = Instant::now();
@@ -343,7 +354,7 @@ async fn expiry(home_a: &std::path::Path, home_b: &std::path::Path, b: &mut Daem
 }
 
 fn report(args: &Args, s: Samples, concurrent32: u64, expiry_to_free_ms: u64, members: usize) -> Value {
-    let Samples { mut delegate, mut reclaim, mut check, mut txn, mut shaped } = s;
+    let Samples { mut delegate, mut reclaim, mut check, mut txn, mut shaped, mut shaped_watched } = s;
     let delegate_p50 = quantile(&mut delegate, 0.50);
     let txn_p50 = quantile(&mut txn, 0.50);
     let shaped_p50 = quantile(&mut shaped, 0.50);
@@ -368,6 +379,8 @@ fn report(args: &Args, s: Samples, concurrent32: u64, expiry_to_free_ms: u64, me
         "delegate_shaped_txn_us_p99": quantile(&mut shaped, 0.99),
         "delegate_shaped_over_etcd_txn": round2(shaped_p50 as f64 / txn_p50.max(1) as f64),
         "delegate_daemon_share_us_p50": delegate_p50.saturating_sub(shaped_p50),
+        "delegate_shaped_watched_txn_us_p50": quantile(&mut shaped_watched, 0.50),
+        "delegate_shaped_watched_txn_us_p99": quantile(&mut shaped_watched, 0.99),
         "expiry_to_free_ms": expiry_to_free_ms,
         "expiry_goal_ms": args.lease_ttl * 1000 + 1000,
     })

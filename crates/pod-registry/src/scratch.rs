@@ -7,7 +7,7 @@
 
 use scope::{PodName, ScopePath, ScopeRule};
 
-use crate::state::State;
+use crate::state::{Held, State};
 use crate::RegistryError;
 
 fn overlaps(scratch: &ScopePath, rule: &ScopeRule) -> bool {
@@ -27,6 +27,11 @@ pub fn check(state: &State, name: &PodName, allow: &[ScopeRule], scratch: &[Scop
             });
         }
     }
+    // A newcomer without scratch (every delegate) can only meet others'
+    // scratch: only their holders are visited, not every allocation.
+    if scratch.is_empty() {
+        return taken_by_others(state.scratch_holders().filter(|h| &h.rec.name != name), allow);
+    }
     for held in state.iter().filter(|h| &h.rec.name != name) {
         for path in scratch {
             if let Some(rule) = held.rec.allow.iter().find(|r| overlaps(path, r)) {
@@ -37,6 +42,14 @@ pub fn check(state: &State, name: &PodName, allow: &[ScopeRule], scratch: &[Scop
                 });
             }
         }
+        taken_by_others(std::iter::once(held), allow)?;
+    }
+    Ok(())
+}
+
+/// `Err` when one of `allow` overlaps a scratch path of one of `others`.
+fn taken_by_others<'a>(others: impl Iterator<Item = &'a Held>, allow: &[ScopeRule]) -> Result<(), RegistryError> {
+    for held in others {
         for path in &held.rec.scratch {
             if let Some(rule) = allow.iter().find(|r| overlaps(path, r)) {
                 return Err(RegistryError::ScratchTaken {

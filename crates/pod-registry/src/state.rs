@@ -93,6 +93,9 @@ pub struct State {
     /// Pods by the parent they lost (`Allocation::former_parent`), so a
     /// reclaim or a restore finds them without a scan.
     moved_from: FxHashMap<PodName, BTreeSet<PodName>>,
+    /// Pods that hold scratch paths (few: a delegate checks its rules
+    /// against theirs, not against every allocation).
+    scratch_holders: BTreeSet<PodName>,
     next_fence: u64,
     /// The last answer of every request stream (see `answers`).
     answers: Answers,
@@ -257,6 +260,11 @@ impl State {
             None => Bound::Unbounded,
         };
         self.pods.range::<PodName, _>((start, Bound::Unbounded)).map(|(_, h)| h).take(limit)
+    }
+
+    /// The allocations that hold scratch paths, in name order.
+    pub fn scratch_holders(&self) -> impl Iterator<Item = &Held> {
+        self.scratch_holders.iter().filter_map(|name| self.pods.get(name))
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Held> {
@@ -447,10 +455,11 @@ impl State {
     /// indexes only when what they index changed (most changes are layers,
     /// pid or state).
     fn replace(&mut self, held: Held) {
-        let same_keys = self
-            .pods
-            .get(&held.rec.name)
-            .is_some_and(|old| old.rec.allow == held.rec.allow && old.rec.former_parent == held.rec.former_parent);
+        let same_keys = self.pods.get(&held.rec.name).is_some_and(|old| {
+            old.rec.allow == held.rec.allow
+                && old.rec.former_parent == held.rec.former_parent
+                && old.rec.scratch == held.rec.scratch
+        });
         if !same_keys {
             self.remove(&held.rec.name);
             self.insert(held);
@@ -477,6 +486,9 @@ impl State {
         if let Some(former) = &held.rec.former_parent {
             self.moved_from.entry(former.clone()).or_default().insert(held.rec.name.clone());
         }
+        if !held.rec.scratch.is_empty() {
+            self.scratch_holders.insert(held.rec.name.clone());
+        }
         self.pods.insert(held.rec.name.clone(), held);
     }
 
@@ -488,6 +500,7 @@ impl State {
         if self.sessions.get(&held.rec.session) == Some(name) {
             self.sessions.remove(&held.rec.session);
         }
+        self.scratch_holders.remove(name);
         if let Some(former) = &held.rec.former_parent {
             if let Some(set) = self.moved_from.get_mut(former) {
                 set.remove(name);

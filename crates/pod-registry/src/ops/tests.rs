@@ -699,4 +699,8 @@ fn a_child_takes_its_scratch_at_adopt() {
     assert_eq!(s.get(&n("c")).expect("c").rec.scratch, vec![ScopePath::new("/c-cache").expect("path")]);
     let err = register(&mut s, "late", vec![w("/c-cache")], vec![]).expect_err("covers the child's scratch");
     assert_eq!(err.code(), "registry.scratch_overlap");
+    // Reclaimed, the child's scratch path is nobody's any more.
+    reclaim(&mut s, "lead", "c").expect("reclaim");
+    assert_eq!(s.scratch_holders().count(), 0);
+    register(&mut s, "late", vec![w("/c-cache")], vec![]).expect("free now");
 }
