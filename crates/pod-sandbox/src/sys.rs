@@ -50,8 +50,11 @@ pub struct Spawned {
 ///
 /// Sound from a multithreaded process: everything the child touches is
 /// prepared before the clone, and the child only makes async-signal-safe
-/// calls (`dup2`, `sigprocmask`, `signal`, `execve`, `_exit`) before its
-/// exec, as `posix_spawn` does; it never returns into Rust code.
+/// calls (`dup2`, `sigaction`, `signal`, `sigprocmask`, `execve`,
+/// `_exit`) before its exec, as `posix_spawn` does; it never returns into
+/// Rust code. Signals stay blocked from before the clone until the child
+/// has put this process's handlers back to default, so none of them runs
+/// in the child.
 pub fn spawn(
     program: &CString,
     argv: &[CString],
@@ -80,6 +83,17 @@ pub fn spawn(
         args.flags |= CLONE_INTO_CGROUP;
         args.cgroup = cgroup.as_raw_fd() as u64;
     }
+    // Signals are blocked in this thread across the clone, so that none of
+    // this process's handlers (tokio's write to a pipe this process reads)
+    // runs in the child before `exec_child` has put them back to default.
+    // SAFETY: sigset_t is plain data, filled by sigfillset;
+    // pthread_sigmask only reads and writes the two sets given.
+    let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
+    let mut before: libc::sigset_t = unsafe { std::mem::zeroed() };
+    unsafe {
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut before);
+    }
     // SAFETY: `args` is a valid clone_args of the size passed; without
     // CLONE_VM the child runs on a copy of this thread's memory, and all it
     // reads (`program`, the pointer arrays, the descriptor numbers) was
@@ -90,8 +104,11 @@ pub fn spawn(
         // SAFETY: in the child; see `exec_child`.
         unsafe { exec_child(program.as_ptr(), argv_ptrs.as_ptr(), envp.as_ptr(), source_fds) }
     }
-    if ret < 0 {
-        return Err(std::io::Error::last_os_error());
+    let clone_error = (ret < 0).then(std::io::Error::last_os_error);
+    // SAFETY: restores the mask saved above.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &before, std::ptr::null_mut()) };
+    if let Some(e) = clone_error {
+        return Err(e);
     }
     drop(sources);
     let pid = u32::try_from(ret).map_err(|_| std::io::Error::other(format!("clone3 returned pid {ret}")))?;
@@ -102,6 +119,9 @@ pub fn spawn(
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
     Ok(Spawned { pid, pidfd })
 }
+
+/// Linux's highest signal number (the last real-time one; `SIGRTMAX`).
+const MAX_SIGNAL: i32 = 64;
 
 /// The child's side of [`spawn`]: async-signal-safe calls only, no
 /// allocation, no return.
@@ -120,12 +140,23 @@ unsafe fn exec_child(
         }
     }
     // What the exec'd program must not inherit from this process: a
-    // blocked signal mask (tokio's threads may block some) and an ignored
-    // SIGPIPE (Rust's runtime ignores it).
+    // blocked signal mask (`spawn` blocked all of them), an ignored SIGPIPE
+    // (Rust's runtime ignores it), and, until the exec, this process's
+    // handlers: each is put back to default before any signal is let in.
+    // Signals ignored for other reasons stay ignored, as across any exec.
+    for signal in 1..=MAX_SIGNAL {
+        let mut current: libc::sigaction = std::mem::zeroed();
+        if libc::sigaction(signal, std::ptr::null(), &mut current) == 0
+            && current.sa_sigaction != libc::SIG_DFL
+            && current.sa_sigaction != libc::SIG_IGN
+        {
+            libc::signal(signal, libc::SIG_DFL);
+        }
+    }
+    libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     let mut empty: libc::sigset_t = std::mem::zeroed();
     libc::sigemptyset(&mut empty);
     libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
-    libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     libc::execve(program, argv, envp);
     libc::_exit(SPAWN_EXEC_FAILED)
 }
@@ -196,5 +227,57 @@ pub fn kill_all_in_namespace(signal: i32) -> std::io::Result<()> {
         Ok(())
     } else {
         Err(std::io::Error::last_os_error())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+    use std::os::fd::AsFd;
+
+    /// The `SigBlk` and `SigIgn` lines of a `/proc/.../status`.
+    fn blocked_and_ignored(status: &str) -> Vec<String> {
+        status.lines().filter(|l| l.starts_with("SigBlk:") || l.starts_with("SigIgn:")).map(str::to_string).collect()
+    }
+
+    #[test]
+    fn a_spawned_program_starts_with_no_signal_blocked_and_sigpipe_at_its_default() {
+        // This thread blocks SIGUSR2 (tokio's threads block some); the test
+        // process ignores SIGPIPE (Rust's runtime does).
+        // SAFETY: plain sigset_t data; pthread_sigmask reads the set given.
+        let mut usr2: libc::sigset_t = unsafe { std::mem::zeroed() };
+        unsafe {
+            libc::sigemptyset(&mut usr2);
+            libc::sigaddset(&mut usr2, libc::SIGUSR2);
+            libc::pthread_sigmask(libc::SIG_BLOCK, &usr2, std::ptr::null_mut());
+        }
+        let own = std::fs::read_to_string("/proc/thread-self/status").expect("this thread's status");
+        let ignored_here = own
+            .lines()
+            .find_map(|l| l.strip_prefix("SigIgn:"))
+            .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+            .expect("SigIgn of this thread");
+        let sigpipe = 1u64 << (libc::SIGPIPE - 1);
+        assert_ne!(ignored_here & sigpipe, 0, "the test process ignores SIGPIPE, as Rust's runtime does");
+
+        let (mut reader, writer) = std::io::pipe().expect("pipe");
+        let null = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null").expect("/dev/null");
+        let program = CString::new("/bin/cat").expect("program");
+        let argv = [program.clone(), CString::new("/proc/self/status").expect("arg")];
+        let spawned = spawn(&program, &argv, [null.as_fd(), writer.as_fd(), null.as_fd()], None).expect("spawn");
+        drop(writer);
+        let mut out = String::new();
+        reader.read_to_string(&mut out).expect("cat's output");
+        let mut status = 0;
+        // SAFETY: waits for the child just spawned; writes only `status`.
+        let waited = unsafe { libc::waitpid(spawned.pid as i32, &mut status, 0) };
+        // SAFETY: takes back the mask change made above.
+        unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &usr2, std::ptr::null_mut()) };
+        assert_eq!((waited, libc::WIFEXITED(status), libc::WEXITSTATUS(status)), (spawned.pid as i32, true, 0));
+        assert_eq!(
+            blocked_and_ignored(&out),
+            vec!["SigBlk:\t0000000000000000".to_string(), format!("SigIgn:\t{:016x}", ignored_here & !sigpipe)]
+        );
     }
 }
