@@ -175,7 +175,9 @@ impl Home {
 
 impl Drop for Home {
     fn drop(&mut self) {
-        // Leave nothing running: every Pod of this home, then its registry.
+        // Leave nothing running: every Pod of this home, what their
+        // workloads still run, then its registry.
+        let mut killed = Vec::new();
         if let Ok(entries) = std::fs::read_dir(self.home.join("run/pods")) {
             for e in entries.flatten() {
                 // `PID START_TIME`: only that very process, never a reused pid.
@@ -184,6 +186,7 @@ impl Drop for Home {
                 if let (Some(Some(pid)), Some(Some(start))) = (words.next(), words.next()) {
                     if alive_as(pid as u32, start) {
                         signal(pid as u32, rustix::process::Signal::KILL);
+                        killed.push((pid as u32, start));
                     }
                 }
             }
@@ -194,9 +197,36 @@ impl Drop for Home {
             .write(true)
             .open(&lock)
             .is_ok_and(|f| rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err());
+        if held && !killed.is_empty() {
+            self.sweep_after(&killed);
+        }
         if let Some(pid) = self.registry_pid().filter(|_| held) {
             signal(pid, rustix::process::Signal::KILL);
         }
+    }
+}
+
+impl Home {
+    /// Once the `killed` Pod processes are gone, has the registry sweep:
+    /// it ends what their workloads still run and removes their cgroups,
+    /// as its periodic sweep would have (a Pod killed with its registry
+    /// would otherwise leave its workload running, and its cgroup behind).
+    /// Bounded; a failure only leaves that behind.
+    fn sweep_after(&self, killed: &[(u32, u64)]) {
+        if !poll_until(|| killed.iter().all(|&(pid, start)| !alive_as(pid, start))) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+        let dirs = self.dirs();
+        runtime.block_on(async {
+            let swept = tokio::time::timeout(BOUND, async {
+                let mut client = pod_registry::Client::connect_running(&dirs).await?;
+                client.sweep().await
+            });
+            if let Ok(Err(e)) = swept.await {
+                eprintln!("harness: the registry's sweep at the end of the test failed: {e}");
+            }
+        });
     }
 }
 
