@@ -7,7 +7,8 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::io;
-use std::path::Path;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -25,11 +26,32 @@ use crate::{
     MAX_PENDING_HANDSHAKES,
 };
 
+/// A listener and the socket file it made. Dropped, it removes that file,
+/// but only while the path still names that very file (device and inode):
+/// if the folder was removed and another server bound the same path since,
+/// that server's socket stays.
+pub struct Bound {
+    listener: Listener,
+    path: PathBuf,
+    file: (u64, u64),
+}
+
+impl Drop for Bound {
+    fn drop(&mut self) {
+        let ours = std::fs::symlink_metadata(&self.path).is_ok_and(|m| (m.dev(), m.ino()) == self.file);
+        if ours {
+            if let Err(e) = std::fs::remove_file(&self.path) {
+                tracing::debug!(socket = %self.path.display(), error = %e, "cannot remove the socket file");
+            }
+        }
+    }
+}
+
 /// Binds a listener at `path` with mode 0600. An existing socket file is
 /// removed only when nobody answers on it (a server that died without
 /// cleaning up); a live server makes this fail with `AddrInUse`. The
-/// listener removes its socket file when dropped.
-pub async fn bind(path: &Path) -> Result<Listener, ProtoError> {
+/// socket file goes when the [`Bound`] is dropped, if it is still its own.
+pub async fn bind(path: &Path) -> Result<Bound, ProtoError> {
     if path.exists() {
         let probe = tokio::time::timeout(FRAME_TIMEOUT, Connection::connect(path)).await;
         if let Ok(Ok(_)) = probe {
@@ -45,8 +67,9 @@ pub async fn bind(path: &Path) -> Result<Listener, ProtoError> {
         }
     }
     let name = path.to_fs_name::<GenericFilePath>()?;
-    let listener = ListenerOptions::new().name(name).mode(0o600).create_tokio()?;
-    Ok(listener)
+    let listener = ListenerOptions::new().name(name).mode(0o600).reclaim_name(false).create_tokio()?;
+    let made = std::fs::symlink_metadata(path)?;
+    Ok(Bound { listener, path: path.to_path_buf(), file: (made.dev(), made.ino()) })
 }
 
 /// Accepts connections until `shutdown` completes. Each accepted connection
@@ -60,7 +83,7 @@ pub async fn bind(path: &Path) -> Result<Listener, ProtoError> {
 /// them (as does running out of file descriptors), and each is closed when
 /// its [`HANDSHAKE_TIMEOUT`] passes. At most [`MAX_CONNECTIONS`] are served
 /// at once; past that a new one is answered `proto.busy` and closed.
-pub async fn serve<H, Fut, S>(listener: Listener, shutdown: S, handler: H)
+pub async fn serve<H, Fut, S>(bound: Bound, shutdown: S, handler: H)
 where
     H: Fn(Connection, PeerCred) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send + 'static,
@@ -75,7 +98,7 @@ where
     loop {
         let accepted = tokio::select! {
             () = &mut shutdown => return,
-            accepted = listener.accept() => accepted,
+            accepted = bound.listener.accept() => accepted,
         };
         let stream = match accepted {
             Ok(s) => s,
@@ -222,5 +245,29 @@ pub fn raise_fd_limit() {
         if let Err(e) = setrlimit(Resource::Nofile, rustix::process::Rlimit { current: limit.maximum, ..limit }) {
             tracing::debug!(error = %e, "cannot raise the open-file limit");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_listener_removes_its_socket_file_but_never_a_newer_servers() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("server.sock");
+        drop(bind(&path).await.expect("bind"));
+        assert!(!path.exists(), "a listener's own socket file goes with it");
+
+        // The file is removed under a running server (its folder cleaned
+        // up) and another server binds the same path.
+        let old = bind(&path).await.expect("bind");
+        std::fs::remove_file(&path).expect("remove the socket file");
+        let new = bind(&path).await.expect("bind the same path again");
+        drop(old);
+        assert!(path.exists(), "the older server's drop left the newer server's socket file");
+        Connection::connect(&path).await.expect("the newer server is still reachable");
+        drop(new);
+        assert!(!path.exists(), "the newer server's own socket file goes with it");
     }
 }

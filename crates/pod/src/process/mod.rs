@@ -238,7 +238,7 @@ fn spawn_signal_handler(tx: mpsc::Sender<OwnerMsg>, hurry: tokio::sync::watch::S
 
 struct Started {
     owner: Owner,
-    listener: interprocess::local_socket::tokio::Listener,
+    listener: pod_proto::server::Bound,
     log: Arc<SessionLog>,
     lock: std::fs::File,
 }
