@@ -83,17 +83,10 @@ pub fn spawn(
         args.flags |= CLONE_INTO_CGROUP;
         args.cgroup = cgroup.as_raw_fd() as u64;
     }
-    // Signals are blocked in this thread across the clone, so that none of
-    // this process's handlers (tokio's write to a pipe this process reads)
-    // runs in the child before `exec_child` has put them back to default.
-    // SAFETY: sigset_t is plain data, filled by sigfillset;
-    // pthread_sigmask only reads and writes the two sets given.
-    let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
-    let mut before: libc::sigset_t = unsafe { std::mem::zeroed() };
-    unsafe {
-        libc::sigfillset(&mut all);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut before);
-    }
+    // Blocked across the clone, so that none of this process's handlers
+    // (tokio's write to a pipe this process reads) runs in the child before
+    // `exec_child` has put them back to default.
+    let blocked = SignalsBlocked::all();
     // SAFETY: `args` is a valid clone_args of the size passed; without
     // CLONE_VM the child runs on a copy of this thread's memory, and all it
     // reads (`program`, the pointer arrays, the descriptor numbers) was
@@ -105,8 +98,7 @@ pub fn spawn(
         unsafe { exec_child(program.as_ptr(), argv_ptrs.as_ptr(), envp.as_ptr(), source_fds) }
     }
     let clone_error = (ret < 0).then(std::io::Error::last_os_error);
-    // SAFETY: restores the mask saved above.
-    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &before, std::ptr::null_mut()) };
+    drop(blocked);
     if let Some(e) = clone_error {
         return Err(e);
     }
@@ -118,6 +110,34 @@ pub fn spawn(
     // SAFETY: CLONE_PIDFD stored a new descriptor that nothing else owns.
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
     Ok(Spawned { pid, pidfd })
+}
+
+/// Every signal blocked in the calling thread until this is dropped, which
+/// puts the thread's mask back as it was. A child cloned or forked
+/// meanwhile starts with everything blocked.
+struct SignalsBlocked {
+    before: libc::sigset_t,
+}
+
+impl SignalsBlocked {
+    fn all() -> SignalsBlocked {
+        // SAFETY: sigset_t is plain data, filled by sigfillset;
+        // pthread_sigmask only reads and writes the two sets given.
+        let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
+        let mut before: libc::sigset_t = unsafe { std::mem::zeroed() };
+        unsafe {
+            libc::sigfillset(&mut all);
+            libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut before);
+        }
+        SignalsBlocked { before }
+    }
+}
+
+impl Drop for SignalsBlocked {
+    fn drop(&mut self) {
+        // SAFETY: restores the mask saved by `all`.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.before, std::ptr::null_mut()) };
+    }
 }
 
 /// Linux's highest signal number (the last real-time one; `SIGRTMAX`).
@@ -180,14 +200,7 @@ pub fn unshare_namespaces(flags: UnshareFlags) -> rustix::io::Result<()> {
 /// child before its reset.
 pub fn fork_with_default_signals(signals: &[i32]) -> std::io::Result<Option<u32>> {
     assert_eq!(thread_count(), Some(1), "fork_with_default_signals from a multithreaded process");
-    // SAFETY: sigset_t is plain data, filled by sigfillset; sigprocmask only
-    // reads and writes the two sets given.
-    let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
-    let mut before: libc::sigset_t = unsafe { std::mem::zeroed() };
-    unsafe {
-        libc::sigfillset(&mut all);
-        libc::sigprocmask(libc::SIG_BLOCK, &all, &mut before);
-    }
+    let blocked = SignalsBlocked::all();
     // SAFETY: this process is single-threaded (asserted above), so the
     // child is a whole copy of it, free to run any code.
     let pid = unsafe { libc::fork() };
@@ -198,8 +211,7 @@ pub fn fork_with_default_signals(signals: &[i32]) -> std::io::Result<Option<u32>
             unsafe { libc::signal(signal, libc::SIG_DFL) };
         }
     }
-    // SAFETY: restores the mask saved above.
-    unsafe { libc::sigprocmask(libc::SIG_SETMASK, &before, std::ptr::null_mut()) };
+    drop(blocked);
     match (pid, error) {
         (_, Some(e)) => Err(e),
         (0, None) => Ok(None),

@@ -548,16 +548,16 @@ async fn record_and_release(
         if creation.is_empty() {
             return Ok(());
         }
-        let recorded = append(log, creation).await;
+        append(log, creation).await?;
         tracing::info!(ms = phase.elapsed().as_secs_f64() * 1e3, "creation recorded");
-        recorded
+        Ok(())
     };
     let Some(prepared) = prepared else { return record_creation.await.map(|()| None) };
     let record = prepared.record().clone();
     let contain = async {
-        let contained = owner.registry().contain(&owner.name, &record).await;
+        owner.registry().contain(&owner.name, &record).await?;
         tracing::info!(ms = phase.elapsed().as_secs_f64() * 1e3, "containment recorded");
-        contained
+        Ok::<(), WireError>(())
     };
     let (recorded, contained) = tokio::join!(record_creation, contain);
     if let Err(e) = recorded.and(contained) {
