@@ -95,6 +95,34 @@ pub fn fsync_overwrite_us(dir: &Path, rounds: usize) -> Result<(u64, u64), Strin
     Ok((quantile(&mut samples, 0.50), quantile(&mut samples, 0.99)))
 }
 
+/// Median and p99 (microseconds) of `rounds` creations of a new empty file
+/// in a new folder beside the measured one: what each file and folder a
+/// Pod makes costs the filesystem to allocate (a spawn makes about twenty,
+/// about ten of them one after another). Far from constant on some
+/// filesystems: ext4 without a journal passes over every inode freed in the
+/// last minutes, one buffer lookup each, so on a machine that has just
+/// removed many files (a test suite, the previous run of this bench) each
+/// new one costs many times more.
+pub fn create_us(dir: &Path, rounds: usize) -> Result<(u64, u64), String> {
+    let folder = dir.join("floor-create");
+    std::fs::create_dir(&folder).map_err(|e| format!("cannot create {}: {e}", folder.display()))?;
+    let rounds = rounds.max(1);
+    let mut samples = Vec::with_capacity(rounds);
+    for i in 0..rounds {
+        let path = folder.join(format!("f{i}"));
+        let start = Instant::now();
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| format!("floor create of {} failed: {e}", path.display()))?;
+        samples.push(start.elapsed().as_micros() as u64);
+    }
+    // Best effort: the folder lives in the suite's temporary directory.
+    let _ = std::fs::remove_dir_all(&folder);
+    Ok((quantile(&mut samples, 0.50), quantile(&mut samples, 0.99)))
+}
+
 const FRAME: usize = 64;
 
 /// A connection to an echo server on its own thread and runtime, over a

@@ -19,6 +19,11 @@
 //!   double-forked among them), from the Shutdown request until every one
 //!   of them is gone, `--stop-trees` times;
 //! - the resident memory of an idle Pod.
+//!
+//! Floors, the same run: an fdatasync on the same disk, a local socket
+//! round trip, and a new file's creation there (`floor_create_us`): a
+//! spawn makes about twenty files and folders, and what one costs varies
+//! many times over on some filesystems (see [`floor::create_us`]).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -105,6 +110,7 @@ pub fn run(args: &Args) -> Result<Value, String> {
     std::env::remove_var("POD_NAME");
     let (fsync_p50, _) = floor::fsync_us(&root_path, 200)?;
     let (ipc_p50, _) = floor::ipc_rtt_us(&root_path, 2000)?;
+    let (create_p50, create_p99) = floor::create_us(&root_path, 200)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -116,6 +122,8 @@ pub fn run(args: &Args) -> Result<Value, String> {
     figures["suite"] = json!("pod");
     figures["floor_fsync_us_p50"] = json!(fsync_p50);
     figures["floor_ipc_rtt_us_p50"] = json!(ipc_p50);
+    figures["floor_create_us_p50"] = json!(create_p50);
+    figures["floor_create_us_p99"] = json!(create_p99);
     figures["dir"] = json!(parent.to_string_lossy());
     Ok(figures)
 }
