@@ -14,9 +14,10 @@
 //! sync); this crate is the one copy.
 //!
 //! What it does, for a store that says what its records are ([`Records`]):
-//! - **open**: a lock on sled's directory, held while the store is open
-//!   (so the snapshots a killed open of sled left unfinished, which sled
-//!   0.34 would refuse as corruption forever after, can be removed first),
+//! - **open**: a lock on sled's directory (an `flock` of the directory
+//!   itself), held while the store is open (so the snapshots a killed open
+//!   of sled left unfinished, which sled 0.34 would refuse as corruption
+//!   forever after, can be removed first),
 //!   sled with automatic flushes off, the write-ahead file, the
 //!   store's durable head read from sled; a sled behind what the file's
 //!   header vouches for is refused ([`DurableError::Behind`]); the entries
@@ -61,9 +62,6 @@ pub use wal::{Entry, Fill, WalError, WalOptions};
 const SLED_LOG_FILE: &str = "db";
 /// The directory sled 0.34 writes large pages to, one file each.
 const SLED_BLOBS_DIR: &str = "blobs";
-/// The file in sled's directory every open of ours holds a lock on for as
-/// long as its store is open (see [`clear_dead_snapshots`]).
-const OPEN_LOCK_FILE: &str = "open.lock";
 /// The suffix sled 0.34 gives a snapshot until it is whole.
 const SNAPSHOT_IN_PROGRESS: &str = ".generating";
 
@@ -314,19 +312,16 @@ fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Du
 
 /// Takes the lock every open of ours holds on sled's directory (created,
 /// owner-only, if it is new), waiting for it as long as for sled's own.
+/// The lock is an `flock` on the directory itself: a lock file would be
+/// one more inode in every new store, and a new inode is what a new store
+/// costs most on some filesystems (ext4 without a journal passes over
+/// every inode freed in the last minutes).
 fn lock_for_open(options: &Options) -> Result<File, DurableError> {
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    use std::os::unix::fs::DirBuilderExt;
     let dir = &options.sled_dir;
     std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io("create", dir))?;
-    let path = dir.join(OPEN_LOCK_FILE);
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(&path)
-        .map_err(io("open", &path))?;
+    let path = dir.clone();
+    let file = File::open(&path).map_err(io("open", &path))?;
     let deadline = Instant::now() + options.lock_wait;
     let mut pause = Duration::from_millis(1);
     loop {

@@ -133,7 +133,7 @@ fn a_second_open_is_refused_while_the_first_holds_the_store() {
     };
     assert!(started.elapsed() >= Duration::from_millis(100), "the second open did not wait its time");
     let shown = refused.replace(&dir.path().display().to_string(), "$DIR");
-    assert_eq!(shown, "cannot lock $DIR/sled/open.lock: the store is open in another process");
+    assert_eq!(shown, "cannot lock $DIR/sled: the store is open in another process");
     drop(first);
     let (second, _, _) = Durable::open(&options(dir.path(), Duration::from_secs(5)), |_| Ok(Toy)).unwrap();
     drop(second);
