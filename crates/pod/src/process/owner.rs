@@ -681,6 +681,12 @@ impl Owner {
             &child,
         )?;
         request.enforce.level = Some(enforced.level);
+        // At `full`, this Pod's own running workload loses write on the
+        // region before anything is delegated: a process of it holding a
+        // path there refuses the spawn (`enforce.busy`), nothing changed.
+        if let Some(tree) = self.narrowing_tree() {
+            tree.narrow(&child, &request.rules).await.map_err(|e| WireError::new(e.code(), e.to_string()))?;
+        }
         self.spawning.insert(child.clone());
         let spawned = self.spawn_delegated(request).await;
         self.spawning.remove(&child);
@@ -695,22 +701,7 @@ impl Owner {
         let child_paths = PodPaths::new(&self.paths.dirs, &child);
         let socket = child_paths.socket().to_string_lossy().into_owned();
         fail::fail_point!("spawn.before_delegate");
-        // At `full`, this Pod's own running workload loses write on the
-        // region while the registry records the delegation: the two wait
-        // on other processes (the keeper's mounts, the registry's commit)
-        // and need nothing of each other, so together they take the longer
-        // of the two. The child starts only once both are done, so no
-        // process of it can write while this Pod's workload still can.
-        let narrowing = async {
-            match self.narrowing_tree() {
-                Some(tree) => {
-                    tree.narrow(&child, &request.rules).await.map_err(|e| WireError::new(e.code(), e.to_string()))
-                }
-                None => Ok(()),
-            }
-        };
-        let (narrowed, delegated) = tokio::join!(narrowing, self.registry.delegate(&self.name, &child, &request.rules));
-        if let Err(e) = delegated {
+        if let Err(e) = self.registry.delegate(&self.name, &child, &request.rules).await {
             // A lost connection leaves the delegate's fate unknown (the
             // registry may have committed it and died before answering):
             // undo it the idempotent way, so no reservation or layer stays.
@@ -718,18 +709,9 @@ impl Owner {
                 tracing::warn!(%child, error = %e, "delegate outcome unknown; reclaiming");
                 self.reclaim_logged(&child, RemovalReason::Lost).await;
             }
-            return Err(narrowed.err().unwrap_or(e));
-        }
-        fail::fail_point!("spawn.after_delegate");
-        if let Err(e) = narrowed {
-            // A process of the workload holds a path in the region
-            // (`enforce.busy`): the spawn is refused, and the delegation
-            // made meanwhile is undone before the answer, so the registry
-            // holds what it held (the child was never logged here).
-            tracing::info!(%child, error = %e, "the region cannot be taken from the workload; undoing the delegation");
-            self.reclaim_logged(&child, RemovalReason::Lost).await;
             return Err(e);
         }
+        fail::fail_point!("spawn.after_delegate");
         match self.spawn_after_delegate(&request, &socket, &child_paths).await {
             Ok(starting) => Ok(starting),
             Err(e) => {
