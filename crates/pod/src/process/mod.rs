@@ -513,7 +513,7 @@ async fn serve(
     // recorded and the workload released; all are done before the Pod
     // says it is ready.
     let (released, watching) =
-        tokio::join!(record_and_release(&owner, &log, creation, paths, prepared, tx), owner.start_watching());
+        tokio::join!(record_and_release(&owner, &log, creation, prepared, tx), owner.start_watching());
     if let Err(e) = watching {
         tracing::error!(error = %e, "cannot watch this pod's allocation; registry changes go unnoticed");
     }
@@ -539,7 +539,6 @@ async fn record_and_release(
     owner: &Owner,
     log: &Arc<SessionLog>,
     creation: Vec<Event>,
-    paths: &PodPaths,
     prepared: Option<workload::Prepared>,
     tx: mpsc::Sender<OwnerMsg>,
 ) -> Result<Option<workload::Running>, WireError> {
@@ -565,7 +564,7 @@ async fn record_and_release(
         return Err(e);
     }
     fail::fail_point!("workload.before_release");
-    let running = prepared.release(paths, tx).await?;
+    let running = prepared.release(tx).await?;
     fail::fail_point!("workload.after_launch");
     Ok(Some(running))
 }

@@ -23,25 +23,37 @@ const QUEUE: usize = 1024;
 /// close (a process the workload left behind may hold them open).
 pub const DRAIN_WAIT: Duration = Duration::from_secs(2);
 
-/// Starts capturing `stdout` and `stderr` into `paths`' output file; the
-/// handle finishes when both pipes are closed and every line is written.
+/// The Pod's output file, opened (created if new) before its workload runs:
+/// a new file's creation can be slow (on ext4 without a journal it passes
+/// over every inode freed in the last minutes), so a launch opens it while
+/// the keeper starts, not after the release.
+pub struct OutputFile(Writer);
+
+impl OutputFile {
+    pub fn open(paths: &PodPaths) -> Result<OutputFile, WireError> {
+        Writer::open(output::current(paths), output::rotated(paths)).map(OutputFile)
+    }
+}
+
+/// Starts capturing `stdout` and `stderr` into `file`; the handle finishes
+/// when both pipes are closed and every line is written.
 pub fn capture(
-    paths: &PodPaths,
+    file: OutputFile,
     stdout: impl AsyncRead + Unpin + Send + 'static,
     stderr: impl AsyncRead + Unpin + Send + 'static,
-) -> Result<JoinHandle<()>, WireError> {
-    let mut writer = Writer::open(output::current(paths), output::rotated(paths))?;
+) -> JoinHandle<()> {
+    let OutputFile(mut writer) = file;
     let (tx, mut rx) = mpsc::channel::<(Stream, Vec<u8>)>(QUEUE);
     tokio::spawn(read_lines(stdout, Stream::Stdout, tx.clone()));
     tokio::spawn(read_lines(stderr, Stream::Stderr, tx));
-    Ok(tokio::spawn(async move {
+    tokio::spawn(async move {
         while let Some((stream, bytes)) = rx.recv().await {
             if let Err(e) = writer.write(stream, &bytes) {
                 tracing::error!(error = %e, "cannot write the workload's output; the rest is dropped");
                 return;
             }
         }
-    }))
+    })
 }
 
 /// Sends each line of `pipe` (pieces of at most `MAX_LINE_BYTES`).

@@ -39,6 +39,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::layout::PodPaths;
+use crate::process::output::OutputFile;
 use crate::process::owner::OwnerMsg;
 use crate::process::watch::PidFd;
 
@@ -65,6 +66,7 @@ pub struct Prepared {
     program: String,
     stdout: tokio::net::unix::pipe::Receiver,
     stderr: tokio::net::unix::pipe::Receiver,
+    output: OutputFile,
 }
 
 /// A started workload.
@@ -224,6 +226,10 @@ pub async fn start(spec: WorkloadSpec<'_>, paths: &PodPaths) -> Result<Prepared,
     let (stderr, stderr_w) = output_pipe()?;
     // Detected once per process, as the level was decided on it.
     let support = crate::process::enforcement::support()?;
+    // The output file is opened while the keeper starts (a file's
+    // creation is one of the slow parts of a spawn on some filesystems).
+    let output_paths = paths.clone();
+    let opening_output = tokio::task::spawn_blocking(move || OutputFile::open(&output_paths));
     let launched = tokio::task::spawn_blocking(move || -> Result<(Containment, Parked), SandboxError> {
         let phase = std::time::Instant::now();
         let choice = choose_containment(support, &limits)?;
@@ -257,7 +263,18 @@ pub async fn start(spec: WorkloadSpec<'_>, paths: &PodPaths) -> Result<Prepared,
     .await
     .map_err(|e| WireError::new("pod.internal", format!("the workload's launch task failed: {e}")))?;
     let (containment, parked) = launched.map_err(|e| start_error(program, e))?;
-    Ok(Prepared { containment, parked, program: program.clone(), stdout, stderr })
+    let output = match opening_output.await {
+        Ok(Ok(output)) => output,
+        Ok(Err(e)) => {
+            cancel(containment, parked).await;
+            return Err(e);
+        }
+        Err(e) => {
+            cancel(containment, parked).await;
+            return Err(WireError::new("pod.internal", format!("the task opening the output file failed: {e}")));
+        }
+    };
+    Ok(Prepared { containment, parked, program: program.clone(), stdout, stderr, output })
 }
 
 fn start_error(program: &str, e: SandboxError) -> WireError {
@@ -276,23 +293,13 @@ impl Prepared {
     /// Ends the workload that never ran and removes its containment.
     pub async fn cancel(self) {
         let Prepared { containment, parked, .. } = self;
-        let ended = tokio::task::spawn_blocking(move || {
-            parked.cancel();
-            containment.terminate(Duration::ZERO)?;
-            containment.remove()
-        })
-        .await;
-        match ended {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, "cannot end a workload that was never released"),
-            Err(e) => tracing::error!(error = %e, "the task ending a workload that was never released failed"),
-        }
+        cancel(containment, parked).await;
     }
 
     /// Lets the program run (its containment is on record by now);
     /// returns once it was exec'd.
-    pub async fn release(self, paths: &PodPaths, tx: mpsc::Sender<OwnerMsg>) -> Result<Running, WireError> {
-        let Prepared { containment, parked, program, stdout, stderr } = self;
+    pub async fn release(self, tx: mpsc::Sender<OwnerMsg>) -> Result<Running, WireError> {
+        let Prepared { containment, parked, program, stdout, stderr, output } = self;
         let released = tokio::task::spawn_blocking(move || match parked.release() {
             Ok(workload) => Ok((containment, workload)),
             Err(e) => {
@@ -306,19 +313,34 @@ impl Prepared {
         .await
         .map_err(|e| WireError::new("pod.internal", format!("the workload's release task failed: {e}")))?;
         let (containment, workload) = released.map_err(|e| start_error(&program, e))?;
-        running(paths, containment, workload, stdout, stderr, tx)
+        running(containment, workload, output, stdout, stderr, tx)
+    }
+}
+
+/// Ends a workload that never ran and removes its containment.
+async fn cancel(containment: Containment, parked: Parked) {
+    let ended = tokio::task::spawn_blocking(move || {
+        parked.cancel();
+        containment.terminate(Duration::ZERO)?;
+        containment.remove()
+    })
+    .await;
+    match ended {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "cannot end a workload that was never released"),
+        Err(e) => tracing::error!(error = %e, "the task ending a workload that was never released failed"),
     }
 }
 
 fn running(
-    paths: &PodPaths,
     containment: Containment,
     workload: Workload,
+    output: OutputFile,
     stdout: tokio::net::unix::pipe::Receiver,
     stderr: tokio::net::unix::pipe::Receiver,
     tx: mpsc::Sender<OwnerMsg>,
 ) -> Result<Running, WireError> {
-    let output = crate::process::output::capture(paths, stdout, stderr)?;
+    let output = crate::process::output::capture(output, stdout, stderr);
     let pid = workload.pid();
     // The main process, held for `pod kill`: a pidfd stays bound to it
     // even after its pid is reused. `None` when it has already exited.
