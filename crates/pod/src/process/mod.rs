@@ -6,9 +6,9 @@
 //! (1) open the session log, take the scope in the registry (register,
 //! adopt, or re-register with layers on resume, recording that durably
 //! and pruning unreachable children), and (2) prepare a new Pod's
-//! workload, parked before its exec; then bind the socket, record a new
-//! Pod's creation in its log and its workload's containment in the
-//! registry (together), release the workload, while the watch on the
+//! workload, parked before its exec; then, together, bind the socket,
+//! record a new Pod's creation in its log and its workload's containment
+//! in the registry; release the workload, while the watch on the
 //! allocation starts, and only then report ready on stdout. Any failure
 //! before "ready" undoes what was taken (a parked workload is cancelled:
 //! nothing of it ran) and is reported as the launch error. The layer's
@@ -498,51 +498,49 @@ async fn serve(
     prepared: Option<workload::Prepared>,
     tx: mpsc::Sender<OwnerMsg>,
 ) -> Result<Started, WireError> {
-    let listener = match pod_proto::server::bind(&paths.socket()).await {
-        Ok(listener) => listener,
-        Err(e) => {
-            if let Some(prepared) = prepared {
-                prepared.cancel().await;
-            }
-            abandon(scoped.owner).await;
-            return Err(e.to_wire());
-        }
-    };
     let Scoped { mut owner, log, creation } = scoped;
-    // The watch starts while the Pod's creation and its workload are
-    // recorded and the workload released; all are done before the Pod
-    // says it is ready.
+    let socket = paths.socket();
+    // The watch starts while the socket is bound, the Pod's creation and
+    // its workload are recorded and the workload released; all are done
+    // before the Pod says it is ready.
     let (released, watching) =
-        tokio::join!(record_and_release(&owner, &log, creation, prepared, tx), owner.start_watching());
+        tokio::join!(bind_record_and_release(&owner, &log, creation, &socket, prepared, tx), owner.start_watching());
     if let Err(e) = watching {
         tracing::error!(error = %e, "cannot watch this pod's allocation; registry changes go unnoticed");
     }
-    match released {
-        Ok(Some(running)) => owner.set_workload(running),
-        Ok(None) => {}
+    let (listener, running) = match released {
+        Ok(released) => released,
         Err(e) => {
             abandon(owner).await;
             return Err(e);
         }
+    };
+    if let Some(running) = running {
+        owner.set_workload(running);
     }
     Ok(Started { owner, listener, log, lock })
 }
 
-/// Records a new Pod's creation in its session log and, at the same time,
-/// the parked workload's containment (durably: the registry answers once
-/// it is), then lets the workload exec: from its first instruction on,
-/// whoever finds this process gone ends it from the record. The two
-/// records are independent (a crash between them leaves an allocation
-/// whose reclaim ends what the containment names, as a crash after it),
-/// so they wait on their two fsyncs together.
-async fn record_and_release(
+/// Binds the Pod's socket, records a new Pod's creation in its session log
+/// and, at the same time, the parked workload's containment (durably: the
+/// registry answers once it is), then lets the workload exec: from its
+/// first instruction on, whoever finds this process gone ends it from the
+/// record. The three are independent (a crash between the records leaves
+/// an allocation whose reclaim ends what the containment names, as a crash
+/// after them; a socket nobody serves yet refuses nobody), so the bind's
+/// new file and the two fsyncs are waited on together; the workload is
+/// released only once all three are done, and cancelled (nothing of it
+/// ran) when one failed.
+async fn bind_record_and_release(
     owner: &Owner,
     log: &Arc<SessionLog>,
     creation: Vec<Event>,
+    socket: &std::path::Path,
     prepared: Option<workload::Prepared>,
     tx: mpsc::Sender<OwnerMsg>,
-) -> Result<Option<workload::Running>, WireError> {
+) -> Result<(pod_proto::server::Bound, Option<workload::Running>), WireError> {
     let phase = std::time::Instant::now();
+    let bind = async { pod_proto::server::bind(socket).await.map_err(|e| e.to_wire()) };
     let record_creation = async {
         if creation.is_empty() {
             return Ok(());
@@ -551,22 +549,28 @@ async fn record_and_release(
         tracing::info!(ms = phase.elapsed().as_secs_f64() * 1e3, "creation recorded");
         Ok(())
     };
-    let Some(prepared) = prepared else { return record_creation.await.map(|()| None) };
-    let record = prepared.record().clone();
+    let record = prepared.as_ref().map(|p| p.record().clone());
     let contain = async {
-        owner.registry().contain(&owner.name, &record).await?;
+        let Some(record) = &record else { return Ok(()) };
+        owner.registry().contain(&owner.name, record).await?;
         tracing::info!(ms = phase.elapsed().as_secs_f64() * 1e3, "containment recorded");
         Ok::<(), WireError>(())
     };
-    let (recorded, contained) = tokio::join!(record_creation, contain);
-    if let Err(e) = recorded.and(contained) {
-        prepared.cancel().await;
-        return Err(e);
-    }
+    let (bound, recorded, contained) = tokio::join!(bind, record_creation, contain);
+    let listener = match bound.and_then(|listener| recorded.and(contained).map(|()| listener)) {
+        Ok(listener) => listener,
+        Err(e) => {
+            if let Some(prepared) = prepared {
+                prepared.cancel().await;
+            }
+            return Err(e);
+        }
+    };
+    let Some(prepared) = prepared else { return Ok((listener, None)) };
     fail::fail_point!("workload.before_release");
     let running = prepared.release(tx).await?;
     fail::fail_point!("workload.after_launch");
-    Ok(Some(running))
+    Ok((listener, Some(running)))
 }
 
 /// Launches a new Pod's workload, if it has one, at its level, and leaves
