@@ -120,12 +120,16 @@ pub struct Standby {
     pid: u32,
 }
 
+/// The argument after `__pod` that makes a standby: its command line names
+/// no Pod, even after it became one (see `process::caller` in `pod`).
+pub const STANDBY_ARG: &str = "--standby";
+
 impl Standby {
     pub fn start() -> Result<Standby, WireError> {
         let exe = std::env::current_exe()
             .map_err(|e| WireError::new("launch.exe", format!("cannot find the pod binary: {e}")))?;
         let mut command = Command::new(exe);
-        command.arg("__pod").arg("--standby");
+        command.arg("__pod").arg(STANDBY_ARG);
         command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::inherit());
         let child = command
             .spawn()

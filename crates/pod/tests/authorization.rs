@@ -48,8 +48,26 @@ fn attempts(h: &Home) -> String {
 
 #[test]
 fn a_workload_acts_on_its_own_pod_and_descendants_only() {
+    acts_on_its_own_pod_and_descendants_only(&[]);
+}
+
+/// The same, with the workload known by its process tree instead of its
+/// cgroup (none is used: the PID namespace's supervisor contains it). Its
+/// Pod `w` is lead's second child, so it was started from lead's standby,
+/// whose command line (`pod __pod --standby`) names no Pod: it must still
+/// be told from lead, whose process started it.
+#[test]
+fn a_workload_known_by_its_process_tree_acts_on_its_own_pod_and_descendants_only() {
+    acts_on_its_own_pod_and_descendants_only(&[("POD_SANDBOX_DISABLE", "cgroup")]);
+}
+
+/// lead, its child sib, then its child w, whose workload tries every
+/// command of [`attempts`]; `env` goes to lead's process (and so to every
+/// Pod process it starts).
+fn acts_on_its_own_pod_and_descendants_only(env: &[(&str, &str)]) {
     let h = Home::new();
-    h.must(&["start", "lead", "--write", "."]);
+    let started = h.pod_env(&["start", "lead", "--write", "."], env);
+    assert!(started.ok(), "{started:?}");
     h.must(&["spawn", "sib", "--parent", "lead", "--write", "tests"]);
     let script = attempts(&h);
     let scratch = h.scratch().to_string_lossy().into_owned();
@@ -58,7 +76,7 @@ fn a_workload_acts_on_its_own_pod_and_descendants_only() {
     assert!(run.ok(), "{run:?}");
     wait_until("the workload tried everything", || h.scratch().join("attempted").exists());
     let text = std::fs::read_to_string(h.scratch().join("attempts")).expect("attempts");
-    insta::assert_snapshot!(h.redact(&text).replace(POD, "pod"));
+    insta::assert_snapshot!("a_workload_acts_on_its_own_pod_and_descendants_only", h.redact(&text).replace(POD, "pod"));
     // Nothing it was refused happened.
     for pod in ["lead", "sib", "w"] {
         assert!(h.allocation(pod).is_some_and(|a| a["state"] == "live"), "{pod} must still run");

@@ -20,7 +20,10 @@
 //! Pod process is its nearest ancestor (itself included), where a Pod
 //! process is one whose pid and start time are the ones its Pod wrote in
 //! `run/pods/NAME/pid` (`/proc/PID/cmdline` only says which record to
-//! compare with). Every step up is checked by start time, so an ancestor
+//! compare with; a Pod process started as a standby keeps the command line
+//! `pod __pod --standby`, which names no Pod, so its record is looked for
+//! among every Pod's; until it has one, it counts as a process of the Pod
+//! that started it, which it is). Every step up is checked by start time, so an ancestor
 //! that exited and whose pid was reused is never taken for a Pod. The tree
 //! covers the Pod processes themselves and workloads held by a supervisor
 //! instead of a cgroup (the keeper is the subreaper of its tree, so an
@@ -36,6 +39,9 @@ use crate::layout::{PidRecord, PodPaths};
 /// Most steps up the process tree before giving up (a tree that deep is
 /// not one this runtime built).
 const MAX_DEPTH: usize = 4096;
+/// Most Pod folders looked at for the pid record of a Pod process that was
+/// started as a standby.
+const MAX_PODS_SCANNED: usize = 65_536;
 
 /// The process on the other end of a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,7 +124,8 @@ fn by_containment(pid: u32, start_time: u64, dirs: &RuntimeDirs) -> Option<PodNa
 }
 
 /// The Pod `pid` is the Pod process of, if it is one: its command line is
-/// `... __pod NAME` and `NAME`'s pid file names this very process.
+/// `... __pod NAME` and `NAME`'s pid file names this very process, or it
+/// is `... __pod --standby` and some Pod's pid file names it.
 fn pod_process(pid: u32, start_time: u64, dirs: &RuntimeDirs) -> Option<PodName> {
     let cmdline = pod_registry::proc::cmdline(pid).ok()??;
     let mut args = cmdline.split(|b| *b == 0);
@@ -126,9 +133,23 @@ fn pod_process(pid: u32, start_time: u64, dirs: &RuntimeDirs) -> Option<PodName>
     if args.next()? != b"__pod" {
         return None;
     }
-    let name = PodName::new(std::str::from_utf8(args.next()?).ok()?).ok()?;
-    let record = PidRecord::read(&PodPaths::new(dirs, &name))?;
-    (record == PidRecord { pid, start_time }).then_some(name)
+    let me = PidRecord { pid, start_time };
+    let named = args.next()?;
+    if named == pod_client::launch::STANDBY_ARG.as_bytes() {
+        return became(me, dirs);
+    }
+    let name = PodName::new(std::str::from_utf8(named).ok()?).ok()?;
+    (PidRecord::read(&PodPaths::new(dirs, &name))? == me).then_some(name)
+}
+
+/// The Pod a process started as a standby became: the one whose pid record
+/// names it. `None` while it is still waiting for a launch request.
+fn became(me: PidRecord, dirs: &RuntimeDirs) -> Option<PodName> {
+    let entries = std::fs::read_dir(dirs.pods_run()).ok()?;
+    entries.take(MAX_PODS_SCANNED).filter_map(Result::ok).find_map(|entry| {
+        let name = PodName::new(entry.file_name().to_str()?).ok()?;
+        (PidRecord::read(&PodPaths::new(dirs, &name))? == me).then_some(name)
+    })
 }
 
 #[cfg(test)]
@@ -146,5 +167,22 @@ mod tests {
         assert_eq!(identify(&peer, &dirs), Ok(Caller::Operator));
         let gone = Peer { start_time: None, ..peer };
         assert_eq!(identify(&gone, &dirs).map_err(|e| e.code), Err("auth.caller_unknown".into()));
+    }
+
+    #[test]
+    fn a_process_started_as_a_standby_is_the_pod_whose_pid_record_names_it() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dirs = RuntimeDirs { run: tmp.path().join("run"), data: tmp.path().join("data") };
+        for (folder, record) in [("a", "7 70\n"), ("b", "8 80\n"), (".not-a-pod", "9 90\n")] {
+            let dir = dirs.pods_run().join(folder);
+            std::fs::create_dir_all(&dir).expect("pod folder");
+            std::fs::write(dir.join("pid"), record).expect("pid record");
+        }
+        let b = PodName::new("b").expect("name");
+        assert_eq!(became(PidRecord { pid: 8, start_time: 80 }, &dirs), Some(b));
+        // Same pid, another start time: another process.
+        assert_eq!(became(PidRecord { pid: 8, start_time: 81 }, &dirs), None);
+        // Only Pods' folders count.
+        assert_eq!(became(PidRecord { pid: 9, start_time: 90 }, &dirs), None);
     }
 }
