@@ -527,10 +527,11 @@ async fn serve(
 /// first instruction on, whoever finds this process gone ends it from the
 /// record. The three are independent (a crash between the records leaves
 /// an allocation whose reclaim ends what the containment names, as a crash
-/// after them; a socket nobody serves yet refuses nobody), so the bind's
-/// new file and the two fsyncs are waited on together; the workload is
-/// released only once all three are done, and cancelled (nothing of it
-/// ran) when one failed.
+/// after them; the socket is served only once the Pod is ready, so a
+/// connection made meanwhile waits, as it did when the bind came first),
+/// so the bind's new file and the two fsyncs are waited on together; the
+/// workload is released only once all three are done, and cancelled
+/// (nothing of it ran) when one failed.
 async fn bind_record_and_release(
     owner: &Owner,
     log: &Arc<SessionLog>,
