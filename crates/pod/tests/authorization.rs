@@ -52,13 +52,19 @@ fn a_workload_acts_on_its_own_pod_and_descendants_only() {
 }
 
 /// The same, with the workload known by its process tree instead of its
-/// cgroup (none is used: the PID namespace's supervisor contains it). Its
+/// cgroup (none is used: a PID namespace's supervisor contains it). Its
 /// Pod `w` is lead's second child, so it was started from lead's standby,
 /// whose command line (`pod __pod --standby`) names no Pod: it must still
 /// be told from lead, whose process started it.
 #[test]
 fn a_workload_known_by_its_process_tree_acts_on_its_own_pod_and_descendants_only() {
     acts_on_its_own_pod_and_descendants_only(&[("POD_SANDBOX_DISABLE", "cgroup")]);
+}
+
+/// The same under a subreaper (no cgroup, no PID namespace).
+#[test]
+fn a_workload_under_a_subreaper_acts_on_its_own_pod_and_descendants_only() {
+    acts_on_its_own_pod_and_descendants_only(&[("POD_SANDBOX_DISABLE", "cgroup,pidns")]);
 }
 
 /// lead, its child sib, then its child w, whose workload tries every
