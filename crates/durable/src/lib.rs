@@ -190,6 +190,13 @@ impl Durable {
         if !(wal.was_created() && wal_dir == sled_dir.as_path()) {
             File::open(&sled_dir).and_then(|d| d.sync_all()).map_err(io("sync the directory", &sled_dir))?;
         }
+        // A new store's own folder (the one holding its write-ahead file)
+        // is a new name in the folder above: made durable too, or a power
+        // loss could lose the whole store on a filesystem that does not
+        // persist a name with the first fsync of a file below it.
+        if let Some(above) = wal_dir.parent().filter(|p| wal.was_created() && !p.as_os_str().is_empty()) {
+            File::open(above).and_then(|d| d.sync_all()).map_err(io("sync the directory", above))?;
+        }
         let stored = records.head(&db)?;
         if stored < recovered.stored_through {
             return Err(DurableError::Behind { have: stored, durable: recovered.stored_through }.into());

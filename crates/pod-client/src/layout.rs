@@ -12,7 +12,7 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use pod_proto::paths::{ensure_private_dir, DirError, PODS_DIR, REGISTRY_DIR};
+use pod_proto::paths::{ensure_durable_private_dir, ensure_private_dir, DirError, PODS_DIR, REGISTRY_DIR};
 use pod_proto::{RuntimeDirs, WireError};
 use rustix::fs::{flock, FlockOperation};
 use scope::PodName;
@@ -33,9 +33,11 @@ impl PodPaths {
         }
     }
 
+    /// Creates the Pod's folders if they are new; the data folder's name is
+    /// made durable too (its stores are).
     pub fn ensure(&self) -> Result<(), DirError> {
         ensure_private_dir(&self.run_dir)?;
-        ensure_private_dir(&self.data_dir)
+        ensure_durable_private_dir(&self.data_dir)
     }
 
     pub fn socket(&self) -> PathBuf {

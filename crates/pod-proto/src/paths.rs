@@ -123,8 +123,9 @@ impl RuntimeDirs {
     /// one: every directory ours and private, the folders holding `run/` and
     /// `data/` writable by nobody else, and not the old layout.
     pub fn ensure(&self) -> Result<(), DirError> {
+        ensure_private_dir(&self.run)?;
+        ensure_durable_private_dir(&self.data)?;
         for root in [&self.run, &self.data] {
-            ensure_private_dir(root)?;
             if let Some(parent) = root.parent() {
                 check_parent(parent)?;
             }
@@ -132,8 +133,11 @@ impl RuntimeDirs {
         if let Some(found) = self.old_layout() {
             return Err(DirError::OldLayout { run: self.run.clone(), data: self.data.clone(), found });
         }
-        for dir in [self.pods_run(), self.pods_data(), self.registry_run(), self.registry_data()] {
+        for dir in [self.pods_run(), self.registry_run()] {
             ensure_private_dir(&dir)?;
+        }
+        for dir in [self.pods_data(), self.registry_data()] {
+            ensure_durable_private_dir(&dir)?;
         }
         Ok(())
     }
@@ -214,6 +218,23 @@ fn old_pod_dirs(root: &Path, marker: &str) -> Vec<PathBuf> {
 /// files also give the mode explicitly.
 pub fn private_umask() {
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+}
+
+/// [`ensure_private_dir`] for a folder that holds durable stores (under
+/// `data/`): when it creates `path`, it also makes the new name durable (an
+/// fsync of the folder holding it; that one must exist already). Without
+/// it a power loss could lose the new folder with every store in it, on a
+/// filesystem that does not persist a name with the first fsync of a file
+/// below it (ext4 without a journal, ext2).
+pub fn ensure_durable_private_dir(path: &Path) -> Result<(), DirError> {
+    let created = std::fs::symlink_metadata(path).is_err();
+    ensure_private_dir(path)?;
+    match path.parent().filter(|p| created && !p.as_os_str().is_empty()) {
+        Some(parent) => std::fs::File::open(parent)
+            .and_then(|d| d.sync_all())
+            .map_err(|source| DirError::Io { path: parent.to_path_buf(), source }),
+        None => Ok(()),
+    }
 }
 
 /// Creates `path` with mode 0700 (parents too), then checks ownership and
