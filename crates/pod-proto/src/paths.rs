@@ -225,7 +225,8 @@ pub fn private_umask() {
 /// fsync of the folder holding it; that one must exist already). Without
 /// it a power loss could lose the new folder with every store in it, on a
 /// filesystem that does not persist a name with the first fsync of a file
-/// below it (ext4 without a journal, ext2).
+/// below it: POSIX does not promise that it does (ext4, xfs and btrfs do;
+/// ext2 does not), so this costs a cache flush where it is not needed.
 pub fn ensure_durable_private_dir(path: &Path) -> Result<(), DirError> {
     let created = std::fs::symlink_metadata(path).is_err();
     ensure_private_dir(path)?;
