@@ -23,12 +23,12 @@
 //! compare with; a Pod process started as a standby keeps the command line
 //! `pod __pod --standby`, which names no Pod, so its record is looked for
 //! among every Pod's; until it has one, it counts as a process of the Pod
-//! that started it, which it is). Every step up is checked by start time, so an ancestor
-//! that exited and whose pid was reused is never taken for a Pod. The tree
-//! covers the Pod processes themselves and workloads held by a supervisor
-//! instead of a cgroup (the keeper is the subreaper of its tree, so an
-//! orphan stays under it). Limit: a pid file is a file the same user can
-//! write.
+//! that started it, which it is). Every step up is checked by start time,
+//! so an ancestor that exited and whose pid was reused is never taken for
+//! a Pod. The tree covers the Pod processes themselves and workloads held
+//! by a supervisor instead of a cgroup (the keeper is the subreaper of its
+//! tree, so an orphan stays under it). Limit: a pid file is a file the
+//! same user can write.
 
 use pod_proto::{PeerCred, RuntimeDirs, WireError};
 use pod_registry::proc::stat;
