@@ -48,10 +48,45 @@ pub struct Cluster {
     token: String,
 }
 
-/// A port nobody listens on now (the kernel picks it).
+/// Where members' ports are picked: below Linux's default ephemeral range
+/// (32768-60999), from which the kernel takes the local port of every
+/// outgoing connection and of a bind to port 0. A port picked there and
+/// let go could be some connection's (the other clusters' peers, their
+/// clients) before the member binds it; here only another picker could
+/// take it.
+const PORTS: std::ops::Range<u16> = 20_000..32_000;
+/// How much of a member's log a failed start quotes.
+const LOG_TAIL_BYTES: u64 = 600;
+
+/// A port nobody listens on now: the next free one in [`PORTS`], from a
+/// start that differs between processes, never the same twice in one.
 fn free_port() -> Result<u16, String> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| format!("cannot pick a port: {e}"))?;
-    l.local_addr().map(|a| a.port()).map_err(|e| format!("cannot pick a port: {e}"))
+    static PICKED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let span = u32::from(PORTS.end - PORTS.start);
+    let start = std::process::id().wrapping_mul(7919);
+    for _ in 0..span {
+        let n = PICKED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let port = PORTS.start + (start.wrapping_add(n) % span) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err(format!("cannot pick a port: none free in {}..{}", PORTS.start, PORTS.end))
+}
+
+/// The last bytes of `path`, on one line (a member's log, for an error).
+fn tail(path: &Path) -> String {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut file) = std::fs::File::open(path) else { return "no log".into() };
+    let len = file.metadata().map_or(0, |m| m.len());
+    let mut text = String::new();
+    let read = file
+        .seek(SeekFrom::Start(len.saturating_sub(LOG_TAIL_BYTES)))
+        .and_then(|_| file.take(LOG_TAIL_BYTES).read_to_string(&mut text));
+    match read {
+        Ok(_) => text.split_whitespace().collect::<Vec<_>>().join(" "),
+        Err(e) => format!("unreadable log: {e}"),
+    }
 }
 
 impl Cluster {
@@ -175,13 +210,34 @@ impl Cluster {
                 Ok(i) => return Ok(i),
                 Err(e) if Instant::now() > deadline => {
                     return Err(format!(
-                        "etcd did not elect a leader within {START_WAIT:?}: {e}; see {}",
-                        self.log_dir()
+                        "etcd did not elect a leader within {START_WAIT:?}: {e}; see {}; {}",
+                        self.log_dir(),
+                        self.members_now()
                     ))
                 }
                 Err(_) => std::thread::sleep(Duration::from_millis(50)),
             }
         }
+    }
+
+    /// Each member's state and the end of its log, for a failed start
+    /// (the directory holding the logs goes when the test ends).
+    fn members_now(&self) -> String {
+        let mut now = Vec::new();
+        for m in &self.members {
+            // An exited member stays a zombie until it is reaped.
+            let running = |pid: u32| {
+                std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .is_ok_and(|stat| stat.rsplit(')').next().is_some_and(|rest| !rest.trim_start().starts_with('Z')))
+            };
+            let state = match m.child.as_ref().map(Child::id) {
+                Some(pid) if running(pid) => format!("pid {pid} running"),
+                Some(pid) => format!("pid {pid} exited"),
+                None => "not started".into(),
+            };
+            now.push(format!("{} (ports {}/{}, {state}): ...{}", m.name, m.client_port, m.peer_port, tail(&m.log)));
+        }
+        now.join("; ")
     }
 
     fn log_dir(&self) -> String {
@@ -213,5 +269,30 @@ impl Drop for Cluster {
         for i in 0..self.members.len() {
             self.kill9(i);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn picked_ports_are_free_below_the_ephemeral_range_and_never_the_same_twice() {
+        let ports: Vec<u16> = (0..64).map(|_| free_port().expect("a free port")).collect();
+        assert!(ports.iter().all(|p| PORTS.contains(p)), "{ports:?}");
+        let distinct: std::collections::BTreeSet<u16> = ports.iter().copied().collect();
+        assert_eq!(distinct.len(), ports.len(), "{ports:?}");
+    }
+
+    #[test]
+    fn a_failed_start_quotes_the_end_of_each_members_log_on_one_line() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("m0.log");
+        let long = format!("{}\nbind: address already in use\n", "x".repeat(2 * LOG_TAIL_BYTES as usize));
+        std::fs::write(&log, long).expect("log");
+        let last = "\nbind: address already in use\n";
+        let xs = "x".repeat(LOG_TAIL_BYTES as usize - last.len());
+        assert_eq!(tail(&log), format!("{xs} bind: address already in use"));
+        assert_eq!(tail(&dir.path().join("m1.log")), "no log");
     }
 }
