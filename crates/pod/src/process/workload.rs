@@ -228,9 +228,12 @@ pub async fn start(spec: WorkloadSpec<'_>, paths: &PodPaths) -> Result<Prepared,
     let support = crate::process::enforcement::support()?;
     // The output file is opened while the keeper starts (a file's
     // creation is one of the slow parts of a spawn on some filesystems).
+    // Both tasks are awaited whatever happens: a failed launch's folder is
+    // removed after this returns, and no open may still be making a file
+    // in it then.
     let output_paths = paths.clone();
     let opening_output = tokio::task::spawn_blocking(move || OutputFile::open(&output_paths));
-    let launched = tokio::task::spawn_blocking(move || -> Result<(Containment, Parked), SandboxError> {
+    let launching = tokio::task::spawn_blocking(move || -> Result<(Containment, Parked), SandboxError> {
         let phase = std::time::Instant::now();
         let choice = choose_containment(support, &limits)?;
         let mut containment = Containment::create(support, &choice, &key, &limits)?;
@@ -259,11 +262,12 @@ pub async fn start(spec: WorkloadSpec<'_>, paths: &PodPaths) -> Result<Prepared,
                 Err(e)
             }
         }
-    })
-    .await
-    .map_err(|e| WireError::new("pod.internal", format!("the workload's launch task failed: {e}")))?;
+    });
+    let (launched, opened) = tokio::join!(launching, opening_output);
+    let launched =
+        launched.map_err(|e| WireError::new("pod.internal", format!("the workload's launch task failed: {e}")))?;
     let (containment, parked) = launched.map_err(|e| start_error(program, e))?;
-    let output = match opening_output.await {
+    let output = match opened {
         Ok(Ok(output)) => output,
         Ok(Err(e)) => {
             cancel(containment, parked).await;
